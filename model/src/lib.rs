@@ -1,0 +1,9 @@
+//! Shoal's shared vocabulary: fleet manifests and their validation, the wire protocol between
+//! hub and agents, and topic names. Every serde shape that crosses a process boundary lives
+//! here, and nothing in this crate does network or container IO.
+
+pub mod manifest;
+pub mod node;
+pub mod quantity;
+pub mod topic;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! Topic names (being written).
