@@ -45,7 +45,8 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 /// Parses a CPU amount into millicores: `0.5`, `2`, `500m`.
 pub fn parse_millicpu(text: &str) -> Result<u32, String> {
     let text = text.trim();
-    let bad = || format!("`{text}` is not a CPU amount: use cores (`0.5`, `2`) or millicores (`500m`)");
+    let bad =
+        || format!("`{text}` is not a CPU amount: use cores (`0.5`, `2`) or millicores (`500m`)");
     let millis = if let Some(number) = text.strip_suffix('m') {
         let value: u64 = number.parse().map_err(|_| bad())?;
         value as f64
@@ -62,23 +63,34 @@ pub fn parse_millicpu(text: &str) -> Result<u32, String> {
 /// (`30s`, `1m30s`, `500ms`). A bare `0` is zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let bad = || format!("`{text}` is not a duration: use a number with a unit such as `500ms`, `30s`, `5m` or `1h`");
+    let bad = || {
+        format!("`{text}` is not a duration: use a number with a unit such as `500ms`, `30s`, `5m` or `1h`")
+    };
     if text == "0" {
         return Ok(Duration::ZERO);
     }
     if text.is_empty() {
         return Err(bad());
     }
+    if text.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "`{text}` has no unit: write `{text}s` for seconds, or use `ms`, `m` or `h`"
+        ));
+    }
     let mut total_ms: u128 = 0;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(bad());
         }
         let value: u128 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let factor: u128 = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1_000,
@@ -111,7 +123,12 @@ fn parse_decimal(text: &str) -> Option<f64> {
 
 /// Formats a byte count the way people write it in manifests (`64Mi`, `1.5Gi`, `100`).
 pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+    const UNITS: [(&str, u64); 4] = [
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
     for (unit, size) in UNITS {
         if bytes >= size {
             let value = bytes as f64 / size as f64;
@@ -141,7 +158,13 @@ pub fn format_duration(duration: Duration) -> String {
         return "0s".to_string();
     }
     let mut out = String::new();
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
         if ms >= size {
             out.push_str(&format!("{}{unit}", ms / size));
             ms %= size;
@@ -258,7 +281,9 @@ mod tests {
             ("99999999999999999999d", Err(())),
         ];
         for (text, expected) in cases {
-            let got = parse_duration(text).map(|d| d.as_millis() as u64).map_err(|_| ());
+            let got = parse_duration(text)
+                .map(|d| d.as_millis() as u64)
+                .map_err(|_| ());
             assert_eq!(got, *expected, "{text}");
         }
         for text in ["30s", "1m30s", "500ms", "2h", "1d1h1m1s1ms"] {

@@ -125,7 +125,9 @@ impl Constraint {
         let (key_text, rest) = text.split_at(key_end);
         let rest = rest.trim_start();
         if key_text.is_empty() {
-            return Err(format!("`{source}` does not start with a node attribute or `label.KEY`"));
+            return Err(format!(
+                "`{source}` does not start with a node attribute or `label.KEY`"
+            ));
         }
         let key = parse_key(key_text)?;
         let kind = match &key {
@@ -133,7 +135,11 @@ impl Constraint {
             Key::Label(_) => Kind::Text,
         };
         let test = parse_test(rest, kind, &key, source)?;
-        Ok(Constraint { source: text.to_string(), key, test })
+        Ok(Constraint {
+            source: text.to_string(),
+            key,
+            test,
+        })
     }
 
     /// Whether `node` satisfies this constraint.
@@ -146,8 +152,12 @@ impl Constraint {
             (Test::Exists, actual) => actual.is_some(),
             (Test::Missing, actual) => actual.is_none(),
             (_, None) => false,
-            (Test::In(values), Some(actual)) => values.iter().any(|v| compare(&actual, v) == Some(Ordering::Equal)),
-            (Test::NotIn(values), Some(actual)) => values.iter().all(|v| compare(&actual, v) != Some(Ordering::Equal)),
+            (Test::In(values), Some(actual)) => values
+                .iter()
+                .any(|v| compare(&actual, v) == Some(Ordering::Equal)),
+            (Test::NotIn(values), Some(actual)) => values
+                .iter()
+                .all(|v| compare(&actual, v) != Some(Ordering::Equal)),
             (Test::Compare(op, value), Some(actual)) => match compare(&actual, value) {
                 None => false,
                 Some(ord) => match op {
@@ -169,7 +179,11 @@ impl Constraint {
                 Some(v) => format!("label {name}={v}"),
                 None => format!("no label {name}"),
             },
-            Key::Attribute(a) => format!("{} is {}", a.name(), display_value(*a, &attribute_value(*a, node))),
+            Key::Attribute(a) => format!(
+                "{} is {}",
+                a.name(),
+                display_value(*a, &attribute_value(*a, node))
+            ),
         }
     }
 }
@@ -181,7 +195,10 @@ impl fmt::Display for Constraint {
 }
 
 fn parse_key(text: &str) -> Result<Key, String> {
-    if let Some(label) = text.strip_prefix("label.").or_else(|| text.strip_prefix("labels.")) {
+    if let Some(label) = text
+        .strip_prefix("label.")
+        .or_else(|| text.strip_prefix("labels."))
+    {
         crate::manifest::names::check_label_key(label)?;
         return Ok(Key::Label(label.to_string()));
     }
@@ -200,7 +217,9 @@ fn parse_key(text: &str) -> Result<Key, String> {
 
 fn parse_test(rest: &str, kind: Kind, key: &Key, source: &str) -> Result<Test, String> {
     let expected = "expected `in (...)`, `notin (...)`, `==`, `!=`, `>=`, `<=`, `>`, `<`, `exists` or `missing`";
-    let word_end = rest.find(|c: char| c.is_whitespace() || c == '(').unwrap_or(rest.len());
+    let word_end = rest
+        .find(|c: char| c.is_whitespace() || c == '(')
+        .unwrap_or(rest.len());
     let word = &rest[..word_end];
     match word {
         "in" | "notin" => {
@@ -213,16 +232,26 @@ fn parse_test(rest: &str, kind: Kind, key: &Key, source: &str) -> Result<Test, S
                 .split(',')
                 .map(|v| parse_value(v.trim(), kind, key))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(if word == "in" { Test::In(values) } else { Test::NotIn(values) })
+            Ok(if word == "in" {
+                Test::In(values)
+            } else {
+                Test::NotIn(values)
+            })
         }
         "exists" | "missing" => {
             if !matches!(key, Key::Label(_)) {
-                return Err(format!("`{source}`: `{word}` applies to labels only (`label.KEY {word}`)"));
+                return Err(format!(
+                    "`{source}`: `{word}` applies to labels only (`label.KEY {word}`)"
+                ));
             }
             if !rest[word_end..].trim().is_empty() {
                 return Err(format!("`{source}`: nothing may follow `{word}`"));
             }
-            Ok(if word == "exists" { Test::Exists } else { Test::Missing })
+            Ok(if word == "exists" {
+                Test::Exists
+            } else {
+                Test::Missing
+            })
         }
         _ => {
             let (op, value) = [
@@ -262,10 +291,15 @@ fn parse_value(text: &str, kind: Kind, key: &Key) -> Result<Value, String> {
     }
     match kind {
         Kind::Text => {
-            if text.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c)) {
+            if text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+            {
                 Ok(Value::Text(text.to_string()))
             } else {
-                Err(format!("`{text}` is not a valid value: use letters, digits and `._-/`"))
+                Err(format!(
+                    "`{text}` is not a valid value: use letters, digits and `._-/`"
+                ))
             }
         }
         Kind::Version => parse_version(text)
@@ -282,7 +316,9 @@ fn parse_value(text: &str, kind: Kind, key: &Key) -> Result<Value, String> {
 
 /// Leading dotted numbers of a version string: `5.10.0-21-arm64` -> [5, 10, 0].
 fn parse_version(text: &str) -> Option<Vec<u64>> {
-    let numeric: &str = text.split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?;
+    let numeric: &str = text
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()?;
     let parts: Option<Vec<u64>> = numeric
         .split('.')
         .filter(|p| !p.is_empty())
@@ -296,7 +332,9 @@ fn attribute_value(attribute: Attribute, node: &NodeFacts) -> Value {
         Attribute::Arch => Value::Text(node.arch.clone()),
         Attribute::Os => Value::Text(node.os.clone()),
         Attribute::Kernel => Value::Version(parse_version(&node.kernel).unwrap_or_default()),
-        Attribute::AgentVersion => Value::Version(parse_version(&node.agent_version).unwrap_or_default()),
+        Attribute::AgentVersion => {
+            Value::Version(parse_version(&node.agent_version).unwrap_or_default())
+        }
         Attribute::Cgroup => Value::Number(u64::from(node.cgroup_version)),
         Attribute::Memory => Value::Number(node.capacity.memory_bytes),
         Attribute::Cpu => Value::Number(u64::from(node.capacity.cpu_millis)),
@@ -307,7 +345,9 @@ fn attribute_value(attribute: Attribute, node: &NodeFacts) -> Value {
 fn display_value(attribute: Attribute, value: &Value) -> String {
     match (attribute, value) {
         (Attribute::Memory, Value::Number(n)) => format_bytes(*n),
-        (Attribute::Cpu, Value::Number(n)) => format_millicpu(u32::try_from(*n).unwrap_or(u32::MAX)),
+        (Attribute::Cpu, Value::Number(n)) => {
+            format_millicpu(u32::try_from(*n).unwrap_or(u32::MAX))
+        }
         (_, Value::Number(n)) => n.to_string(),
         (_, Value::Text(t)) => t.clone(),
         (_, Value::Version(v)) => v.iter().map(u64::to_string).collect::<Vec<_>>().join("."),
@@ -322,7 +362,12 @@ fn compare(actual: &Value, wanted: &Value) -> Option<Ordering> {
             // Missing trailing parts count as zero: 5.10 == 5.10.0.
             let len = a.len().max(b.len());
             let part = |v: &Vec<u64>, i: usize| v.get(i).copied().unwrap_or(0);
-            Some((0..len).map(|i| part(a, i).cmp(&part(b, i))).find(|o| o.is_ne()).unwrap_or(Ordering::Equal))
+            Some(
+                (0..len)
+                    .map(|i| part(a, i).cmp(&part(b, i)))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(Ordering::Equal),
+            )
         }
         _ => None,
     }
@@ -339,7 +384,11 @@ mod tests {
             os: "linux".into(),
             kernel: "6.1.0-21-arm64".into(),
             cgroup_version: 2,
-            capacity: Capacity { memory_bytes: 512 << 20, cpu_millis: 4000, pids: 4096 },
+            capacity: Capacity {
+                memory_bytes: 512 << 20,
+                cpu_millis: 4000,
+                pids: 4096,
+            },
             agent_version: "0.1.0".into(),
             labels: [("site".to_string(), "plant-1".to_string())].into(),
         }

@@ -30,7 +30,11 @@ impl ImageRef {
                 let hex = digest.strip_prefix("sha256:").ok_or_else(|| {
                     format!("`{digest}` is not a digest: use `sha256:` followed by 64 hex digits")
                 })?;
-                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+                if hex.len() != 64
+                    || !hex
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+                {
                     return Err(format!(
                         "`{digest}` is not a digest: use `sha256:` followed by 64 lower-case hex digits"
                     ));
@@ -42,7 +46,9 @@ impl ImageRef {
         // A registry is the first component when it looks like a host: has a dot or a
         // port, or is `localhost`.
         let (registry, path) = match rest.split_once('/') {
-            Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            Some((first, path))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
                 (Some(first.to_string()), path)
             }
             _ => (None, rest),
@@ -58,7 +64,9 @@ impl ImageRef {
         if let Some(tag) = &tag {
             let valid = !tag.is_empty()
                 && tag.len() <= 128
-                && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
                 && !tag.starts_with(['.', '-']);
             if !valid {
                 return Err(format!(
@@ -66,7 +74,12 @@ impl ImageRef {
                 ));
             }
         }
-        Ok(ImageRef { registry, repository: repository.to_string(), tag, digest })
+        Ok(ImageRef {
+            registry,
+            repository: repository.to_string(),
+            tag,
+            digest,
+        })
     }
 
     /// The tag to pull when neither tag nor digest is given.
@@ -82,7 +95,9 @@ fn validate_host(host: &str) -> Result<(), String> {
     };
     if let Some(port) = port {
         if port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
-            return Err(format!("`{host}` has an invalid port: use a number from 1 to 65535"));
+            return Err(format!(
+                "`{host}` has an invalid port: use a number from 1 to 65535"
+            ));
         }
     }
     let valid = !name.is_empty()
@@ -102,7 +117,9 @@ fn validate_host(host: &str) -> Result<(), String> {
 fn validate_repository(repository: &str) -> Result<(), String> {
     let component_ok = |part: &str| {
         !part.is_empty()
-            && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
             && part.starts_with(|c: char| c.is_ascii_alphanumeric())
             && part.ends_with(|c: char| c.is_ascii_alphanumeric())
     };

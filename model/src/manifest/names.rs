@@ -6,7 +6,9 @@
 pub fn check_dns_label(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if valid {
@@ -26,9 +28,13 @@ pub fn check_label_key(key: &str) -> Result<(), String> {
         None => (None, key),
     };
     if let Some(prefix) = prefix {
-        let valid = !prefix.is_empty() && prefix.len() <= 253 && prefix.split('.').all(|p| check_dns_label(p).is_ok());
+        let valid = !prefix.is_empty()
+            && prefix.len() <= 253
+            && prefix.split('.').all(|p| check_dns_label(p).is_ok());
         if !valid {
-            return Err(format!("`{key}` has an invalid prefix: use a DNS name such as `example.com/`"));
+            return Err(format!(
+                "`{key}` has an invalid prefix: use a DNS name such as `example.com/`"
+            ));
         }
     }
     if is_label_word(name) {
@@ -54,7 +60,9 @@ pub fn check_label_value(value: &str) -> Result<(), String> {
 fn is_label_word(word: &str) -> bool {
     !word.is_empty()
         && word.len() <= 63
-        && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && word.starts_with(|c: char| c.is_ascii_alphanumeric())
         && word.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -77,7 +85,12 @@ pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let lower = word.to_ascii_lowercase();
     candidates
         .iter()
-        .map(|c| (c, strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase())))
+        .map(|c| {
+            (
+                c,
+                strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase()),
+            )
+        })
         .filter(|(c, d)| *d <= (c.len() / 3).clamp(1, 3))
         .min_by_key(|(_, d)| *d)
         .map(|(c, _)| *c)

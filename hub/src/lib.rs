@@ -1,0 +1,3 @@
+//! The Shoal hub: CLI today; the daemon (store, scheduler, broker, API) grows here.
+
+pub mod cli;
