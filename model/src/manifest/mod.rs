@@ -71,6 +71,26 @@ impl Loaded {
         self.diagnostics.is_empty()
     }
 
+    /// What `validate` prints: one summary line per workload and a count when all is valid
+    /// (for stdout), or every diagnostic and a count (for stderr).
+    pub fn report(&self) -> String {
+        let files = plural(self.files, "file");
+        let mut out = String::new();
+        if self.is_ok() {
+            for w in &self.workloads {
+                out.push_str(&w.workload.summary());
+                out.push('\n');
+            }
+            out.push_str(&format!("{} valid in {files}\n", plural(self.workloads.len(), "workload")));
+        } else {
+            for d in &self.diagnostics {
+                out.push_str(&format!("{d}\n"));
+            }
+            out.push_str(&format!("{} in {files}\n", plural(self.diagnostics.len(), "problem")));
+        }
+        out
+    }
+
     /// Adds the workloads and problems of one more file and re-checks names across files.
     pub fn add_text(&mut self, file: &Path, text: &str) {
         self.files += 1;
@@ -207,6 +227,14 @@ pub fn load(path: &Path) -> Loaded {
         }
     }
     loaded
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 fn is_manifest_name(path: &Path) -> bool {
