@@ -81,12 +81,18 @@ impl Loaded {
                 out.push_str(&w.workload.summary());
                 out.push('\n');
             }
-            out.push_str(&format!("{} valid in {files}\n", plural(self.workloads.len(), "workload")));
+            out.push_str(&format!(
+                "{} valid in {files}\n",
+                plural(self.workloads.len(), "workload")
+            ));
         } else {
             for d in &self.diagnostics {
                 out.push_str(&format!("{d}\n"));
             }
-            out.push_str(&format!("{} in {files}\n", plural(self.diagnostics.len(), "problem")));
+            out.push_str(&format!(
+                "{} in {files}\n",
+                plural(self.diagnostics.len(), "problem")
+            ));
         }
         out
     }

@@ -1,0 +1,290 @@
+//! Node status: what an agent observes, sent on change and as a slow heartbeat.
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_name, check_optional_name, Message, MessageKind, WireError};
+
+/// What one agent observes on its node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    /// The newest desired-state generation the agent has accepted.
+    pub observed_generation: u64,
+    /// Increases with every status the agent sends, across restarts: the hub keeps the highest
+    /// it has seen and drops anything older or equal (duplicates, reordering, replays from the
+    /// agent's offline buffer that were already delivered).
+    pub sequence: u64,
+    /// The agent's clock when it sent this status, in ms since the Unix epoch. Informative only:
+    /// device clocks drift and jump.
+    pub sent_at_ms: u64,
+    /// One entry per workload the agent runs or is starting.
+    pub workloads: Vec<WorkloadStatus>,
+    pub usage: NodeUsage,
+    /// Events since the previous status, oldest first.
+    pub events: Vec<Event>,
+    /// Events the agent had to drop because its buffer was full, since the previous status.
+    pub dropped_events: u64,
+}
+
+/// One workload as the agent sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadStatus {
+    pub name: String,
+    /// The hub's revision of the workload that these containers run.
+    pub revision: u64,
+    pub containers: Vec<ContainerStatus>,
+}
+
+/// One container as the agent sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    pub name: String,
+    pub state: ContainerState,
+    pub health: Health,
+    /// Restarts since the workload revision was first started on this node.
+    pub restarts: u32,
+    pub last_exit: Option<ExitInfo>,
+    /// OOM kills seen in the container's cgroup since the revision was first started.
+    pub oom_kills: u32,
+    /// Agent clock, ms since the Unix epoch.
+    pub started_at_ms: Option<u64>,
+    pub pid: Option<u32>,
+    /// Current memory use of the container's cgroup.
+    pub memory_bytes: Option<u64>,
+    /// Total CPU time used by the container's cgroup.
+    pub cpu_usage_ns: Option<u64>,
+    /// Why the container is in its state, in words, when there is something to say.
+    pub message: Option<String>,
+}
+
+/// Where a container is in its life. Variants are append-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ContainerState {
+    /// Accepted, waiting for its turn.
+    Pending,
+    Pulling,
+    Creating,
+    Running,
+    /// Ended and, by its restart policy, stays ended.
+    Exited,
+    /// Could not be pulled, created or started.
+    Failed,
+    /// Waiting before the next restart.
+    BackOff,
+    /// Stopped on purpose (removed from desired state, or being replaced).
+    Stopped,
+}
+
+/// The result of a container's health check. Variants are append-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Health {
+    /// No health check, or none has run yet.
+    Unknown,
+    /// Within the start period.
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// How a container process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// The exit status, when the process exited.
+    pub code: Option<i32>,
+    /// The signal, when a signal killed the process.
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    /// Agent clock, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// Resource use of the whole node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUsage {
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    /// Average CPU use since the previous status, in millicores (1000 = one core busy).
+    pub cpu_millis_used: u32,
+    /// Space the agent's data dir uses: images, volumes, state, logs.
+    pub disk_used_bytes: u64,
+    /// Space the agent is allowed to use for its data dir.
+    pub disk_budget_bytes: u64,
+}
+
+/// Something that happened on the node, for operators (`shoal events`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Increases with every event the agent records, across restarts.
+    pub sequence: u64,
+    /// Agent clock, ms since the Unix epoch.
+    pub at_ms: u64,
+    pub severity: Severity,
+    pub workload: Option<String>,
+    pub container: Option<String>,
+    pub reason: EventReason,
+    pub message: String,
+}
+
+/// Variants are append-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+/// Why an event was recorded: a closed set the hub can count and filter on; the event's
+/// message says the rest. Variants are append-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventReason {
+    AgentStarted,
+    DesiredStateAccepted,
+    /// Bad signature, another node's id, a replayed generation, or a workload the node refuses.
+    DesiredStateRejected,
+    /// A workload asks for more than the node's capacity.
+    CapacityExceeded,
+    /// A host path outside the allowed list, a device that does not exist.
+    WorkloadRefused,
+    ImagePulling,
+    ImagePulled,
+    ImagePullFailed,
+    /// A layer that escapes the rootfs, a digest that does not match.
+    ImageRejected,
+    DiskBudgetExceeded,
+    Created,
+    CreateFailed,
+    Started,
+    /// Found running after an agent restart and taken over without a restart.
+    Adopted,
+    Exited,
+    OomKilled,
+    BackOff,
+    Healthy,
+    Unhealthy,
+    Stopped,
+    Removed,
+}
+
+impl Message for NodeStatus {
+    const KIND: MessageKind = MessageKind::Status;
+
+    fn node_id(&self) -> Option<&str> {
+        Some(&self.node_id)
+    }
+
+    fn generation(&self) -> u64 {
+        self.sequence
+    }
+
+    fn check(&self) -> Result<(), WireError> {
+        const KIND: MessageKind = MessageKind::Status;
+        check_name(KIND, "node id", &self.node_id)?;
+        for workload in &self.workloads {
+            check_name(KIND, "workload name", &workload.name)?;
+            for container in &workload.containers {
+                check_name(KIND, "container name", &container.name)?;
+            }
+        }
+        for event in &self.events {
+            check_optional_name(KIND, "event workload", event.workload.as_deref())?;
+            check_optional_name(KIND, "event container", event.container.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> NodeStatus {
+        NodeStatus {
+            node_id: "node-1".into(),
+            observed_generation: 4,
+            sequence: 10,
+            sent_at_ms: 0,
+            workloads: vec![WorkloadStatus {
+                name: "sensor-reader".into(),
+                revision: 2,
+                containers: vec![container("reader")],
+            }],
+            usage: NodeUsage::default(),
+            events: vec![event(Some("sensor-reader"), Some("reader"))],
+            dropped_events: 0,
+        }
+    }
+
+    fn container(name: &str) -> ContainerStatus {
+        ContainerStatus {
+            name: name.into(),
+            state: ContainerState::Running,
+            health: Health::Healthy,
+            restarts: 0,
+            last_exit: None,
+            oom_kills: 0,
+            started_at_ms: Some(1),
+            pid: Some(42),
+            memory_bytes: Some(1 << 20),
+            cpu_usage_ns: Some(5),
+            message: None,
+        }
+    }
+
+    fn event(workload: Option<&str>, container: Option<&str>) -> Event {
+        Event {
+            sequence: 1,
+            at_ms: 2,
+            severity: Severity::Info,
+            workload: workload.map(Into::into),
+            container: container.map(Into::into),
+            reason: EventReason::Started,
+            message: "started".into(),
+        }
+    }
+
+    type Edit = fn(&mut NodeStatus);
+
+    fn check(edit: Edit) -> Result<(), String> {
+        let mut status = status();
+        edit(&mut status);
+        status.check().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn status_checks_accept_valid_names_and_events_without_a_workload() {
+        assert_eq!(check(|_| {}), Ok(()));
+        assert_eq!(check(|s| s.events.push(event(None, None))), Ok(()));
+    }
+
+    #[test]
+    fn status_checks_reject_names_that_are_not_dns_labels() {
+        let cases: [(Edit, &str); 4] = [
+            (|s| s.node_id = "#".into(), "node id `#`"),
+            (
+                |s| s.workloads[0].name = "a/b".into(),
+                "workload name `a/b`",
+            ),
+            (
+                |s| s.workloads[0].containers[0].name = String::new(),
+                "container name ``",
+            ),
+            (
+                |s| s.events[0].container = Some("X".into()),
+                "event container `X`",
+            ),
+        ];
+        for (edit, expected) in cases {
+            let error = check(edit).expect_err(expected);
+            assert!(error.starts_with("invalid status: "), "{error}");
+            assert!(
+                error.contains(expected),
+                "{error} should mention {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_status_sequence_is_the_envelope_generation() {
+        assert_eq!(Message::generation(&status()), 10);
+    }
+}
