@@ -16,9 +16,9 @@ use shoal_model::manifest::{
 use shoal_model::node::{Capacity, NodeFacts};
 use shoal_model::wire::{
     decode, encode, ContainerState, ContainerStatus, DesiredState, DesiredWorkload, Envelope,
-    Event, EventReason, ExitInfo, Health, Limits, Message, MessageKind, NodeStatus, NodeUsage,
-    Presence, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody, Severity, WireError,
-    WorkloadStatus, WIRE_VERSION,
+    Event, EventReason, ExitInfo, Health, ImageSummary, Limits, Message, MessageKind, NodeStatus,
+    NodeUsage, Presence, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody, Severity,
+    WireError, WorkloadStatus, WIRE_VERSION,
 };
 
 // ---- strategies -------------------------------------------------------------------------
@@ -407,6 +407,15 @@ fn rpc_request() -> impl Strategy<Value = RpcRequest> {
             }),
         Just(RpcRequestBody::Diagnostics),
         Just(RpcRequestBody::Ping),
+        Just(RpcRequestBody::Status),
+        desired_state().prop_map(|d| RpcRequestBody::Apply {
+            workloads: d.workloads
+        }),
+        name().prop_map(|workload| RpcRequestBody::DeleteWorkload { workload }),
+        Just(RpcRequestBody::ListImages),
+        "/[a-z/]{1,30}".prop_map(|path| RpcRequestBody::ImportImage { path }),
+        "[a-z]{1,10}:[a-z0-9]{1,5}".prop_map(|reference| RpcRequestBody::RemoveImage { reference }),
+        Just(RpcRequestBody::PruneImages),
     ];
     (any::<u64>(), body).prop_map(|(id, body)| RpcRequest { id, body })
 }
@@ -424,6 +433,28 @@ fn rpc_response() -> impl Strategy<Value = RpcResponse> {
         text().prop_map(|text| RpcResponseBody::Diagnostics { text }),
         Just(RpcResponseBody::Pong),
         text().prop_map(|message| RpcResponseBody::Error { message }),
+        node_status().prop_map(RpcResponseBody::Status),
+        (any::<u64>(), prop::collection::vec(text(), 0..4)).prop_map(|(generation, changes)| {
+            RpcResponseBody::Applied {
+                generation,
+                changes,
+            }
+        }),
+        prop::collection::vec(
+            (text(), text(), any::<u64>(), any::<u32>()).prop_map(
+                |(reference, digest, size_bytes, in_use)| {
+                    ImageSummary {
+                        reference,
+                        digest,
+                        size_bytes,
+                        in_use,
+                    }
+                }
+            ),
+            0..4
+        )
+        .prop_map(RpcResponseBody::Images),
+        text().prop_map(|message| RpcResponseBody::Done { message }),
     ];
     (any::<u64>(), body).prop_map(|(id, body)| RpcResponse { id, body })
 }

@@ -41,7 +41,7 @@ mod status;
 pub use desired::{DesiredState, DesiredWorkload};
 pub use envelope::{decode, encode, Envelope, Message, MessageKind, MAX_SIGNATURE_BYTES};
 pub use presence::Presence;
-pub use rpc::{RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody};
+pub use rpc::{ImageSummary, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody};
 pub use status::{
     ContainerState, ContainerStatus, Event, EventReason, ExitInfo, Health, NodeStatus, NodeUsage,
     Severity, WorkloadStatus,

@@ -1,8 +1,13 @@
-//! Requests from the hub to one agent and the agent's responses: logs, exec, diagnostics, ping.
+//! Requests to one agent and its responses: from the hub over `rpc/req`/`rpc/resp`, and from
+//! the local CLI (`shoal-agent ps`, `apply`, ...) over the agent's Unix socket. One path for
+//! both; the agent refuses the local-only requests when they come from the network.
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_name, check_optional_name, Message, MessageKind, WireError};
+use super::{
+    check_name, check_optional_name, DesiredState, DesiredWorkload, Message, MessageKind,
+    NodeStatus, WireError,
+};
 
 /// A request to the agent whose node the topic names.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +41,46 @@ pub enum RpcRequestBody {
     /// The agent's own view of itself, in text; answered by `Diagnostics`.
     Diagnostics,
     Ping,
+    /// What runs on the node now; answered by `Status`.
+    Status,
+    /// Local only: make these workloads the node's desired state (`shoal-agent apply`, for
+    /// devices with no hub); answered by `Applied`.
+    Apply {
+        workloads: Vec<DesiredWorkload>,
+    },
+    /// Local only: remove one workload from the locally applied desired state; answered by
+    /// `Done`.
+    DeleteWorkload {
+        workload: String,
+    },
+    /// The images in the node's store; answered by `Images`.
+    ListImages,
+    /// Local only: import an OCI layout or `docker save` tarball at this path on the device;
+    /// answered by `Images` with what was imported.
+    ImportImage {
+        path: String,
+    },
+    /// Local only: remove an image that no container uses; answered by `Done`.
+    RemoveImage {
+        reference: String,
+    },
+    /// Local only: remove every image no container uses; answered by `Done`.
+    PruneImages,
+}
+
+impl RpcRequestBody {
+    /// Whether only the local CLI (root on the device) may make this request: it changes
+    /// what runs, which over the network only the hub's signed desired state may do.
+    pub fn is_local_only(&self) -> bool {
+        matches!(
+            self,
+            RpcRequestBody::Apply { .. }
+                | RpcRequestBody::DeleteWorkload { .. }
+                | RpcRequestBody::ImportImage { .. }
+                | RpcRequestBody::RemoveImage { .. }
+                | RpcRequestBody::PruneImages
+        )
+    }
 }
 
 /// The agent's answer to the request with the same `id`.
@@ -67,6 +112,28 @@ pub enum RpcResponseBody {
     Error {
         message: String,
     },
+    Status(NodeStatus),
+    /// The new local desired state's generation, and one line per change it makes.
+    Applied {
+        generation: u64,
+        changes: Vec<String>,
+    },
+    Images(Vec<ImageSummary>),
+    /// A request that changes something succeeded; the message says what it did.
+    Done {
+        message: String,
+    },
+}
+
+/// One image in an agent's store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSummary {
+    pub reference: String,
+    /// `sha256:...` of the image manifest.
+    pub digest: String,
+    pub size_bytes: u64,
+    /// Containers that use it.
+    pub in_use: u32,
 }
 
 impl Message for RpcRequest {
@@ -102,7 +169,34 @@ impl Message for RpcRequest {
                 }
                 Ok(())
             }
-            RpcRequestBody::Diagnostics | RpcRequestBody::Ping => Ok(()),
+            RpcRequestBody::Apply { workloads } => DesiredState {
+                node_id: "local".into(),
+                generation: 0,
+                workloads: workloads.clone(),
+            }
+            .check(),
+            RpcRequestBody::DeleteWorkload { workload } => {
+                check_name(KIND, "workload name", workload)
+            }
+            RpcRequestBody::ImportImage { path } => {
+                if path.is_empty() || path.contains('\0') {
+                    return Err(WireError::Invalid {
+                        kind: KIND,
+                        reason: "the image archive path is empty or has a NUL byte".into(),
+                    });
+                }
+                Ok(())
+            }
+            RpcRequestBody::RemoveImage { reference } => {
+                crate::manifest::image::ImageRef::parse(reference)
+                    .map(|_| ())
+                    .map_err(|reason| WireError::Invalid { kind: KIND, reason })
+            }
+            RpcRequestBody::Diagnostics
+            | RpcRequestBody::Ping
+            | RpcRequestBody::Status
+            | RpcRequestBody::ListImages
+            | RpcRequestBody::PruneImages => Ok(()),
         }
     }
 }
