@@ -165,6 +165,65 @@ pub enum EventReason {
     Removed,
 }
 
+impl EventReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [EventReason; 21] = [
+        EventReason::AgentStarted,
+        EventReason::DesiredStateAccepted,
+        EventReason::DesiredStateRejected,
+        EventReason::CapacityExceeded,
+        EventReason::WorkloadRefused,
+        EventReason::ImagePulling,
+        EventReason::ImagePulled,
+        EventReason::ImagePullFailed,
+        EventReason::ImageRejected,
+        EventReason::DiskBudgetExceeded,
+        EventReason::Created,
+        EventReason::CreateFailed,
+        EventReason::Started,
+        EventReason::Adopted,
+        EventReason::Exited,
+        EventReason::OomKilled,
+        EventReason::BackOff,
+        EventReason::Healthy,
+        EventReason::Unhealthy,
+        EventReason::Stopped,
+        EventReason::Removed,
+    ];
+
+    /// A stable name, for storage and display (`oom-killed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventReason::AgentStarted => "agent-started",
+            EventReason::DesiredStateAccepted => "desired-state-accepted",
+            EventReason::DesiredStateRejected => "desired-state-rejected",
+            EventReason::CapacityExceeded => "capacity-exceeded",
+            EventReason::WorkloadRefused => "workload-refused",
+            EventReason::ImagePulling => "image-pulling",
+            EventReason::ImagePulled => "image-pulled",
+            EventReason::ImagePullFailed => "image-pull-failed",
+            EventReason::ImageRejected => "image-rejected",
+            EventReason::DiskBudgetExceeded => "disk-budget-exceeded",
+            EventReason::Created => "created",
+            EventReason::CreateFailed => "create-failed",
+            EventReason::Started => "started",
+            EventReason::Adopted => "adopted",
+            EventReason::Exited => "exited",
+            EventReason::OomKilled => "oom-killed",
+            EventReason::BackOff => "back-off",
+            EventReason::Healthy => "healthy",
+            EventReason::Unhealthy => "unhealthy",
+            EventReason::Stopped => "stopped",
+            EventReason::Removed => "removed",
+        }
+    }
+
+    /// The reason with this [`EventReason::as_str`] name.
+    pub fn from_name(name: &str) -> Option<EventReason> {
+        EventReason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
 impl Message for NodeStatus {
     const KIND: MessageKind = MessageKind::Status;
 
