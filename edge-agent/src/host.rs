@@ -32,9 +32,61 @@ fn read_kernel_release(path: &Path) -> std::io::Result<String> {
     Ok(std::fs::read_to_string(path)?.trim().to_owned())
 }
 
+/// What this node can give to workloads: total memory, CPUs and the kernel's pid limit.
+pub fn capacity() -> shoal_model::node::Capacity {
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| parse_mem_total(&text))
+        .unwrap_or(0);
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let pids = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(32_768);
+    shoal_model::node::Capacity {
+        memory_bytes,
+        cpu_millis: u32::try_from(cpus.saturating_mul(1000)).unwrap_or(u32::MAX),
+        pids,
+    }
+}
+
+/// `MemTotal:  16323540 kB` in bytes.
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Everything placement needs to know about this node.
+pub fn facts(
+    labels: std::collections::BTreeMap<String, String>,
+    cgroup_version: u8,
+) -> shoal_model::node::NodeFacts {
+    shoal_model::node::NodeFacts {
+        arch: oci_arch().to_string(),
+        os: std::env::consts::OS.to_string(),
+        kernel: kernel_release().unwrap_or_default(),
+        cgroup_version,
+        capacity: capacity(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        labels,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_capacity_comes_from_meminfo() {
+        assert_eq!(
+            parse_mem_total("MemTotal:       16323540 kB\nMemFree: 1 kB\n"),
+            Some(16_323_540 * 1024)
+        );
+        assert_eq!(parse_mem_total("nothing"), None);
+        assert!(capacity().memory_bytes > 0);
+        assert!(capacity().cpu_millis >= 1000);
+    }
 
     #[test]
     fn this_build_has_an_oci_arch_name() {

@@ -4,11 +4,17 @@
 //! This file only wires things together: parse the command line, start telemetry, run the
 //! command, turn its outcome into an exit code.
 
+mod api;
 mod cli;
+mod config;
 mod host;
+mod image;
+mod reconcile;
 mod runtime;
 mod state;
+mod supervisor;
 mod telemetry;
+mod wiring;
 
 use std::process::ExitCode;
 

@@ -3,6 +3,9 @@
 //! Later tests add hubs, brokers and agents in network namespaces with real containers; what
 //! they share lives here.
 
+pub mod agent;
+pub mod images;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

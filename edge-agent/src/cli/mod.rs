@@ -1,8 +1,10 @@
 //! The command line: one enum of commands, one module per command. Only commands that work
-//! are listed; `run` (the agent daemon) and the local inspection commands come with the
-//! runtime.
+//! are listed.
 
+mod local;
+mod run;
 mod selftest;
+mod shim;
 mod validate;
 
 use std::process::ExitCode;
@@ -19,18 +21,63 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: keep this device's workloads running, also with no hub or network
+    Run(run::Args),
+    /// Make the workloads in a manifest file or folder run on this device (no hub needed)
+    Apply {
+        #[command(flatten)]
+        args: local::ApplyArgs,
+        #[command(flatten)]
+        socket: local::Socket,
+    },
+    /// List this device's containers: state, health, restarts, last exit, uptime, memory, CPU
+    Ps {
+        #[command(flatten)]
+        socket: local::Socket,
+    },
+    /// Print a container's log
+    Logs {
+        #[command(flatten)]
+        args: local::LogsArgs,
+        #[command(flatten)]
+        socket: local::Socket,
+    },
+    /// Stop and remove a workload applied with `apply`
+    Delete {
+        /// The workload's name
+        workload: String,
+        #[command(flatten)]
+        socket: local::Socket,
+    },
+    /// Manage the local image store
+    Images {
+        #[command(subcommand)]
+        command: local::ImagesCommand,
+        #[command(flatten)]
+        socket: local::Socket,
+    },
     /// Check fleet manifests (a file, or a folder of them) without applying anything
     Validate(validate::Args),
     /// Check that this device can run the agent: arch, kernel, cgroups, privileges, database
     Selftest(selftest::Args),
+    /// Internal: the runtime's per-container shim and helpers (spawned by the agent itself)
+    #[command(hide = true)]
+    Shim(shim::Args),
 }
 
 /// Runs one command; `Ok` carries the exit code of a command that ran to its end (a failed
 /// validation or self-test is `ExitCode::FAILURE`, not an error).
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Run(args) => run::run(&args),
+        Command::Apply { args, socket } => local::apply(&socket, &args),
+        Command::Ps { socket } => local::ps(&socket),
+        Command::Logs { args, socket } => local::logs(&socket, &args),
+        Command::Delete { workload, socket } => local::delete(&socket, &workload),
+        Command::Images { command, socket } => local::images(&socket, &command),
         Command::Validate(args) => validate::run(&args),
         Command::Selftest(args) => selftest::run(&args),
+        Command::Shim(args) => shim::run(args),
     }
 }
 

@@ -20,10 +20,16 @@ pub struct Migration {
 }
 
 /// The agent's schema, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "initial agent state",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "initial agent state",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        name: "supervisor records",
+        sql: include_str!("migrations/0002_supervisor.sql"),
+    },
+];
 
 /// The schema version this binary writes.
 pub fn latest_version(migrations: &[Migration]) -> u32 {

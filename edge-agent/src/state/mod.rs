@@ -7,6 +7,7 @@
 //! their writes instead of writing on every tick.
 
 mod migrations;
+mod records;
 
 #[cfg(test)]
 mod tests;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use migrations::{Migrated, MIGRATIONS};
+pub use records::{ContainerRecord, Source};
 
 /// The database file's name inside the data dir.
 pub const DB_FILE: &str = "agent.db";
@@ -69,6 +71,10 @@ pub enum StateError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("cannot encode the {what}: {reason}")]
+    Encode { what: &'static str, reason: String },
+    #[error("the stored {what} cannot be decoded ({reason}): it was written by another agent version or damaged")]
+    Decode { what: &'static str, reason: String },
     #[error("cannot read {what} from {path}")]
     Query {
         path: PathBuf,

@@ -1,0 +1,1107 @@
+//! Component tests of the image store: real files, real overlay mounts, a real
+//! `docker-registry` fed by `skopeo`; a small HTTP server thread only for hostile registries.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use shoal_model::manifest::image::ImageRef;
+use shoal_tests::images::{
+    busybox_layer, digest, docker_save, skopeo_copy, skopeo_copy_as, Entry, Image as TestImage,
+    Layer, OciLayout, Registry,
+};
+use tempfile::TempDir;
+
+use super::*;
+
+fn store() -> (TempDir, ImageStore) {
+    let dir = TempDir::new().expect("temp dir");
+    let store = ImageStore::open(&dir.path().join("images")).expect("open store");
+    (dir, store)
+}
+
+fn reference(text: &str) -> ImageRef {
+    ImageRef::parse(text).expect("valid reference")
+}
+
+fn host() -> Platform {
+    Platform::host()
+}
+
+/// An OCI archive holding `image` named `name`, written under `dir`.
+fn oci_archive(dir: &Path, file: &str, name: &str, image: &TestImage) -> PathBuf {
+    let layout_dir = dir.join(format!("{file}.layout"));
+    let mut layout = OciLayout::create(&layout_dir);
+    let descriptor = layout.add_image(image);
+    layout.tag(name, &descriptor);
+    let archive = dir.join(file);
+    layout.to_tar(&archive);
+    archive
+}
+
+fn small_image(marker: &str) -> TestImage {
+    TestImage::new(vec![Layer::new(vec![
+        Entry::dir("etc"),
+        Entry::file("etc/marker", marker.as_bytes().to_vec()),
+    ])])
+}
+
+/// Every path below `dir` whose file name is `name`.
+fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_name() == name {
+                found.push(path.clone());
+            }
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(path);
+            }
+        }
+    }
+    found
+}
+
+fn leftovers(store: &ImageStore) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for sub in ["l", "blobs/sha256", "images", ""] {
+        for entry in fs::read_dir(store.root().join(sub))
+            .expect("list")
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.contains(".partial-") || name.starts_with(".tmp-") {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+// ---- import ----
+
+#[test]
+fn an_oci_layout_archive_imports_with_its_name_config_and_unpacked_layers() {
+    let (dir, store) = store();
+    let image = TestImage::new(vec![busybox_layer()])
+        .entrypoint(&["/bin/sh", "-c"])
+        .cmd(&["echo hi"]);
+    let archive = oci_archive(
+        dir.path(),
+        "busybox.tar",
+        "127.0.0.1:5099/busybox:test",
+        &image,
+    );
+
+    let images = store.import_archive(&archive).expect("import");
+
+    assert_eq!(images.len(), 1);
+    let stored = &images[0];
+    assert_eq!(stored.reference, "127.0.0.1:5099/busybox:test");
+    assert_eq!(stored.config.entrypoint, ["/bin/sh", "-c"]);
+    assert_eq!(stored.config.cmd, ["echo hi"]);
+    assert_eq!(stored.config.env, ["PATH=/bin"]);
+    assert_eq!(stored.layers.len(), 1);
+    let busybox = stored.layers[0].join("bin/busybox");
+    assert!(fs::metadata(&busybox).expect("busybox unpacked").mode() & 0o111 != 0);
+    assert_eq!(
+        fs::read_link(stored.layers[0].join("bin/sh")).expect("sh link"),
+        Path::new("busybox")
+    );
+    assert!(stored.size_bytes > 1_000_000);
+    assert_eq!(
+        store.resolve(&reference("127.0.0.1:5099/busybox:test")),
+        Some(stored.clone())
+    );
+    let by_digest = reference(&format!("127.0.0.1:5099/busybox@{}", stored.digest));
+    assert_eq!(
+        store.resolve(&by_digest).map(|i| i.digest),
+        Some(stored.digest.clone())
+    );
+}
+
+#[test]
+fn a_docker_save_archive_imports_and_its_shared_layer_symlinks_are_followed() {
+    let (dir, store) = store();
+    let layer = Layer::new(vec![Entry::file("same", "twice")]);
+    let image = TestImage::new(vec![busybox_layer(), layer.clone(), layer]);
+    let archive = dir.path().join("saved.tar");
+    docker_save(&image, "busybox:saved", &archive, true);
+
+    let images = store.import_archive(&archive).expect("import docker save");
+
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].reference, "docker.io/library/busybox:saved");
+    assert_eq!(images[0].layers.len(), 3);
+    assert!(images[0].layers[1].join("same").is_file());
+    // `busybox:saved` in a manifest means the same as Docker Hub's library image.
+    assert!(store.resolve(&reference("busybox:saved")).is_some());
+}
+
+#[test]
+fn importing_the_same_archive_twice_changes_nothing() {
+    let (dir, store) = store();
+    let archive = oci_archive(dir.path(), "a.tar", "example.org/app:1", &small_image("a"));
+    let first = store.import_archive(&archive).expect("first import");
+    let blobs = fs::read_dir(store.root().join("blobs/sha256"))
+        .expect("list")
+        .count();
+
+    let second = store.import_archive(&archive).expect("second import");
+
+    assert_eq!(first[0].digest, second[0].digest);
+    assert_eq!(first[0].layers, second[0].layers);
+    assert_eq!(store.list().len(), 1);
+    assert_eq!(
+        fs::read_dir(store.root().join("blobs/sha256"))
+            .expect("list")
+            .count(),
+        blobs
+    );
+    assert!(leftovers(&store).is_empty());
+}
+
+#[test]
+fn something_that_is_not_an_image_archive_is_refused_clearly() {
+    let (dir, store) = store();
+    let path = dir.path().join("junk.tar");
+    fs::write(
+        &path,
+        b"this is not a tar file at all, but long enough to look at........",
+    )
+    .expect("write");
+    let err = store.import_archive(&path).expect_err("junk refused");
+    assert!(err.to_string().contains("junk.tar"), "{err}");
+}
+
+// ---- layer contents ----
+
+#[test]
+fn ownership_modes_mtimes_hardlinks_and_fifos_are_kept() {
+    let (dir, store) = store();
+    let image = TestImage::new(vec![Layer::new(vec![
+        Entry::dir("srv").owner(1000, 1001).mode(0o750),
+        Entry::file("srv/tool", "#!/bin/sh\n")
+            .owner(1000, 1001)
+            .mode(0o4755)
+            .mtime(1_600_000_000),
+        Entry::hardlink("srv/tool-again", "srv/tool"),
+        Entry::fifo("srv/pipe"),
+        Entry::symlink("srv/abs", "/etc/passwd"),
+        Entry::file("deep/implicit/parent", "x"),
+    ])]);
+    let archive = oci_archive(dir.path(), "a.tar", "example.org/meta:1", &image);
+
+    let stored = store.import_archive(&archive).expect("import").remove(0);
+
+    let layer = &stored.layers[0];
+    let tool = fs::symlink_metadata(layer.join("srv/tool")).expect("tool");
+    assert_eq!(
+        (tool.uid(), tool.gid(), tool.mode() & 0o7777),
+        (1000, 1001, 0o4755)
+    );
+    assert_eq!(tool.mtime(), 1_600_000_000);
+    let srv = fs::symlink_metadata(layer.join("srv")).expect("srv");
+    assert_eq!(
+        (srv.uid(), srv.mode() & 0o7777, srv.mtime()),
+        (1000, 0o750, 1_700_000_000)
+    );
+    assert_eq!(
+        fs::metadata(layer.join("srv/tool-again"))
+            .expect("hardlink")
+            .ino(),
+        tool.ino()
+    );
+    assert!(fs::symlink_metadata(layer.join("srv/pipe"))
+        .expect("fifo")
+        .file_type()
+        .is_fifo());
+    assert_eq!(
+        fs::read_link(layer.join("srv/abs")).expect("link"),
+        Path::new("/etc/passwd")
+    );
+    assert!(layer.join("deep/implicit/parent").is_file());
+}
+
+#[test]
+fn whiteouts_and_opaque_dirs_give_the_right_files_in_a_real_overlay_mount() {
+    let (dir, store) = store();
+    let lower = Layer::new(vec![
+        Entry::dir("etc"),
+        Entry::file("etc/keep", "kept"),
+        Entry::file("etc/gone", "deleted above"),
+        Entry::dir("data"),
+        Entry::file("data/old", "hidden by the opaque dir"),
+    ]);
+    let upper = Layer::new(vec![
+        Entry::dir("etc"),
+        Entry::whiteout("etc", "gone"),
+        Entry::dir("data"),
+        Entry::opaque("data"),
+        Entry::file("data/new", "visible"),
+    ]);
+    let archive = oci_archive(
+        dir.path(),
+        "a.tar",
+        "example.org/ovl:1",
+        &TestImage::new(vec![lower, upper]),
+    );
+    let image = store.import_archive(&archive).expect("import").remove(0);
+
+    let whiteout = fs::symlink_metadata(image.layers[1].join("etc/gone")).expect("whiteout");
+    assert!(whiteout.file_type().is_char_device());
+    assert_eq!(whiteout.rdev(), 0);
+    let opaque = rustix::fs::lgetxattr(
+        image.layers[1].join("data"),
+        "trusted.overlay.opaque",
+        &mut [0u8; 4],
+    )
+    .expect("opaque xattr");
+    assert_eq!(opaque, 1);
+    assert!(!image.layers[1].join("data/.wh..wh..opq").exists());
+
+    let target =
+        crate::runtime::rootfs::mount_overlay(&dir.path().join("c"), &image.layers).expect("mount");
+    let seen = (
+        fs::read_to_string(target.join("etc/keep")).ok(),
+        target.join("etc/gone").exists(),
+        target.join("data/old").exists(),
+        fs::read_to_string(target.join("data/new")).ok(),
+    );
+    rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH).expect("unmount");
+    assert_eq!(
+        seen,
+        (Some("kept".into()), false, false, Some("visible".into()))
+    );
+}
+
+// ---- hostile layers ----
+
+/// Imports a good image, then an archive with `entries` as its layer; checks that the second
+/// is refused naming `entry`, leaves nothing half-unpacked, and the first image is intact.
+fn refuse_layer(entries: Vec<Entry>, entry: &str) -> (TempDir, ImageError) {
+    let (dir, store) = store();
+    let good = oci_archive(
+        dir.path(),
+        "good.tar",
+        "example.org/good:1",
+        &small_image("good"),
+    );
+    let good = store.import_archive(&good).expect("good import").remove(0);
+    let layers_before = fs::read_dir(store.root().join("l")).expect("list").count();
+    let bad = oci_archive(
+        dir.path(),
+        "bad.tar",
+        "example.org/bad:1",
+        &TestImage::new(vec![Layer::new(entries)]),
+    );
+
+    let err = store
+        .import_archive(&bad)
+        .expect_err("malicious layer refused");
+
+    let message = err.to_string();
+    assert!(
+        message.contains(entry),
+        "error should name `{entry}`: {message}"
+    );
+    assert!(
+        leftovers(&store).is_empty(),
+        "half-unpacked layer left: {:?}",
+        leftovers(&store)
+    );
+    assert_eq!(
+        fs::read_dir(store.root().join("l")).expect("list").count(),
+        layers_before
+    );
+    assert!(store.resolve(&reference("example.org/bad:1")).is_none());
+    let still = store
+        .resolve(&reference("example.org/good:1"))
+        .expect("good image kept");
+    assert_eq!(still, good);
+    assert_eq!(
+        fs::read_to_string(still.layers[0].join("etc/marker")).expect("marker"),
+        "good"
+    );
+    assert!(
+        find_named(dir.path(), "evil").is_empty(),
+        "{:?}",
+        find_named(dir.path(), "evil")
+    );
+    (dir, err)
+}
+
+#[test]
+fn a_layer_that_climbs_out_with_dotdot_is_refused_and_nothing_is_written() {
+    let (_dir, err) = refuse_layer(
+        vec![
+            Entry::file("ok", "fine"),
+            Entry::file("../../../evil", "escaped"),
+        ],
+        "../../../evil",
+    );
+    assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
+    assert!(err.to_string().contains("`..`"), "{err}");
+}
+
+#[test]
+fn a_layer_with_an_absolute_path_is_refused_and_nothing_is_written() {
+    let outside = std::env::temp_dir().join(format!("shoal-abs-{}", std::process::id()));
+    let path = format!("{}/evil", outside.display());
+    let (_dir, err) = refuse_layer(vec![Entry::file(&path, "escaped")], &path);
+    assert!(err.to_string().contains("absolute"), "{err}");
+    assert!(!outside.exists());
+}
+
+#[test]
+fn a_hardlink_that_escapes_the_layer_is_refused() {
+    let (_dir, err) = refuse_layer(
+        vec![Entry::hardlink("evil", "../../../../etc/passwd")],
+        "evil",
+    );
+    assert!(err.to_string().contains("outside the layer"), "{err}");
+}
+
+#[test]
+fn a_hardlink_to_a_file_missing_from_the_layer_is_refused() {
+    let (_dir, err) = refuse_layer(vec![Entry::hardlink("evil", "etc/shadow")], "evil");
+    assert!(
+        err.to_string()
+            .contains("not an earlier file of this layer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn writing_through_a_symlink_in_a_layer_is_refused_and_the_target_is_untouched() {
+    let outside = TempDir::new().expect("outside dir");
+    let target = outside.path().to_string_lossy().into_owned();
+    let (_dir, err) = refuse_layer(
+        vec![
+            Entry::symlink("link", &target),
+            Entry::file("link/evil", "written through"),
+        ],
+        "link/evil",
+    );
+    assert!(
+        err.to_string().contains("through the symlink `link`"),
+        "{err}"
+    );
+    assert!(!outside.path().join("evil").exists());
+}
+
+#[test]
+fn a_relative_symlink_that_climbs_above_the_layer_is_refused() {
+    let (_dir, err) = refuse_layer(
+        vec![Entry::dir("a"), Entry::symlink("a/evil", "../../../../tmp")],
+        "a/evil",
+    );
+    assert!(
+        err.to_string().contains("points outside the layer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_device_node_in_a_layer_is_refused() {
+    let (_dir, err) = refuse_layer(
+        vec![Entry::dir("dev"), Entry::char_device("dev/evil", 1, 3)],
+        "dev/evil",
+    );
+    assert!(err.to_string().contains("device"), "{err}");
+    let (_dir, err) = refuse_layer(vec![Entry::block_device("evil", 8, 0)], "evil");
+    assert!(err.to_string().contains("device"), "{err}");
+}
+
+#[test]
+fn a_layer_whose_content_does_not_match_its_diff_id_is_refused() {
+    let (dir, store) = store();
+    let image = small_image("x");
+    let layout_dir = dir.path().join("layout");
+    let mut layout = OciLayout::create(&layout_dir);
+    let descriptor = layout.add_image(&image);
+    layout.tag("example.org/lie:1", &descriptor);
+    // Rewrite the config's diff id to something else, and the manifest to point at it.
+    let manifest_path = layout_dir
+        .join("blobs/sha256")
+        .join(&descriptor.digest()["sha256:".len()..]);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(&manifest_path).expect("manifest")).expect("json");
+    let mut config: serde_json::Value = serde_json::from_slice(&image.config()).expect("json");
+    config["rootfs"]["diff_ids"][0] = serde_json::json!(digest(b"another layer"));
+    let config_bytes = serde_json::to_vec(&config).expect("json");
+    manifest["config"] = layout
+        .blob("application/vnd.oci.image.config.v1+json", &config_bytes)
+        .0;
+    let manifest = layout.blob(
+        "application/vnd.oci.image.manifest.v1+json",
+        &serde_json::to_vec(&manifest).expect("json"),
+    );
+    let mut fresh = OciLayout::create(&dir.path().join("unused"));
+    fresh.tag("x", &manifest);
+    fs::copy(
+        dir.path().join("unused/index.json"),
+        layout_dir.join("index.json"),
+    )
+    .expect("copy index");
+    let archive = dir.path().join("lie.tar");
+    layout.to_tar(&archive);
+
+    let err = store
+        .import_archive(&archive)
+        .expect_err("diff id mismatch");
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    assert!(leftovers(&store).is_empty());
+    assert_eq!(
+        fs::read_dir(store.root().join("l")).expect("list").count(),
+        0
+    );
+}
+
+// ---- registry ----
+
+#[test]
+fn an_image_pulled_by_tag_from_a_local_registry_resolves_offline_afterwards() {
+    let (dir, store) = store();
+    let mut layout = OciLayout::create(&dir.path().join("layout"));
+    let descriptor = layout.add_image(&TestImage::new(vec![busybox_layer()]));
+    layout.tag("test", &descriptor);
+    let registry = Registry::start();
+    skopeo_copy(&layout.dir, "test", &registry.reference("busybox:test"));
+    let wanted = reference(&registry.reference("busybox:test"));
+
+    let pulled = store
+        .pull(
+            &wanted,
+            &host(),
+            &RegistryAuth::Anonymous,
+            &PullPolicy::Always,
+        )
+        .expect("pull by tag");
+    drop(registry);
+
+    assert_eq!(pulled.digest.as_str(), descriptor.digest());
+    assert!(pulled.layers[0].join("bin/busybox").is_file());
+    assert_eq!(store.resolve(&wanted), Some(pulled.clone()));
+    let again = store
+        .pull(
+            &wanted,
+            &host(),
+            &RegistryAuth::Anonymous,
+            &PullPolicy::IfNotPresent,
+        )
+        .expect("present locally, no registry needed");
+    assert_eq!(again.digest, pulled.digest);
+}
+
+#[test]
+fn an_image_pulled_by_digest_is_verified_and_resolves_by_that_digest() {
+    let (dir, store) = store();
+    let mut layout = OciLayout::create(&dir.path().join("layout"));
+    let descriptor = layout.add_image(&small_image("pinned"));
+    layout.tag("v1", &descriptor);
+    let registry = Registry::start();
+    skopeo_copy(&layout.dir, "v1", &registry.reference("app:v1"));
+    let pinned = reference(&registry.reference(&format!("app@{}", descriptor.digest())));
+
+    let pulled = store
+        .pull(
+            &pinned,
+            &host(),
+            &RegistryAuth::Anonymous,
+            &PullPolicy::IfNotPresent,
+        )
+        .expect("pull by digest");
+
+    assert_eq!(pulled.digest.as_str(), descriptor.digest());
+    assert_eq!(
+        store.resolve(&pinned).map(|i| i.digest),
+        Some(pulled.digest)
+    );
+    assert!(
+        store
+            .resolve(&reference(&registry.reference("app:v1")))
+            .is_none(),
+        "only the digest was pulled"
+    );
+}
+
+/// A layout with one image per `(architecture, variant)`, each with `/arch` naming it, under
+/// one index tagged `multi`.
+fn multi_arch_layout(dir: &Path, platforms: &[(&str, Option<&str>)]) -> OciLayout {
+    let mut layout = OciLayout::create(dir);
+    let manifests: Vec<_> = platforms
+        .iter()
+        .map(|(arch, variant)| {
+            let name = format!(
+                "{arch}{}",
+                variant.map(|v| format!("/{v}")).unwrap_or_default()
+            );
+            let image = TestImage::new(vec![Layer::new(vec![Entry::file("arch", name)])])
+                .platform(arch, *variant);
+            layout.add_image(&image)
+        })
+        .collect();
+    let index = layout.add_index(&manifests);
+    layout.tag("multi", &index);
+    layout
+}
+
+#[test]
+fn a_multi_arch_index_yields_the_image_for_the_nodes_architecture() {
+    let (dir, store) = store();
+    let layout = multi_arch_layout(
+        &dir.path().join("layout"),
+        &[("amd64", None), ("arm64", Some("v8")), ("arm", Some("v7"))],
+    );
+    let registry = Registry::start();
+    skopeo_copy(&layout.dir, "multi", &registry.reference("multi:1"));
+    let wanted = reference(&registry.reference("multi:1"));
+
+    for (node_arch, expected) in [
+        ("armv7", "arm/v7"),
+        ("arm64", "arm64/v8"),
+        ("amd64", "amd64"),
+    ] {
+        let platform = Platform::for_node_arch(node_arch).expect("known arch");
+        let image = store
+            .pull(
+                &wanted,
+                &platform,
+                &RegistryAuth::Anonymous,
+                &PullPolicy::Always,
+            )
+            .expect("pull from index");
+        assert_eq!(
+            fs::read_to_string(image.layers[0].join("arch")).expect("arch file"),
+            expected
+        );
+    }
+}
+
+#[test]
+fn a_multi_arch_index_without_the_nodes_architecture_is_refused_with_the_available_platforms() {
+    let (dir, store) = store();
+    let layout = multi_arch_layout(
+        &dir.path().join("layout"),
+        &[("amd64", None), ("arm64", None)],
+    );
+    let registry = Registry::start();
+    skopeo_copy(&layout.dir, "multi", &registry.reference("multi:1"));
+    let wanted = reference(&registry.reference("multi:1"));
+
+    let err = store
+        .pull(
+            &wanted,
+            &Platform::for_node_arch("armv7").expect("known"),
+            &RegistryAuth::Anonymous,
+            &PullPolicy::Always,
+        )
+        .expect_err("no armv7 image");
+
+    assert_eq!(
+        err.to_string(),
+        format!("no image for linux/arm/v7 in {wanted} (available: linux/amd64, linux/arm64)")
+    );
+    assert!(store.list().is_empty());
+}
+
+#[test]
+fn a_registry_with_a_password_is_pulled_from_with_basic_auth_and_refuses_anonymous_pulls() {
+    let (dir, store) = store();
+    let mut layout = OciLayout::create(&dir.path().join("layout"));
+    let descriptor = layout.add_image(&small_image("secret"));
+    layout.tag("v1", &descriptor);
+    let registry = Registry::start_with_password("fleet", "s3cret");
+    skopeo_copy_as(
+        &layout.dir,
+        "v1",
+        &registry.reference("private:v1"),
+        Some(("fleet", "s3cret")),
+    );
+    let wanted = reference(&registry.reference("private:v1"));
+
+    let err = store
+        .pull(
+            &wanted,
+            &host(),
+            &RegistryAuth::Anonymous,
+            &PullPolicy::Always,
+        )
+        .expect_err("anonymous refused");
+    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    assert!(err.to_string().contains("credentials"), "{err}");
+    let wrong = RegistryAuth::Basic {
+        username: "fleet".into(),
+        password: "wrong".into(),
+    };
+    assert!(store
+        .pull(&wanted, &host(), &wrong, &PullPolicy::Always)
+        .is_err());
+
+    let auth = RegistryAuth::Basic {
+        username: "fleet".into(),
+        password: "s3cret".into(),
+    };
+    let image = store
+        .pull(&wanted, &host(), &auth, &PullPolicy::Always)
+        .expect("pull with password");
+    assert_eq!(image.digest.as_str(), descriptor.digest());
+}
+
+/// What the fake registry answers: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+/// The requests a fake registry saw: path and lower-case headers.
+type Seen = Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>;
+
+/// A tiny HTTP/1.0 server on 127.0.0.1 answering each request with `handler(path, headers)`.
+/// Returns its address and the requests it saw.
+fn fake_registry(
+    handler: impl Fn(&str, &BTreeMap<String, String>) -> Answer + Send + 'static,
+) -> (String, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let mut headers = BTreeMap::new();
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = header.split_once(':') {
+                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                }
+            }
+            let (status, extra, body) = handler(&path, &headers);
+            log.lock().expect("log").push((path, headers));
+            let mut response = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
+            for (k, v) in extra {
+                response.push_str(&format!("{k}: {v}\r\n"));
+            }
+            response.push_str("\r\n");
+            let _ = stream.write_all(response.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    (addr, seen)
+}
+
+/// Serves the blobs of `layout` by digest and `tag` as `manifest`.
+fn serve_blob(layout: &Path, path: &str, tag: &str, manifest: &str) -> Answer {
+    let blob = |digest: &str| {
+        fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+    };
+    let not_found = (404, vec![], b"{}".to_vec());
+    if let Some(reference) = path.split("/manifests/").nth(1) {
+        let digest = if reference == tag {
+            manifest
+        } else {
+            reference
+        };
+        return match blob(digest) {
+            Ok(bytes) => (
+                200,
+                vec![(
+                    "Content-Type".into(),
+                    "application/vnd.oci.image.manifest.v1+json".into(),
+                )],
+                bytes,
+            ),
+            Err(_) => not_found,
+        };
+    }
+    match path.split("/blobs/").nth(1).map(blob) {
+        Some(Ok(bytes)) => (200, vec![], bytes),
+        _ => not_found,
+    }
+}
+
+#[test]
+fn token_auth_gets_a_bearer_token_from_the_realm_with_the_credentials() {
+    let (dir, store) = store();
+    let mut layout = OciLayout::create(&dir.path().join("layout"));
+    let descriptor = layout.add_image(&small_image("token"));
+    layout.tag("v1", &descriptor);
+    let layout_dir = layout.dir.clone();
+    let manifest = descriptor.digest();
+    let realm = Arc::new(Mutex::new(String::new()));
+    let realm_in = realm.clone();
+    let (addr, seen) = fake_registry(move |path, headers| {
+        if path.starts_with("/token") {
+            return (200, vec![], br#"{"token":"t0ken"}"#.to_vec());
+        }
+        if headers.get("authorization").map(String::as_str) != Some("Bearer t0ken") {
+            let challenge = format!(
+                r#"Bearer realm="{}",service="fake",scope="repository:app:pull""#,
+                realm_in.lock().expect("realm")
+            );
+            return (401, vec![("WWW-Authenticate".into(), challenge)], vec![]);
+        }
+        serve_blob(&layout_dir, path, "v1", &manifest)
+    });
+    *realm.lock().expect("realm") = format!("http://{addr}/token");
+    let auth = RegistryAuth::Basic {
+        username: "u".into(),
+        password: "p".into(),
+    };
+
+    let image = store
+        .pull(
+            &reference(&format!("{addr}/app:v1")),
+            &host(),
+            &auth,
+            &PullPolicy::Always,
+        )
+        .expect("pull with token");
+
+    assert_eq!(image.digest.as_str(), descriptor.digest());
+    let seen = seen.lock().expect("seen");
+    let token_request = seen
+        .iter()
+        .find(|(p, _)| p.starts_with("/token"))
+        .expect("token requested");
+    assert!(
+        token_request.0.contains("scope=repository%3Aapp%3Apull"),
+        "{}",
+        token_request.0
+    );
+    assert!(
+        token_request.0.contains("service=fake"),
+        "{}",
+        token_request.0
+    );
+    assert_eq!(
+        token_request.1.get("authorization").map(String::as_str),
+        Some("Basic dTpw")
+    );
+}
+
+#[test]
+fn a_manifest_that_does_not_match_the_registrys_announced_digest_is_refused() {
+    let (dir, store) = store();
+    let mut layout = OciLayout::create(&dir.path().join("layout"));
+    let descriptor = layout.add_image(&small_image("x"));
+    layout.tag("v1", &descriptor);
+    let layout_dir = layout.dir.clone();
+    let manifest = descriptor.digest();
+    let (addr, _) = fake_registry(move |path, _| {
+        let (status, mut headers, body) = serve_blob(&layout_dir, path, "v1", &manifest);
+        headers.push(("Docker-Content-Digest".into(), digest(b"something else")));
+        (status, headers, body)
+    });
+
+    let err = store
+        .pull(
+            &reference(&format!("{addr}/app:v1")),
+            &host(),
+            &RegistryAuth::Anonymous,
+            &PullPolicy::Always,
+        )
+        .expect_err("digest mismatch");
+
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(&addr), "{err}");
+    assert!(store.list().is_empty());
+}
+
+#[test]
+fn a_blob_whose_content_does_not_match_its_digest_is_refused_and_never_stored() {
+    let (dir, store) = store();
+    let mut layout = OciLayout::create(&dir.path().join("layout"));
+    let descriptor = layout.add_image(&small_image("x"));
+    layout.tag("v1", &descriptor);
+    let layout_dir = layout.dir.clone();
+    let manifest = descriptor.digest();
+    let (addr, _) = fake_registry(move |path, _| {
+        let (status, headers, mut body) = serve_blob(&layout_dir, path, "v1", &manifest);
+        if path.contains("/blobs/") {
+            // Same size, different content.
+            for b in body.iter_mut().take(8) {
+                *b ^= 0xff;
+            }
+        }
+        (status, headers, body)
+    });
+
+    let err = store
+        .pull(
+            &reference(&format!("{addr}/app:v1")),
+            &host(),
+            &RegistryAuth::Anonymous,
+            &PullPolicy::Always,
+        )
+        .expect_err("corrupt blob");
+
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    assert_eq!(
+        fs::read_dir(store.root().join("blobs/sha256"))
+            .expect("list")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn an_oversized_manifest_is_refused_before_it_is_parsed() {
+    let (_dir, store) = store();
+    let (addr, _) = fake_registry(|_, _| {
+        let mut body = b"{\"manifests\":[".to_vec();
+        body.resize(5 * 1024 * 1024, b' ');
+        (
+            200,
+            vec![(
+                "Content-Type".into(),
+                "application/vnd.oci.image.index.v1+json".into(),
+            )],
+            body,
+        )
+    });
+
+    let err = store
+        .pull(
+            &reference(&format!("{addr}/big:v1")),
+            &host(),
+            &RegistryAuth::Anonymous,
+            &PullPolicy::Always,
+        )
+        .expect_err("too large");
+
+    assert!(matches!(err, ImageError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("4194304"), "{err}");
+}
+
+#[test]
+fn a_registry_that_is_not_listed_as_insecure_is_only_spoken_to_over_https() {
+    let (_dir, store) = store();
+    let (addr, seen) = fake_registry(|_, _| (200, vec![], b"{}".to_vec()));
+    let port = addr
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_string())
+        .expect("port");
+    // `.invalid` never resolves; the point is that the URL tried is https.
+    let err = store
+        .pull(
+            &reference(&format!("127.0.0.2.nip.invalid:{port}/app:v1")),
+            &host(),
+            &RegistryAuth::Anonymous,
+            &PullPolicy::Always,
+        )
+        .expect_err("no https there");
+    assert!(err.to_string().contains("https://"), "{err}");
+    assert!(seen.lock().expect("seen").is_empty());
+}
+
+#[test]
+fn pull_policy_never_uses_only_the_local_store() {
+    let (_dir, store) = store();
+    let err = store
+        .pull(
+            &reference("127.0.0.1:9/none:v1"),
+            &host(),
+            &RegistryAuth::Anonymous,
+            &PullPolicy::Never,
+        )
+        .expect_err("not stored");
+    assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
+}
+
+// ---- garbage collection and crashes ----
+
+#[test]
+fn prune_under_a_budget_removes_least_recently_used_images_but_never_those_in_use() {
+    let (dir, store) = store();
+    let mut images = Vec::new();
+    for name in ["a", "b", "c"] {
+        let archive = oci_archive(
+            dir.path(),
+            &format!("{name}.tar"),
+            &format!("example.org/{name}:1"),
+            &small_image(name),
+        );
+        images.push(store.import_archive(&archive).expect("import").remove(0));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let [a, b, c] = [&images[0], &images[1], &images[2]];
+    let nothing = store
+        .prune(&[], u64::MAX)
+        .expect("prune with room to spare");
+    assert!(
+        nothing.removed_images.is_empty() && nothing.removed_blobs == 0,
+        "{nothing:?}"
+    );
+
+    let report = store
+        .prune(std::slice::from_ref(&a.digest), nothing.used_bytes - 1)
+        .expect("prune");
+
+    assert_eq!(report.removed_images, ["example.org/b:1"]);
+    assert!(!b.layers[0].exists());
+    assert!(store.resolve(&reference("example.org/a:1")).is_some());
+    assert!(store.resolve(&reference("example.org/c:1")).is_some());
+    assert!(
+        !report.still_over_budget && report.freed_bytes > 0,
+        "{report:?}"
+    );
+
+    let report = store
+        .prune(std::slice::from_ref(&a.digest), 0)
+        .expect("prune to nothing");
+    assert_eq!(report.removed_images, ["example.org/c:1"]);
+    assert!(!c.layers[0].exists());
+    assert!(report.still_over_budget);
+    assert!(a.layers[0].join("etc/marker").is_file());
+}
+
+#[test]
+fn a_removed_tag_leaves_a_dangling_image_that_prune_deletes_unless_in_use() {
+    let (dir, store) = store();
+    let archive = oci_archive(dir.path(), "a.tar", "example.org/a:1", &small_image("a"));
+    let image = store.import_archive(&archive).expect("import").remove(0);
+    assert_eq!(
+        store.remove(&reference("example.org/a:1")).expect("untag"),
+        image.digest
+    );
+    assert!(store.resolve(&reference("example.org/a:1")).is_none());
+
+    let kept = store
+        .prune(std::slice::from_ref(&image.digest), u64::MAX)
+        .expect("prune");
+    assert!(
+        kept.removed_images.is_empty() && image.layers[0].exists(),
+        "{kept:?}"
+    );
+    let pruned = store.prune(&[], u64::MAX).expect("prune");
+    assert_eq!(pruned.removed_images, [image.digest.to_string()]);
+    assert!(!image.layers[0].exists());
+    assert_eq!(
+        fs::read_dir(store.root().join("blobs/sha256"))
+            .expect("list")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn a_store_reopened_after_a_crash_mid_pull_removes_temp_files_and_partial_layers() {
+    let (dir, store) = store();
+    let archive = oci_archive(dir.path(), "a.tar", "example.org/a:1", &small_image("a"));
+    let image = store.import_archive(&archive).expect("import").remove(0);
+    let root = store.root().to_path_buf();
+    drop(store);
+    fs::write(root.join("blobs/sha256/.tmp-999-1"), b"half a download").expect("temp blob");
+    fs::create_dir_all(root.join("l/0123456789abcdef.partial-999-2/usr")).expect("partial layer");
+    fs::write(root.join(".tmp-999-3"), b"half a refs file").expect("temp refs");
+
+    let store = ImageStore::open(&root).expect("reopen");
+
+    assert!(leftovers(&store).is_empty(), "{:?}", leftovers(&store));
+    assert_eq!(store.resolve(&reference("example.org/a:1")), Some(image));
+}
+
+#[test]
+fn unknown_node_architectures_are_refused_and_armv7_maps_to_arm_v7() {
+    let armv7 = Platform::for_node_arch("armv7").expect("armv7");
+    assert_eq!(armv7.to_string(), "linux/arm/v7");
+    assert_eq!(
+        Platform::for_node_arch("aarch64")
+            .expect("arm64")
+            .to_string(),
+        "linux/arm64"
+    );
+    assert!(Platform::for_node_arch("sparc").is_err());
+}
+
+// ---- decoding hostile bytes never panics ----
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::super::document::{parse_config, parse_document, ImageDigest};
+    use super::super::layer::{unpack, LayerSource};
+    use super::*;
+
+    fn unpack_bytes(bytes: &[u8]) {
+        let dir = TempDir::new().expect("temp dir");
+        let blob = dir.path().join("blob");
+        fs::write(&blob, bytes).expect("write blob");
+        let diff_id = ImageDigest::of(bytes);
+        let source = LayerSource {
+            name: "fuzz".into(),
+            blob: &blob,
+            diff_id: &diff_id,
+            max_bytes: 1 << 20,
+        };
+        let dest = dir.path().join("l").join("layer");
+        fs::create_dir_all(dir.path().join("l")).expect("layer root");
+        if unpack(&source, &dest, "1").is_err() {
+            assert!(!dest.exists(), "a refused layer must leave nothing");
+        }
+        let names: Vec<_> = fs::read_dir(dir.path().join("l"))
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(names.iter().all(|n| n == "layer"), "{names:?}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn random_bytes_as_a_layer_are_refused_or_unpacked_without_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..4096)
+        ) {
+            unpack_bytes(&bytes);
+        }
+
+        #[test]
+        fn a_valid_layer_with_corrupted_bytes_never_panics(
+            flips in proptest::collection::vec((0usize..4096, any::<u8>()), 1..8)
+        ) {
+            let mut tar = Layer::new(vec![
+                Entry::dir("a"),
+                Entry::file("a/f", "content"),
+                Entry::symlink("a/s", "f"),
+                Entry::hardlink("a/h", "a/f"),
+            ])
+            .tar();
+            for (at, byte) in flips {
+                let len = tar.len();
+                tar[at % len] = byte;
+            }
+            unpack_bytes(&tar);
+        }
+
+        #[test]
+        fn random_documents_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_document(&bytes, None, "fuzz");
+            let _ = parse_config(&bytes, "fuzz");
+        }
+    }
+}

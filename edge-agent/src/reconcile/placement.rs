@@ -1,0 +1,89 @@
+//! Whether a workload belongs on this node, for `shoal-agent apply` on a device with no hub:
+//! applying a whole fleet folder keeps exactly this node's share.
+
+use shoal_model::manifest::Workload;
+use shoal_model::node::NodeFacts;
+
+/// Why `workload` does not belong on `node`, or `None` when it does. Only node-local rules
+/// are checked: the node selector and the constraints (replica counts, spread and affinity
+/// need the fleet's view, which only the hub has).
+pub fn mismatch(workload: &Workload, node: &NodeFacts) -> Option<String> {
+    let placement = &workload.spec.placement;
+    let mut reasons: Vec<String> = placement
+        .node_selector
+        .iter()
+        .filter(|(key, value)| node.labels.get(*key) != Some(*value))
+        .map(|(key, value)| match node.labels.get(key) {
+            Some(actual) => format!("nodeSelector {key}={value} (this node has {key}={actual})"),
+            None => format!("nodeSelector {key}={value} (this node has no label {key})"),
+        })
+        .collect();
+    reasons.extend(
+        placement
+            .constraints
+            .iter()
+            .filter(|c| !c.matches(node))
+            .map(|c| format!("constraint `{c}` ({})", c.describe_actual(node))),
+    );
+    if reasons.is_empty() {
+        None
+    } else {
+        Some(format!("not for this node: {}", reasons.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use shoal_model::manifest::parse_manifest;
+    use shoal_model::node::Capacity;
+
+    use super::*;
+
+    fn node() -> NodeFacts {
+        NodeFacts {
+            arch: "amd64".into(),
+            os: "linux".into(),
+            kernel: "6.1.0".into(),
+            cgroup_version: 1,
+            capacity: Capacity {
+                memory_bytes: 1 << 30,
+                cpu_millis: 2000,
+                pids: 4096,
+            },
+            agent_version: "0.1.0".into(),
+            labels: [("role".to_string(), "gateway".to_string())].into(),
+        }
+    }
+
+    fn check(placement: &str, expected: Option<&str>) {
+        let text = format!(
+            "apiVersion: shoal/v1\nkind: Workload\nmetadata: {{ name: w }}\nspec:\n  placement: {placement}\n  containers: [{{ name: a, image: busybox }}]\n"
+        );
+        let (workloads, diagnostics) = parse_manifest(Path::new("t.yaml"), &text);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        assert_eq!(
+            mismatch(&workloads[0].workload, &node()).as_deref(),
+            expected,
+            "{placement}"
+        );
+    }
+
+    #[test]
+    fn selectors_and_constraints_decide_whether_a_workload_is_this_nodes() {
+        check("{ mode: every }", None);
+        check(
+            "{ nodeSelector: { role: gateway }, constraints: [\"memory >= 512Mi\"] }",
+            None,
+        );
+        check(
+            "{ nodeSelector: { role: camera } }",
+            Some("not for this node: nodeSelector role=camera (this node has role=gateway)"),
+        );
+        check(
+            "{ nodeSelector: { site: a }, constraints: [\"arch in (arm64)\", \"memory >= 2Gi\"] }",
+            Some("not for this node: nodeSelector site=a (this node has no label site); constraint `arch in (arm64)` (arch is amd64); constraint `memory >= 2Gi` (memory is 1Gi)"),
+        );
+    }
+}

@@ -1,0 +1,375 @@
+use std::path::Path;
+
+use shoal_model::manifest::parse_manifest;
+
+use super::*;
+
+const IMAGE: &str = "localhost/busybox:test";
+
+/// A workload from YAML, so the tests read like manifests.
+fn workload(name: &str, extra_spec: &str) -> DesiredWorkload {
+    let text = format!(
+        "apiVersion: shoal/v1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec:\n{extra_spec}  containers:\n    - {{ name: main, image: {IMAGE} }}\n    - {{ name: side, image: {IMAGE} }}\n"
+    );
+    let (mut workloads, diagnostics) = parse_manifest(Path::new("test.yaml"), &text);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    DesiredWorkload {
+        workload: workloads.remove(0).workload,
+        revision: 1,
+    }
+}
+
+fn container(d: &DesiredWorkload, name: &str, run: Run) -> ObservedContainer {
+    let spec = d
+        .workload
+        .spec
+        .containers
+        .iter()
+        .find(|c| c.name == name)
+        .expect("container in workload");
+    ObservedContainer {
+        workload: d.workload.name.clone(),
+        name: name.into(),
+        spec_hash: spec_hash(&d.workload, spec),
+        run,
+        restarts: 0,
+        crash_streak: 0,
+        health: Health::Healthy,
+    }
+}
+
+fn observed(d: &DesiredWorkload, containers: Vec<ObservedContainer>) -> Observed {
+    Observed {
+        containers,
+        pods: [(d.workload.name.clone(), pod_hash(&d.workload))].into(),
+        images: [(IMAGE.to_string(), ImageState::Present)].into(),
+    }
+}
+
+fn start(w: &str, c: &str) -> Action {
+    Action::Start {
+        workload: w.into(),
+        container: c.into(),
+    }
+}
+
+fn remove(w: &str, c: &str) -> Action {
+    Action::Remove {
+        workload: w.into(),
+        container: c.into(),
+    }
+}
+
+fn stop(w: &str, c: &str, reason: StopReason) -> Action {
+    Action::Stop {
+        workload: w.into(),
+        container: c.into(),
+        grace: Duration::from_secs(10),
+        reason,
+    }
+}
+
+const RUNNING: Run = Run::Running { since_ms: 0 };
+
+fn exited(exit: Exit, at: u64) -> Run {
+    Run::Exited {
+        started_ms: at.saturating_sub(100),
+        exited_ms: at,
+        exit,
+    }
+}
+
+#[test]
+fn a_new_workload_pulls_its_image_first() {
+    let d = workload("app", "");
+    let plan = plan(&[d], &Observed::default(), 0);
+    assert_eq!(
+        plan.actions,
+        vec![Action::PullImage {
+            image: IMAGE.into()
+        }],
+        "one pull for two containers"
+    );
+}
+
+#[test]
+fn with_the_image_present_the_pod_is_set_up_then_every_container_started() {
+    let d = workload("app", "");
+    let seen = Observed {
+        images: [(IMAGE.to_string(), ImageState::Present)].into(),
+        ..Observed::default()
+    };
+    let plan = plan(&[d], &seen, 0);
+    assert_eq!(
+        plan.actions,
+        vec![
+            Action::EnsurePod {
+                workload: "app".into()
+            },
+            start("app", "main"),
+            start("app", "side")
+        ]
+    );
+}
+
+#[test]
+fn a_converged_node_plans_nothing() {
+    let d = workload("app", "");
+    let seen = observed(
+        &d,
+        vec![
+            container(&d, "main", RUNNING),
+            container(&d, "side", RUNNING),
+        ],
+    );
+    assert_eq!(plan(&[d], &seen, 5_000), Plan::default());
+}
+
+#[test]
+fn restart_policies_decide_what_happens_after_an_exit() {
+    // (policy, exit, restarted)
+    let cases = [
+        ("always", Exit::Code(0), true),
+        ("always", Exit::Code(1), true),
+        ("on-failure", Exit::Code(0), false),
+        ("on-failure", Exit::Code(2), true),
+        ("on-failure", Exit::Signal(9), true),
+        ("on-failure", Exit::OomKilled, true),
+        ("never", Exit::Code(1), false),
+        ("never", Exit::OomKilled, false),
+    ];
+    for (policy, exit, restarted) in cases {
+        let d = workload("app", &format!("  restartPolicy: {policy}\n"));
+        let mut main = container(&d, "main", exited(exit, 1_000));
+        main.crash_streak = 1;
+        let seen = observed(&d, vec![main, container(&d, "side", RUNNING)]);
+        let plan = plan(&[d], &seen, 10_000);
+        let expected = if restarted {
+            vec![remove("app", "main"), start("app", "main")]
+        } else {
+            vec![]
+        };
+        assert_eq!(plan.actions, expected, "{policy} after {exit:?}");
+    }
+}
+
+#[test]
+fn a_crash_loop_backs_off_exponentially_up_to_the_cap() {
+    // (crash streak, ms since exit, restarted now, wake at)
+    let cases = [
+        (1, 999, false, Some(1_000)),
+        (1, 1_000, true, None),
+        (2, 1_500, false, Some(2_000)),
+        (4, 7_999, false, Some(8_000)),
+        (4, 8_000, true, None),
+        (30, 299_999, false, Some(300_000)),
+        (30, 300_000, true, None),
+    ];
+    for (streak, since_exit, restarted, wake) in cases {
+        let d = workload("app", "");
+        let mut main = container(&d, "main", exited(Exit::Code(1), 0));
+        main.crash_streak = streak;
+        let seen = observed(&d, vec![main, container(&d, "side", RUNNING)]);
+        let plan = plan(&[d], &seen, since_exit);
+        assert_eq!(
+            !plan.actions.is_empty(),
+            restarted,
+            "streak {streak} at {since_exit}"
+        );
+        assert_eq!(plan.wake_at_ms, wake, "streak {streak} at {since_exit}");
+    }
+}
+
+#[test]
+fn a_long_run_resets_the_crash_streak() {
+    assert_eq!(next_crash_streak(5, 0, 1_000), 6);
+    assert_eq!(next_crash_streak(5, 0, 600_000), 1);
+    assert_eq!(next_crash_streak(u32::MAX, 0, 1), u32::MAX);
+    assert_eq!(backoff(BACKOFF_BASE, 0), Duration::from_secs(1));
+    assert_eq!(backoff(BACKOFF_BASE, 3), Duration::from_secs(8));
+    assert_eq!(backoff(BACKOFF_BASE, 40), BACKOFF_CAP);
+}
+
+#[test]
+fn an_unhealthy_container_is_stopped_and_then_restarted_by_its_policy() {
+    let d = workload("app", "");
+    let mut main = container(&d, "main", RUNNING);
+    main.health = Health::Unhealthy;
+    let seen = observed(&d, vec![main, container(&d, "side", RUNNING)]);
+    assert_eq!(
+        plan(&[d], &seen, 0).actions,
+        vec![stop("app", "main", StopReason::Unhealthy)]
+    );
+}
+
+#[test]
+fn a_changed_spec_replaces_only_the_changed_container_without_backoff() {
+    let old = workload("app", "");
+    let mut new = old.clone();
+    new.workload.spec.containers[0]
+        .env
+        .insert("LEVEL".into(), "debug".into());
+    let seen = observed(
+        &old,
+        vec![
+            container(&old, "main", RUNNING),
+            container(&old, "side", RUNNING),
+        ],
+    );
+    assert_eq!(
+        plan(std::slice::from_ref(&new), &seen, 0).actions,
+        vec![stop("app", "main", StopReason::Outdated)]
+    );
+
+    let mut stopped = container(&old, "main", exited(Exit::Signal(15), 1_000));
+    stopped.crash_streak = 9;
+    let seen = observed(&old, vec![stopped, container(&old, "side", RUNNING)]);
+    assert_eq!(
+        plan(&[new], &seen, 1_001).actions,
+        vec![remove("app", "main"), start("app", "main")]
+    );
+}
+
+#[test]
+fn a_removed_workload_is_stopped_then_removed_then_its_pod_deleted() {
+    let d = workload("gone", "");
+    let running = observed(
+        &d,
+        vec![
+            container(&d, "main", RUNNING),
+            container(&d, "side", exited(Exit::Code(0), 5)),
+        ],
+    );
+    assert_eq!(
+        plan(&[], &running, 10).actions,
+        vec![
+            stop("gone", "main", StopReason::Unwanted),
+            remove("gone", "side")
+        ]
+    );
+    let stopping = observed(
+        &d,
+        vec![container(&d, "main", Run::Stopping { since_ms: 10 })],
+    );
+    assert_eq!(
+        plan(&[], &stopping, 20).actions,
+        vec![],
+        "nothing while it stops"
+    );
+    let empty = observed(&d, vec![]);
+    assert_eq!(
+        plan(&[], &empty, 30).actions,
+        vec![Action::RemovePod {
+            workload: "gone".into()
+        }]
+    );
+}
+
+#[test]
+fn changing_the_network_rebuilds_the_pod_after_its_containers_stop() {
+    let old = workload("app", "");
+    let new = workload("app", "  network: isolated\n");
+    let seen = observed(
+        &old,
+        vec![
+            container(&old, "main", RUNNING),
+            container(&old, "side", RUNNING),
+        ],
+    );
+    assert_eq!(
+        plan(std::slice::from_ref(&new), &seen, 0).actions,
+        vec![
+            stop("app", "main", StopReason::Outdated),
+            stop("app", "side", StopReason::Outdated)
+        ]
+    );
+    let gone = observed(&old, vec![]);
+    assert_eq!(
+        plan(std::slice::from_ref(&new), &gone, 1).actions,
+        vec![Action::RemovePod {
+            workload: "app".into()
+        }]
+    );
+    let rebuilt = Observed {
+        pods: BTreeMap::new(),
+        ..gone
+    };
+    assert_eq!(
+        plan(&[new], &rebuilt, 2).actions,
+        vec![
+            Action::EnsurePod {
+                workload: "app".into()
+            },
+            start("app", "main"),
+            start("app", "side")
+        ]
+    );
+}
+
+#[test]
+fn a_failed_pull_is_retried_with_backoff() {
+    let d = workload("app", "");
+    let failed = |attempts| Observed {
+        images: [(
+            IMAGE.to_string(),
+            ImageState::Failed {
+                at_ms: 1_000,
+                attempts,
+            },
+        )]
+        .into(),
+        ..Observed::default()
+    };
+    let early = plan(std::slice::from_ref(&d), &failed(1), 5_999);
+    assert_eq!((early.actions, early.wake_at_ms), (vec![], Some(6_000)));
+    let due = plan(std::slice::from_ref(&d), &failed(1), 6_000);
+    assert_eq!(
+        due.actions,
+        vec![Action::PullImage {
+            image: IMAGE.into()
+        }]
+    );
+    let third = plan(std::slice::from_ref(&d), &failed(3), 20_999);
+    assert_eq!(third.wake_at_ms, Some(21_000));
+    let pulling = Observed {
+        images: [(IMAGE.to_string(), ImageState::Pulling)].into(),
+        ..Observed::default()
+    };
+    assert_eq!(plan(&[d], &pulling, 0), Plan::default());
+}
+
+#[test]
+fn containers_being_started_or_stopped_are_left_alone() {
+    let d = workload("app", "");
+    let seen = observed(
+        &d,
+        vec![
+            container(&d, "main", Run::Starting { since_ms: 0 }),
+            container(&d, "side", Run::Stopping { since_ms: 0 }),
+        ],
+    );
+    assert_eq!(plan(&[d], &seen, 1).actions, vec![]);
+}
+
+#[test]
+fn hashes_are_stable_and_sensitive_to_what_matters() {
+    let a = workload("app", "");
+    let b = workload("app", "");
+    let c0 = &a.workload.spec.containers[0];
+    assert_eq!(
+        spec_hash(&a.workload, c0),
+        spec_hash(&b.workload, &b.workload.spec.containers[0])
+    );
+    assert_ne!(
+        spec_hash(&a.workload, c0),
+        spec_hash(&a.workload, &a.workload.spec.containers[1])
+    );
+    let isolated = workload("app", "  network: isolated\n");
+    assert_ne!(pod_hash(&a.workload), pod_hash(&isolated.workload));
+    let rolled = workload("app", "  rollout: { canary: 2 }\n");
+    assert_eq!(
+        spec_hash(&a.workload, c0),
+        spec_hash(&rolled.workload, &rolled.workload.spec.containers[0]),
+        "rollout settings do not restart containers"
+    );
+}

@@ -1,0 +1,353 @@
+//! What the supervisor keeps in the database: accepted desired states, one record per
+//! container (restarts, crash streak, last exit), and the bounded event log.
+//!
+//! Written on changes only (an apply, a start, an exit), never per tick.
+
+use rusqlite::{params, OptionalExtension};
+use shoal_model::wire::{DesiredWorkload, Event, EventReason, ExitInfo, Severity};
+
+use super::{StateError, Store};
+
+/// Where a desired state came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `shoal-agent apply` on the device. (The hub's signed desired state comes with the
+    /// hub connection; the table already allows `hub`.)
+    Local,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Local => "local",
+        }
+    }
+}
+
+/// Desired states kept per source, newest first: the older ones are there to roll back to.
+const DESIRED_KEPT: i64 = 5;
+
+/// What the agent remembers of a container between runs of the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub workload: String,
+    pub name: String,
+    pub image: String,
+    pub spec_hash: String,
+    pub restarts: u32,
+    pub crash_streak: u32,
+    pub oom_kills: u32,
+    pub last_exit: Option<ExitInfo>,
+}
+
+impl Store {
+    /// Stores a desired state and keeps only the newest few per source.
+    pub fn save_desired(
+        &self,
+        source: Source,
+        generation: u64,
+        workloads: &[DesiredWorkload],
+        now_ms: u64,
+    ) -> Result<(), StateError> {
+        let payload = postcard::to_allocvec(workloads).map_err(|e| StateError::Encode {
+            what: "desired state",
+            reason: e.to_string(),
+        })?;
+        let failed = |source| self.query_failed("saving the desired state", source);
+        let tx = self.conn.unchecked_transaction().map_err(failed)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO desired_state (generation, source, payload, received_at) VALUES (?1, ?2, ?3, ?4)",
+            params![to_i64(generation), source.as_str(), payload, to_i64(now_ms)],
+        )
+        .map_err(failed)?;
+        tx.execute(
+            "DELETE FROM desired_state WHERE source = ?1 AND id NOT IN \
+             (SELECT id FROM desired_state WHERE source = ?1 ORDER BY generation DESC LIMIT ?2)",
+            params![source.as_str(), DESIRED_KEPT],
+        )
+        .map_err(failed)?;
+        tx.commit().map_err(failed)
+    }
+
+    /// The newest desired state from `source`, with its generation.
+    pub fn latest_desired(
+        &self,
+        source: Source,
+    ) -> Result<Option<(u64, Vec<DesiredWorkload>)>, StateError> {
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT generation, payload FROM desired_state WHERE source = ?1 ORDER BY generation DESC LIMIT 1",
+                [source.as_str()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|source| self.query_failed("the desired state", source))?;
+        let Some((generation, payload)) = row else {
+            return Ok(None);
+        };
+        let workloads = postcard::from_bytes(&payload).map_err(|e| StateError::Decode {
+            what: "desired state",
+            reason: e.to_string(),
+        })?;
+        Ok(Some((u64::try_from(generation).unwrap_or(0), workloads)))
+    }
+
+    /// Inserts or replaces a container's record.
+    pub fn save_container(&self, record: &ContainerRecord, now_ms: u64) -> Result<(), StateError> {
+        let exit = record.last_exit.as_ref();
+        self.conn
+            .execute(
+                "INSERT INTO containers (id, workload, name, generation, image, spec_hash, state, restarts, \
+                 crash_streak, oom_kills, last_exit_code, last_exit_signal, oom_killed, last_exit_at, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14) \
+                 ON CONFLICT (id) DO UPDATE SET image = ?4, spec_hash = ?5, state = ?6, restarts = ?7, \
+                 crash_streak = ?8, oom_kills = ?9, last_exit_code = ?10, last_exit_signal = ?11, \
+                 oom_killed = ?12, last_exit_at = ?13, updated_at = ?14",
+                params![
+                    record.id,
+                    record.workload,
+                    record.name,
+                    record.image,
+                    record.spec_hash,
+                    if exit.is_some() { "stopped" } else { "running" },
+                    record.restarts,
+                    record.crash_streak,
+                    record.oom_kills,
+                    exit.and_then(|e| e.code),
+                    exit.and_then(|e| e.signal),
+                    exit.is_some_and(|e| e.oom_killed),
+                    exit.map(|e| to_i64(e.at_ms)),
+                    to_i64(now_ms),
+                ],
+            )
+            .map_err(|source| self.query_failed("saving a container", source))?;
+        Ok(())
+    }
+
+    /// Every container record.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, StateError> {
+        let failed = |source| self.query_failed("the containers", source);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT id, workload, name, image, spec_hash, restarts, crash_streak, oom_kills, \
+                 last_exit_code, last_exit_signal, oom_killed, last_exit_at FROM containers ORDER BY id",
+            )
+            .map_err(failed)?;
+        let rows = statement
+            .query_map([], |row| {
+                let at: Option<i64> = row.get(11)?;
+                Ok(ContainerRecord {
+                    id: row.get(0)?,
+                    workload: row.get(1)?,
+                    name: row.get(2)?,
+                    image: row.get(3)?,
+                    spec_hash: row.get(4)?,
+                    restarts: row.get(5)?,
+                    crash_streak: row.get(6)?,
+                    oom_kills: row.get(7)?,
+                    last_exit: at.map(|at| ExitInfo {
+                        code: row.get(8).ok().flatten(),
+                        signal: row.get(9).ok().flatten(),
+                        oom_killed: row.get(10).unwrap_or(false),
+                        at_ms: u64::try_from(at).unwrap_or(0),
+                    }),
+                })
+            })
+            .map_err(failed)?;
+        rows.collect::<Result<_, _>>().map_err(failed)
+    }
+
+    pub fn delete_container(&self, id: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM containers WHERE id = ?1", [id])
+            .map_err(|source| self.query_failed("deleting a container", source))?;
+        Ok(())
+    }
+
+    /// Appends to the bounded event log.
+    pub fn record_event(&self, event: &Event) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO events (at, severity, workload, container, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    to_i64(event.at_ms),
+                    severity_name(event.severity),
+                    event.workload,
+                    event.container,
+                    event.reason.as_str(),
+                    event.message,
+                ],
+            )
+            .map_err(|source| self.query_failed("recording an event", source))?;
+        Ok(())
+    }
+
+    /// The newest `limit` events, oldest first, with their sequence numbers.
+    pub fn recent_events(&self, limit: u32) -> Result<Vec<Event>, StateError> {
+        let failed = |source| self.query_failed("the events", source);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT id, at, severity, workload, container, reason, message FROM \
+                 (SELECT * FROM events ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            )
+            .map_err(failed)?;
+        let rows = statement
+            .query_map([limit], |row| {
+                let severity: String = row.get(2)?;
+                let reason: String = row.get(5)?;
+                let reason = EventReason::from_name(&reason).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        5,
+                        rusqlite::types::Type::Text,
+                        format!("unknown event reason `{reason}`").into(),
+                    )
+                })?;
+                Ok(Event {
+                    sequence: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                    at_ms: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                    severity: match severity.as_str() {
+                        "error" => Severity::Error,
+                        "warning" => Severity::Warning,
+                        _ => Severity::Info,
+                    },
+                    workload: row.get(3)?,
+                    container: row.get(4)?,
+                    reason,
+                    message: row.get(6)?,
+                })
+            })
+            .map_err(failed)?;
+        rows.collect::<Result<_, _>>().map_err(failed)
+    }
+}
+
+fn severity_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Error => "error",
+    }
+}
+
+/// SQLite integers are signed; our counters and times never reach 2^63.
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_model::manifest::parse_manifest;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        (dir, store)
+    }
+
+    fn workloads(names: &[&str]) -> Vec<DesiredWorkload> {
+        names
+            .iter()
+            .map(|name| {
+                let text = format!(
+                    "apiVersion: shoal/v1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec:\n  containers: [{{ name: a, image: busybox }}]\n"
+                );
+                let (mut w, d) = parse_manifest(std::path::Path::new("t.yaml"), &text);
+                assert!(d.is_empty(), "{d:?}");
+                DesiredWorkload { workload: w.remove(0).workload, revision: 1 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_newest_desired_state_survives_reopening_and_old_ones_are_trimmed() {
+        let (dir, store) = store();
+        assert_eq!(store.latest_desired(Source::Local).expect("read"), None);
+        for generation in 1..=8 {
+            let names = if generation % 2 == 0 {
+                vec!["a", "b"]
+            } else {
+                vec!["a"]
+            };
+            store
+                .save_desired(Source::Local, generation, &workloads(&names), 100)
+                .expect("save");
+        }
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let (generation, latest) = store
+            .latest_desired(Source::Local)
+            .expect("read")
+            .expect("some");
+        assert_eq!(generation, 8);
+        assert_eq!(latest, workloads(&["a", "b"]));
+        let kept: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM desired_state", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(kept, DESIRED_KEPT);
+    }
+
+    #[test]
+    fn container_records_round_trip_and_update_in_place() {
+        let (_dir, store) = store();
+        let mut record = ContainerRecord {
+            id: "app.main".into(),
+            workload: "app".into(),
+            name: "main".into(),
+            image: "busybox".into(),
+            spec_hash: "abc".into(),
+            restarts: 0,
+            crash_streak: 0,
+            oom_kills: 0,
+            last_exit: None,
+        };
+        store.save_container(&record, 1).expect("save");
+        record.restarts = 3;
+        record.crash_streak = 2;
+        record.oom_kills = 1;
+        record.last_exit = Some(ExitInfo {
+            code: None,
+            signal: Some(9),
+            oom_killed: true,
+            at_ms: 77,
+        });
+        store.save_container(&record, 2).expect("update");
+        assert_eq!(store.containers().expect("read"), vec![record.clone()]);
+        store.delete_container("app.main").expect("delete");
+        assert_eq!(store.containers().expect("read"), vec![]);
+    }
+
+    #[test]
+    fn events_are_read_back_in_order_with_their_reason() {
+        let (_dir, store) = store();
+        for (i, reason) in [
+            EventReason::Started,
+            EventReason::OomKilled,
+            EventReason::BackOff,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let event = Event {
+                sequence: 0,
+                at_ms: i as u64,
+                severity: Severity::Warning,
+                workload: Some("app".into()),
+                container: None,
+                reason,
+                message: format!("event {i}"),
+            };
+            store.record_event(&event).expect("record");
+        }
+        let events = store.recent_events(2).expect("read");
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].reason, EventReason::OomKilled);
+        assert_eq!(events[1].message, "event 2");
+        assert!(events[0].sequence < events[1].sequence);
+    }
+}

@@ -1,0 +1,960 @@
+//! The agent's event loop: one task over a closed enum of [`Event`]s. On every event it
+//! refreshes what it observes, asks [`crate::reconcile::plan`] what to do, and hands each
+//! action to a blocking worker whose outcome comes back as another event. Level-triggered:
+//! a lost action is planned again on the next tick.
+//!
+//! Effects sit behind two narrow traits, [`Containers`] and [`Images`]; `cli::run` wires the
+//! real ones (libcontainer shims and the image store).
+//!
+//! What survives what:
+//! - the agent stopping or being killed: containers keep running (their shims are their
+//!   parents); the next agent re-adopts them from [`Containers::list`] without restarting;
+//! - a reboot: the run dir is empty, the desired state in SQLite is not, and every workload
+//!   is started again from local images with no network.
+
+mod health;
+mod requests;
+mod status;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shoal_model::manifest::image::ImageRef;
+use shoal_model::manifest::{Container, Workload};
+use shoal_model::node::NodeFacts;
+use shoal_model::wire::{
+    DesiredWorkload, Event as WireEvent, EventReason, ExitInfo, Health, ImageSummary, Severity,
+};
+use tokio::sync::mpsc;
+
+use crate::api::Incoming;
+use crate::reconcile::{self, Action, Exit, ImageState, ObservedContainer, Run, StopReason};
+use crate::state::{ContainerRecord, Source, Store};
+
+/// How often the loop looks at its containers when nothing else happens.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// A container as the runtime sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveContainer {
+    pub workload: String,
+    pub name: String,
+    pub pid: Option<u32>,
+    /// Wall clock, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// `None` while it runs.
+    pub exit: Option<ExitInfo>,
+}
+
+/// Resource use of one container, from its cgroup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContainerStats {
+    pub memory_bytes: u64,
+    pub cpu_usage_ns: u64,
+}
+
+/// What a command run inside a container returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// The container runtime, as the supervisor needs it. Every method blocks; the supervisor
+/// calls them from worker threads.
+pub trait Containers: Send + Sync + 'static {
+    /// Creates the workload's shared namespaces and volumes; `hash` tells later agents what
+    /// they were made for.
+    fn ensure_pod(&self, workload: &Workload, hash: &str) -> anyhow::Result<()>;
+    fn remove_pod(&self, workload: &str) -> anyhow::Result<()>;
+    /// Pods that exist, with the hash given when they were made.
+    fn pods(&self) -> anyhow::Result<Vec<(String, String)>>;
+    /// Creates and starts one container; returns once it runs.
+    fn start(&self, workload: &Workload, container: &Container) -> anyhow::Result<LiveContainer>;
+    /// SIGTERM, then SIGKILL after `grace`; returns once it exited.
+    fn stop(&self, workload: &str, container: &str, grace: Duration) -> anyhow::Result<()>;
+    /// Deletes an exited container's runtime state (its logs stay).
+    fn remove(&self, workload: &str, container: &str) -> anyhow::Result<()>;
+    fn list(&self) -> anyhow::Result<Vec<LiveContainer>>;
+    fn stats(&self, workload: &str, container: &str) -> Option<ContainerStats>;
+    fn exec(
+        &self,
+        workload: &str,
+        container: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<ExecOutput>;
+    /// The container's log files, oldest first.
+    fn log_files(&self, workload: &str, container: &str) -> Vec<PathBuf>;
+    /// The workload's network namespace file when it has its own (`network: isolated`).
+    fn netns(&self, workload: &str) -> Option<PathBuf>;
+}
+
+/// The image store, as the supervisor needs it. Every method blocks.
+pub trait Images: Send + Sync + 'static {
+    fn present(&self, image: &ImageRef) -> bool;
+    fn pull(&self, image: &ImageRef) -> anyhow::Result<()>;
+    /// Every image, with how many desired containers use it.
+    fn list(&self, in_use: &[ImageRef]) -> anyhow::Result<Vec<ImageSummary>>;
+    fn import(&self, archive: &std::path::Path) -> anyhow::Result<Vec<ImageSummary>>;
+    fn remove(&self, reference: &str) -> anyhow::Result<()>;
+    /// Removes images no desired container uses; says what it freed.
+    fn prune(&self, in_use: &[ImageRef]) -> anyhow::Result<String>;
+}
+
+/// Everything that can happen to the supervisor.
+#[derive(Debug)]
+pub enum Event {
+    Tick,
+    Api(Incoming),
+    Done(Outcome),
+    Health {
+        workload: String,
+        container: String,
+        health: Health,
+        message: String,
+    },
+}
+
+/// What a worker reports back.
+#[derive(Debug)]
+pub enum Outcome {
+    Pulled {
+        image: String,
+        result: Result<(), String>,
+    },
+    /// The actions for one container ran; `started` is set when one of them was a start.
+    Container {
+        workload: String,
+        container: String,
+        started: Option<Result<LiveContainer, String>>,
+        error: Option<String>,
+    },
+    Pod {
+        workload: String,
+        result: Result<(), String>,
+    },
+    PodRemoved {
+        workload: String,
+        result: Result<(), String>,
+    },
+}
+
+/// The supervisor's view of one container.
+#[derive(Debug)]
+struct Tracked {
+    record: ContainerRecord,
+    run: Run,
+    pid: Option<u32>,
+    started_wall_ms: Option<u64>,
+    health: Health,
+    /// Why it is in its state, when there is something to say.
+    message: Option<String>,
+    health_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+type Key = (String, String);
+
+pub struct Supervisor {
+    node_name: String,
+    node: NodeFacts,
+    store: Store,
+    containers: Arc<dyn Containers>,
+    images: Arc<dyn Images>,
+    /// The workloads this node runs, from the newest local desired state.
+    desired: Vec<DesiredWorkload>,
+    generation: u64,
+    tracked: BTreeMap<Key, Tracked>,
+    /// Records of containers not running now (after a reboot), kept for their counters.
+    records: BTreeMap<Key, ContainerRecord>,
+    pods: BTreeMap<String, String>,
+    images_state: BTreeMap<String, ImageState>,
+    /// Pods and containers with a worker busy on them: not planned for until it reports.
+    busy: std::collections::BTreeSet<String>,
+    epoch: Instant,
+    events: mpsc::Sender<Event>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("node", &self.node.labels)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wall-clock ms since the Unix epoch (for display and records only; decisions use
+/// [`Supervisor::now`], which a clock jump cannot move backwards).
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Supervisor {
+    /// Loads the desired state and container records, and re-adopts running containers.
+    pub fn new(
+        node_name: String,
+        node: NodeFacts,
+        store: Store,
+        containers: Arc<dyn Containers>,
+        images: Arc<dyn Images>,
+        events: mpsc::Sender<Event>,
+    ) -> anyhow::Result<Supervisor> {
+        let (generation, desired) = store
+            .latest_desired(Source::Local)?
+            .unwrap_or((0, Vec::new()));
+        let records = store
+            .containers()?
+            .into_iter()
+            .map(|r| ((r.workload.clone(), r.name.clone()), r))
+            .collect();
+        let pods = containers.pods()?.into_iter().collect();
+        let mut supervisor = Supervisor {
+            node_name,
+            node,
+            store,
+            containers,
+            images,
+            desired,
+            generation,
+            tracked: BTreeMap::new(),
+            records,
+            pods,
+            images_state: BTreeMap::new(),
+            busy: Default::default(),
+            epoch: Instant::now(),
+            events,
+        };
+        supervisor.adopt()?;
+        supervisor.note(
+            Severity::Info,
+            None,
+            None,
+            EventReason::AgentStarted,
+            format!("agent started with desired generation {generation}"),
+        );
+        Ok(supervisor)
+    }
+
+    /// Monotonic ms since the agent started: what backoffs are measured in.
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Takes over the containers that kept running while the agent was away.
+    fn adopt(&mut self) -> anyhow::Result<()> {
+        for live in self.containers.list()? {
+            let key = (live.workload.clone(), live.name.clone());
+            let record = self
+                .records
+                .remove(&key)
+                .unwrap_or_else(|| ContainerRecord {
+                    id: format!("{}.{}", live.workload, live.name),
+                    workload: live.workload.clone(),
+                    name: live.name.clone(),
+                    image: String::new(),
+                    spec_hash: String::new(),
+                    restarts: 0,
+                    crash_streak: 0,
+                    oom_kills: 0,
+                    last_exit: None,
+                });
+            let now = self.now();
+            let message = format!(
+                "re-adopted (pid {})",
+                live.pid.map_or("?".into(), |p| p.to_string())
+            );
+            let tracked = Tracked {
+                record,
+                run: Run::Running { since_ms: now },
+                pid: live.pid,
+                started_wall_ms: Some(live.started_ms),
+                health: Health::Unknown,
+                message: None,
+                health_task: None,
+            };
+            self.tracked.insert(key.clone(), tracked);
+            self.note(
+                Severity::Info,
+                Some(&key.0),
+                Some(&key.1),
+                EventReason::Adopted,
+                message,
+            );
+            if let Some(exit) = live.exit {
+                self.exited(&key, exit);
+            } else {
+                self.start_health(&key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the loop until the process is stopped. Containers are left running on exit.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+        let mut wake = self.step();
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => event,
+                    None => return,
+                },
+                () = tokio::time::sleep(wake) => Event::Tick,
+            };
+            self.handle(event);
+            wake = self.step();
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick => {}
+            Event::Api(incoming) => self.request(incoming),
+            Event::Done(outcome) => self.done(outcome),
+            Event::Health {
+                workload,
+                container,
+                health,
+                message,
+            } => {
+                let key = (workload, container);
+                let Some(t) = self.tracked.get_mut(&key) else {
+                    return;
+                };
+                if t.health == health {
+                    return;
+                }
+                t.health = health;
+                let (severity, reason) = match health {
+                    Health::Unhealthy => (Severity::Warning, EventReason::Unhealthy),
+                    _ => (Severity::Info, EventReason::Healthy),
+                };
+                self.note(severity, Some(&key.0), Some(&key.1), reason, message);
+            }
+        }
+    }
+
+    /// Observes, plans and dispatches; returns how long to sleep at most.
+    fn step(&mut self) -> Duration {
+        self.observe();
+        let plan = reconcile::plan(&self.desired, &self.observed(), self.now());
+        self.dispatch(plan.actions);
+        let until_wake = plan.wake_at_ms.map_or(TICK, |at| {
+            Duration::from_millis(at.saturating_sub(self.now()))
+        });
+        until_wake.clamp(Duration::from_millis(10), TICK)
+    }
+
+    /// Notices containers that exited since the last look.
+    fn observe(&mut self) {
+        let live = match self.containers.list() {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot list containers");
+                return;
+            }
+        };
+        let exits: Vec<(Key, ExitInfo)> = self
+            .tracked
+            .iter()
+            .filter(|(key, t)| {
+                matches!(t.run, Run::Running { .. } | Run::Stopping { .. })
+                    && !self.busy.contains(&busy_key(key))
+            })
+            .filter_map(|(key, _)| {
+                let found = live.iter().find(|l| l.workload == key.0 && l.name == key.1);
+                match found {
+                    Some(l) => l.exit.map(|exit| (key.clone(), exit)),
+                    // Gone without a trace (its shim was killed): count it as killed.
+                    None => Some((
+                        key.clone(),
+                        ExitInfo {
+                            code: None,
+                            signal: Some(9),
+                            oom_killed: false,
+                            at_ms: wall_ms(),
+                        },
+                    )),
+                }
+            })
+            .collect();
+        for (key, exit) in exits {
+            self.exited(&key, exit);
+        }
+    }
+
+    /// Records an exit: counters, events, and the run state the planner sees.
+    fn exited(&mut self, key: &Key, exit: ExitInfo) {
+        let now = self.now();
+        let Some(t) = self.tracked.get_mut(key) else {
+            return;
+        };
+        let started = match t.run {
+            Run::Running { since_ms } | Run::Starting { since_ms } | Run::Stopping { since_ms } => {
+                since_ms
+            }
+            Run::Exited { .. } => return,
+        };
+        if let Some(task) = t.health_task.take() {
+            task.abort();
+        }
+        t.record.crash_streak = reconcile::next_crash_streak(t.record.crash_streak, started, now);
+        if exit.oom_killed {
+            t.record.oom_kills = t.record.oom_kills.saturating_add(1);
+        }
+        t.record.last_exit = Some(exit);
+        t.run = Run::Exited {
+            started_ms: started,
+            exited_ms: now,
+            exit: to_exit(&exit),
+        };
+        t.pid = None;
+        t.health = Health::Unknown;
+        let record = t.record.clone();
+        if let Err(e) = self.store.save_container(&record, wall_ms()) {
+            tracing::error!(error = %e, "cannot save a container record");
+        }
+        let (severity, reason, what) = if exit.oom_killed {
+            (
+                Severity::Warning,
+                EventReason::OomKilled,
+                "killed by the kernel for running out of memory (OOM)".to_string(),
+            )
+        } else {
+            (Severity::Info, EventReason::Exited, describe_exit(&exit))
+        };
+        self.note(severity, Some(&key.0), Some(&key.1), reason, what);
+    }
+
+    /// The planner's input, from the supervisor's state.
+    fn observed(&self) -> reconcile::Observed {
+        let containers = self
+            .tracked
+            .iter()
+            .map(|((workload, name), t)| ObservedContainer {
+                workload: workload.clone(),
+                name: name.clone(),
+                spec_hash: t.record.spec_hash.clone(),
+                run: if self
+                    .busy
+                    .contains(&busy_key(&(workload.clone(), name.clone())))
+                {
+                    // Whatever it was, a worker is on it: leave it alone.
+                    Run::Starting { since_ms: 0 }
+                } else {
+                    t.run
+                },
+                restarts: t.record.restarts,
+                crash_streak: t.record.crash_streak,
+                health: t.health,
+            })
+            .collect();
+        let mut images = self.images_state.clone();
+        for d in &self.desired {
+            for c in &d.workload.spec.containers {
+                let name = c.image.to_string();
+                if !images.contains_key(&name) && self.images.present(&c.image) {
+                    images.insert(name, ImageState::Present);
+                }
+            }
+        }
+        reconcile::Observed {
+            containers,
+            pods: self.pods.clone(),
+            images,
+        }
+    }
+
+    fn dispatch(&mut self, actions: Vec<Action>) {
+        // Actions for one container (remove, then start) run in order on one worker; pods
+        // come first, on their own workers; pulls run alone.
+        let mut per_container: BTreeMap<Key, Vec<Action>> = BTreeMap::new();
+        let mut pods_to_make: Vec<String> = Vec::new();
+        for action in actions {
+            match action {
+                Action::PullImage { image } => self.pull(image),
+                Action::EnsurePod { workload } => pods_to_make.push(workload),
+                Action::RemovePod { workload } => self.remove_pod(workload),
+                Action::Start {
+                    ref workload,
+                    ref container,
+                }
+                | Action::Stop {
+                    ref workload,
+                    ref container,
+                    ..
+                }
+                | Action::Remove {
+                    ref workload,
+                    ref container,
+                } => per_container
+                    .entry((workload.clone(), container.clone()))
+                    .or_default()
+                    .push(action),
+            }
+        }
+        for (key, actions) in per_container {
+            if pods_to_make.contains(&key.0)
+                && actions.iter().any(|a| matches!(a, Action::Start { .. }))
+            {
+                // Started once the pod is ready (the next plan after the pod reports).
+                continue;
+            }
+            self.container_work(key, actions);
+        }
+        for workload in pods_to_make {
+            self.ensure_pod(workload);
+        }
+    }
+
+    fn spawn(&mut self, busy: String, work: impl FnOnce() -> Outcome + Send + 'static) {
+        self.busy.insert(busy);
+        let events = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = work();
+            let _ = events.blocking_send(Event::Done(outcome));
+        });
+    }
+
+    fn pull(&mut self, image: String) {
+        let Ok(reference) = ImageRef::parse(&image) else {
+            return;
+        };
+        self.images_state.insert(image.clone(), ImageState::Pulling);
+        self.note(
+            Severity::Info,
+            None,
+            None,
+            EventReason::ImagePulling,
+            format!("pulling {image}"),
+        );
+        let images = Arc::clone(&self.images);
+        self.spawn(format!("image {image}"), move || {
+            let result = images.pull(&reference).map_err(|e| format!("{e:#}"));
+            Outcome::Pulled { image, result }
+        });
+    }
+
+    fn ensure_pod(&mut self, workload: String) {
+        let Some(w) = self.workload(&workload).cloned() else {
+            return;
+        };
+        if self.busy.contains(&format!("pod {workload}")) {
+            return;
+        }
+        let containers = Arc::clone(&self.containers);
+        self.spawn(format!("pod {workload}"), move || {
+            let hash = reconcile::pod_hash(&w);
+            let result = containers
+                .ensure_pod(&w, &hash)
+                .map_err(|e| format!("{e:#}"));
+            Outcome::Pod {
+                workload: w.name.clone(),
+                result,
+            }
+        });
+    }
+
+    fn remove_pod(&mut self, workload: String) {
+        if self.busy.contains(&format!("pod {workload}")) {
+            return;
+        }
+        let containers = Arc::clone(&self.containers);
+        self.spawn(format!("pod {workload}"), move || {
+            let result = containers
+                .remove_pod(&workload)
+                .map_err(|e| format!("{e:#}"));
+            Outcome::PodRemoved { workload, result }
+        });
+    }
+
+    fn container_work(&mut self, key: Key, actions: Vec<Action>) {
+        let workload = self.workload(&key.0).cloned();
+        let now = self.now();
+        if let Some(t) = self.tracked.get_mut(&key) {
+            for action in &actions {
+                if let Action::Stop { reason, .. } = action {
+                    t.run = Run::Stopping { since_ms: now };
+                    t.message = Some(match reason {
+                        StopReason::Unhealthy => "stopped: its health check failed".into(),
+                        StopReason::Outdated => "stopped: being replaced by a new spec".into(),
+                        StopReason::Unwanted => "stopped: no longer desired here".into(),
+                    });
+                }
+            }
+        }
+        if actions.iter().any(|a| matches!(a, Action::Start { .. })) {
+            self.prepare_start(&key);
+        }
+        let containers = Arc::clone(&self.containers);
+        let busy = busy_key(&key);
+        self.spawn(busy, move || {
+            let mut started = None;
+            let mut error = None;
+            for action in actions {
+                let result = match &action {
+                    Action::Stop { grace, .. } => containers.stop(&key.0, &key.1, *grace),
+                    Action::Remove { .. } => containers.remove(&key.0, &key.1),
+                    Action::Start { .. } => {
+                        let Some(w) = &workload else { break };
+                        let Some(c) = w.spec.containers.iter().find(|c| c.name == key.1) else {
+                            break;
+                        };
+                        started = Some(containers.start(w, c).map_err(|e| format!("{e:#}")));
+                        continue;
+                    }
+                    _ => Ok(()),
+                };
+                if let Err(e) = result {
+                    error = Some(format!("{e:#}"));
+                    break;
+                }
+            }
+            Outcome::Container {
+                workload: key.0,
+                container: key.1,
+                started,
+                error,
+            }
+        });
+    }
+
+    /// Updates the record of a container about to be (re)started.
+    fn prepare_start(&mut self, key: &Key) {
+        let Some(w) = self.workload(&key.0) else {
+            return;
+        };
+        let Some(c) = w.spec.containers.iter().find(|c| c.name == key.1) else {
+            return;
+        };
+        let hash = reconcile::spec_hash(w, c);
+        let image = c.image.to_string();
+        let now = self.now();
+        let previous = self
+            .tracked
+            .remove(key)
+            .map(|t| t.record)
+            .or_else(|| self.records.remove(key));
+        let record = match previous {
+            // Same spec, started again: a restart.
+            Some(mut r) if r.spec_hash == hash => {
+                if r.last_exit.is_some() {
+                    r.restarts = r.restarts.saturating_add(1);
+                }
+                r
+            }
+            // New or changed spec: counters start over.
+            _ => ContainerRecord {
+                id: format!("{}.{}", key.0, key.1),
+                workload: key.0.clone(),
+                name: key.1.clone(),
+                image,
+                spec_hash: hash.clone(),
+                restarts: 0,
+                crash_streak: 0,
+                oom_kills: 0,
+                last_exit: None,
+            },
+        };
+        let record = ContainerRecord {
+            spec_hash: hash,
+            ..record
+        };
+        self.tracked.insert(
+            key.clone(),
+            Tracked {
+                record,
+                run: Run::Starting { since_ms: now },
+                pid: None,
+                started_wall_ms: None,
+                health: Health::Unknown,
+                message: None,
+                health_task: None,
+            },
+        );
+    }
+
+    fn done(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Pulled { image, result } => {
+                self.busy.remove(&format!("image {image}"));
+                match result {
+                    Ok(()) => {
+                        self.images_state.insert(image.clone(), ImageState::Present);
+                        self.note(
+                            Severity::Info,
+                            None,
+                            None,
+                            EventReason::ImagePulled,
+                            format!("pulled {image}"),
+                        );
+                    }
+                    Err(e) => {
+                        let attempts = match self.images_state.get(&image) {
+                            Some(ImageState::Failed { attempts, .. }) => attempts.saturating_add(1),
+                            _ => 1,
+                        };
+                        self.images_state.insert(
+                            image.clone(),
+                            ImageState::Failed {
+                                at_ms: self.now(),
+                                attempts,
+                            },
+                        );
+                        self.note(
+                            Severity::Warning,
+                            None,
+                            None,
+                            EventReason::ImagePullFailed,
+                            format!("cannot pull {image}: {e}"),
+                        );
+                    }
+                }
+            }
+            Outcome::PodRemoved { workload, result } => {
+                self.busy.remove(&format!("pod {workload}"));
+                match result {
+                    Ok(()) => {
+                        self.pods.remove(&workload);
+                    }
+                    Err(e) => tracing::warn!(workload, error = %e, "cannot remove a pod"),
+                }
+            }
+            Outcome::Pod { workload, result } => {
+                self.busy.remove(&format!("pod {workload}"));
+                match result {
+                    Ok(()) => {
+                        if let Some(w) = self.workload(&workload) {
+                            let hash = reconcile::pod_hash(w);
+                            self.pods.insert(workload, hash);
+                        }
+                    }
+                    Err(e) => self.note(
+                        Severity::Error,
+                        Some(&workload),
+                        None,
+                        EventReason::WorkloadRefused,
+                        format!("cannot set up the workload: {e}"),
+                    ),
+                }
+            }
+            Outcome::Container {
+                workload,
+                container,
+                started,
+                error,
+            } => {
+                let key = (workload, container);
+                self.busy.remove(&busy_key(&key));
+                if let Some(e) = error {
+                    self.note(
+                        Severity::Warning,
+                        Some(&key.0),
+                        Some(&key.1),
+                        EventReason::Stopped,
+                        format!("stop or remove failed: {e}"),
+                    );
+                }
+                match started {
+                    None => self.after_stop_or_remove(&key),
+                    Some(Ok(live)) => self.started(&key, live),
+                    Some(Err(e)) => self.start_failed(&key, e),
+                }
+            }
+        }
+    }
+
+    fn after_stop_or_remove(&mut self, key: &Key) {
+        let live = self.containers.list().unwrap_or_default();
+        let found = live
+            .into_iter()
+            .find(|l| l.workload == key.0 && l.name == key.1);
+        match found {
+            Some(LiveContainer {
+                exit: Some(exit), ..
+            }) => self.exited(key, exit),
+            Some(_) => {}
+            None => {
+                // Removed: forget it, and its record if it is no longer desired.
+                let desired = self
+                    .workload(&key.0)
+                    .is_some_and(|w| w.spec.containers.iter().any(|c| c.name == key.1));
+                if let Some(t) = self.tracked.remove(key) {
+                    if desired {
+                        self.records.insert(key.clone(), t.record);
+                    } else {
+                        if let Err(e) = self.store.delete_container(&t.record.id) {
+                            tracing::warn!(error = %e, "cannot delete a container record");
+                        }
+                        self.note(
+                            Severity::Info,
+                            Some(&key.0),
+                            Some(&key.1),
+                            EventReason::Removed,
+                            "removed".into(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn started(&mut self, key: &Key, live: LiveContainer) {
+        let now = self.now();
+        let Some(t) = self.tracked.get_mut(key) else {
+            return;
+        };
+        t.run = Run::Running { since_ms: now };
+        t.pid = live.pid;
+        t.started_wall_ms = Some(live.started_ms);
+        t.message = None;
+        let record = t.record.clone();
+        let restarts = record.restarts;
+        if let Err(e) = self.store.save_container(&record, wall_ms()) {
+            tracing::error!(error = %e, "cannot save a container record");
+        }
+        let pid = live.pid.map_or("?".into(), |p| p.to_string());
+        self.note(
+            Severity::Info,
+            Some(&key.0),
+            Some(&key.1),
+            EventReason::Started,
+            format!("started (pid {pid}, restarts {restarts})"),
+        );
+        self.start_health(key);
+        if let Some(exit) = live.exit {
+            self.exited(key, exit);
+        }
+    }
+
+    /// A start that failed counts as a run that ended at once, so restarts back off and the
+    /// restart policy applies (`never` leaves it failed).
+    fn start_failed(&mut self, key: &Key, error: String) {
+        let message = format!("cannot start: {error}");
+        self.note(
+            Severity::Error,
+            Some(&key.0),
+            Some(&key.1),
+            EventReason::CreateFailed,
+            message.clone(),
+        );
+        let now = self.now();
+        if let Some(t) = self.tracked.get_mut(key) {
+            t.run = Run::Running { since_ms: now };
+        }
+        self.exited(
+            key,
+            ExitInfo {
+                code: Some(128),
+                signal: None,
+                oom_killed: false,
+                at_ms: wall_ms(),
+            },
+        );
+        if let Some(t) = self.tracked.get_mut(key) {
+            t.message = Some(message);
+        }
+    }
+
+    fn start_health(&mut self, key: &Key) {
+        let Some(w) = self.workload(&key.0) else {
+            return;
+        };
+        let Some(c) = w.spec.containers.iter().find(|c| c.name == key.1) else {
+            return;
+        };
+        let Some(check) = c.health.clone() else {
+            return;
+        };
+        let netns = self.containers.netns(&key.0);
+        let task = health::spawn(
+            key.clone(),
+            check,
+            netns,
+            Arc::clone(&self.containers),
+            self.events.clone(),
+        );
+        if let Some(t) = self.tracked.get_mut(key) {
+            t.health = Health::Starting;
+            if let Some(old) = t.health_task.replace(task) {
+                old.abort();
+            }
+        }
+    }
+
+    fn workload(&self, name: &str) -> Option<&Workload> {
+        self.desired
+            .iter()
+            .map(|d| &d.workload)
+            .find(|w| w.name == name)
+    }
+
+    /// Records an event in the bounded log and the agent's log.
+    fn note(
+        &self,
+        severity: Severity,
+        workload: Option<&str>,
+        container: Option<&str>,
+        reason: EventReason,
+        message: String,
+    ) {
+        let at = match (workload, container) {
+            (Some(w), Some(c)) => format!("{w}/{c}"),
+            (Some(w), None) => w.to_string(),
+            _ => String::new(),
+        };
+        match severity {
+            Severity::Error => {
+                tracing::error!(target: "shoal::event", reason = reason.as_str(), "{at} {message}")
+            }
+            Severity::Warning => {
+                tracing::warn!(target: "shoal::event", reason = reason.as_str(), "{at} {message}")
+            }
+            Severity::Info => {
+                tracing::info!(target: "shoal::event", reason = reason.as_str(), "{at} {message}")
+            }
+        }
+        let event = WireEvent {
+            sequence: 0,
+            at_ms: wall_ms(),
+            severity,
+            workload: workload.map(Into::into),
+            container: container.map(Into::into),
+            reason,
+            message,
+        };
+        if let Err(e) = self.store.record_event(&event) {
+            tracing::error!(error = %e, "cannot record an event");
+        }
+    }
+}
+
+fn busy_key(key: &Key) -> String {
+    format!("container {}/{}", key.0, key.1)
+}
+
+fn to_exit(exit: &ExitInfo) -> Exit {
+    if exit.oom_killed {
+        Exit::OomKilled
+    } else if let Some(signal) = exit.signal {
+        Exit::Signal(signal)
+    } else {
+        Exit::Code(exit.code.unwrap_or(-1))
+    }
+}
+
+/// `exited with status 3`, `killed by signal 9`.
+pub fn describe_exit(exit: &ExitInfo) -> String {
+    if exit.oom_killed {
+        "OOM-killed".into()
+    } else if let Some(signal) = exit.signal {
+        format!("killed by signal {signal}")
+    } else {
+        format!("exited with status {}", exit.code.unwrap_or(-1))
+    }
+}

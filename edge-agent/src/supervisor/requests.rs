@@ -1,0 +1,450 @@
+//! Requests from the local API (and, with the hub, from `rpc/req`): answered from the
+//! supervisor's state, or by a worker for anything that blocks.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_model::manifest::image::ImageRef;
+use shoal_model::quantity::format_bytes;
+use shoal_model::wire::{DesiredWorkload, EventReason, RpcRequestBody, RpcResponseBody, Severity};
+use tokio::sync::mpsc;
+
+use super::{wall_ms, Supervisor};
+use crate::api::Incoming;
+use crate::reconcile::placement;
+use crate::state::Source;
+
+/// Largest log chunk sent in one response.
+const LOG_CHUNK: usize = 64 * 1024;
+/// How often a followed log is checked for new lines.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// Longest an `exec` request may run.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Reply = mpsc::Sender<RpcResponseBody>;
+
+impl Supervisor {
+    pub(super) fn request(&mut self, incoming: Incoming) {
+        let Incoming { request, reply } = incoming;
+        let answer = |reply: &Reply, body| {
+            let _ = reply.try_send(body);
+        };
+        match request.body {
+            RpcRequestBody::Ping => answer(&reply, RpcResponseBody::Pong),
+            RpcRequestBody::Status => answer(&reply, RpcResponseBody::Status(self.status())),
+            RpcRequestBody::Diagnostics => answer(
+                &reply,
+                RpcResponseBody::Diagnostics {
+                    text: self.diagnostics(),
+                },
+            ),
+            RpcRequestBody::Apply { workloads } => answer(&reply, self.apply(workloads)),
+            RpcRequestBody::DeleteWorkload { workload } => answer(&reply, self.delete(&workload)),
+            RpcRequestBody::Logs {
+                workload,
+                container,
+                tail,
+                follow,
+            } => match self.container_name(&workload, container) {
+                Ok(container) => {
+                    let files = self.containers.log_files(&workload, &container);
+                    tokio::spawn(stream_logs(files, tail, follow, reply));
+                }
+                Err(message) => answer(&reply, RpcResponseBody::Error { message }),
+            },
+            RpcRequestBody::Exec {
+                workload,
+                container,
+                command,
+            } => match self.container_name(&workload, container) {
+                Ok(container) => {
+                    let containers = Arc::clone(&self.containers);
+                    blocking(reply, move || {
+                        let output =
+                            containers.exec(&workload, &container, &command, EXEC_TIMEOUT)?;
+                        Ok(RpcResponseBody::ExecResult {
+                            exit_code: output.exit_code,
+                            stdout: output.stdout,
+                            stderr: output.stderr,
+                        })
+                    });
+                }
+                Err(message) => answer(&reply, RpcResponseBody::Error { message }),
+            },
+            RpcRequestBody::ListImages => {
+                let (images, in_use) = (Arc::clone(&self.images), self.images_in_use());
+                blocking(reply, move || {
+                    Ok(RpcResponseBody::Images(images.list(&in_use)?))
+                });
+            }
+            RpcRequestBody::ImportImage { path } => {
+                let images = Arc::clone(&self.images);
+                blocking(reply, move || {
+                    Ok(RpcResponseBody::Images(
+                        images.import(std::path::Path::new(&path))?,
+                    ))
+                });
+            }
+            RpcRequestBody::RemoveImage { reference } => {
+                let in_use = self.images_in_use();
+                if in_use.iter().any(|i| i.to_string() == reference) {
+                    let message = format!("{reference} is used by a desired workload: delete or change that workload first");
+                    answer(&reply, RpcResponseBody::Error { message });
+                    return;
+                }
+                let images = Arc::clone(&self.images);
+                blocking(reply, move || {
+                    images.remove(&reference)?;
+                    Ok(RpcResponseBody::Done {
+                        message: format!("removed {reference}"),
+                    })
+                });
+            }
+            RpcRequestBody::PruneImages => {
+                let (images, in_use) = (Arc::clone(&self.images), self.images_in_use());
+                blocking(reply, move || {
+                    Ok(RpcResponseBody::Done {
+                        message: images.prune(&in_use)?,
+                    })
+                });
+            }
+        }
+    }
+
+    /// Merges `workloads` into the local desired state: new ones are created, changed ones
+    /// get a new revision, others stay. Workloads whose placement excludes this node are
+    /// skipped and said so. Nothing is stored when the result would not fit the node.
+    fn apply(&mut self, workloads: Vec<DesiredWorkload>) -> RpcResponseBody {
+        let mut next = self.desired.clone();
+        let mut changes = Vec::new();
+        for d in workloads {
+            let name = d.workload.name.clone();
+            if let Some(why) = placement::mismatch(&d.workload, &self.node) {
+                changes.push(format!("{name}: skipped, {why}"));
+                continue;
+            }
+            match next.iter_mut().find(|x| x.workload.name == name) {
+                Some(existing) if existing.workload == d.workload => {
+                    changes.push(format!("{name}: unchanged"))
+                }
+                Some(existing) => {
+                    existing.workload = d.workload;
+                    existing.revision = existing.revision.saturating_add(1);
+                    changes.push(format!(
+                        "{name}: configured (revision {})",
+                        existing.revision
+                    ));
+                }
+                None => {
+                    next.push(DesiredWorkload {
+                        workload: d.workload,
+                        revision: 1,
+                    });
+                    changes.push(format!("{name}: created"));
+                }
+            }
+        }
+        if let Err(message) = self.fits(&next) {
+            return RpcResponseBody::Error { message };
+        }
+        self.replace_desired(next, changes)
+    }
+
+    fn delete(&mut self, workload: &str) -> RpcResponseBody {
+        if !self.desired.iter().any(|d| d.workload.name == workload) {
+            return RpcResponseBody::Error {
+                message: format!("no workload `{workload}` on this node (see `shoal-agent ps`)"),
+            };
+        }
+        let next = self
+            .desired
+            .iter()
+            .filter(|d| d.workload.name != workload)
+            .cloned()
+            .collect();
+        match self.replace_desired(next, vec![format!("{workload}: deleted")]) {
+            RpcResponseBody::Applied { .. } => RpcResponseBody::Done {
+                message: format!("{workload}: deleted; its containers are being stopped"),
+            },
+            other => other,
+        }
+    }
+
+    /// Stores a new local desired state, then makes it the one the loop converges to.
+    fn replace_desired(
+        &mut self,
+        next: Vec<DesiredWorkload>,
+        changes: Vec<String>,
+    ) -> RpcResponseBody {
+        if next == self.desired {
+            return RpcResponseBody::Applied {
+                generation: self.generation,
+                changes,
+            };
+        }
+        let generation = self.generation.saturating_add(1);
+        if let Err(e) = self
+            .store
+            .save_desired(Source::Local, generation, &next, wall_ms())
+        {
+            return RpcResponseBody::Error {
+                message: format!("nothing was applied: {e}"),
+            };
+        }
+        self.desired = next;
+        self.generation = generation;
+        let summary = changes.join("; ");
+        self.note(
+            Severity::Info,
+            None,
+            None,
+            EventReason::DesiredStateAccepted,
+            format!("generation {generation}: {summary}"),
+        );
+        RpcResponseBody::Applied {
+            generation,
+            changes,
+        }
+    }
+
+    /// Refuses a desired state whose memory limits add up to more than the node has.
+    fn fits(&self, desired: &[DesiredWorkload]) -> Result<(), String> {
+        let capacity = self.node.capacity.memory_bytes;
+        let asked: u64 = desired
+            .iter()
+            .filter_map(|d| d.workload.requested().memory)
+            .fold(0, u64::saturating_add);
+        if capacity > 0 && asked > capacity {
+            return Err(format!(
+                "nothing was applied: the workloads ask for {} of memory, more than this node's {}; lower their `resources.memory` or move some elsewhere",
+                format_bytes(asked),
+                format_bytes(capacity)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The container a request names, defaulting to the workload's first.
+    fn container_name(&self, workload: &str, container: Option<String>) -> Result<String, String> {
+        let Some(w) = self.workload(workload) else {
+            return Err(format!(
+                "no workload `{workload}` on this node (see `shoal-agent ps`)"
+            ));
+        };
+        match container {
+            Some(name) if w.spec.containers.iter().any(|c| c.name == name) => Ok(name),
+            Some(name) => {
+                let names: Vec<&str> = w.spec.containers.iter().map(|c| c.name.as_str()).collect();
+                Err(format!(
+                    "workload `{workload}` has no container `{name}`; it has {}",
+                    names.join(", ")
+                ))
+            }
+            None => w
+                .spec
+                .containers
+                .first()
+                .map(|c| c.name.clone())
+                .ok_or_else(|| format!("workload `{workload}` has no container")),
+        }
+    }
+
+    fn images_in_use(&self) -> Vec<ImageRef> {
+        self.desired
+            .iter()
+            .flat_map(|d| d.workload.spec.containers.iter().map(|c| c.image.clone()))
+            .collect()
+    }
+
+    fn diagnostics(&self) -> String {
+        let running = self
+            .tracked
+            .values()
+            .filter(|t| matches!(t.run, crate::reconcile::Run::Running { .. }))
+            .count();
+        format!(
+            "node {}\ndesired generation {} with {} workloads\ncontainers tracked {}, running {}\npods {}\nbusy workers {}\n",
+            self.node_name,
+            self.generation,
+            self.desired.len(),
+            self.tracked.len(),
+            running,
+            self.pods.len(),
+            self.busy.len()
+        )
+    }
+}
+
+/// Runs `work` on a worker thread and sends its answer (or its error).
+fn blocking(reply: Reply, work: impl FnOnce() -> anyhow::Result<RpcResponseBody> + Send + 'static) {
+    tokio::task::spawn_blocking(move || {
+        let body = work().unwrap_or_else(|e| RpcResponseBody::Error {
+            message: format!("{e:#}"),
+        });
+        let _ = reply.blocking_send(body);
+    });
+}
+
+/// Sends the last `tail` lines of the log (all of it when `None`), then, with `follow`, new
+/// lines as they come until the client goes away. Rotation is followed.
+async fn stream_logs(files: Vec<PathBuf>, tail: Option<u32>, follow: bool, reply: Reply) {
+    let first = tokio::task::spawn_blocking(move || (read_tail(&files, tail), files)).await;
+    let (text, mut offset, mut files) = match first {
+        Ok((Ok((text, offset)), files)) => (text, offset, files),
+        Ok((Err(message), _)) => {
+            let _ = reply.send(RpcResponseBody::Error { message }).await;
+            return;
+        }
+        Err(e) => {
+            let _ = reply
+                .send(RpcResponseBody::Error {
+                    message: e.to_string(),
+                })
+                .await;
+            return;
+        }
+    };
+    if !send_chunks(&reply, &text).await {
+        return;
+    }
+    if !follow {
+        let _ = reply
+            .send(RpcResponseBody::LogChunk {
+                data: Vec::new(),
+                eof: true,
+            })
+            .await;
+        return;
+    }
+    while !reply.is_closed() {
+        tokio::time::sleep(FOLLOW_POLL).await;
+        let next = tokio::task::spawn_blocking(move || (read_new(&files, offset), files)).await;
+        let Ok((Ok((data, next_offset)), next_files)) = next else {
+            return;
+        };
+        (offset, files) = (next_offset, next_files);
+        if !send_chunks(&reply, &data).await {
+            return;
+        }
+    }
+}
+
+/// Sends `data` in chunks; false when the client went away.
+async fn send_chunks(reply: &Reply, data: &[u8]) -> bool {
+    for chunk in data.chunks(LOG_CHUNK) {
+        if reply
+            .send(RpcResponseBody::LogChunk {
+                data: chunk.to_vec(),
+                eof: false,
+            })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Where reading stopped in the current log file: its inode and offset.
+type Offset = (u64, u64);
+
+/// The last `tail` lines across the log files (oldest first), and where the current file ends.
+fn read_tail(files: &[PathBuf], tail: Option<u32>) -> Result<(Vec<u8>, Offset), String> {
+    let mut all = Vec::new();
+    for file in files {
+        match std::fs::read(file) {
+            Ok(bytes) => all.extend(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+        }
+    }
+    let offset = files.last().map_or(Ok((0, 0)), |f| current_offset(f))?;
+    let Some(tail) = tail else {
+        return Ok((all, offset));
+    };
+    let mut lines = 0u32;
+    let mut start = 0;
+    for (i, byte) in all.iter().enumerate().rev() {
+        if *byte == b'\n' && i + 1 != all.len() {
+            lines += 1;
+            if lines == tail {
+                start = i + 1;
+                break;
+            }
+        }
+    }
+    if tail == 0 {
+        start = all.len();
+    }
+    Ok((all[start..].to_vec(), offset))
+}
+
+fn current_offset(file: &std::path::Path) -> Result<Offset, String> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(file) {
+        Ok(meta) => Ok((meta.ino(), meta.len())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, 0)),
+        Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+    }
+}
+
+/// What was appended to the current log file since `offset`; starts over when it rotated.
+fn read_new(files: &[PathBuf], (inode, offset): Offset) -> Result<(Vec<u8>, Offset), String> {
+    let Some(current) = files.last() else {
+        return Ok((Vec::new(), (inode, offset)));
+    };
+    let (now_inode, len) = current_offset(current)?;
+    let from = if now_inode != inode || len < offset {
+        0
+    } else {
+        offset
+    };
+    if len == from {
+        return Ok((Vec::new(), (now_inode, len)));
+    }
+    let mut file = std::fs::File::open(current)
+        .map_err(|e| format!("cannot read {}: {e}", current.display()))?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| e.to_string())?;
+    let mut data = Vec::new();
+    file.take(len - from)
+        .read_to_end(&mut data)
+        .map_err(|e| e.to_string())?;
+    let end = from + data.len() as u64;
+    Ok((data, (now_inode, end)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_takes_the_last_lines_across_rotated_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = dir.path().join("c.log.1");
+        let current = dir.path().join("c.log");
+        std::fs::write(&old, "one\ntwo\n").expect("write");
+        std::fs::write(&current, "three\nfour\n").expect("write");
+        let files = vec![old, current.clone()];
+        let text =
+            |tail| String::from_utf8(read_tail(&files, tail).expect("tail").0).expect("utf8");
+        assert_eq!(text(Some(3)), "two\nthree\nfour\n");
+        assert_eq!(text(Some(1)), "four\n");
+        assert_eq!(text(Some(0)), "");
+        assert_eq!(text(None), "one\ntwo\nthree\nfour\n");
+        assert_eq!(text(Some(99)), "one\ntwo\nthree\nfour\n");
+
+        let (_, offset) = read_tail(&files, Some(1)).expect("tail");
+        std::fs::write(&current, "three\nfour\nfive\n").expect("append");
+        let (new, offset) = read_new(&files, offset).expect("new");
+        assert_eq!(new, b"five\n");
+        // Rotation: a fresh current file is read from its start.
+        std::fs::remove_file(&current).expect("rotate");
+        std::fs::write(&current, "six\n").expect("new file");
+        let (new, _) = read_new(&files, offset).expect("new");
+        assert_eq!(new, b"six\n");
+    }
+}

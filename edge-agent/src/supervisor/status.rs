@@ -1,0 +1,153 @@
+//! The node's status as `shoal-agent ps` and the hub see it, built from the supervisor's
+//! state: one entry per desired container, plus containers still being taken down.
+
+use shoal_model::manifest::RestartPolicy;
+use shoal_model::wire::{
+    ContainerState, ContainerStatus, Health, NodeStatus, NodeUsage, WorkloadStatus,
+};
+
+use super::{describe_exit, wall_ms, Key, Supervisor, Tracked};
+use crate::reconcile::{ImageState, Run};
+
+impl Supervisor {
+    pub(super) fn status(&self) -> NodeStatus {
+        let mut workloads: Vec<WorkloadStatus> = self
+            .desired
+            .iter()
+            .map(|d| WorkloadStatus {
+                name: d.workload.name.clone(),
+                revision: d.revision,
+                containers: d
+                    .workload
+                    .spec
+                    .containers
+                    .iter()
+                    .map(|c| {
+                        let key = (d.workload.name.clone(), c.name.clone());
+                        match self.tracked.get(&key) {
+                            Some(t) => {
+                                self.container_status(&key, t, d.workload.spec.restart_policy)
+                            }
+                            None => self.waiting_status(&key, &c.image.to_string()),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        // Containers no longer desired, on their way out.
+        for (key, t) in &self.tracked {
+            if self
+                .workload(&key.0)
+                .is_some_and(|w| w.spec.containers.iter().any(|c| c.name == key.1))
+            {
+                continue;
+            }
+            let status = self.container_status(key, t, RestartPolicy::Never);
+            match workloads.iter_mut().find(|w| w.name == key.0) {
+                Some(w) => w.containers.push(status),
+                None => workloads.push(WorkloadStatus {
+                    name: key.0.clone(),
+                    revision: 0,
+                    containers: vec![status],
+                }),
+            }
+        }
+        NodeStatus {
+            node_id: self.node_id().to_string(),
+            observed_generation: self.generation,
+            sequence: 0,
+            sent_at_ms: wall_ms(),
+            workloads,
+            usage: NodeUsage {
+                memory_total_bytes: self.node.capacity.memory_bytes,
+                ..NodeUsage::default()
+            },
+            events: self.store.recent_events(20).unwrap_or_default(),
+            dropped_events: 0,
+        }
+    }
+
+    fn container_status(&self, key: &Key, t: &Tracked, policy: RestartPolicy) -> ContainerStatus {
+        let busy = self.busy.contains(&super::busy_key(key));
+        let (state, message) = match t.run {
+            Run::Starting { .. } => (ContainerState::Creating, None),
+            Run::Running { .. } => (ContainerState::Running, None),
+            Run::Stopping { .. } => (ContainerState::Stopped, t.message.clone()),
+            Run::Exited { exit, .. } => {
+                let restarts = match policy {
+                    RestartPolicy::Always => true,
+                    RestartPolicy::OnFailure => exit.is_failure(),
+                    RestartPolicy::Never => false,
+                };
+                let failed_start = t
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("cannot start"));
+                let state = match (busy, restarts, failed_start) {
+                    (true, _, _) => ContainerState::Creating,
+                    (false, true, _) => ContainerState::BackOff,
+                    (false, false, true) => ContainerState::Failed,
+                    (false, false, false) => ContainerState::Exited,
+                };
+                let why = t
+                    .message
+                    .clone()
+                    .or_else(|| t.record.last_exit.as_ref().map(describe_exit));
+                (state, why)
+            }
+        };
+        let stats = match state {
+            ContainerState::Running => self.containers.stats(&key.0, &key.1),
+            _ => None,
+        };
+        ContainerStatus {
+            name: key.1.clone(),
+            state,
+            health: if state == ContainerState::Running {
+                t.health
+            } else {
+                Health::Unknown
+            },
+            restarts: t.record.restarts,
+            last_exit: t.record.last_exit,
+            oom_kills: t.record.oom_kills,
+            started_at_ms: t
+                .started_wall_ms
+                .filter(|_| state == ContainerState::Running),
+            pid: t.pid.filter(|_| state == ContainerState::Running),
+            memory_bytes: stats.map(|s| s.memory_bytes),
+            cpu_usage_ns: stats.map(|s| s.cpu_usage_ns),
+            message,
+        }
+    }
+
+    /// A desired container that does not exist yet: waiting for its image or its turn.
+    fn waiting_status(&self, key: &Key, image: &str) -> ContainerStatus {
+        let record = self.records.get(key);
+        let (state, message) = match self.images_state.get(image) {
+            Some(ImageState::Pulling) => (ContainerState::Pulling, Some(format!("pulling {image}"))),
+            Some(ImageState::Failed { attempts, .. }) => (
+                ContainerState::Failed,
+                Some(format!("cannot pull {image} ({attempts} attempts); retrying, or import it with `shoal-agent images import`")),
+            ),
+            _ => (ContainerState::Pending, None),
+        };
+        ContainerStatus {
+            name: key.1.clone(),
+            state,
+            health: Health::Unknown,
+            restarts: record.map_or(0, |r| r.restarts),
+            last_exit: record.and_then(|r| r.last_exit),
+            oom_kills: record.map_or(0, |r| r.oom_kills),
+            started_at_ms: None,
+            pid: None,
+            memory_bytes: None,
+            cpu_usage_ns: None,
+            message,
+        }
+    }
+
+    pub(super) fn node_id(&self) -> &str {
+        &self.node_name
+    }
+}

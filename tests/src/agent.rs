@@ -1,0 +1,299 @@
+//! A real `shoal-agent run` in a temporary data dir, driven through its CLI the way an
+//! operator would: `apply`, `ps`, `logs`, `delete`, `images import`. It can be killed with
+//! SIGKILL and restarted, or put through a simulated power cut.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::binary;
+use crate::images::{busybox_layer, Image, OciLayout};
+
+/// The reference the test image is imported under.
+pub const BUSYBOX: &str = "localhost/busybox:test";
+
+/// An OCI archive of the busybox test image, built once per test process.
+pub fn busybox_archive() -> &'static Path {
+    static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
+    ARCHIVE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("shoal-test-image-{}", std::process::id()));
+        let layout_dir = dir.join("layout");
+        std::fs::create_dir_all(&layout_dir).expect("image dir");
+        let mut layout = OciLayout::create(&layout_dir);
+        let image = Image::new(vec![busybox_layer()]).cmd(&["/bin/sh"]);
+        let descriptor = layout.add_image(&image);
+        layout.tag(BUSYBOX, &descriptor);
+        let archive = dir.join("busybox.tar");
+        layout.to_tar(&archive);
+        archive
+    })
+}
+
+/// One row of `shoal-agent ps`, by column name.
+pub type Row = BTreeMap<String, String>;
+
+#[derive(Debug)]
+pub struct Agent {
+    pub root: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Writes a config for a fresh agent with its own data and run dirs; not started yet.
+    pub fn new(name: &str, extra_config: &str) -> Agent {
+        let root = std::env::temp_dir().join(format!("shoal-agent-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("agent dir");
+        let config = root.join("agent.toml");
+        let text = format!(
+            "node_name = \"{name}\"\ndata_dir = \"{data}\"\nrun_dir = \"{run}\"\n{extra_config}\n[logs]\nmax_bytes = \"64Ki\"\n",
+            data = root.join("data").display(),
+            run = root.join("run").display(),
+        );
+        std::fs::write(&config, text).expect("write config");
+        let socket = root.join("run/agent.sock");
+        Agent {
+            root,
+            config,
+            socket,
+            child: None,
+        }
+    }
+
+    /// Starts `shoal-agent run` and waits until it answers.
+    pub fn start(&mut self) {
+        self.start_with(Command::new(binary("shoal-agent")));
+    }
+
+    /// Starts the agent through `command` (for example `unshare --net shoal-agent`), which gets
+    /// `run --config ...` appended.
+    pub fn start_with(&mut self, mut command: Command) {
+        assert!(self.child.is_none(), "the agent is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("agent log");
+        let child = command
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("SHOAL_LOG", "debug")
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start shoal-agent run");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.socket.exists() && self.cli(&["ps"]).status.success() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("the agent exited with {status}:\n{}", self.log());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not answer within 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, as an OOM killer or a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs a local CLI command against this agent.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(binary("shoal-agent"))
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .expect("run shoal-agent")
+    }
+
+    /// Runs a CLI command that must succeed, and returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "`shoal-agent {}` failed: {}{}\nagent log:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Imports the busybox test image.
+    pub fn import_busybox(&self) {
+        let archive = busybox_archive().display().to_string();
+        self.ok(&["images", "import", &archive]);
+    }
+
+    /// Applies manifest text (written to a file first, as an operator would).
+    pub fn apply(&self, name: &str, manifest: &str) -> String {
+        let file = self.root.join(format!("{name}.yaml"));
+        std::fs::write(&file, manifest).expect("write manifest");
+        self.ok(&["apply", "-f", &file.display().to_string()])
+    }
+
+    /// `shoal-agent ps`, parsed.
+    pub fn ps(&self) -> Vec<Row> {
+        parse_table(&self.ok(&["ps"]))
+    }
+
+    /// Polls `ps` until `done` holds, for at most `timeout`; returns the rows that satisfied it.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[Row]) -> bool,
+    ) -> Vec<Row> {
+        let start = Instant::now();
+        loop {
+            let rows = self.ps();
+            if done(&rows) {
+                eprintln!("[{what}: {} ms]", start.elapsed().as_millis());
+                return rows;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; last ps:\n{}\nagent log:\n{}",
+                    self.ok(&["ps"]),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("agent.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The last 60 lines of the agent's log.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// Deletes every workload and waits until its containers are gone.
+    pub fn delete_all(&self) {
+        let Ok(out) = std::panic::catch_unwind(|| self.ps()) else {
+            return;
+        };
+        let mut workloads: Vec<String> = out
+            .iter()
+            .filter_map(|r| r.get("WORKLOAD").cloned())
+            .collect();
+        workloads.dedup();
+        for w in &workloads {
+            let _ = self.cli(&["delete", w]);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let out = self.cli(&["ps"]);
+            if !out.status.success()
+                || parse_table(&String::from_utf8_lossy(&out.stdout)).is_empty()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.delete_all();
+        }
+        self.kill9();
+        unmount_under(&self.root);
+        // Kept when the test failed, for its agent log and data.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// Lazily unmounts everything mounted under `dir`, deepest first (leftovers of a failed test).
+pub fn unmount_under(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    let prefix = dir.display().to_string();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = Command::new("umount").args(["-l", point]).status();
+    }
+}
+
+/// Parses a table whose columns are separated by two or more spaces.
+pub fn parse_table(text: &str) -> Vec<Row> {
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let split = |line: &str| -> Vec<String> {
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let columns = split(header);
+    lines
+        .map(split)
+        .filter(|cells| cells.len() == columns.len())
+        .map(|cells| columns.iter().cloned().zip(cells).collect())
+        .collect()
+}
+
+/// The row for `workload`/`container`.
+pub fn row<'a>(rows: &'a [Row], workload: &str, container: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| {
+        r.get("WORKLOAD").map(String::as_str) == Some(workload)
+            && r.get("CONTAINER").map(String::as_str) == Some(container)
+    })
+}
+
+/// A cell of the row for `workload`/`container`, or "" when there is none.
+pub fn cell(rows: &[Row], workload: &str, container: &str, column: &str) -> String {
+    row(rows, workload, container)
+        .and_then(|r| r.get(column))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A one-container workload running `script` in busybox's shell.
+pub fn shell_workload(name: &str, script: &str, extra_spec: &str, extra_container: &str) -> String {
+    format!(
+        "apiVersion: shoal/v1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec:\n{extra_spec}  containers:\n    - name: main\n      image: {BUSYBOX}\n      command: [\"/bin/sh\", \"-c\", {script:?}]\n{extra_container}"
+    )
+}

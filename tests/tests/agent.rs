@@ -1,0 +1,305 @@
+//! The agent as a device runs it: a real `shoal-agent run`, real containers through
+//! libcontainer, and what an operator sees through `shoal-agent ps` and `logs`. Each test
+//! has its own agent, data dir and workload names, and prints how long each wait took.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use shoal_tests::agent::{cell, row, shell_workload, Agent, Row};
+
+const RUNNING: &str = "Running";
+
+fn running(rows: &[Row], workload: &str) -> bool {
+    cell(rows, workload, "main", "STATE") == RUNNING
+}
+
+fn pid(rows: &[Row], workload: &str) -> String {
+    cell(rows, workload, "main", "PID")
+}
+
+fn started(name: &str, extra_config: &str) -> Agent {
+    let mut agent = Agent::new(name, extra_config);
+    agent.start();
+    agent.import_busybox();
+    agent
+}
+
+#[test]
+fn an_applied_workload_runs_and_ps_and_logs_show_it() {
+    let agent = started("e2e-basic", "");
+    let applied = agent.apply(
+        "hello",
+        &shell_workload("hello", "echo hello from shoal; sleep 300", "", ""),
+    );
+    assert!(applied.contains("hello: created"), "{applied}");
+    let rows = agent.wait_for("hello running", Duration::from_secs(20), |rows| {
+        running(rows, "hello")
+    });
+    let row = row(&rows, "hello", "main").expect("row");
+    assert!(row["PID"].parse::<u32>().is_ok(), "{row:?}");
+    assert_eq!(row["RESTARTS"], "0");
+    let start = Instant::now();
+    let logs = loop {
+        let logs = agent.ok(&["logs", "hello"]);
+        if logs.contains("hello from shoal") || start.elapsed() > Duration::from_secs(10) {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(logs, "hello from shoal\n");
+    let again = agent.apply(
+        "hello",
+        &shell_workload("hello", "echo hello from shoal; sleep 300", "", ""),
+    );
+    assert!(again.contains("hello: unchanged"), "{again}");
+}
+
+#[test]
+fn a_crashing_container_is_restarted_with_a_growing_backoff() {
+    let agent = started("e2e-crash", "");
+    agent.apply(
+        "crash",
+        &shell_workload("crash", "echo boom; exit 3", "", ""),
+    );
+    // Backoff 1 s, 2 s, 4 s, ...: in about 8 s there are three or four restarts, not dozens.
+    std::thread::sleep(Duration::from_secs(8));
+    let rows = agent.ps();
+    let restarts: u32 = cell(&rows, "crash", "main", "RESTARTS")
+        .parse()
+        .expect("restart count");
+    assert!(
+        (2..=5).contains(&restarts),
+        "restarts after 8 s: {restarts}\n{rows:?}"
+    );
+    assert_eq!(cell(&rows, "crash", "main", "LAST EXIT"), "code 3");
+}
+
+#[test]
+fn a_container_past_its_memory_limit_is_oom_killed_reported_and_restarted() {
+    let agent = started("e2e-oom", "");
+    let script = "a=$(busybox head -c 67108864 /dev/zero | busybox tr '\\0' x); sleep 300";
+    let resources = "      resources: { memory: 16Mi }\n";
+    agent.apply("hog", &shell_workload("hog", script, "", resources));
+    let rows = agent.wait_for("an OOM kill", Duration::from_secs(30), |rows| {
+        cell(rows, "hog", "main", "RESTARTS").contains("OOM")
+    });
+    assert_eq!(
+        cell(&rows, "hog", "main", "LAST EXIT"),
+        "OOMKilled",
+        "{rows:?}"
+    );
+}
+
+#[test]
+fn a_failing_health_check_restarts_the_container() {
+    let agent = started("e2e-health", "");
+    let health =
+        "      health: { exec: [\"/bin/false\"], interval: 1s, timeout: 1s, retries: 2 }\n";
+    // `sleep` as PID 1 of its namespace ignores SIGTERM: the agent kills it after the grace.
+    agent.apply(
+        "sick",
+        &shell_workload("sick", "sleep 300", "  stopGracePeriod: 1s\n", health),
+    );
+    let rows = agent.wait_for(
+        "a restart after failed checks",
+        Duration::from_secs(30),
+        |rows| {
+            cell(rows, "sick", "main", "RESTARTS")
+                .parse::<u32>()
+                .unwrap_or(0)
+                >= 1
+        },
+    );
+    assert_eq!(
+        cell(&rows, "sick", "main", "LAST EXIT"),
+        "signal 9",
+        "killed after the grace period: {rows:?}"
+    );
+    assert!(
+        agent
+            .log()
+            .contains("health check failed 2 times in a row: exit status 1"),
+        "the reason is logged"
+    );
+    let ok = "      health: { exec: [\"/bin/true\"], interval: 1s, timeout: 1s, retries: 2 }\n";
+    agent.apply("well", &shell_workload("well", "sleep 300", "", ok));
+    agent.wait_for("a healthy container", Duration::from_secs(20), |rows| {
+        cell(rows, "well", "main", "HEALTH") == "Healthy"
+    });
+}
+
+#[test]
+fn an_agent_killed_with_sigkill_re_adopts_its_containers_without_restarting_them() {
+    let mut agent = started("e2e-adopt", "");
+    agent.apply("keep", &shell_workload("keep", "sleep 300", "", ""));
+    let before = agent.wait_for("keep running", Duration::from_secs(20), |rows| {
+        running(rows, "keep")
+    });
+    agent.kill9();
+    let start = Instant::now();
+    agent.start();
+    let after = agent.wait_for("keep re-adopted", Duration::from_secs(20), |rows| {
+        running(rows, "keep")
+    });
+    eprintln!(
+        "[agent restart to re-adopted: {} ms]",
+        start.elapsed().as_millis()
+    );
+    assert_eq!(
+        pid(&after, "keep"),
+        pid(&before, "keep"),
+        "same process, not a new container"
+    );
+    assert_eq!(cell(&after, "keep", "main", "RESTARTS"), "0");
+    assert!(agent.log().contains("re-adopted"), "the adoption is logged");
+}
+
+#[test]
+fn after_a_power_cut_with_no_network_every_workload_runs_again_from_sqlite_alone() {
+    let mut agent = started("e2e-powercut", "");
+    agent.apply("one", &shell_workload("one", "sleep 300", "", ""));
+    agent.apply(
+        "two",
+        &shell_workload("two", "sleep 300", "  restartPolicy: on-failure\n", ""),
+    );
+    let before = agent.wait_for("both running", Duration::from_secs(20), |rows| {
+        running(rows, "one") && running(rows, "two")
+    });
+
+    // The power cut: the agent, every shim and container die, and the tmpfs run dir is gone.
+    agent.kill9();
+    let root = agent.root.display().to_string();
+    kill_processes_mentioning(&root);
+    for workload in ["one", "two"] {
+        let _ = Command::new("kill")
+            .args(["-9", &pid(&before, workload)])
+            .status();
+    }
+    shoal_tests::agent::unmount_under(&agent.root);
+    std::fs::remove_dir_all(agent.root.join("run")).expect("clear the run dir");
+
+    // Back up with no network at all: only loopback, in a fresh network namespace.
+    let start = Instant::now();
+    let mut offline = Command::new("unshare");
+    offline
+        .args(["--net", "--"])
+        .arg(shoal_tests::binary("shoal-agent"));
+    agent.start_with(offline);
+    let after = agent.wait_for("both running again", Duration::from_secs(30), |rows| {
+        running(rows, "one") && running(rows, "two")
+    });
+    eprintln!(
+        "[power cut to all running: {} ms]",
+        start.elapsed().as_millis()
+    );
+    assert_ne!(
+        pid(&after, "one"),
+        pid(&before, "one"),
+        "a new container after the reboot"
+    );
+}
+
+#[test]
+fn deleting_a_workload_stops_and_removes_its_containers() {
+    let agent = started("e2e-delete", "");
+    agent.apply(
+        "gone",
+        &shell_workload("gone", "trap 'exit 0' TERM; sleep 300 & wait", "", ""),
+    );
+    let rows = agent.wait_for("gone running", Duration::from_secs(20), |rows| {
+        running(rows, "gone")
+    });
+    let pid = pid(&rows, "gone");
+    agent.ok(&["delete", "gone"]);
+    agent.wait_for("gone removed", Duration::from_secs(20), |rows| {
+        row(rows, "gone", "main").is_none()
+    });
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the process is gone"
+    );
+    let out = agent.cli(&["delete", "gone"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no workload `gone`"));
+}
+
+#[test]
+fn apply_keeps_this_nodes_share_and_refuses_what_does_not_fit() {
+    let agent = started("e2e-apply", "labels = { role = \"gateway\" }");
+    let mine = shell_workload(
+        "mine",
+        "sleep 300",
+        "  placement: { nodeSelector: { role: gateway } }\n",
+        "",
+    );
+    let theirs = shell_workload(
+        "theirs",
+        "sleep 300",
+        "  placement: { nodeSelector: { role: camera } }\n",
+        "",
+    );
+    let out = agent.apply("fleet", &format!("{mine}---\n{theirs}"));
+    assert!(out.contains("mine: created"), "{out}");
+    assert!(out.contains("theirs: skipped, not for this node: nodeSelector role=camera (this node has role=gateway)"), "{out}");
+
+    let huge = shell_workload(
+        "huge",
+        "sleep 300",
+        "",
+        "      resources: { memory: 64Ti }\n",
+    );
+    let file = agent.root.join("huge.yaml");
+    std::fs::write(&file, huge).expect("write");
+    let out = agent.cli(&["apply", "-f", &file.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nothing was applied") && err.contains("more than this node's"),
+        "{err}"
+    );
+    let rows = agent.wait_for("mine running", Duration::from_secs(20), |rows| {
+        running(rows, "mine")
+    });
+    assert!(
+        row(&rows, "huge", "main").is_none() && row(&rows, "theirs", "main").is_none(),
+        "{rows:?}"
+    );
+}
+
+#[test]
+fn restart_policies_decide_whether_an_exited_container_comes_back() {
+    let agent = started("e2e-policy", "");
+    agent.apply(
+        "once",
+        &shell_workload("once", "exit 0", "  restartPolicy: never\n", ""),
+    );
+    agent.apply(
+        "done",
+        &shell_workload("done", "exit 0", "  restartPolicy: on-failure\n", ""),
+    );
+    let rows = agent.wait_for("both exited", Duration::from_secs(20), |rows| {
+        cell(rows, "once", "main", "STATE") == "Exited"
+            && cell(rows, "done", "main", "STATE") == "Exited"
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let later = agent.ps();
+    for w in ["once", "done"] {
+        assert_eq!(cell(&later, w, "main", "RESTARTS"), "0", "{rows:?}");
+        assert_eq!(cell(&later, w, "main", "LAST EXIT"), "code 0");
+    }
+}
+
+/// SIGKILLs every process whose command line mentions `text` (the shims of one agent).
+fn kill_processes_mentioning(text: &str) {
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == me || !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(text) {
+            let _ = Command::new("kill").args(["-9", &name]).status();
+        }
+    }
+}
