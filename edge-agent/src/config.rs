@@ -174,15 +174,16 @@ pub fn parse(text: &str, hostname: &str) -> Result<AgentConfig, String> {
     if log_max_bytes < 4096 {
         return Err("logs.max_bytes: use at least 4Ki".into());
     }
-    let pull_policy =
-        match file.pull_policy.as_deref() {
-            None | Some("if-not-present") => PullPolicy::IfNotPresent,
-            Some("always") => PullPolicy::Always,
-            Some("never") => PullPolicy::Never,
-            Some(other) => return Err(format!(
+    let pull_policy = match file.pull_policy.as_deref() {
+        None | Some("if-not-present") => PullPolicy::IfNotPresent,
+        Some("always") => PullPolicy::Always,
+        Some("never") => PullPolicy::Never,
+        Some(other) => {
+            return Err(format!(
                 "pull_policy: `{other}` is not valid: use `if-not-present`, `always` or `never`"
-            )),
-        };
+            ))
+        }
+    };
     for registry in &file.registries {
         if registry.host.is_empty() || registry.host.contains('/') {
             return Err(format!(

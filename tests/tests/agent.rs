@@ -289,6 +289,79 @@ fn restart_policies_decide_whether_an_exited_container_comes_back() {
     }
 }
 
+#[test]
+fn http_and_tcp_checks_probe_inside_an_isolated_workloads_own_network() {
+    let agent = started("e2e-probes", "");
+    let isolated = "  network: isolated\n  stopGracePeriod: 1s\n";
+    // The ports exist only inside each workload's network namespace, not on the host.
+    let web =
+        "busybox mkdir -p /tmp/www && echo ok > /tmp/www/healthz && httpd -f -p 18080 -h /tmp/www";
+    let http = "      health: { http: { port: 18080, path: /healthz }, interval: 1s, timeout: 1s, retries: 2 }\n";
+    agent.apply("web", &shell_workload("web", web, isolated, http));
+    let tcp = "      health: { tcp: { port: 18081 }, interval: 1s, timeout: 1s, retries: 2 }\n";
+    agent.apply("deaf", &shell_workload("deaf", "sleep 300", isolated, tcp));
+    agent.wait_for("web healthy over http", Duration::from_secs(30), |rows| {
+        cell(rows, "web", "main", "HEALTH") == "Healthy"
+    });
+    agent.wait_for(
+        "deaf restarted for its closed port",
+        Duration::from_secs(30),
+        |rows| {
+            cell(rows, "deaf", "main", "RESTARTS")
+                .parse::<u32>()
+                .unwrap_or(0)
+                >= 1
+        },
+    );
+    assert!(
+        agent.log().contains("cannot connect to port 18081"),
+        "the reason is logged"
+    );
+    assert_eq!(cell(&agent.ps(), "web", "main", "RESTARTS"), "0");
+}
+
+#[test]
+fn an_idle_agent_writes_nothing_to_its_data_dir() {
+    let agent = started("e2e-idle", "");
+    agent.apply("quiet", &shell_workload("quiet", "sleep 300", "", ""));
+    agent.wait_for("quiet running", Duration::from_secs(20), |rows| {
+        running(rows, "quiet")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let before = data_files(&agent);
+    // Five ticks of the loop, and operators looking.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(1));
+        agent.ps();
+    }
+    let after = data_files(&agent);
+    assert_eq!(before, after, "files written while idle (flash wear)");
+    assert!(before.keys().any(|f| f.ends_with("agent.db")), "{before:?}");
+}
+
+/// Every file in the agent's data dir outside the image store, with its size and mtime.
+fn data_files(agent: &Agent) -> std::collections::BTreeMap<String, (u64, std::time::SystemTime)> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut dirs = vec![agent.root.join("data")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("data dir").flatten() {
+            let path = entry.path();
+            let meta = entry.metadata().expect("metadata");
+            if meta.is_dir() {
+                if !path.ends_with("images") {
+                    dirs.push(path);
+                }
+            } else {
+                files.insert(
+                    path.display().to_string(),
+                    (meta.len(), meta.modified().expect("mtime")),
+                );
+            }
+        }
+    }
+    files
+}
+
 /// SIGKILLs every process whose command line mentions `text` (the shims of one agent).
 fn kill_processes_mentioning(text: &str) {
     let me = std::process::id().to_string();

@@ -141,6 +141,8 @@ pub enum Outcome {
         workload: String,
         result: Result<(), String>,
     },
+    /// Image garbage collection ran; the text says what it freed.
+    Collected { result: Result<String, String> },
 }
 
 /// The supervisor's view of one container.
@@ -540,6 +542,20 @@ impl Supervisor {
         });
     }
 
+    /// Keeps the image store under the disk budget after it grew: images no desired workload
+    /// uses go first, least recently used first; images in use are never removed.
+    fn collect_garbage(&mut self) {
+        let busy = "image gc".to_string();
+        if self.busy.contains(&busy) {
+            return;
+        }
+        let in_use = self.images_in_use();
+        let images = Arc::clone(&self.images);
+        self.spawn(busy, move || Outcome::Collected {
+            result: images.prune(&in_use).map_err(|e| format!("{e:#}")),
+        });
+    }
+
     fn ensure_pod(&mut self, workload: String) {
         let Some(w) = self.workload(&workload).cloned() else {
             return;
@@ -693,6 +709,7 @@ impl Supervisor {
                             EventReason::ImagePulled,
                             format!("pulled {image}"),
                         );
+                        self.collect_garbage();
                     }
                     Err(e) => {
                         let attempts = match self.images_state.get(&image) {
@@ -714,6 +731,19 @@ impl Supervisor {
                             format!("cannot pull {image}: {e}"),
                         );
                     }
+                }
+            }
+            Outcome::Collected { result } => {
+                self.busy.remove("image gc");
+                match result {
+                    Ok(report) => tracing::info!(report, "image garbage collection"),
+                    Err(e) => self.note(
+                        Severity::Warning,
+                        None,
+                        None,
+                        EventReason::DiskBudgetExceeded,
+                        format!("image garbage collection failed: {e}"),
+                    ),
                 }
             }
             Outcome::PodRemoved { workload, result } => {

@@ -251,7 +251,8 @@ impl Supervisor {
         }
     }
 
-    fn images_in_use(&self) -> Vec<ImageRef> {
+    /// The images desired workloads run.
+    pub(super) fn images_in_use(&self) -> Vec<ImageRef> {
         self.desired
             .iter()
             .flat_map(|d| d.workload.spec.containers.iter().map(|c| c.image.clone()))
