@@ -243,30 +243,7 @@ fn container_status() -> impl Strategy<Value = ContainerStatus> {
 }
 
 fn event_reason() -> impl Strategy<Value = EventReason> {
-    use EventReason::*;
-    prop::sample::select(vec![
-        AgentStarted,
-        DesiredStateAccepted,
-        DesiredStateRejected,
-        CapacityExceeded,
-        WorkloadRefused,
-        ImagePulling,
-        ImagePulled,
-        ImagePullFailed,
-        ImageRejected,
-        DiskBudgetExceeded,
-        Created,
-        CreateFailed,
-        Started,
-        Adopted,
-        Exited,
-        OomKilled,
-        BackOff,
-        Healthy,
-        Unhealthy,
-        Stopped,
-        Removed,
-    ])
+    prop::sample::select(EventReason::ALL.to_vec())
 }
 
 fn event() -> impl Strategy<Value = Event> {

@@ -89,19 +89,7 @@ impl ImageStore {
                 }
             };
 
-        let total: u64 = manifest
-            .layers
-            .iter()
-            .map(|l| l.size)
-            .fold(0, u64::saturating_add);
-        if total > self.config.max_image_bytes {
-            return Err(ImageError::TooLarge {
-                what: "image layers".into(),
-                source_name: key,
-                limit: self.config.max_image_bytes,
-                hint: "raise the image size limit if the image is genuine",
-            });
-        }
+        self.check_layers_size(&manifest, &key)?;
         if manifest.config.size > MAX_DOCUMENT_BYTES {
             return Err(ImageError::TooLarge {
                 what: "image config".into(),

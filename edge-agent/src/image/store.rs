@@ -157,6 +157,29 @@ impl ImageStore {
         Ok(store)
     }
 
+    /// Refuses a manifest whose layers add up to more than the configured image size limit,
+    /// before anything is downloaded or unpacked.
+    pub(crate) fn check_layers_size(
+        &self,
+        manifest: &Manifest,
+        source: &str,
+    ) -> Result<(), ImageError> {
+        let total: u64 = manifest
+            .layers
+            .iter()
+            .map(|l| l.size)
+            .fold(0, u64::saturating_add);
+        if total > self.config.max_image_bytes {
+            return Err(ImageError::TooLarge {
+                what: "image layers".into(),
+                source_name: source.to_string(),
+                limit: self.config.max_image_bytes,
+                hint: "raise the image size limit if the image is genuine",
+            });
+        }
+        Ok(())
+    }
+
     #[cfg(test)]
     pub fn root(&self) -> &Path {
         &self.root
@@ -556,19 +579,7 @@ impl ImageStore {
                 ),
             });
         }
-        let total: u64 = manifest
-            .layers
-            .iter()
-            .map(|l| l.size)
-            .fold(0, u64::saturating_add);
-        if total > self.config.max_image_bytes {
-            return Err(ImageError::TooLarge {
-                what: "image layers".into(),
-                source_name: source.to_string(),
-                limit: self.config.max_image_bytes,
-                hint: "raise the image size limit if the image is genuine",
-            });
-        }
+        self.check_layers_size(manifest, source)?;
         let mut layers = Vec::with_capacity(manifest.layers.len());
         for (descriptor, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
             check_layer_media_type(&descriptor.media_type, source)?;
