@@ -313,10 +313,8 @@ impl Containers for RuntimeContainers {
         })
     }
 
-    fn log_files(&self, workload: &str, container: &str) -> Vec<PathBuf> {
-        id(workload, container)
-            .map(|id| self.runtime.log_files(&id))
-            .unwrap_or_default()
+    fn log_path(&self, workload: &str, container: &str) -> Option<PathBuf> {
+        Some(self.runtime.log_path(&id(workload, container).ok()?))
     }
 
     fn netns(&self, workload: &str) -> Option<PathBuf> {

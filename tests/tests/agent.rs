@@ -27,10 +27,9 @@ fn started(name: &str, extra_config: &str) -> Agent {
 #[test]
 fn an_applied_workload_runs_and_ps_and_logs_show_it() {
     let agent = started("e2e-basic", "");
-    let applied = agent.apply(
-        "hello",
-        &shell_workload("hello", "echo hello from shoal; sleep 300", "", ""),
-    );
+    let script =
+        "echo hello from shoal; i=0; while true; i=$((i+1)); do echo tick $i; sleep 0.2; done";
+    let applied = agent.apply("hello", &shell_workload("hello", script, "", ""));
     assert!(applied.contains("hello: created"), "{applied}");
     let rows = agent.wait_for("hello running", Duration::from_secs(20), |rows| {
         running(rows, "hello")
@@ -41,16 +40,46 @@ fn an_applied_workload_runs_and_ps_and_logs_show_it() {
     let start = Instant::now();
     let logs = loop {
         let logs = agent.ok(&["logs", "hello"]);
-        if logs.contains("hello from shoal") || start.elapsed() > Duration::from_secs(10) {
+        if logs.contains("tick 3\n") || start.elapsed() > Duration::from_secs(10) {
             break logs;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(logs, "hello from shoal\n");
-    let again = agent.apply(
-        "hello",
-        &shell_workload("hello", "echo hello from shoal; sleep 300", "", ""),
+    assert!(
+        logs.starts_with("hello from shoal\ntick 1\ntick 2\ntick 3\n"),
+        "{logs}"
     );
+    let last = agent.ok(&["logs", "hello/main", "--tail", "1"]);
+    assert!(
+        last.starts_with("tick ") && last.lines().count() == 1,
+        "{last:?}"
+    );
+
+    // `logs -f` keeps printing what the container writes next.
+    let mut follow = Command::new(shoal_tests::binary("shoal-agent"))
+        .args(["logs", "hello", "-f", "--tail", "0", "--socket"])
+        .arg(&agent.socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("logs -f");
+    let mut first = String::new();
+    let stdout = follow.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
+    });
+    for _ in 0..100 {
+        if reader.is_finished() {
+            first = reader.join().expect("reader").expect("a line");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(first.starts_with("tick "), "logs -f printed {first:?}");
+
+    let again = agent.apply("hello", &shell_workload("hello", script, "", ""));
     assert!(again.contains("hello: unchanged"), "{again}");
 }
 

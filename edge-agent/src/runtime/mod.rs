@@ -43,7 +43,6 @@
 
 // A library inside the binary crate: its API is complete for the supervisor, the local API and
 // the CLI, which need not use every part of it.
-#![allow(dead_code)]
 
 pub mod cgroup;
 pub mod logs;
@@ -345,10 +344,6 @@ impl Runtime {
             allowed_host_paths,
             starting: Mutex::new(HashSet::new()),
         })
-    }
-
-    pub fn config(&self) -> &RuntimeConfig {
-        &self.config
     }
 
     /// Where a named volume of a workload lives.
@@ -862,7 +857,10 @@ impl Runtime {
 
     /// A pidfd of the container's shim: readable once the container has exited and its exit
     /// is recorded (then [`Runtime::inspect`] tells how). Wrap it in `tokio::io::unix::AsyncFd`
-    /// to await exits without polling. `None` when the shim is already gone.
+    /// to await exits without polling. `None` when the shim is already gone. (The supervisor
+    /// polls [`Runtime::list`] each second instead: `AsyncFd::register` is `unsafe` and would
+    /// belong in [`sys`]; the tests use this to wait for exits.)
+    #[cfg(test)]
     pub fn exit_fd(&self, id: &str) -> Result<Option<OwnedFd>, RuntimeError> {
         let (dir, _) = self.record_of(id)?;
         let record = state::read::<ShimRecord>(&dir, SHIM_FILE)
@@ -889,15 +887,6 @@ impl Runtime {
     /// Read with [`logs::tail`] and [`logs::LogFollower`].
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.config.log_dir.join(id).join(state::CONTAINER_LOG)
-    }
-
-    /// The container's log files that exist, oldest first.
-    pub fn log_files(&self, id: &str) -> Vec<PathBuf> {
-        let current = self.log_path(id);
-        [logs::rotated(&current), current]
-            .into_iter()
-            .filter(|p| p.exists())
-            .collect()
     }
 
     /// Runs `command` inside the running container (its namespaces, cgroup, user and

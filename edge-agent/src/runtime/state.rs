@@ -37,10 +37,6 @@ impl RunDir {
         RunDir { root }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// One dir per container: the shim's state files and the OCI bundle (config.json, rootfs,
     /// overlay upper and work dirs).
     pub fn containers(&self) -> PathBuf {

@@ -87,8 +87,8 @@ pub trait Containers: Send + Sync + 'static {
         command: &[String],
         timeout: Duration,
     ) -> anyhow::Result<ExecOutput>;
-    /// The container's log files, oldest first.
-    fn log_files(&self, workload: &str, container: &str) -> Vec<PathBuf>;
+    /// The container's current log file (the rotated one is `runtime::logs::rotated` of it).
+    fn log_path(&self, workload: &str, container: &str) -> Option<PathBuf>;
     /// The workload's network namespace file when it has its own (`network: isolated`).
     fn netns(&self, workload: &str) -> Option<PathBuf>;
 }

@@ -1,7 +1,6 @@
 //! Requests from the local API (and, with the hub, from `rpc/req`): answered from the
 //! supervisor's state, or by a worker for anything that blocks.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use tokio::sync::mpsc;
 use super::{wall_ms, Supervisor};
 use crate::api::Incoming;
 use crate::reconcile::placement;
+use crate::runtime::logs::{self, LogFollower};
 use crate::state::Source;
 
 /// Largest log chunk sent in one response.
@@ -48,10 +48,15 @@ impl Supervisor {
                 tail,
                 follow,
             } => match self.container_name(&workload, container) {
-                Ok(container) => {
-                    let files = self.containers.log_files(&workload, &container);
-                    tokio::spawn(stream_logs(files, tail, follow, reply));
-                }
+                Ok(container) => match self.containers.log_path(&workload, &container) {
+                    Some(path) => {
+                        tokio::spawn(stream_logs(path, tail, follow, reply));
+                    }
+                    None => {
+                        let message = format!("no log for {workload}/{container}");
+                        answer(&reply, RpcResponseBody::Error { message })
+                    }
+                },
                 Err(message) => answer(&reply, RpcResponseBody::Error { message }),
             },
             RpcRequestBody::Exec {
@@ -289,12 +294,23 @@ fn blocking(reply: Reply, work: impl FnOnce() -> anyhow::Result<RpcResponseBody>
 }
 
 /// Sends the last `tail` lines of the log (all of it when `None`), then, with `follow`, new
-/// lines as they come until the client goes away. Rotation is followed.
-async fn stream_logs(files: Vec<PathBuf>, tail: Option<u32>, follow: bool, reply: Reply) {
-    let first = tokio::task::spawn_blocking(move || (read_tail(&files, tail), files)).await;
-    let (text, mut offset, mut files) = match first {
-        Ok((Ok((text, offset)), files)) => (text, offset, files),
-        Ok((Err(message), _)) => {
+/// output as it comes until the client goes away; rotation is followed.
+async fn stream_logs(path: PathBuf, tail: Option<u32>, follow: bool, reply: Reply) {
+    let lines = tail.map_or(usize::MAX, |n| n as usize);
+    let first = tokio::task::spawn_blocking(move || {
+        let text = logs::tail(&path, lines)?;
+        let follower = if follow {
+            Some(LogFollower::from_end(path)?)
+        } else {
+            None
+        };
+        Ok::<_, std::io::Error>((text, follower))
+    })
+    .await;
+    let (text, follower) = match first {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => {
+            let message = format!("cannot read the log: {e}");
             let _ = reply.send(RpcResponseBody::Error { message }).await;
             return;
         }
@@ -310,7 +326,7 @@ async fn stream_logs(files: Vec<PathBuf>, tail: Option<u32>, follow: bool, reply
     if !send_chunks(&reply, &text).await {
         return;
     }
-    if !follow {
+    let Some(mut follower) = follower else {
         let _ = reply
             .send(RpcResponseBody::LogChunk {
                 data: Vec::new(),
@@ -318,14 +334,14 @@ async fn stream_logs(files: Vec<PathBuf>, tail: Option<u32>, follow: bool, reply
             })
             .await;
         return;
-    }
+    };
     while !reply.is_closed() {
         tokio::time::sleep(FOLLOW_POLL).await;
-        let next = tokio::task::spawn_blocking(move || (read_new(&files, offset), files)).await;
-        let Ok((Ok((data, next_offset)), next_files)) = next else {
+        let next = tokio::task::spawn_blocking(move || (follower.read_new(), follower)).await;
+        let Ok((Ok(data), next_follower)) = next else {
             return;
         };
-        (offset, files) = (next_offset, next_files);
+        follower = next_follower;
         if !send_chunks(&reply, &data).await {
             return;
         }
@@ -347,105 +363,4 @@ async fn send_chunks(reply: &Reply, data: &[u8]) -> bool {
         }
     }
     true
-}
-
-/// Where reading stopped in the current log file: its inode and offset.
-type Offset = (u64, u64);
-
-/// The last `tail` lines across the log files (oldest first), and where the current file ends.
-fn read_tail(files: &[PathBuf], tail: Option<u32>) -> Result<(Vec<u8>, Offset), String> {
-    let mut all = Vec::new();
-    for file in files {
-        match std::fs::read(file) {
-            Ok(bytes) => all.extend(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
-        }
-    }
-    let offset = files.last().map_or(Ok((0, 0)), |f| current_offset(f))?;
-    let Some(tail) = tail else {
-        return Ok((all, offset));
-    };
-    let mut lines = 0u32;
-    let mut start = 0;
-    for (i, byte) in all.iter().enumerate().rev() {
-        if *byte == b'\n' && i + 1 != all.len() {
-            lines += 1;
-            if lines == tail {
-                start = i + 1;
-                break;
-            }
-        }
-    }
-    if tail == 0 {
-        start = all.len();
-    }
-    Ok((all[start..].to_vec(), offset))
-}
-
-fn current_offset(file: &std::path::Path) -> Result<Offset, String> {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(file) {
-        Ok(meta) => Ok((meta.ino(), meta.len())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, 0)),
-        Err(e) => Err(format!("cannot read {}: {e}", file.display())),
-    }
-}
-
-/// What was appended to the current log file since `offset`; starts over when it rotated.
-fn read_new(files: &[PathBuf], (inode, offset): Offset) -> Result<(Vec<u8>, Offset), String> {
-    let Some(current) = files.last() else {
-        return Ok((Vec::new(), (inode, offset)));
-    };
-    let (now_inode, len) = current_offset(current)?;
-    let from = if now_inode != inode || len < offset {
-        0
-    } else {
-        offset
-    };
-    if len == from {
-        return Ok((Vec::new(), (now_inode, len)));
-    }
-    let mut file = std::fs::File::open(current)
-        .map_err(|e| format!("cannot read {}: {e}", current.display()))?;
-    file.seek(SeekFrom::Start(from))
-        .map_err(|e| e.to_string())?;
-    let mut data = Vec::new();
-    file.take(len - from)
-        .read_to_end(&mut data)
-        .map_err(|e| e.to_string())?;
-    let end = from + data.len() as u64;
-    Ok((data, (now_inode, end)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tail_takes_the_last_lines_across_rotated_files() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let old = dir.path().join("c.log.1");
-        let current = dir.path().join("c.log");
-        std::fs::write(&old, "one\ntwo\n").expect("write");
-        std::fs::write(&current, "three\nfour\n").expect("write");
-        let files = vec![old, current.clone()];
-        let text =
-            |tail| String::from_utf8(read_tail(&files, tail).expect("tail").0).expect("utf8");
-        assert_eq!(text(Some(3)), "two\nthree\nfour\n");
-        assert_eq!(text(Some(1)), "four\n");
-        assert_eq!(text(Some(0)), "");
-        assert_eq!(text(None), "one\ntwo\nthree\nfour\n");
-        assert_eq!(text(Some(99)), "one\ntwo\nthree\nfour\n");
-
-        let (_, offset) = read_tail(&files, Some(1)).expect("tail");
-        std::fs::write(&current, "three\nfour\nfive\n").expect("append");
-        let (new, offset) = read_new(&files, offset).expect("new");
-        assert_eq!(new, b"five\n");
-        // Rotation: a fresh current file is read from its start.
-        std::fs::remove_file(&current).expect("rotate");
-        std::fs::write(&current, "six\n").expect("new file");
-        let (new, _) = read_new(&files, offset).expect("new");
-        assert_eq!(new, b"six\n");
-    }
 }
