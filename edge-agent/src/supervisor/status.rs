@@ -128,7 +128,10 @@ impl Supervisor {
             Some(ImageState::Pulling) => (ContainerState::Pulling, Some(format!("pulling {image}"))),
             Some(ImageState::Failed { attempts, .. }) => (
                 ContainerState::Failed,
-                Some(format!("cannot pull {image} ({attempts} attempts); retrying, or import it with `shoal-agent images import`")),
+                Some(format!(
+                    "cannot pull {image} ({attempts} attempt{}); retrying, or import it with `shoal-agent images import`",
+                    if *attempts == 1 { "" } else { "s" }
+                )),
             ),
             _ => (ContainerState::Pending, None),
         };
