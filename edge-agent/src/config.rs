@@ -26,6 +26,8 @@ use serde::Deserialize;
 use shoal_model::manifest::names::{check_dns_label, check_label_key, check_label_value};
 use shoal_model::quantity::parse_bytes;
 
+pub use crate::image::PullPolicy;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the config file {path}")]
@@ -74,18 +76,6 @@ impl std::fmt::Debug for Registry {
             .field("username", &self.username)
             .finish_non_exhaustive()
     }
-}
-
-/// When the agent contacts a registry for an image.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PullPolicy {
-    /// Pull only images missing from the local store.
-    #[default]
-    IfNotPresent,
-    /// Ask the registry what the tag names each time a container is created.
-    Always,
-    /// Never: images arrive with `shoal-agent images import` (air-gapped devices).
-    Never,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,7 +12,7 @@ use shoal_model::node::NodeFacts;
 use shoal_model::quantity::{format_bytes, format_duration};
 use shoal_model::wire::{ExitInfo, ImageSummary};
 
-use crate::config::{self, AgentConfig, Registry};
+use crate::config::{AgentConfig, Registry};
 use crate::image::{
     Image, ImageDigest, ImageStore, Platform, PullPolicy, RegistryAuth, StoreConfig,
 };
@@ -43,16 +43,11 @@ pub fn image_store(config: &AgentConfig, node: &NodeFacts) -> anyhow::Result<Sto
     let root = config.data_dir.join("images");
     let store = ImageStore::open_with(&root, store_config)
         .with_context(|| format!("cannot open the image store in {}", root.display()))?;
-    let policy = match config.pull_policy {
-        config::PullPolicy::IfNotPresent => PullPolicy::IfNotPresent,
-        config::PullPolicy::Always => PullPolicy::Always,
-        config::PullPolicy::Never => PullPolicy::Never,
-    };
     Ok(StoreImages {
         store: Arc::new(store),
         platform,
         budget_bytes: config.disk_budget_bytes,
-        policy,
+        policy: config.pull_policy,
         registries: config.registries.clone(),
     })
 }
