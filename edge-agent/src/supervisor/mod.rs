@@ -155,6 +155,8 @@ struct Tracked {
     health: Health,
     /// Why it is in its state, when there is something to say.
     message: Option<String>,
+    /// Its last start failed (it never ran), as opposed to a run that ended.
+    start_failed: bool,
     health_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -278,6 +280,7 @@ impl Supervisor {
                 started_wall_ms: Some(live.started_ms),
                 health: Health::Unknown,
                 message: None,
+                start_failed: false,
                 health_task: None,
             };
             self.tracked.insert(key.clone(), tracked);
@@ -690,6 +693,7 @@ impl Supervisor {
                 started_wall_ms: None,
                 health: Health::Unknown,
                 message: None,
+                start_failed: false,
                 health_task: None,
             },
         );
@@ -843,6 +847,7 @@ impl Supervisor {
         t.pid = live.pid;
         t.started_wall_ms = Some(live.started_ms);
         t.message = None;
+        t.start_failed = false;
         let record = t.record.clone();
         let restarts = record.restarts;
         if let Err(e) = self.store.save_container(&record, wall_ms()) {
@@ -888,6 +893,7 @@ impl Supervisor {
         );
         if let Some(t) = self.tracked.get_mut(key) {
             t.message = Some(message);
+            t.start_failed = true;
         }
     }
 

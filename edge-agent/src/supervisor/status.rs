@@ -79,11 +79,7 @@ impl Supervisor {
                     RestartPolicy::OnFailure => exit.is_failure(),
                     RestartPolicy::Never => false,
                 };
-                let failed_start = t
-                    .message
-                    .as_deref()
-                    .is_some_and(|m| m.starts_with("cannot start"));
-                let state = match (busy, restarts, failed_start) {
+                let state = match (busy, restarts, t.start_failed) {
                     (true, _, _) => ContainerState::Creating,
                     (false, true, _) => ContainerState::BackOff,
                     (false, false, true) => ContainerState::Failed,
