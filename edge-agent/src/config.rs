@@ -17,14 +17,24 @@
 //! [logs]
 //! max_bytes = "1Mi"                      # per container log file
 //! files = 2                              # current + rotated
+//! [hub]                                  # omit to run standalone (`shoal-agent apply`)
+//! broker = "mqtts://hub.example:8883"    # mqtt:// (port 1883) or mqtts:// (port 8883)
+//! password_file = "/etc/shoal/hub-password"  # or password = "..."; the user is node_name
+//! ca_file = "/etc/shoal/hub-ca.pem"      # mqtts only; default: the system's CA bundle
+//! prefix = "shoal/v1"                    # topic root shared with the hub
+//! keep_alive = "30s"                     # a dead link is noticed after about twice this
+//! heartbeat = "60s"                      # a status at least this often, changed or not
 //! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use shoal_model::manifest::names::{check_dns_label, check_label_key, check_label_value};
-use shoal_model::quantity::parse_bytes;
+use shoal_model::quantity::{parse_bytes, parse_duration};
+use shoal_model::topic::Topics;
 
 pub use crate::image::PullPolicy;
 
@@ -38,6 +48,12 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("cannot read hub.password_file {path}: {source}; create it with the node's password from enrollment")]
+    Password {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The file as written; turned into [`AgentConfig`] by [`load`].
@@ -58,6 +74,28 @@ struct File {
     registries: Vec<Registry>,
     #[serde(default)]
     logs: Logs,
+    hub: Option<HubFile>,
+}
+
+/// The `[hub]` table as written.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HubFile {
+    broker: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    prefix: Option<String>,
+    keep_alive: Option<String>,
+    heartbeat: Option<String>,
+}
+
+impl std::fmt::Debug for HubFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubFile")
+            .field("broker", &self.broker)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Credentials for one registry.
@@ -99,6 +137,87 @@ pub struct AgentConfig {
     pub registries: Vec<Registry>,
     pub log_max_bytes: u64,
     pub log_files: u32,
+    /// The hub link; `None` runs the agent standalone.
+    pub hub: Option<HubConfig>,
+}
+
+/// How to reach the hub's MQTT broker (`[hub]`). The MQTT client id and user name are the
+/// node name.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HubConfig {
+    pub broker: Broker,
+    pub password: Option<Password>,
+    /// PEM CA certificates that sign the broker's certificate (mqtts only); the system's
+    /// bundle when `None`.
+    pub ca_file: Option<PathBuf>,
+    pub prefix: String,
+    pub keep_alive: Duration,
+    pub heartbeat: Duration,
+}
+
+impl std::fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("broker", &self.broker)
+            .field("ca_file", &self.ca_file)
+            .field("prefix", &self.prefix)
+            .field("keep_alive", &self.keep_alive)
+            .field("heartbeat", &self.heartbeat)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The broker's address, from `mqtt://host[:port]` or `mqtts://host[:port]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Broker {
+    pub tls: bool,
+    /// A DNS name or an IP address (without brackets for IPv6).
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Where the MQTT password comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Password {
+    Inline(String),
+    /// Read when the agent starts; surrounding whitespace and the final newline are ignored.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Password::Inline(_) => f.write_str("Inline(..)"),
+            Password::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+impl HubConfig {
+    /// The password, read from `password_file` when it comes from a file.
+    pub fn password(&self) -> Result<Option<String>, ConfigError> {
+        match &self.password {
+            None => Ok(None),
+            Some(Password::Inline(password)) => Ok(Some(password.clone())),
+            Some(Password::File(path)) => std::fs::read_to_string(path)
+                .map(|text| Some(text.trim().to_string()))
+                .map_err(|source| ConfigError::Password {
+                    path: path.clone(),
+                    source,
+                }),
+        }
+    }
 }
 
 impl AgentConfig {
@@ -182,6 +301,7 @@ pub fn parse(text: &str, hostname: &str) -> Result<AgentConfig, String> {
             ));
         }
     }
+    let hub = file.hub.map(parse_hub).transpose()?;
     let log_files = file.logs.files.unwrap_or(2);
     if !(1..=10).contains(&log_files) {
         return Err("logs.files: use 1 to 10".into());
@@ -212,6 +332,130 @@ pub fn parse(text: &str, hostname: &str) -> Result<AgentConfig, String> {
         registries: file.registries,
         log_max_bytes,
         log_files,
+        hub,
+    })
+}
+
+/// Validates the `[hub]` table; every message names the key at fault.
+fn parse_hub(hub: HubFile) -> Result<HubConfig, String> {
+    let broker = hub.broker.ok_or(
+        "hub.broker: missing: write the hub's broker as `broker = \"mqtts://HOST:8883\"` (or remove [hub] to run standalone)",
+    )?;
+    let broker = parse_broker(&broker).map_err(|e| format!("hub.broker: {e}"))?;
+    let absolute = |key: &str, path: PathBuf| -> Result<PathBuf, String> {
+        if path.is_absolute() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "hub.{key}: `{}` must be an absolute path",
+                path.display()
+            ))
+        }
+    };
+    let password = match (hub.password, hub.password_file) {
+        (Some(_), Some(_)) => {
+            return Err("hub.password: set either `password` or `password_file`, not both".into())
+        }
+        (Some(password), None) => Some(Password::Inline(password)),
+        (None, Some(path)) => Some(Password::File(absolute("password_file", path)?)),
+        (None, None) => None,
+    };
+    let ca_file = match hub.ca_file {
+        Some(_) if !broker.tls => {
+            return Err(
+                "hub.ca_file: only used with an `mqtts://` broker: change hub.broker to mqtts:// or remove ca_file"
+                    .into(),
+            )
+        }
+        Some(path) => Some(absolute("ca_file", path)?),
+        None => None,
+    };
+    let prefix = hub
+        .prefix
+        .unwrap_or_else(|| Topics::DEFAULT_PREFIX.to_string());
+    Topics::new(&prefix).map_err(|e| format!("hub.prefix: {e}"))?;
+    let duration = |key: &str, value: Option<String>, default: u64, range: (u64, u64)| {
+        let Some(text) = value else {
+            return Ok(Duration::from_secs(default));
+        };
+        let duration = parse_duration(&text).map_err(|e| format!("hub.{key}: {e}"))?;
+        let (min, max) = range;
+        if duration.subsec_millis() != 0
+            || duration < Duration::from_secs(min)
+            || duration > Duration::from_secs(max)
+        {
+            return Err(format!(
+                "hub.{key}: `{text}` is out of range: use whole seconds from {min}s to {max}s"
+            ));
+        }
+        Ok(duration)
+    };
+    Ok(HubConfig {
+        broker,
+        password,
+        ca_file,
+        prefix,
+        // MQTT carries the keep-alive as a 16-bit number of seconds.
+        keep_alive: duration("keep_alive", hub.keep_alive, 30, (1, 65_535))?,
+        heartbeat: duration("heartbeat", hub.heartbeat, 60, (1, 86_400))?,
+    })
+}
+
+/// `mqtt://host[:port]` or `mqtts://host[:port]`, IPv6 hosts in brackets.
+fn parse_broker(text: &str) -> Result<Broker, String> {
+    let bad = |why: &str| {
+        format!("`{text}` is not a broker address ({why}): write it as `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]`")
+    };
+    let (tls, rest) = if let Some(rest) = text.strip_prefix("mqtts://") {
+        (true, rest)
+    } else if let Some(rest) = text.strip_prefix("mqtt://") {
+        (false, rest)
+    } else {
+        return Err(bad("the scheme must be mqtt:// or mqtts://"));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@']) || rest.chars().any(char::is_whitespace) {
+        return Err(bad("only a host and a port are allowed"));
+    }
+    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| bad("`[` without `]`"))?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("not an IPv6 address in brackets"));
+        }
+        match after {
+            "" => (host, None),
+            _ => (
+                host,
+                Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| bad("junk after `]`"))?,
+                ),
+            ),
+        }
+    } else {
+        match rest.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("the host is missing"));
+    }
+    let port = match port {
+        None if tls => 8883,
+        None => 1883,
+        Some(port) => match port.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => return Err(bad("the port must be a number from 1 to 65535")),
+        },
+    };
+    Ok(Broker {
+        tls,
+        host: host.to_string(),
+        port,
     })
 }
 
@@ -240,6 +484,119 @@ fn default_node_name(hostname: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hub(table: &str) -> Result<HubConfig, String> {
+        let config = parse(&format!("node_name = \"gw-1\"\n[hub]\n{table}"), "x")?;
+        Ok(config.hub.expect("a [hub] table"))
+    }
+
+    #[test]
+    fn without_a_hub_table_the_agent_is_standalone() {
+        assert_eq!(parse("", "x").expect("valid").hub, None);
+    }
+
+    #[test]
+    fn a_hub_table_with_only_a_broker_gets_the_defaults() {
+        let config = hub("broker = \"mqtt://127.0.0.1\"").expect("valid");
+        assert_eq!(
+            config.broker,
+            Broker {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 1883
+            }
+        );
+        assert_eq!(config.prefix, "shoal/v1");
+        assert_eq!(config.keep_alive, Duration::from_secs(30));
+        assert_eq!(config.heartbeat, Duration::from_secs(60));
+        assert_eq!(config.password, None);
+    }
+
+    #[test]
+    fn every_hub_key_is_read() {
+        let config = hub(concat!(
+            "broker = \"mqtts://hub.example\"\n",
+            "password_file = \"/etc/shoal/hub-password\"\n",
+            "ca_file = \"/etc/shoal/ca.pem\"\n",
+            "prefix = \"acme/plant-1\"\n",
+            "keep_alive = \"10s\"\n",
+            "heartbeat = \"2m\"\n",
+        ))
+        .expect("valid");
+        assert_eq!(config.broker.to_string(), "mqtts://hub.example:8883");
+        assert_eq!(
+            config.password,
+            Some(Password::File("/etc/shoal/hub-password".into()))
+        );
+        assert_eq!(config.ca_file, Some(PathBuf::from("/etc/shoal/ca.pem")));
+        assert_eq!(config.prefix, "acme/plant-1");
+        assert_eq!(config.keep_alive, Duration::from_secs(10));
+        assert_eq!(config.heartbeat, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn broker_addresses_take_a_port_and_ipv6_in_brackets() {
+        let cases = [
+            ("mqtt://h:1884", false, "h", 1884),
+            ("mqtt://h/", false, "h", 1883),
+            ("mqtts://[::1]:8884", true, "::1", 8884),
+            ("mqtts://[fe80::1]", true, "fe80::1", 8883),
+        ];
+        for (text, tls, host, port) in cases {
+            let broker = parse_broker(text).expect(text);
+            assert_eq!(
+                (broker.tls, broker.host.as_str(), broker.port),
+                (tls, host, port)
+            );
+        }
+    }
+
+    #[test]
+    fn hub_mistakes_are_named_by_their_key() {
+        let cases = [
+            ("broker = \"http://h\"", "hub.broker: `http://h` is not a broker address (the scheme must be mqtt:// or mqtts://)"),
+            ("broker = \"mqtt://h:0\"", "the port must be a number from 1 to 65535"),
+            ("broker = \"mqtt://h:x\"", "the port must be a number from 1 to 65535"),
+            ("broker = \"mqtt://\"", "the host is missing"),
+            ("broker = \"mqtt://u@h\"", "only a host and a port are allowed"),
+            ("broker = \"mqtt://h/x\"", "only a host and a port are allowed"),
+            ("broker = \"mqtt://[h]\"", "not an IPv6 address"),
+            ("broker = \"mqtt://h\"\npassword = \"a\"\npassword_file = \"/p\"", "hub.password: set either"),
+            ("broker = \"mqtt://h\"\npassword_file = \"p\"", "hub.password_file: `p` must be an absolute path"),
+            ("broker = \"mqtt://h\"\nca_file = \"/ca.pem\"", "hub.ca_file: only used with an `mqtts://` broker"),
+            ("broker = \"mqtts://h\"\nca_file = \"ca.pem\"", "hub.ca_file: `ca.pem` must be an absolute path"),
+            ("broker = \"mqtt://h\"\nprefix = \"a/+\"", "hub.prefix: `a/+` is not a topic prefix"),
+            ("broker = \"mqtt://h\"\nkeep_alive = \"500ms\"", "hub.keep_alive: `500ms` is out of range"),
+            ("broker = \"mqtt://h\"\nkeep_alive = \"1.5s\"", "hub.keep_alive: `1.5s` is not a duration"),
+            ("broker = \"mqtt://h\"\nheartbeat = \"30\"", "hub.heartbeat: `30` has no unit"),
+            ("broker = \"mqtt://h\"\nheartbeat = \"2d\"", "hub.heartbeat: `2d` is out of range"),
+        ];
+        for (table, expected) in cases {
+            let err = hub(table).expect_err(table);
+            assert!(err.contains(expected), "{table}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_hub_password_is_read_from_its_file_and_kept_out_of_logs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("hub-password");
+        std::fs::write(&file, "s3cret\n").expect("write");
+        let config = hub(&format!(
+            "broker = \"mqtt://h\"\npassword_file = \"{}\"",
+            file.display()
+        ))
+        .expect("valid");
+        assert_eq!(config.password().expect("read"), Some("s3cret".into()));
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let inline = hub("broker = \"mqtt://h\"\npassword = \"inline\"").expect("valid");
+        assert_eq!(inline.password().expect("inline"), Some("inline".into()));
+        assert!(!format!("{inline:?}").contains("inline\""));
+
+        std::fs::remove_file(&file).expect("remove");
+        let err = config.password().expect_err("missing file").to_string();
+        assert!(err.contains("hub.password_file"), "{err}");
+    }
 
     #[test]
     fn an_empty_file_gives_working_defaults() {
@@ -317,6 +674,12 @@ files = 3
                 "data_dir: `relative` must be an absolute path",
             ),
             ("node_name = ", "line 1, column 13"),
+            ("[hub]\nprefix = \"x\"", "hub.broker: missing"),
+            (
+                "[hub]\nbroker = \"tcp://h\"",
+                "hub.broker: `tcp://h` is not a broker address",
+            ),
+            ("[hub]\nbrokr = \"mqtt://h\"", "unknown field `brokr`"),
         ];
         for (text, expected) in cases {
             let err = parse(text, "host").expect_err(text);

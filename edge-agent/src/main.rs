@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod host;
 mod image;
+mod mqtt;
 mod reconcile;
 mod runtime;
 mod state;

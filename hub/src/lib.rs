@@ -1,3 +1,12 @@
-//! The Shoal hub: CLI today; the daemon (store, scheduler, broker, API) grows here.
+//! The Shoal hub: `shoal serve` (store, scheduler, broker, MQTT client, HTTP API) and the CLI
+//! that talks to it.
 
+pub mod api;
+pub mod broker;
 pub mod cli;
+pub mod demo;
+pub mod desired;
+pub mod scheduler;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -2,6 +2,7 @@
 //! hub and agents, and topic names. Every serde shape that crosses a process boundary lives
 //! here, and nothing in this crate does network or container IO.
 
+pub mod api;
 pub mod manifest;
 pub mod node;
 pub mod quantity;

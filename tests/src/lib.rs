@@ -4,6 +4,7 @@
 //! they share lives here.
 
 pub mod agent;
+pub mod hub;
 pub mod images;
 
 use std::path::{Path, PathBuf};

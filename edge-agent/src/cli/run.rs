@@ -1,17 +1,20 @@
 //! `shoal-agent run`: the agent daemon. Loads the config, opens the database, re-adopts the
-//! containers that kept running, serves the local API, and supervises until stopped.
+//! containers that kept running, serves the local API, connects to the hub when agent.toml
+//! has a `[hub]`, and supervises until stopped.
 //! Stopping the agent (SIGTERM, SIGINT) leaves every container running: the next agent takes
 //! them over.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
+use shoal_model::topic::NodeId;
+use tokio::sync::{mpsc, Notify};
 
 use crate::config::{self, DEFAULT_CONFIG};
-use crate::supervisor::{Event, Supervisor};
-use crate::{api, host, runtime, state, wiring};
+use crate::supervisor::{Event, HubMode, Supervisor};
+use crate::{api, host, mqtt, runtime, state, wiring};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,6 +32,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let node = host::facts(config.labels.clone(), cgroups.hierarchy.version());
     let store = state::Store::open(&config.data_dir)?;
+    let hub = match &config.hub {
+        Some(hub) => Some(mqtt::Link {
+            node_name: config.node_name.clone(),
+            hub: hub.clone(),
+            password: hub.password()?,
+            facts: node.clone(),
+        }),
+        None => None,
+    };
     let (containers, images) = wiring::real(&config, &node)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -37,7 +49,28 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let listener = api::bind(&config.socket())?;
         let (events, receiver) = mpsc::channel(256);
-        let supervisor = Supervisor::new(config.node_name.clone(), node, store, containers, images, events.clone())?;
+        let outbox_ready = Arc::new(Notify::new());
+        let mode = match &hub {
+            Some(link) => Some(hub_mode(link, Arc::clone(&outbox_ready))?),
+            None => None,
+        };
+        let supervisor = Supervisor::new(
+            config.node_name.clone(),
+            node,
+            store,
+            containers,
+            images,
+            events.clone(),
+            mode,
+        )?;
+        if let Some(link) = hub {
+            let broker = link.hub.broker.to_string();
+            // The transport reads and trims the outbox through a connection of its own.
+            let outbox = state::Store::open(&config.data_dir)?;
+            mqtt::start(link, outbox, outbox_ready, events.clone())
+                .context("cannot set up the link to the hub")?;
+            tracing::info!(broker, "connecting to the hub; meanwhile the node runs what the hub last sent");
+        }
         let (requests, mut incoming) = mpsc::channel(64);
         tokio::spawn(api::serve(listener, requests));
         tokio::spawn(async move {
@@ -56,6 +89,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             }
         }
         anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// What the supervisor needs to report to the hub of `link`.
+fn hub_mode(link: &mqtt::Link, outbox_ready: Arc<Notify>) -> anyhow::Result<HubMode> {
+    let node = NodeId::new(link.node_name.clone())?;
+    Ok(HubMode {
+        broker: link.hub.broker.to_string(),
+        status_topic: link.topics()?.status(&node),
+        heartbeat: link.hub.heartbeat,
+        outbox_ready,
     })
 }
 

@@ -29,6 +29,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "supervisor records",
         sql: include_str!("migrations/0002_supervisor.sql"),
     },
+    Migration {
+        name: "hub outbox",
+        sql: include_str!("migrations/0003_hub_outbox.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

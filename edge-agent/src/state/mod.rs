@@ -7,6 +7,7 @@
 //! their writes instead of writing on every tick.
 
 mod migrations;
+mod outbox;
 mod records;
 
 #[cfg(test)]
@@ -19,6 +20,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use migrations::{Migrated, MIGRATIONS};
+pub use outbox::{OutboxMessage, ReportCursor};
 pub use records::{ContainerRecord, Source};
 
 /// The database file's name inside the data dir.

@@ -1,5 +1,6 @@
 //! What the supervisor keeps in the database: accepted desired states, one record per
-//! container (restarts, crash streak, last exit), and the bounded event log.
+//! container (restarts, crash streak, last exit), and the bounded event log (whose row ids
+//! are the events' sequence numbers).
 //!
 //! Written on changes only (an apply, a start, an exit), never per tick.
 
@@ -11,15 +12,17 @@ use super::{StateError, Store};
 /// Where a desired state came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// `shoal-agent apply` on the device. (The hub's signed desired state comes with the
-    /// hub connection; the table already allows `hub`.)
+    /// `shoal-agent apply` on the device (no `[hub]` in agent.toml).
     Local,
+    /// The hub's desired state, received over MQTT (with `[hub]`).
+    Hub,
 }
 
 impl Source {
     fn as_str(self) -> &'static str {
         match self {
             Source::Local => "local",
+            Source::Hub => "hub",
         }
     }
 }
@@ -167,8 +170,8 @@ impl Store {
         Ok(())
     }
 
-    /// Appends to the bounded event log.
-    pub fn record_event(&self, event: &Event) -> Result<(), StateError> {
+    /// Appends to the bounded event log; returns the event's sequence number.
+    pub fn record_event(&self, event: &Event) -> Result<u64, StateError> {
         self.conn
             .execute(
                 "INSERT INTO events (at, severity, workload, container, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -182,21 +185,51 @@ impl Store {
                 ],
             )
             .map_err(|source| self.query_failed("recording an event", source))?;
-        Ok(())
+        Ok(u64::try_from(self.conn.last_insert_rowid()).unwrap_or(0))
     }
 
     /// The newest `limit` events, oldest first, with their sequence numbers.
     pub fn recent_events(&self, limit: u32) -> Result<Vec<Event>, StateError> {
-        let failed = |source| self.query_failed("the events", source);
-        let mut statement = self
+        self.query_events(
+            "SELECT id, at, severity, workload, container, reason, message FROM \
+             (SELECT * FROM events ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            params![limit],
+        )
+    }
+
+    /// At most `limit` events with a sequence number above `after`, oldest first.
+    pub fn events_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, StateError> {
+        self.query_events(
+            "SELECT id, at, severity, workload, container, reason, message FROM events \
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+            params![to_i64(after), limit],
+        )
+    }
+
+    /// The sequence number of the newest event ever recorded (0 before the first), also
+    /// when the bound has removed it from the log.
+    pub fn last_event_sequence(&self) -> Result<u64, StateError> {
+        let last: Option<i64> = self
             .conn
-            .prepare(
-                "SELECT id, at, severity, workload, container, reason, message FROM \
-                 (SELECT * FROM events ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+                [],
+                |row| row.get(0),
             )
-            .map_err(failed)?;
+            .optional()
+            .map_err(|source| self.query_failed("the last event", source))?;
+        Ok(last.map_or(0, |seq| u64::try_from(seq).unwrap_or(0)))
+    }
+
+    fn query_events(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Event>, StateError> {
+        let failed = |source| self.query_failed("the events", source);
+        let mut statement = self.conn.prepare(sql).map_err(failed)?;
         let rows = statement
-            .query_map([limit], |row| {
+            .query_map(params, |row| {
                 let severity: String = row.get(2)?;
                 let reason: String = row.get(5)?;
                 let reason = EventReason::from_name(&reason).ok_or_else(|| {
@@ -234,7 +267,7 @@ fn severity_name(severity: Severity) -> &'static str {
 }
 
 /// SQLite integers are signed; our counters and times never reach 2^63.
-fn to_i64(value: u64) -> i64 {
+pub(super) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
@@ -349,5 +382,33 @@ mod tests {
         assert_eq!(events[0].reason, EventReason::OomKilled);
         assert_eq!(events[1].message, "event 2");
         assert!(events[0].sequence < events[1].sequence);
+        let after = store
+            .events_after(events[0].sequence - 1, 10)
+            .expect("after");
+        assert_eq!(after, events, "the window starts after the given sequence");
+        assert_eq!(store.events_after(0, 1).expect("first").len(), 1);
+        assert_eq!(
+            store.last_event_sequence().expect("last"),
+            events[1].sequence
+        );
+    }
+
+    #[test]
+    fn hub_and_local_desired_states_are_kept_apart() {
+        let (_dir, store) = store();
+        store
+            .save_desired(Source::Local, 3, &workloads(&["local"]), 1)
+            .expect("local");
+        store
+            .save_desired(Source::Hub, 2, &workloads(&["from-hub"]), 1)
+            .expect("hub");
+        assert_eq!(
+            store.latest_desired(Source::Hub).expect("read"),
+            Some((2, workloads(&["from-hub"])))
+        );
+        assert_eq!(
+            store.latest_desired(Source::Local).expect("read"),
+            Some((3, workloads(&["local"])))
+        );
     }
 }

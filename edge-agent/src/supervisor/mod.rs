@@ -11,11 +11,22 @@
 //!   parents); the next agent re-adopts them from [`Containers::list`] without restarting;
 //! - a reboot: the run dir is empty, the desired state in SQLite is not, and every workload
 //!   is started again from local images with no network.
+//!
+//! Standalone (no `[hub]`), the desired state is the one `shoal-agent apply` stored. With a hub
+//! ([`HubMode`]) it is the hub's newest accepted generation ([`Event::Desired`]), local
+//! `apply`/`delete` are refused, and the loop puts a status into the outbox on change and
+//! every heartbeat (`report.rs`).
 
+mod desired;
 mod health;
+mod report;
 mod requests;
 mod status;
 
+#[cfg(test)]
+mod tests;
+
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,9 +36,12 @@ use shoal_model::manifest::image::ImageRef;
 use shoal_model::manifest::{Container, Workload};
 use shoal_model::node::NodeFacts;
 use shoal_model::wire::{
-    DesiredWorkload, Event as WireEvent, EventReason, ExitInfo, Health, ImageSummary, Severity,
+    DesiredState, DesiredWorkload, Event as WireEvent, EventReason, ExitInfo, Health, ImageSummary,
+    Severity,
 };
 use tokio::sync::mpsc;
+
+pub use report::HubMode;
 
 use crate::api::Incoming;
 use crate::reconcile::{self, Action, Exit, ImageState, ObservedContainer, Run, StopReason};
@@ -117,6 +131,15 @@ pub enum Event {
         health: Health,
         message: String,
     },
+    /// A desired state from the hub, decoded and checked by the transport; the supervisor
+    /// judges it (this node? newer?), stores it, then converges to it.
+    Desired(DesiredState),
+    /// Something from the hub that could not be used (a payload that does not decode):
+    /// recorded as a warning event for the hub to see.
+    Refused {
+        reason: EventReason,
+        message: String,
+    },
 }
 
 /// What a worker reports back.
@@ -180,6 +203,10 @@ pub struct Supervisor {
     busy: std::collections::BTreeSet<String>,
     epoch: Instant,
     events: mpsc::Sender<Event>,
+    /// Set when the hub drives this node: what and where to report.
+    hub: Option<report::Reporter>,
+    /// The sequence of the newest event recorded.
+    last_event: Cell<u64>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -200,7 +227,8 @@ pub fn wall_ms() -> u64 {
 }
 
 impl Supervisor {
-    /// Loads the desired state and container records, and re-adopts running containers.
+    /// Loads the desired state (the hub's with `hub`, the local one without) and container
+    /// records, and re-adopts running containers.
     pub fn new(
         node_name: String,
         node: NodeFacts,
@@ -208,10 +236,19 @@ impl Supervisor {
         containers: Arc<dyn Containers>,
         images: Arc<dyn Images>,
         events: mpsc::Sender<Event>,
+        hub: Option<HubMode>,
     ) -> anyhow::Result<Supervisor> {
-        let (generation, desired) = store
-            .latest_desired(Source::Local)?
-            .unwrap_or((0, Vec::new()));
+        let source = if hub.is_some() {
+            Source::Hub
+        } else {
+            Source::Local
+        };
+        let (generation, desired) = store.latest_desired(source)?.unwrap_or((0, Vec::new()));
+        let hub = match hub {
+            Some(mode) => Some(report::Reporter::new(mode, store.report_cursor()?)),
+            None => None,
+        };
+        let last_event = Cell::new(store.last_event_sequence()?);
         let records = store
             .containers()?
             .into_iter()
@@ -233,14 +270,21 @@ impl Supervisor {
             busy: Default::default(),
             epoch: Instant::now(),
             events,
+            hub,
+            last_event,
         };
         supervisor.adopt()?;
+        let from = if supervisor.hub.is_some() {
+            "the hub's"
+        } else {
+            "local"
+        };
         supervisor.note(
             Severity::Info,
             None,
             None,
             EventReason::AgentStarted,
-            format!("agent started with desired generation {generation}"),
+            format!("agent started with {from} desired generation {generation}"),
         );
         Ok(supervisor)
     }
@@ -304,6 +348,7 @@ impl Supervisor {
     pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
         let mut wake = self.step();
         loop {
+            wake = wake.min(self.report());
             let event = tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => event,
@@ -340,6 +385,10 @@ impl Supervisor {
                     _ => (Severity::Info, EventReason::Healthy),
                 };
                 self.note(severity, Some(&key.0), Some(&key.1), reason, message);
+            }
+            Event::Desired(state) => self.desired_from_hub(state),
+            Event::Refused { reason, message } => {
+                self.note(Severity::Warning, None, None, reason, message)
             }
         }
     }
@@ -964,8 +1013,9 @@ impl Supervisor {
             reason,
             message,
         };
-        if let Err(e) = self.store.record_event(&event) {
-            tracing::error!(error = %e, "cannot record an event");
+        match self.store.record_event(&event) {
+            Ok(sequence) => self.last_event.set(sequence),
+            Err(e) => tracing::error!(error = %e, "cannot record an event"),
         }
     }
 }

@@ -40,8 +40,23 @@ impl Supervisor {
                     text: self.diagnostics(),
                 },
             ),
+            RpcRequestBody::Apply { .. } | RpcRequestBody::DeleteWorkload { .. }
+                if self.hub.is_some() =>
+            {
+                let broker = self.hub.as_ref().map_or("", |h| h.mode.broker.as_str());
+                let message = format!(
+                    "this node is managed by the hub at {broker}: change its workloads with `shoal apply` on the hub (local apply and delete work only without [hub] in agent.toml)"
+                );
+                answer(&reply, RpcResponseBody::Error { message })
+            }
             RpcRequestBody::Apply { workloads } => answer(&reply, self.apply(workloads)),
             RpcRequestBody::DeleteWorkload { workload } => answer(&reply, self.delete(&workload)),
+            RpcRequestBody::Cancel { id } => {
+                let message = format!(
+                    "nothing to cancel: request {id} is not from the hub; to stop a local request, end its command"
+                );
+                answer(&reply, RpcResponseBody::Error { message })
+            }
             RpcRequestBody::Logs {
                 workload,
                 container,
@@ -215,7 +230,7 @@ impl Supervisor {
     }
 
     /// Refuses a desired state whose memory limits add up to more than the node has.
-    fn fits(&self, desired: &[DesiredWorkload]) -> Result<(), String> {
+    pub(super) fn fits(&self, desired: &[DesiredWorkload]) -> Result<(), String> {
         let capacity = self.node.capacity.memory_bytes;
         let asked: u64 = desired
             .iter()
@@ -270,7 +285,7 @@ impl Supervisor {
             .values()
             .filter(|t| matches!(t.run, crate::reconcile::Run::Running { .. }))
             .count();
-        format!(
+        let mut text = format!(
             "node {}\ndesired generation {} with {} workloads\ncontainers tracked {}, running {}\npods {}\nbusy workers {}\n",
             self.node_name,
             self.generation,
@@ -279,7 +294,18 @@ impl Supervisor {
             running,
             self.pods.len(),
             self.busy.len()
-        )
+        );
+        if let Some(hub) = &self.hub {
+            let waiting = self
+                .store
+                .outbox_len()
+                .map_or_else(|e| e.to_string(), |n| n.to_string());
+            text.push_str(&format!(
+                "hub {}\nstatuses waiting in the outbox {waiting}\n",
+                hub.mode.broker
+            ));
+        }
+        text
     }
 }
 

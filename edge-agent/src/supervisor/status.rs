@@ -10,7 +10,17 @@ use super::{describe_exit, wall_ms, Key, Supervisor, Tracked};
 use crate::reconcile::{ImageState, Run};
 
 impl Supervisor {
+    /// The status `shoal-agent ps` and the hub's `Status` request see: with usage figures and
+    /// the newest events.
     pub(super) fn status(&self) -> NodeStatus {
+        let mut status = self.node_status(true);
+        status.events = self.store.recent_events(20).unwrap_or_default();
+        status
+    }
+
+    /// The node's state, without events; with the containers' memory and CPU figures only
+    /// when `usage` is set (they cost a cgroup read per container).
+    pub(super) fn node_status(&self, usage: bool) -> NodeStatus {
         let mut workloads: Vec<WorkloadStatus> = self
             .desired
             .iter()
@@ -25,9 +35,12 @@ impl Supervisor {
                     .map(|c| {
                         let key = (d.workload.name.clone(), c.name.clone());
                         match self.tracked.get(&key) {
-                            Some(t) => {
-                                self.container_status(&key, t, d.workload.spec.restart_policy)
-                            }
+                            Some(t) => self.container_status(
+                                &key,
+                                t,
+                                d.workload.spec.restart_policy,
+                                usage,
+                            ),
                             None => self.waiting_status(&key, &c.image.to_string()),
                         }
                     })
@@ -42,7 +55,7 @@ impl Supervisor {
             {
                 continue;
             }
-            let status = self.container_status(key, t, RestartPolicy::Never);
+            let status = self.container_status(key, t, RestartPolicy::Never, usage);
             match workloads.iter_mut().find(|w| w.name == key.0) {
                 Some(w) => w.containers.push(status),
                 None => workloads.push(WorkloadStatus {
@@ -62,12 +75,18 @@ impl Supervisor {
                 memory_total_bytes: self.node.capacity.memory_bytes,
                 ..NodeUsage::default()
             },
-            events: self.store.recent_events(20).unwrap_or_default(),
+            events: Vec::new(),
             dropped_events: 0,
         }
     }
 
-    fn container_status(&self, key: &Key, t: &Tracked, policy: RestartPolicy) -> ContainerStatus {
+    fn container_status(
+        &self,
+        key: &Key,
+        t: &Tracked,
+        policy: RestartPolicy,
+        usage: bool,
+    ) -> ContainerStatus {
         let busy = self.busy.contains(&super::busy_key(key));
         let (state, message) = match t.run {
             Run::Starting { .. } => (ContainerState::Creating, None),
@@ -93,7 +112,7 @@ impl Supervisor {
             }
         };
         let stats = match state {
-            ContainerState::Running => self.containers.stats(&key.0, &key.1),
+            ContainerState::Running if usage => self.containers.stats(&key.0, &key.1),
             _ => None,
         };
         ContainerStatus {

@@ -1,6 +1,17 @@
 //! The `shoal` command line. Each subcommand is one variant of [`Command`]; `--help` lists
 //! only commands that work in this build.
 
+pub mod apply;
+pub mod broker_config;
+pub mod client;
+pub mod delete;
+pub mod describe;
+pub mod get;
+pub mod logs;
+pub mod node;
+pub mod output;
+mod serve;
+mod up;
 mod validate;
 
 use std::path::PathBuf;
@@ -11,12 +22,26 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about = "Shoal: containers for fleets of edge devices, healed offline", long_about = None)]
 struct Cli {
+    #[command(flatten)]
+    hub: client::HubArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the hub: embedded MQTT broker, store, scheduler and the API for this CLI
+    Serve(serve::Args),
+    /// Run a hub and a local agent in one go (single-box gateways, quickstart)
+    Up(up::Args),
+    Apply(apply::Args),
+    Diff(apply::DiffArgs),
+    Get(get::Args),
+    Describe(describe::Args),
+    Delete(delete::Args),
+    Logs(logs::Args),
+    Node(node::Args),
+    BrokerConfig(broker_config::Args),
     /// Check fleet manifests without a hub: print every problem, or one line per workload
     Validate {
         /// A manifest file, or a folder of .yaml/.yml files
@@ -29,7 +54,36 @@ enum Command {
 /// command found problems, 2 for a usage error (from clap).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Validate { path } => validate::run(&path),
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(&args),
+        Command::Up(args) => up::run(&args),
+        Command::Apply(args) => apply::run(&args, &cli.hub),
+        Command::Diff(args) => apply::run_diff(&args, &cli.hub),
+        Command::Get(args) => get::run(&args, &cli.hub),
+        Command::Describe(args) => describe::run(&args, &cli.hub),
+        Command::Delete(args) => delete::run(&args, &cli.hub),
+        Command::Logs(args) => logs::run(&args, &cli.hub),
+        Command::Node(args) => node::run(&args, &cli.hub),
+        Command::BrokerConfig(args) => broker_config::run(&args, &cli.hub),
+        Command::Validate { path } => Ok(validate::run(&path)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -66,6 +66,11 @@ pub enum RpcRequestBody {
     },
     /// Local only: remove every image no container uses; answered by `Done`.
     PruneImages,
+    /// Stops the answers to the earlier request `id` of the same requester (a `Logs` with
+    /// `follow`); answered by `Done`, or by `Error` when nothing with that id is running.
+    Cancel {
+        id: u64,
+    },
 }
 
 impl RpcRequestBody {
@@ -196,7 +201,8 @@ impl Message for RpcRequest {
             | RpcRequestBody::Ping
             | RpcRequestBody::Status
             | RpcRequestBody::ListImages
-            | RpcRequestBody::PruneImages => Ok(()),
+            | RpcRequestBody::PruneImages
+            | RpcRequestBody::Cancel { .. } => Ok(()),
         }
     }
 }
@@ -248,9 +254,15 @@ mod tests {
             exec("db", Some("db"), &["ls", "/"]),
             RpcRequestBody::Diagnostics,
             RpcRequestBody::Ping,
+            RpcRequestBody::Cancel { id: 7 },
         ] {
             assert_eq!(check(body), Ok(()));
         }
+    }
+
+    #[test]
+    fn the_hub_may_cancel_a_request() {
+        assert!(!RpcRequestBody::Cancel { id: 1 }.is_local_only());
     }
 
     #[test]

@@ -1,0 +1,134 @@
+//! The hub's desired state: whether to take it (a pure rule), and taking it: stored in SQLite
+//! first, then made the state the loop converges to. Level-triggered: the newest generation
+//! wins, whatever arrived in between.
+
+use shoal_model::wire::{DesiredState, DesiredWorkload, EventReason, Severity};
+
+use super::{wall_ms, Supervisor};
+use crate::state::Source;
+
+/// What to do with a desired state from the hub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Accept,
+    /// Not newer than what the node runs: a redelivery or a replay. Logged at debug only.
+    Ignore(String),
+    /// Not for this node: recorded as a warning event.
+    Reject(String),
+}
+
+/// Judges `state` against this node's name and the generation it accepted last. Pure.
+pub(crate) fn judge(node: &str, accepted: u64, state: &DesiredState) -> Verdict {
+    if state.node_id != node {
+        return Verdict::Reject(format!(
+            "refused a desired state for node `{}` (this is `{node}`): the hub published it on the wrong topic",
+            state.node_id
+        ));
+    }
+    if state.generation <= accepted {
+        return Verdict::Ignore(format!(
+            "ignored desired generation {}: generation {accepted} is already accepted",
+            state.generation
+        ));
+    }
+    Verdict::Accept
+}
+
+/// One line per workload that `next` adds, changes or removes compared with `current`.
+pub(crate) fn changes(current: &[DesiredWorkload], next: &[DesiredWorkload]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for d in next {
+        let name = &d.workload.name;
+        match current.iter().find(|c| &c.workload.name == name) {
+            None => lines.push(format!("{name}: created (revision {})", d.revision)),
+            Some(c) if c.workload != d.workload || c.revision != d.revision => {
+                lines.push(format!("{name}: configured (revision {})", d.revision))
+            }
+            Some(_) => {}
+        }
+    }
+    for c in current {
+        if !next.iter().any(|d| d.workload.name == c.workload.name) {
+            lines.push(format!("{}: deleted", c.workload.name));
+        }
+    }
+    lines
+}
+
+impl Supervisor {
+    /// Takes a desired state from the hub: judged, checked against the node's capacity,
+    /// stored, and only then converged to.
+    pub(super) fn desired_from_hub(&mut self, state: DesiredState) {
+        if self.hub.is_none() {
+            tracing::warn!(
+                generation = state.generation,
+                "a desired state from the hub arrived but this agent has no [hub]: ignored"
+            );
+            return;
+        }
+        match judge(self.node_id(), self.generation, &state) {
+            Verdict::Ignore(why) => {
+                tracing::debug!("{why}");
+                return;
+            }
+            Verdict::Reject(why) => {
+                self.note(
+                    Severity::Warning,
+                    None,
+                    None,
+                    EventReason::DesiredStateRejected,
+                    why,
+                );
+                return;
+            }
+            Verdict::Accept => {}
+        }
+        let generation = state.generation;
+        if let Err(message) = self.fits(&state.workloads) {
+            self.note(
+                Severity::Warning,
+                None,
+                None,
+                EventReason::CapacityExceeded,
+                format!("refused desired generation {generation}: {message}"),
+            );
+            return;
+        }
+        if let Err(e) =
+            self.store
+                .save_desired(Source::Hub, generation, &state.workloads, wall_ms())
+        {
+            self.note(
+                Severity::Error,
+                None,
+                None,
+                EventReason::DesiredStateRejected,
+                format!(
+                    "cannot store desired generation {generation} ({e}); generation {} keeps running and the next delivery is tried again",
+                    self.generation
+                ),
+            );
+            return;
+        }
+        let lines = changes(&self.desired, &state.workloads);
+        let summary = if lines.is_empty() {
+            "no workload changes".to_string()
+        } else {
+            lines.join("; ")
+        };
+        tracing::info!(
+            generation,
+            previous = self.generation,
+            "accepted the hub's desired state"
+        );
+        self.desired = state.workloads;
+        self.generation = generation;
+        self.note(
+            Severity::Info,
+            None,
+            None,
+            EventReason::DesiredStateAccepted,
+            format!("generation {generation} from the hub: {summary}"),
+        );
+    }
+}

@@ -1,0 +1,775 @@
+//! The supervisor's hub mode: when statuses are due and what they carry (pure, table tests),
+//! which desired states are taken (pure), and the supervisor itself over a real SQLite file
+//! with a fake runtime: desired states stored before anything runs, local changes refused,
+//! statuses in the outbox with every event.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shoal_model::manifest::parse_manifest;
+use shoal_model::wire::{
+    self, ContainerState, ContainerStatus, DesiredState, Event as WireEvent, Health, Limits,
+    NodeStatus, NodeUsage, RpcRequest, RpcRequestBody, RpcResponseBody, WorkloadStatus,
+};
+
+use super::desired::{changes, judge, Verdict};
+use super::report::{next_report, pack, same_report, window, Reported};
+use super::*;
+use crate::api::Incoming;
+
+// ---------------------------------------------------------------------------------------
+// When a status is due
+
+fn container(state: ContainerState, restarts: u32, memory: Option<u64>) -> ContainerStatus {
+    ContainerStatus {
+        name: "main".into(),
+        state,
+        health: Health::Unknown,
+        restarts,
+        last_exit: None,
+        oom_kills: 0,
+        started_at_ms: Some(1_000),
+        pid: Some(42),
+        memory_bytes: memory,
+        cpu_usage_ns: memory.map(|m| m * 3),
+        message: None,
+    }
+}
+
+fn node_status(containers: Vec<ContainerStatus>) -> NodeStatus {
+    NodeStatus {
+        node_id: "gw-1".into(),
+        observed_generation: 3,
+        sequence: 0,
+        sent_at_ms: 0,
+        workloads: vec![WorkloadStatus {
+            name: "web".into(),
+            revision: 1,
+            containers,
+        }],
+        usage: NodeUsage::default(),
+        events: Vec::new(),
+        dropped_events: 0,
+    }
+}
+
+fn running() -> NodeStatus {
+    node_status(vec![container(ContainerState::Running, 0, None)])
+}
+
+const HEARTBEAT: Duration = Duration::from_secs(60);
+
+struct Due {
+    last: Option<Reported>,
+    current: NodeStatus,
+    events_waiting: bool,
+    now_ms: u64,
+    expected_ms: u64,
+}
+
+fn check(name: &str, case: Due) {
+    let due = next_report(
+        case.last.as_ref(),
+        &case.current,
+        case.events_waiting,
+        case.now_ms,
+        HEARTBEAT,
+    );
+    assert_eq!(due, case.expected_ms, "{name}");
+}
+
+fn sent(status: NodeStatus, at_ms: u64) -> Option<Reported> {
+    Some(Reported {
+        status: Some(status),
+        at_ms,
+    })
+}
+
+#[test]
+fn statuses_are_due_on_change_at_most_once_a_second_and_else_every_heartbeat() {
+    let restarted = node_status(vec![container(ContainerState::Running, 1, None)]);
+    let rows = [
+        (
+            "the first status is due at once",
+            Due {
+                last: None,
+                current: running(),
+                events_waiting: false,
+                now_ms: 500,
+                expected_ms: 500,
+            },
+        ),
+        (
+            "an unchanged state waits for the heartbeat",
+            Due {
+                last: sent(running(), 10_000),
+                current: running(),
+                events_waiting: false,
+                now_ms: 20_000,
+                expected_ms: 70_000,
+            },
+        ),
+        (
+            "a change is due at once when the last status is over a second old",
+            Due {
+                last: sent(running(), 10_000),
+                current: restarted.clone(),
+                events_waiting: false,
+                now_ms: 20_000,
+                expected_ms: 20_000,
+            },
+        ),
+        (
+            "changes within a second of a status are coalesced into one a second after it",
+            Due {
+                last: sent(running(), 10_000),
+                current: restarted,
+                events_waiting: false,
+                now_ms: 10_300,
+                expected_ms: 11_000,
+            },
+        ),
+        (
+            "new events are a change",
+            Due {
+                last: sent(running(), 10_000),
+                current: running(),
+                events_waiting: true,
+                now_ms: 10_200,
+                expected_ms: 11_000,
+            },
+        ),
+        (
+            "a failed emission is retried a second later",
+            Due {
+                last: Some(Reported {
+                    status: None,
+                    at_ms: 10_000,
+                }),
+                current: running(),
+                events_waiting: false,
+                now_ms: 10_100,
+                expected_ms: 11_000,
+            },
+        ),
+    ];
+    for (name, case) in rows {
+        check(name, case);
+    }
+}
+
+#[test]
+fn usage_figures_and_times_alone_are_not_a_change() {
+    let mut busier = node_status(vec![container(ContainerState::Running, 0, Some(9 << 20))]);
+    busier.sent_at_ms = 123;
+    busier.sequence = 9;
+    busier.usage.memory_used_bytes = 5;
+    busier.dropped_events = 2;
+    assert!(same_report(&running(), &busier));
+    check(
+        "only usage changed",
+        Due {
+            last: sent(running(), 0),
+            current: busier,
+            events_waiting: false,
+            now_ms: 5_000,
+            expected_ms: 60_000,
+        },
+    );
+}
+
+#[test]
+fn state_restarts_generation_and_messages_are_changes() {
+    type Edit = fn(&mut NodeStatus);
+    let edits: [(&str, Edit); 5] = [
+        ("state", |s| {
+            s.workloads[0].containers[0].state = ContainerState::BackOff
+        }),
+        ("restarts", |s| s.workloads[0].containers[0].restarts = 1),
+        ("generation", |s| s.observed_generation = 4),
+        ("message", |s| {
+            s.workloads[0].containers[0].message = Some("pulling".into())
+        }),
+        ("a workload more", |s| {
+            let mut w = s.workloads[0].clone();
+            w.name = "db".into();
+            s.workloads.push(w);
+        }),
+    ];
+    for (what, edit) in edits {
+        let mut changed = running();
+        edit(&mut changed);
+        assert!(!same_report(&running(), &changed), "{what}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// What a status carries
+
+fn event(sequence: u64, message: &str) -> WireEvent {
+    WireEvent {
+        sequence,
+        at_ms: 1_700_000_000_000 + sequence,
+        severity: Severity::Info,
+        workload: Some("web".into()),
+        container: Some("main".into()),
+        reason: EventReason::Started,
+        message: message.into(),
+    }
+}
+
+#[test]
+fn the_event_window_counts_events_trimmed_from_the_log_before_they_were_sent() {
+    let events = [event(8, "a"), event(9, "b")];
+    type Row<'a> = (&'a str, u64, &'a [WireEvent], u64, (u64, u64));
+    let rows: [Row; 5] = [
+        ("contiguous", 7, &events, 9, (0, 9)),
+        ("events 6 and 7 were trimmed", 5, &events, 9, (2, 9)),
+        ("nothing new", 9, &[], 9, (0, 9)),
+        ("everything new was trimmed", 5, &[], 12, (7, 12)),
+        ("a fresh database", 0, &[], 0, (0, 0)),
+    ];
+    for (name, after, events, newest, expected) in rows {
+        assert_eq!(window(after, events, newest), expected, "{name}");
+    }
+}
+
+fn decoded(packed: &[super::report::Packed]) -> Vec<NodeStatus> {
+    packed
+        .iter()
+        .map(|p| {
+            wire::decode::<NodeStatus>(&p.bytes, &Limits::default())
+                .expect("every packed status decodes")
+                .1
+        })
+        .collect()
+}
+
+#[test]
+fn events_that_fit_travel_in_one_status_with_the_dropped_count() {
+    let events: Vec<WireEvent> = (1..=3).map(|i| event(i, "started")).collect();
+    let (packed, unsent) = pack(
+        "gw-1",
+        &running(),
+        events.clone(),
+        4,
+        10,
+        &Limits::default(),
+    );
+    assert_eq!(unsent, 0);
+    let statuses = decoded(&packed);
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].sequence, 10);
+    assert_eq!(statuses[0].events, events);
+    assert_eq!(statuses[0].dropped_events, 4);
+    assert_eq!(statuses[0].workloads, running().workloads);
+}
+
+#[test]
+fn events_too_many_for_one_status_are_spread_over_consecutive_ones_in_order() {
+    let limits = Limits {
+        status: 4 * 1024,
+        ..Limits::default()
+    };
+    let events: Vec<WireEvent> = (1..=100).map(|i| event(i, &"x".repeat(200))).collect();
+    let (packed, unsent) = pack("gw-1", &running(), events.clone(), 3, 50, &limits);
+    assert_eq!(unsent, 0);
+    assert!(packed.len() > 4, "{} statuses", packed.len());
+    let statuses: Vec<NodeStatus> = packed
+        .iter()
+        .map(|p| {
+            assert!(p.bytes.len() <= limits.status, "{} bytes", p.bytes.len());
+            wire::decode::<NodeStatus>(&p.bytes, &limits)
+                .expect("decodes")
+                .1
+        })
+        .collect();
+    let sequences: Vec<u64> = statuses.iter().map(|s| s.sequence).collect();
+    let expected: Vec<u64> = (50..50 + statuses.len() as u64).collect();
+    assert_eq!(sequences, expected);
+    let carried: Vec<WireEvent> = statuses.iter().flat_map(|s| s.events.clone()).collect();
+    assert_eq!(carried, events, "every event once, in order");
+    assert_eq!(statuses[0].dropped_events, 3);
+    assert!(statuses[1..].iter().all(|s| s.dropped_events == 0));
+    assert!(statuses.iter().all(|s| s.workloads == running().workloads));
+}
+
+#[test]
+fn an_event_too_big_for_any_status_is_shortened_not_lost() {
+    let limits = Limits {
+        status: 2 * 1024,
+        ..Limits::default()
+    };
+    let events = vec![
+        event(1, "small"),
+        event(2, &"é".repeat(3000)),
+        event(3, "after"),
+    ];
+    let (packed, unsent) = pack("gw-1", &running(), events, 0, 1, &limits);
+    assert_eq!(unsent, 0);
+    let statuses: Vec<NodeStatus> = packed
+        .iter()
+        .map(|p| {
+            wire::decode::<NodeStatus>(&p.bytes, &limits)
+                .expect("decodes")
+                .1
+        })
+        .collect();
+    let carried: Vec<WireEvent> = statuses.iter().flat_map(|s| s.events.clone()).collect();
+    assert_eq!(
+        carried.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(carried[1]
+        .message
+        .ends_with("[shortened to fit the status size limit]"));
+    assert!(carried[1].message.starts_with("éé"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Which desired states are taken
+
+fn workloads(names: &[(&str, &str)]) -> Vec<DesiredWorkload> {
+    names
+        .iter()
+        .map(|(name, command)| {
+            let text = format!(
+                "apiVersion: shoal/v1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec:\n  containers: [{{ name: main, image: localhost/busybox:test, command: [\"{command}\"] }}]\n"
+            );
+            let (mut w, diagnostics) = parse_manifest(Path::new("t.yaml"), &text);
+            assert!(diagnostics.is_empty(), "{diagnostics:?}");
+            DesiredWorkload {
+                workload: w.remove(0).workload,
+                revision: 1,
+            }
+        })
+        .collect()
+}
+
+fn desired(node: &str, generation: u64, names: &[(&str, &str)]) -> DesiredState {
+    DesiredState {
+        node_id: node.into(),
+        generation,
+        workloads: workloads(names),
+    }
+}
+
+#[test]
+fn only_a_newer_generation_for_this_node_is_accepted() {
+    let rows = [
+        ("newer", "gw-1", 5, 4, "accept"),
+        ("first ever", "gw-1", 1, 0, "accept"),
+        ("equal: a redelivery", "gw-1", 4, 4, "ignore"),
+        ("lower: a replay", "gw-1", 3, 4, "ignore"),
+        ("zero before anything", "gw-1", 0, 0, "ignore"),
+        ("another node's", "gw-2", 9, 4, "reject"),
+        ("another node's, older", "gw-2", 1, 4, "reject"),
+    ];
+    for (name, node, generation, accepted, expected) in rows {
+        let verdict = judge("gw-1", accepted, &desired(node, generation, &[]));
+        let got = match verdict {
+            Verdict::Accept => "accept",
+            Verdict::Ignore(_) => "ignore",
+            Verdict::Reject(_) => "reject",
+        };
+        assert_eq!(got, expected, "{name}: {verdict:?}");
+    }
+    let Verdict::Reject(why) = judge("gw-1", 0, &desired("gw-2", 1, &[])) else {
+        panic!("rejected");
+    };
+    assert!(why.contains("`gw-2`") && why.contains("`gw-1`"), "{why}");
+}
+
+#[test]
+fn the_changes_of_a_new_generation_are_listed_by_workload() {
+    let before = workloads(&[("web", "a"), ("db", "a"), ("old", "a")]);
+    let after = workloads(&[("web", "a"), ("db", "b"), ("new", "a")]);
+    assert_eq!(
+        changes(&before, &after),
+        [
+            "db: configured (revision 1)",
+            "new: created (revision 1)",
+            "old: deleted"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The supervisor, on a real database with a fake runtime
+
+/// A runtime that runs nothing, remembers what it was asked, and records which hub
+/// generation the database held when the first effect (making a pod) happened.
+struct FakeContainers {
+    data_dir: PathBuf,
+    live: Mutex<Vec<LiveContainer>>,
+    stored_when_first_pod_made: Mutex<Vec<Option<u64>>>,
+}
+
+impl Containers for FakeContainers {
+    fn ensure_pod(&self, _: &Workload, _: &str) -> anyhow::Result<()> {
+        let store = Store::open(&self.data_dir)?;
+        let stored = store.latest_desired(Source::Hub)?.map(|(g, _)| g);
+        self.stored_when_first_pod_made
+            .lock()
+            .expect("lock")
+            .push(stored);
+        Ok(())
+    }
+    fn remove_pod(&self, _: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn pods(&self) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+    fn start(&self, workload: &Workload, container: &Container) -> anyhow::Result<LiveContainer> {
+        let live = LiveContainer {
+            workload: workload.name.clone(),
+            name: container.name.clone(),
+            pid: Some(4242),
+            started_ms: wall_ms(),
+            exit: None,
+        };
+        self.live.lock().expect("lock").push(live.clone());
+        Ok(live)
+    }
+    fn stop(&self, _: &str, _: &str, _: Duration) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn remove(&self, _: &str, _: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn list(&self) -> anyhow::Result<Vec<LiveContainer>> {
+        Ok(self.live.lock().expect("lock").clone())
+    }
+    fn stats(&self, _: &str, _: &str) -> Option<ContainerStats> {
+        None
+    }
+    fn exec(&self, _: &str, _: &str, _: &[String], _: Duration) -> anyhow::Result<ExecOutput> {
+        anyhow::bail!("no exec in the fake")
+    }
+    fn log_path(&self, _: &str, _: &str) -> Option<PathBuf> {
+        None
+    }
+    fn netns(&self, _: &str) -> Option<PathBuf> {
+        None
+    }
+}
+
+struct FakeImages;
+
+impl Images for FakeImages {
+    fn present(&self, _: &ImageRef) -> bool {
+        true
+    }
+    fn pull(&self, _: &ImageRef) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn list(&self, _: &[ImageRef]) -> anyhow::Result<Vec<ImageSummary>> {
+        Ok(Vec::new())
+    }
+    fn import(&self, _: &Path) -> anyhow::Result<Vec<ImageSummary>> {
+        anyhow::bail!("no import in the fake")
+    }
+    fn remove(&self, _: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn prune(&self, _: &[ImageRef]) -> anyhow::Result<String> {
+        Ok(String::new())
+    }
+}
+
+struct Rig {
+    dir: tempfile::TempDir,
+    containers: Arc<FakeContainers>,
+    events: mpsc::Receiver<Event>,
+    supervisor: Supervisor,
+    outbox_ready: Arc<tokio::sync::Notify>,
+}
+
+/// A hub-mode supervisor on a fresh data dir (or `dir`'s, for a restart).
+fn rig(dir: Option<tempfile::TempDir>) -> Rig {
+    let dir = dir.unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
+    let containers = Arc::new(FakeContainers {
+        data_dir: dir.path().to_path_buf(),
+        live: Mutex::new(Vec::new()),
+        stored_when_first_pod_made: Mutex::new(Vec::new()),
+    });
+    let (tx, events) = mpsc::channel(64);
+    let outbox_ready = Arc::new(tokio::sync::Notify::new());
+    let mode = HubMode {
+        broker: "mqtt://hub.test:1883".into(),
+        status_topic: "shoal/v1/node/gw-1/status".into(),
+        heartbeat: Duration::from_secs(60),
+        outbox_ready: Arc::clone(&outbox_ready),
+    };
+    let supervisor = Supervisor::new(
+        "gw-1".into(),
+        NodeFacts::default(),
+        Store::open(dir.path()).expect("open"),
+        Arc::clone(&containers) as Arc<dyn Containers>,
+        Arc::new(FakeImages),
+        tx,
+        Some(mode),
+    )
+    .expect("supervisor");
+    Rig {
+        dir,
+        containers,
+        events,
+        supervisor,
+        outbox_ready,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn recorded(supervisor: &Supervisor, reason: EventReason) -> Vec<WireEvent> {
+    supervisor
+        .store
+        .recent_events(100)
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.reason == reason)
+        .collect()
+}
+
+#[test]
+fn a_desired_state_from_the_hub_is_stored_before_the_node_converges_to_it() {
+    runtime().block_on(async {
+        let mut rig = rig(None);
+        rig.supervisor
+            .handle(Event::Desired(desired("gw-1", 7, &[("web", "sleep")])));
+        // Stored as soon as it is accepted, before any step has run.
+        let stored = rig
+            .supervisor
+            .store
+            .latest_desired(Source::Hub)
+            .expect("read");
+        assert_eq!(stored.map(|(g, _)| g), Some(7));
+        assert_eq!(rig.supervisor.generation, 7);
+        let accepted = recorded(&rig.supervisor, EventReason::DesiredStateAccepted);
+        assert!(
+            accepted[0]
+                .message
+                .contains("generation 7 from the hub: web: created"),
+            "{accepted:?}"
+        );
+        // Converging: the pod is made by a worker, which finds generation 7 in the database.
+        rig.supervisor.step();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), rig.events.recv())
+            .await
+            .expect("a worker reports")
+            .expect("an event");
+        assert!(
+            matches!(outcome, Event::Done(Outcome::Pod { .. })),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            *rig.containers
+                .stored_when_first_pod_made
+                .lock()
+                .expect("lock"),
+            [Some(7)]
+        );
+    });
+}
+
+#[test]
+fn lower_or_equal_generations_are_ignored_and_another_nodes_is_rejected() {
+    runtime().block_on(async {
+        let mut rig = rig(None);
+        let current = desired("gw-1", 4, &[("web", "a")]);
+        rig.supervisor.handle(Event::Desired(current.clone()));
+        let events_before = rig.supervisor.store.recent_events(100).expect("events");
+        for stale in [
+            desired("gw-1", 4, &[("web", "b")]),
+            desired("gw-1", 2, &[("other", "b")]),
+        ] {
+            rig.supervisor.handle(Event::Desired(stale));
+        }
+        assert_eq!(rig.supervisor.generation, 4);
+        assert_eq!(rig.supervisor.desired, current.workloads);
+        assert_eq!(
+            rig.supervisor.store.recent_events(100).expect("events"),
+            events_before,
+            "ignored without an event"
+        );
+        rig.supervisor
+            .handle(Event::Desired(desired("gw-2", 9, &[("x", "a")])));
+        assert_eq!(rig.supervisor.generation, 4);
+        assert_eq!(rig.supervisor.desired, current.workloads);
+        let rejected = recorded(&rig.supervisor, EventReason::DesiredStateRejected);
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].severity, Severity::Warning);
+        assert_eq!(
+            rig.supervisor
+                .store
+                .latest_desired(Source::Hub)
+                .expect("read")
+                .map(|(g, _)| g),
+            Some(4)
+        );
+    });
+}
+
+#[test]
+fn a_desired_state_that_cannot_be_stored_is_not_run() {
+    runtime().block_on(async {
+        let mut rig = rig(None);
+        let raw = rusqlite::Connection::open(rig.supervisor.store.path()).expect("open raw");
+        raw.execute_batch("DROP TABLE desired_state")
+            .expect("break the table");
+        rig.supervisor
+            .handle(Event::Desired(desired("gw-1", 3, &[("web", "a")])));
+        assert_eq!(rig.supervisor.generation, 0);
+        assert!(rig.supervisor.desired.is_empty());
+        let rejected = recorded(&rig.supervisor, EventReason::DesiredStateRejected);
+        assert!(
+            rejected[0]
+                .message
+                .contains("cannot store desired generation 3"),
+            "{rejected:?}"
+        );
+    });
+}
+
+#[test]
+fn after_a_restart_the_hubs_desired_state_comes_from_the_database() {
+    let dir = runtime().block_on(async {
+        let mut rig = rig(None);
+        rig.supervisor
+            .handle(Event::Desired(desired("gw-1", 5, &[("web", "a")])));
+        rig.dir
+    });
+    runtime().block_on(async {
+        let rig = rig(Some(dir));
+        assert_eq!(rig.supervisor.generation, 5);
+        assert_eq!(rig.supervisor.desired, workloads(&[("web", "a")]));
+    });
+}
+
+#[test]
+fn in_hub_mode_local_apply_and_delete_are_refused() {
+    runtime().block_on(async {
+        let mut rig = rig(None);
+        for body in [
+            RpcRequestBody::Apply {
+                workloads: workloads(&[("web", "a")]),
+            },
+            RpcRequestBody::DeleteWorkload {
+                workload: "web".into(),
+            },
+        ] {
+            let (reply, mut answers) = mpsc::channel(4);
+            rig.supervisor.handle(Event::Api(Incoming {
+                request: RpcRequest { id: 1, body },
+                reply,
+            }));
+            let Some(RpcResponseBody::Error { message }) = answers.recv().await else {
+                panic!("refused with an error");
+            };
+            assert!(
+                message.contains("managed by the hub at mqtt://hub.test:1883")
+                    && message.contains("`shoal apply` on the hub"),
+                "{message}"
+            );
+        }
+        assert!(rig.supervisor.desired.is_empty());
+    });
+}
+
+fn outbox_statuses(store: &Store) -> Vec<NodeStatus> {
+    store
+        .outbox_after(0, 1000)
+        .expect("outbox")
+        .iter()
+        .map(|row| {
+            wire::decode::<NodeStatus>(&row.payload, &Limits::default())
+                .expect("decodes")
+                .1
+        })
+        .collect()
+}
+
+#[test]
+fn statuses_carry_every_event_once_in_order_and_their_sequence_survives_a_restart() {
+    let dir = runtime().block_on(async {
+        let mut rig = rig(None);
+        rig.supervisor.report();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), rig.outbox_ready.notified())
+                .await
+                .is_ok(),
+            "the transport is told"
+        );
+        let first = outbox_statuses(&rig.supervisor.store);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].sequence, 1);
+        assert_eq!(first[0].events[0].reason, EventReason::AgentStarted);
+
+        // Nothing changed: calling again writes nothing (no write per tick).
+        for _ in 0..5 {
+            rig.supervisor.report();
+        }
+        assert_eq!(rig.supervisor.store.outbox_len().expect("len"), 1);
+
+        for i in 0..3 {
+            rig.supervisor.note(
+                Severity::Info,
+                Some("web"),
+                Some("main"),
+                EventReason::Started,
+                format!("event {i}"),
+            );
+        }
+        let wait = rig.supervisor.report();
+        assert!(wait <= Duration::from_secs(1), "coalesced: {wait:?}");
+        assert_eq!(
+            rig.supervisor.store.outbox_len().expect("len"),
+            1,
+            "not yet"
+        );
+        tokio::time::sleep(wait + Duration::from_millis(20)).await;
+        rig.supervisor.report();
+        let statuses = outbox_statuses(&rig.supervisor.store);
+        assert_eq!(statuses.len(), 2);
+        assert_eq!(statuses[1].sequence, 2);
+        let messages: Vec<&str> = statuses[1]
+            .events
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect();
+        assert_eq!(messages, ["event 0", "event 1", "event 2"]);
+        assert_eq!(
+            statuses[1].events[0].sequence,
+            statuses[0].events.last().expect("one").sequence + 1
+        );
+        rig.dir
+    });
+    runtime().block_on(async {
+        let mut rig = rig(Some(dir));
+        rig.supervisor.report();
+        let statuses = outbox_statuses(&rig.supervisor.store);
+        assert_eq!(statuses.len(), 3);
+        assert_eq!(statuses[2].sequence, 3, "the sequence continues");
+        let all: Vec<u64> = statuses
+            .iter()
+            .flat_map(|s| s.events.iter().map(|e| e.sequence))
+            .collect();
+        let expected: Vec<u64> = (all[0]..all[0] + all.len() as u64).collect();
+        assert_eq!(
+            all, expected,
+            "no event repeated or skipped across the restart"
+        );
+        assert_eq!(
+            statuses[2].events.last().map(|e| e.reason),
+            Some(EventReason::AgentStarted)
+        );
+    });
+}

@@ -1,0 +1,347 @@
+//! `shoal apply -f FILE|DIR [--dry-run]` and `shoal diff -f FILE|DIR`: send manifest files to
+//! the hub, which validates them and stores new workload revisions (or says what would
+//! change).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::bail;
+use shoal_model::api::{
+    ApplyRequest, ApplyResponse, ChangeAction, ManifestFile, MAX_REQUEST_BYTES,
+};
+use shoal_model::manifest::MAX_FILE_BYTES;
+
+use super::client::{Client, HubArgs};
+
+/// Apply fleet manifests: the hub creates or updates their workloads
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A manifest file, or a folder of .yaml/.yml files (not recursive); repeatable
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR",
+        required = true
+    )]
+    pub paths: Vec<PathBuf>,
+    /// Say what would change, store nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Show what `shoal apply` would change; exit 1 when something would, 0 when nothing would
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// A manifest file, or a folder of .yaml/.yml files (not recursive); repeatable
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR",
+        required = true
+    )]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Applies the manifests and prints one line per workload.
+pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
+    let answer = send(&args.paths, args.dry_run, hub)?;
+    print!("{}", apply_report(&answer));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what applying the manifests would change; exits 1 when something would change, 0
+/// when nothing would (as `kubectl diff`).
+pub fn run_diff(args: &DiffArgs, hub: &HubArgs) -> anyhow::Result<ExitCode> {
+    let answer = send(&args.paths, true, hub)?;
+    let report = diff_report(&answer);
+    print!("{report}");
+    Ok(if report.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn send(paths: &[PathBuf], dry_run: bool, hub: &HubArgs) -> anyhow::Result<ApplyResponse> {
+    let files = read_manifests(paths)?;
+    let request = ApplyRequest { files, dry_run };
+    let size = serde_json::to_vec(&request)?.len();
+    if size > MAX_REQUEST_BYTES {
+        bail!(
+            "the manifests make a request of {size} bytes; the hub accepts at most {MAX_REQUEST_BYTES}: apply them in several parts"
+        );
+    }
+    let client = Client::new(hub)?;
+    Ok(client.post("/v1/apply", &request)?)
+}
+
+/// Reads each path: a file as it is, a folder as its `.yaml`/`.yml` files (sorted by name,
+/// hidden files skipped, not recursive), as [`shoal_model::manifest::load`] does. Every
+/// problem is reported, not only the first.
+pub fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        for file in manifest_files(path, &mut problems) {
+            match read_limited(&file) {
+                Ok(text) => files.push(ManifestFile {
+                    name: file.display().to_string(),
+                    text,
+                }),
+                Err(message) => problems.push(format!("{}: {message}", file.display())),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(files)
+    } else {
+        bail!("cannot read the manifests:\n  {}", problems.join("\n  "))
+    }
+}
+
+fn manifest_files(path: &Path, problems: &mut Vec<String>) -> Vec<PathBuf> {
+    if !path.is_dir() {
+        return vec![path.to_path_buf()];
+    }
+    match std::fs::read_dir(path) {
+        Ok(entries) => {
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && is_manifest_name(p))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                problems.push(format!(
+                    "{}: the folder holds no .yaml or .yml file",
+                    path.display()
+                ));
+            }
+            files
+        }
+        Err(e) => {
+            problems.push(format!("{}: cannot read the folder: {e}", path.display()));
+            Vec::new()
+        }
+    }
+}
+
+/// A visible `.yaml` or `.yml` file.
+fn is_manifest_name(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let yaml = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    yaml && !hidden
+}
+
+fn read_limited(file: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(file).map_err(|e| format!("cannot read the file: {e}"))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "the file is {} bytes; manifests are limited to {MAX_FILE_BYTES} bytes: split it",
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read the file: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "the file is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// `workload/hello created`, `workload/hello configured (revision 3)`,
+/// `workload/hello unchanged`, each with ` (dry run)` for a dry run.
+pub fn apply_report(answer: &ApplyResponse) -> String {
+    let mut out = String::new();
+    for change in &answer.changes {
+        out.push_str(&format!(
+            "workload/{} {}",
+            change.workload,
+            change.action.as_str()
+        ));
+        if change.action == ChangeAction::Configured {
+            out.push_str(&format!(" (revision {})", change.revision));
+        }
+        if answer.dry_run {
+            out.push_str(" (dry run)");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Each workload that would change, under a `workload/NAME` header (` (new)` for a workload
+/// the hub does not have), with its diff lines indented; empty when nothing would change.
+pub fn diff_report(answer: &ApplyResponse) -> String {
+    let mut out = String::new();
+    for change in &answer.changes {
+        if change.action == ChangeAction::Unchanged {
+            continue;
+        }
+        out.push_str(&format!("workload/{}", change.workload));
+        if change.action == ChangeAction::Created {
+            out.push_str(" (new)");
+        }
+        out.push('\n');
+        for line in &change.diff {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_model::api::WorkloadChange;
+
+    fn change(
+        workload: &str,
+        action: ChangeAction,
+        revision: u64,
+        diff: &[&str],
+    ) -> WorkloadChange {
+        WorkloadChange {
+            workload: workload.into(),
+            action,
+            revision,
+            diff: diff.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    fn answer(dry_run: bool) -> ApplyResponse {
+        ApplyResponse {
+            dry_run,
+            changes: vec![
+                change(
+                    "hello",
+                    ChangeAction::Created,
+                    1,
+                    &["+ spec.containers[0].image: busybox"],
+                ),
+                change(
+                    "web",
+                    ChangeAction::Configured,
+                    3,
+                    &[
+                        "~ spec.containers[0].image: web:1 -> web:2",
+                        "- spec.containers[0].env.DEBUG: 1",
+                    ],
+                ),
+                change("db", ChangeAction::Unchanged, 7, &[]),
+            ],
+        }
+    }
+
+    #[test]
+    fn apply_prints_one_kubectl_line_per_workload() {
+        let cases = [
+            (
+                "applied",
+                false,
+                "workload/hello created\nworkload/web configured (revision 3)\nworkload/db unchanged\n",
+            ),
+            (
+                "dry_run_says_so_on_every_line",
+                true,
+                "workload/hello created (dry run)\nworkload/web configured (revision 3) (dry run)\nworkload/db unchanged (dry run)\n",
+            ),
+        ];
+        for (name, dry_run, expected) in cases {
+            assert_eq!(apply_report(&answer(dry_run)), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn diff_lists_changed_workloads_with_their_lines_and_skips_unchanged_ones() {
+        assert_eq!(
+            diff_report(&answer(true)),
+            "workload/hello (new)\n\
+             \x20 + spec.containers[0].image: busybox\n\
+             workload/web\n\
+             \x20 ~ spec.containers[0].image: web:1 -> web:2\n\
+             \x20 - spec.containers[0].env.DEBUG: 1\n"
+        );
+    }
+
+    #[test]
+    fn diff_is_empty_when_nothing_would_change() {
+        let answer = ApplyResponse {
+            dry_run: true,
+            changes: vec![change("db", ChangeAction::Unchanged, 7, &[])],
+        };
+        assert_eq!(diff_report(&answer), "");
+    }
+
+    #[test]
+    fn a_folder_gives_its_visible_yaml_files_sorted_and_not_its_subfolders() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        for (name, text) in [
+            ("b.yml", "b"),
+            ("a.yaml", "a"),
+            (".hidden.yaml", "h"),
+            ("notes.txt", "n"),
+            ("sub/c.yaml", "c"),
+        ] {
+            let path = d.join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+        let files = read_manifests(&[d.to_path_buf()]).expect("read");
+        let got: Vec<(String, String)> = files.into_iter().map(|f| (f.name, f.text)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (d.join("a.yaml").display().to_string(), "a".to_string()),
+                (d.join("b.yml").display().to_string(), "b".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_is_read_whatever_its_extension() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("workload.txt");
+        std::fs::write(&path, "x").expect("write");
+        let files = read_manifests(std::slice::from_ref(&path)).expect("read");
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].name, path.display().to_string());
+    }
+
+    #[test]
+    fn every_unreadable_manifest_is_reported_at_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        let empty = d.join("empty");
+        std::fs::create_dir(&empty).expect("mkdir");
+        let big = d.join("big.yaml");
+        std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).expect("write");
+        let binary = d.join("binary.yaml");
+        std::fs::write(&binary, [b'a', 0xff]).expect("write");
+        let missing = d.join("missing.yaml");
+        let error = read_manifests(&[empty.clone(), big.clone(), binary.clone(), missing.clone()])
+            .expect_err("problems")
+            .to_string();
+        let expected = [
+            format!("{}: the folder holds no .yaml or .yml file", empty.display()),
+            format!("{}: the file is {} bytes; manifests are limited to {MAX_FILE_BYTES} bytes: split it", big.display(), MAX_FILE_BYTES + 1),
+            format!("{}: the file is not UTF-8 text (invalid byte at offset 1)", binary.display()),
+            format!("{}: cannot read the file: ", missing.display()),
+        ];
+        assert!(
+            error.starts_with("cannot read the manifests:\n  "),
+            "{error}"
+        );
+        for line in expected {
+            assert!(error.contains(&line), "{error}\nshould contain {line}");
+        }
+    }
+}

@@ -1,0 +1,721 @@
+//! The CLI's side of the hub's HTTP API ([`shoal_model::api`]): where the hub is
+//! ([`HubArgs`]), which token to send, and a small blocking [`Client`] whose errors say what
+//! to do.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use shoal_model::api::{ApiError, DEFAULT_API_ADDR};
+
+/// Read when `--hub` is not given.
+pub const HUB_ENV: &str = "SHOAL_HUB";
+/// Read when `--token` is not given.
+pub const TOKEN_ENV: &str = "SHOAL_TOKEN";
+/// Where the token is looked for when neither `--token` nor `SHOAL_TOKEN` gives it: the data
+/// dir of `shoal up`, then the default data dir of `shoal serve`.
+pub const TOKEN_FILES: [&str; 2] = ["./.shoal/hub/api-token", "/var/lib/shoal/api-token"];
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// End to end, for every request but log streams.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest answer read into memory (a large fleet's node list stays far below).
+const MAX_ANSWER_BYTES: u64 = 64 << 20;
+/// Largest error body quoted back when it is not an [`ApiError`].
+const MAX_QUOTED_BYTES: usize = 200;
+
+/// Where the hub is and how to authenticate: global options of every command that talks to
+/// the hub.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct HubArgs {
+    /// The hub's API, http(s)://host[:port] [env: SHOAL_HUB] [default: http://127.0.0.1:7440]
+    #[arg(long, global = true, value_name = "URL")]
+    pub hub: Option<String>,
+    /// The API token [env: SHOAL_TOKEN] [default: read from ./.shoal/hub/api-token, then
+    /// /var/lib/shoal/api-token]
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+impl HubArgs {
+    /// `--hub`, else `SHOAL_HUB`, else the default address, validated and without a trailing
+    /// `/`.
+    pub fn url(&self) -> Result<String, HubError> {
+        let given = self
+            .hub
+            .clone()
+            .or_else(|| non_empty_env(HUB_ENV))
+            .unwrap_or_else(|| format!("http://{DEFAULT_API_ADDR}"));
+        parse_hub_url(&given)
+    }
+
+    /// `--token`, else `SHOAL_TOKEN`, else the first of [`TOKEN_FILES`] that exists.
+    pub fn token(&self) -> Result<String, HubError> {
+        let files: Vec<PathBuf> = TOKEN_FILES.iter().map(PathBuf::from).collect();
+        resolve_token(
+            self.token.as_deref(),
+            non_empty_env(TOKEN_ENV).as_deref(),
+            &files,
+        )
+    }
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// What went wrong talking to the hub, in words that say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("`{url}` is not a hub address: {reason} (use http://HOST[:PORT] or https://HOST[:PORT], with --hub or SHOAL_HUB)")]
+    BadUrl { url: String, reason: String },
+    #[error("no API token: pass --token or set SHOAL_TOKEN (the hub writes it to `api-token` in its data dir at first start; looked in {})", TOKEN_FILES.join(" and "))]
+    NoToken,
+    #[error("cannot read the API token from {}: {reason}: pass --token or SHOAL_TOKEN, or run as a user who can read it", path.display())]
+    TokenFile { path: PathBuf, reason: String },
+    #[error("cannot reach the hub at {url} ({cause}): is `shoal serve` running? (set --hub or SHOAL_HUB)")]
+    Unreachable { url: String, cause: String },
+    #[error("the hub at {url} did not answer within {}s: is it overloaded, or is {url} another service?", REQUEST_TIMEOUT.as_secs())]
+    Timeout { url: String },
+    #[error("the hub refused the token: {message}")]
+    Unauthorized { message: String },
+    /// The hub's own error: its message, then one indented line per detail.
+    #[error("{}", api_error_text(.0))]
+    Api(ApiError),
+    /// An answer without an [`ApiError`] body: from the HTTP layer (a malformed query), or
+    /// from something that is not a Shoal hub.
+    #[error("the hub answered HTTP {status}: {body}{}", if *foreign { ": is --hub pointing at a Shoal hub?" } else { "" })]
+    Unexpected {
+        status: u16,
+        body: String,
+        /// Looks like another service (a web page, an unknown route).
+        foreign: bool,
+    },
+    #[error("the hub's answer to {path} is not what this CLI expects ({reason}): are the hub and the CLI the same version?")]
+    BadAnswer { path: String, reason: String },
+    #[error("talking to the hub at {url} failed: {cause}")]
+    Transport { url: String, cause: String },
+}
+
+fn api_error_text(error: &ApiError) -> String {
+    let mut text = error.error.clone();
+    for detail in &error.details {
+        text.push_str("\n  ");
+        text.push_str(detail);
+    }
+    text
+}
+
+/// Checks a hub address: `http` or `https`, a host, an optional port, nothing else (a single
+/// trailing `/` is dropped).
+pub fn parse_hub_url(text: &str) -> Result<String, HubError> {
+    let bad = |reason: &str| HubError::BadUrl {
+        url: text.to_string(),
+        reason: reason.to_string(),
+    };
+    let trimmed = text.trim();
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .ok_or_else(|| bad("it must start with http:// or https://"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#']) {
+        return Err(bad("it must not have a path, query or fragment"));
+    }
+    if authority.contains('@') {
+        return Err(bad(
+            "it must not carry credentials: pass the token with --token",
+        ));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("an IPv6 address needs a closing `]`"))?;
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
+            return Err(bad("the IPv6 address is not valid"));
+        }
+        match after {
+            "" => (host, None),
+            _ => (
+                host,
+                Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| bad("expected `:PORT` after the IPv6 address"))?,
+                ),
+            ),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("the host is missing"));
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-.:_".contains(c))
+    {
+        return Err(bad("the host has characters a host name cannot have"));
+    }
+    if let Some(port) = port {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 && !port.starts_with('+') => {}
+            _ => return Err(bad("the port must be a number from 1 to 65535")),
+        }
+    }
+    Ok(trimmed.trim_end_matches('/').to_string())
+}
+
+/// The token from the flag, the environment, or the first file that exists; a file that
+/// exists but cannot be read, or is empty, is an error rather than a reason to look further.
+pub fn resolve_token(
+    flag: Option<&str>,
+    env: Option<&str>,
+    files: &[PathBuf],
+) -> Result<String, HubError> {
+    if let Some(token) = flag.or(env) {
+        return Ok(token.trim().to_string());
+    }
+    for path in files {
+        match std::fs::read_to_string(path) {
+            Ok(text) if text.trim().is_empty() => {
+                return Err(HubError::TokenFile {
+                    path: path.clone(),
+                    reason: "the file is empty".to_string(),
+                })
+            }
+            Ok(text) => return Ok(text.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(HubError::TokenFile {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+    Err(HubError::NoToken)
+}
+
+/// Percent-encodes one path segment (a node or workload name as the user typed it), so that
+/// `a/b` cannot reach another route.
+pub fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The error for an answer with a status outside 2xx, from its body.
+pub fn error_from_status(status: u16, body: &[u8]) -> HubError {
+    let api: Option<ApiError> = serde_json::from_slice(body).ok();
+    match (status, api) {
+        (401, api) => HubError::Unauthorized {
+            message: api.map_or_else(
+                || "pass the token from the hub's data dir (`api-token`) with --token or SHOAL_TOKEN".to_string(),
+                |a| a.error,
+            ),
+        },
+        (_, Some(api)) => HubError::Api(api),
+        (status, None) => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            let mut quoted: String = text.chars().take(MAX_QUOTED_BYTES).collect();
+            if quoted.len() < text.len() {
+                quoted.push_str("...");
+            }
+            if quoted.is_empty() {
+                quoted = "(no body)".to_string();
+            }
+            HubError::Unexpected {
+                status,
+                foreign: status == 404 || text.starts_with('<'),
+                body: quoted,
+            }
+        }
+    }
+}
+
+/// How long a log stream may stay silent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// Ends when the hub has sent what there is: bounded waits.
+    Bounded,
+    /// Follows until interrupted: no timeout but the connect one.
+    Follow,
+}
+
+/// A blocking client for the hub's API.
+#[derive(Debug)]
+pub struct Client {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// Resolves the address and the token; does not connect yet.
+    pub fn new(args: &HubArgs) -> Result<Client, HubError> {
+        let base = args.url()?;
+        let token = args.token()?;
+        Ok(Client {
+            base,
+            token,
+            agent: agent(Some(REQUEST_TIMEOUT), None, None),
+        })
+    }
+
+    /// `GET path?query`, decoding the JSON answer.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, HubError> {
+        let mut request = self
+            .agent
+            .get(self.url(path))
+            .header("Authorization", self.bearer());
+        for (key, value) in query {
+            request = request.query(*key, *value);
+        }
+        let answer = request.call().map_err(|e| self.transport(e))?;
+        self.decode(path, answer)
+    }
+
+    /// `POST path` with a JSON body, decoding the JSON answer.
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, HubError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| HubError::Transport {
+            url: self.base.clone(),
+            cause: format!("cannot encode the request: {e}"),
+        })?;
+        let answer = self
+            .agent
+            .post(self.url(path))
+            .header("Authorization", self.bearer())
+            .content_type("application/json")
+            .send(&bytes[..])
+            .map_err(|e| self.transport(e))?;
+        self.decode(path, answer)
+    }
+
+    /// `POST path` without a body, decoding the JSON answer.
+    pub fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T, HubError> {
+        let answer = self
+            .agent
+            .post(self.url(path))
+            .header("Authorization", self.bearer())
+            .send_empty()
+            .map_err(|e| self.transport(e))?;
+        self.decode(path, answer)
+    }
+
+    /// `DELETE path`, decoding the JSON answer.
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, HubError> {
+        let answer = self
+            .agent
+            .delete(self.url(path))
+            .header("Authorization", self.bearer())
+            .call()
+            .map_err(|e| self.transport(e))?;
+        self.decode(path, answer)
+    }
+
+    /// `GET path?query` whose answer is read as it arrives (logs).
+    pub fn get_stream(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        stream: Stream,
+    ) -> Result<ureq::BodyReader<'static>, HubError> {
+        let agent = match stream {
+            Stream::Bounded => agent(None, Some(REQUEST_TIMEOUT), Some(REQUEST_TIMEOUT)),
+            Stream::Follow => agent(None, None, None),
+        };
+        let mut request = agent
+            .get(self.url(path))
+            .header("Authorization", self.bearer());
+        for (key, value) in query {
+            request = request.query(*key, *value);
+        }
+        let answer = request.call().map_err(|e| self.transport(e))?;
+        let status = answer.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = self.read_body(answer)?;
+            return Err(error_from_status(status, &body));
+        }
+        Ok(answer.into_body().into_reader())
+    }
+
+    /// The message for an error while reading a stream that had started.
+    pub fn stream_error(&self, error: std::io::Error) -> HubError {
+        match error.kind() {
+            std::io::ErrorKind::TimedOut => HubError::Timeout {
+                url: self.base.clone(),
+            },
+            _ => HubError::Transport {
+                url: self.base.clone(),
+                cause: format!("the stream broke: {error}"),
+            },
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    fn read_body(&self, mut answer: ureq::http::Response<ureq::Body>) -> Result<Vec<u8>, HubError> {
+        answer
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_vec()
+            .map_err(|e| self.transport(e))
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        answer: ureq::http::Response<ureq::Body>,
+    ) -> Result<T, HubError> {
+        let status = answer.status().as_u16();
+        let body = self.read_body(answer)?;
+        if !(200..300).contains(&status) {
+            return Err(error_from_status(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| HubError::BadAnswer {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn transport(&self, error: ureq::Error) -> HubError {
+        use std::io::ErrorKind;
+        let url = self.base.clone();
+        match error {
+            ureq::Error::Io(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::HostUnreachable
+                        | ErrorKind::NetworkUnreachable
+                        | ErrorKind::AddrNotAvailable
+                ) =>
+            {
+                HubError::Unreachable {
+                    url,
+                    cause: io_cause(&e),
+                }
+            }
+            ureq::Error::ConnectionFailed => HubError::Unreachable {
+                url,
+                cause: "connection failed".to_string(),
+            },
+            ureq::Error::HostNotFound => HubError::Unreachable {
+                url,
+                cause: "host not found".to_string(),
+            },
+            ureq::Error::Timeout(_) => HubError::Timeout { url },
+            ureq::Error::Io(e) if e.kind() == ErrorKind::TimedOut => HubError::Timeout { url },
+            other => HubError::Transport {
+                url,
+                cause: other.to_string(),
+            },
+        }
+    }
+}
+
+/// `Connection refused (os error 111)` -> `connection refused`.
+fn io_cause(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    text.to_lowercase()
+}
+
+/// An agent that reports error statuses as answers (their body says why) and never waits
+/// without bound to connect.
+fn agent(
+    global: Option<Duration>,
+    recv_response: Option<Duration>,
+    per_read: Option<Duration>,
+) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .user_agent(concat!("shoal/", env!("CARGO_PKG_VERSION")))
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_global(global)
+        .timeout_recv_response(recv_response)
+        .timeout_per_read(per_read)
+        .build()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_urls_accept_http_and_https_with_a_host_and_an_optional_port() {
+        let cases = [
+            (
+                "default_address",
+                "http://127.0.0.1:7440",
+                "http://127.0.0.1:7440",
+            ),
+            (
+                "host_name_without_port",
+                "https://hub.example",
+                "https://hub.example",
+            ),
+            (
+                "trailing_slash_is_dropped",
+                "http://hub:7440/",
+                "http://hub:7440",
+            ),
+            ("ipv6_with_port", "http://[::1]:7440", "http://[::1]:7440"),
+            ("ipv6_without_port", "http://[fe80::1]", "http://[fe80::1]"),
+            ("surrounding_spaces", " http://hub:1 ", "http://hub:1"),
+        ];
+        for (name, given, expected) in cases {
+            match parse_hub_url(given) {
+                Ok(url) => assert_eq!(url, expected, "{name}"),
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn hub_urls_refuse_what_is_not_scheme_host_and_port() {
+        let cases = [
+            ("no_scheme", "127.0.0.1:7440", "must start with http://"),
+            ("other_scheme", "mqtt://hub:1883", "must start with http://"),
+            ("a_path", "http://hub:7440/v1", "must not have a path"),
+            ("a_query", "http://hub:7440?x=1", "must not have a path"),
+            (
+                "credentials",
+                "http://user:pw@hub",
+                "must not carry credentials",
+            ),
+            ("no_host", "http://:7440", "the host is missing"),
+            ("empty", "http://", "the host is missing"),
+            (
+                "port_not_a_number",
+                "http://hub:web",
+                "the port must be a number",
+            ),
+            ("port_zero", "http://hub:0", "the port must be a number"),
+            (
+                "port_too_large",
+                "http://hub:70000",
+                "the port must be a number",
+            ),
+            ("empty_port", "http://hub:", "the port must be a number"),
+            ("unclosed_ipv6", "http://[::1", "closing `]`"),
+            ("junk_after_ipv6", "http://[::1]x", "expected `:PORT`"),
+            (
+                "space_in_host",
+                "http://my hub",
+                "characters a host name cannot have",
+            ),
+        ];
+        for (name, given, expected) in cases {
+            let error = parse_hub_url(given).expect_err(name).to_string();
+            assert!(error.contains(expected), "{name}: {error}");
+            assert!(error.contains("--hub or SHOAL_HUB"), "{name}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_token_comes_from_the_flag_then_the_environment_then_the_first_file_found() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("missing");
+        let first = dir.path().join("first");
+        let second = dir.path().join("second");
+        std::fs::write(&first, "tok-file-1\n").expect("write");
+        std::fs::write(&second, "tok-file-2").expect("write");
+        let files = [missing.clone(), first.clone(), second.clone()];
+
+        let token = |flag, env, files: &[PathBuf]| {
+            resolve_token(flag, env, files).map_err(|e| e.to_string())
+        };
+        assert_eq!(token(Some("flag"), Some("env"), &files), Ok("flag".into()));
+        assert_eq!(token(None, Some("env"), &files), Ok("env".into()));
+        assert_eq!(token(None, None, &files), Ok("tok-file-1".into()));
+        assert_eq!(
+            token(None, None, &files[..1]).map_err(|e| e.contains("no API token")),
+            Err(true)
+        );
+
+        std::fs::write(&first, " \n").expect("write");
+        let error = token(None, None, &files).expect_err("an empty file is an error");
+        assert!(
+            error.contains("the file is empty") && error.contains("first"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn error_answers_become_messages_that_say_what_to_do() {
+        let api =
+            br#"{"error":"2 problems in manifests","details":["a.yaml:3:1: x","b.yaml:1:1: y"]}"#;
+        let cases: [(&str, u16, &[u8], &str); 6] = [
+            (
+                "api_error_with_details_indented",
+                422,
+                api,
+                "2 problems in manifests\n  a.yaml:3:1: x\n  b.yaml:1:1: y",
+            ),
+            (
+                "api_error_without_details",
+                404,
+                br#"{"error":"no workload `web`"}"#,
+                "no workload `web`",
+            ),
+            (
+                "unauthorized_says_the_token_was_refused_and_why",
+                401,
+                br#"{"error":"wrong API token: use the one in api-token"}"#,
+                "the hub refused the token: wrong API token: use the one in api-token",
+            ),
+            (
+                "unauthorized_without_a_body_says_what_to_do",
+                401,
+                b"",
+                "the hub refused the token: pass the token from the hub's data dir (`api-token`) with --token or SHOAL_TOKEN",
+            ),
+            (
+                "a_rejection_from_the_http_layer_is_quoted",
+                400,
+                b"Failed to deserialize query string: tail: invalid digit",
+                "the hub answered HTTP 400: Failed to deserialize query string: tail: invalid digit",
+            ),
+            (
+                "something_else_answering",
+                404,
+                b"<html>not found</html>",
+                "the hub answered HTTP 404: <html>not found</html>: is --hub pointing at a Shoal hub?",
+            ),
+        ];
+        for (name, status, body, expected) in cases {
+            assert_eq!(
+                error_from_status(status, body).to_string(),
+                expected,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_foreign_error_bodies_are_cut() {
+        let body = "x".repeat(1000);
+        let text = error_from_status(500, body.as_bytes()).to_string();
+        assert!(text.contains(&format!("{}...", "x".repeat(200))), "{text}");
+        assert!(!text.contains(&"x".repeat(201)), "{text}");
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(segment("sensor-reader.v2_~"), "sensor-reader.v2_~");
+        assert_eq!(segment("a/b"), "a%2Fb");
+        assert_eq!(segment("../x y"), "..%2Fx%20y");
+        assert_eq!(segment("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn a_refused_connection_says_to_start_the_hub() {
+        // A port that nothing listens on: bind, read the port, close.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr").port()
+        };
+        let args = HubArgs {
+            hub: Some(format!("http://127.0.0.1:{port}")),
+            token: Some("t".into()),
+        };
+        let client = Client::new(&args).expect("client");
+        let error = client
+            .get::<serde_json::Value>("/v1/nodes", &[])
+            .expect_err("nothing listens");
+        assert_eq!(
+            error.to_string(),
+            format!("cannot reach the hub at http://127.0.0.1:{port} (connection refused): is `shoal serve` running? (set --hub or SHOAL_HUB)")
+        );
+    }
+
+    #[test]
+    fn requests_carry_the_bearer_token_and_error_bodies_are_read() {
+        let (url, request) = serve_once("404 Not Found", r#"{"error":"no workload `web`"}"#);
+        let client = Client::new(&HubArgs {
+            hub: Some(url),
+            token: Some("s3cret".into()),
+        })
+        .expect("client");
+        let error = client
+            .get::<serde_json::Value>(
+                &format!("/v1/workloads/{}", segment("web")),
+                &[("tail", "5")],
+            )
+            .expect_err("404");
+        assert_eq!(error.to_string(), "no workload `web`");
+        let request = request.join().expect("server thread");
+        assert!(
+            request.starts_with("GET /v1/workloads/web?tail=5 HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(
+            request
+                .to_lowercase()
+                .contains("authorization: bearer s3cret\r\n"),
+            "{request}"
+        );
+    }
+
+    /// A one-shot HTTP server on loopback: answers the first request with this status and
+    /// JSON body, and returns the request's head.
+    fn serve_once(status: &str, body: &str) -> (String, std::thread::JoinHandle<String>) {
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if stream.read(&mut byte).expect("read") == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            stream.write_all(answer.as_bytes()).expect("write");
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        (url, handle)
+    }
+}

@@ -1,0 +1,418 @@
+//! `shoal node add|label|cordon|uncordon|drain|list`: enroll nodes and manage what the hub
+//! decides about them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::ExitCode;
+
+use anyhow::bail;
+use shoal_model::api::{LabelRequest, NodeAddRequest, NodeCredentials, NodeInfo};
+use shoal_model::manifest::names::{check_dns_label, check_label_key, check_label_value};
+
+use super::client::{segment, Client, HubArgs};
+use super::get;
+use super::output::{self, Format};
+
+/// Enroll nodes, label them, cordon, uncordon or drain them
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Enroll a node: print its credentials and the lines of its agent.toml
+    Add {
+        /// The node's name (its MQTT user name and client id)
+        name: String,
+        /// Hub-side labels, as k=v,k2=v2
+        #[arg(long, value_name = "K=V,...")]
+        labels: Option<String>,
+    },
+    /// Set (k=v) or remove (k-) hub-side labels of a node
+    Label {
+        name: String,
+        /// k=v to set, k- to remove
+        #[arg(required = true, value_name = "K=V|K-")]
+        changes: Vec<String>,
+    },
+    /// Place no new workloads on a node; what runs there stays
+    Cordon { name: String },
+    /// Place workloads on a node again
+    Uncordon { name: String },
+    /// Cordon a node and move its workloads off it
+    Drain { name: String },
+    /// List the nodes (as `shoal get nodes`)
+    List {
+        /// Output format (default: a table)
+        #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
+        output: Option<Format>,
+        /// Add a LABELS column
+        #[arg(long)]
+        show_labels: bool,
+    },
+}
+
+pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
+    if let Command::List {
+        output,
+        show_labels,
+    } = &args.command
+    {
+        let list = get::Args {
+            kind: get::Kind::Nodes,
+            name: None,
+            output: *output,
+            watch: false,
+            show_labels: *show_labels,
+        };
+        return get::run(&list, hub);
+    }
+    let client = Client::new(hub)?;
+    match &args.command {
+        Command::Add { name, labels } => {
+            if let Err(message) = check_dns_label(name) {
+                bail!("{message}");
+            }
+            let labels = match labels {
+                Some(text) => parse_label_set(text).map_err(anyhow::Error::msg)?,
+                None => BTreeMap::new(),
+            };
+            let request = NodeAddRequest {
+                name: name.clone(),
+                labels,
+            };
+            let credentials: NodeCredentials = client.post("/v1/nodes", &request)?;
+            print!("{}", enrollment(&credentials));
+            if let Some(warning) = broker_warning(&credentials.broker) {
+                eprintln!("{warning}");
+            }
+        }
+        Command::Label { name, changes } => {
+            let request = parse_label_changes(changes).map_err(anyhow::Error::msg)?;
+            let node: NodeInfo =
+                client.post(&format!("/v1/nodes/{}/labels", segment(name)), &request)?;
+            println!("node/{} labeled", node.name);
+            println!("labels: {}", output::labels(&node.labels));
+        }
+        Command::Cordon { name } => print!("{}", schedule(&client, name, "cordon")?),
+        Command::Uncordon { name } => print!("{}", schedule(&client, name, "uncordon")?),
+        Command::Drain { name } => print!("{}", schedule(&client, name, "drain")?),
+        Command::List { .. } => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn schedule(client: &Client, name: &str, action: &str) -> anyhow::Result<String> {
+    let node: NodeInfo = client.post_empty(&format!("/v1/nodes/{}/{action}", segment(name)))?;
+    Ok(scheduling_report(&node, action))
+}
+
+/// `node/gw-1 cordoned`, and for a drain the workloads still placed there, if any.
+pub fn scheduling_report(node: &NodeInfo, action: &str) -> String {
+    let mut out = format!("node/{} {action}ed\n", node.name);
+    if action == "drain" && !node.workloads.is_empty() {
+        out.push_str(&format!(
+            "still placed on it: {}\n",
+            node.workloads.join(", ")
+        ));
+    }
+    out
+}
+
+/// `k=v,k2=v2` (`--labels` of `node add`); an empty text is no label.
+pub fn parse_label_set(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(format!("--labels: `{item}` is not KEY=VALUE"));
+        };
+        check_label(key, value).map_err(|m| format!("--labels: `{item}`: {m}"))?;
+        if labels.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(format!("--labels: `{key}` is given more than once"));
+        }
+    }
+    Ok(labels)
+}
+
+/// kubectl's label syntax: `k=v` sets, `k-` removes. Says which argument is wrong.
+pub fn parse_label_changes(args: &[String]) -> Result<LabelRequest, String> {
+    let mut request = LabelRequest::default();
+    let mut seen = BTreeSet::new();
+    for arg in args {
+        let wrong = |message: String| format!("label argument `{arg}`: {message}");
+        let key = if let Some((key, value)) = arg.split_once('=') {
+            check_label(key, value).map_err(wrong)?;
+            request.set.insert(key.to_string(), value.to_string());
+            key
+        } else if let Some(key) = arg.strip_suffix('-') {
+            check_label_key(key).map_err(wrong)?;
+            request.remove.push(key.to_string());
+            key
+        } else {
+            return Err(wrong(
+                "use KEY=VALUE to set a label or KEY- to remove one".to_string(),
+            ));
+        };
+        if !seen.insert(key) {
+            return Err(wrong(format!("`{key}` is given more than once")));
+        }
+    }
+    Ok(request)
+}
+
+fn check_label(key: &str, value: &str) -> Result<(), String> {
+    check_label_key(key)?;
+    check_label_value(value)
+}
+
+/// What `node add` prints: the credentials, the agent.toml lines, and what to do with them.
+pub fn enrollment(c: &NodeCredentials) -> String {
+    format!(
+        "node/{name} enrolled; its password is shown only this once\n\
+         \x20 username: {username}\n\
+         \x20 password: {password}\n\
+         \x20 broker:   {broker}\n\
+         \x20 prefix:   {prefix}\n\
+         \n\
+         # agent.toml for {name}\n\
+         node_name = {name_toml}\n\
+         \n\
+         [hub]\n\
+         broker = {broker_toml}\n\
+         password = {password_toml}\n\
+         prefix = {prefix_toml}\n\
+         \n\
+         hint: put these lines in /etc/shoal/agent.toml on the node, then run `shoal-agent run --config /etc/shoal/agent.toml`\n",
+        name = c.name,
+        username = c.username,
+        password = c.password,
+        broker = c.broker,
+        prefix = c.prefix,
+        name_toml = toml_string(&c.username),
+        broker_toml = toml_string(&c.broker),
+        password_toml = toml_string(&c.password),
+        prefix_toml = toml_string(&c.prefix),
+    )
+}
+
+/// A TOML basic string: JSON's escapes are all valid TOML escapes.
+fn toml_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+/// A note when the broker address the hub reports is one that only the hub's own machine can
+/// connect to (an unspecified or loopback host).
+pub fn broker_warning(broker: &str) -> Option<String> {
+    let rest = broker.split_once("://").map_or(broker, |(_, rest)| rest);
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        v6.split_once(']').map_or(v6, |(host, _)| host)
+    } else {
+        rest.split_once(':').map_or(rest, |(host, _)| host)
+    };
+    let local =
+        matches!(host, "0.0.0.0" | "::" | "::1" | "localhost" | "") || host.starts_with("127.");
+    local.then(|| {
+        format!(
+            "note: the hub reports its broker as {broker}, which only an agent on the hub's own machine can reach: for another node, replace `{host}` in agent.toml with an address of the hub it can reach (or start the hub with --advertise URL)"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn label_arguments_set_with_equals_and_remove_with_a_dash() {
+        let request = parse_label_changes(&strings(&[
+            "role=gateway",
+            "example.com/site=north",
+            "old-",
+            "empty=",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            request.set,
+            [
+                ("role".to_string(), "gateway".to_string()),
+                ("example.com/site".to_string(), "north".to_string()),
+                ("empty".to_string(), String::new()),
+            ]
+            .into()
+        );
+        assert_eq!(request.remove, vec!["old".to_string()]);
+    }
+
+    #[test]
+    fn a_wrong_label_argument_is_named_with_the_reason() {
+        let cases = [
+            (
+                "neither_set_nor_remove",
+                "role",
+                "label argument `role`: use KEY=VALUE to set a label or KEY- to remove one",
+            ),
+            (
+                "bad_value",
+                "role=gate way",
+                "label argument `role=gate way`: `gate way` is not a valid label value",
+            ),
+            (
+                "bad_key",
+                "-x=1",
+                "label argument `-x=1`: `-x` is not a valid label key",
+            ),
+            (
+                "bad_prefix",
+                "Ex!/a=1",
+                "label argument `Ex!/a=1`: `Ex!/a` has an invalid prefix",
+            ),
+            (
+                "bad_removed_key",
+                "a b-",
+                "label argument `a b-`: `a b` is not a valid label key",
+            ),
+            (
+                "just_a_dash",
+                "-",
+                "label argument `-`: `` is not a valid label key",
+            ),
+        ];
+        for (name, arg, expected) in cases {
+            let error = parse_label_changes(&strings(&["ok=1", arg])).expect_err(name);
+            assert!(error.starts_with(expected), "{name}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_label_key_given_twice_is_refused() {
+        let cases: [(&str, &[&str]); 3] = [
+            ("set_and_removed", &["role=a", "role-"]),
+            ("removed_then_set", &["role-", "role=a"]),
+            ("set_twice", &["role=a", "role=b"]),
+        ];
+        for (name, args) in cases {
+            let error = parse_label_changes(&strings(args)).expect_err(name);
+            assert!(
+                error.ends_with("`role` is given more than once"),
+                "{name}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn labels_of_node_add_are_comma_separated_pairs() {
+        assert_eq!(parse_label_set(""), Ok(BTreeMap::new()));
+        assert_eq!(
+            parse_label_set("role=gateway, site=north,"),
+            Ok([
+                ("role".to_string(), "gateway".to_string()),
+                ("site".to_string(), "north".to_string()),
+            ]
+            .into())
+        );
+        let cases = [
+            ("not_a_pair", "role", "--labels: `role` is not KEY=VALUE"),
+            (
+                "removal_is_not_allowed",
+                "role-",
+                "--labels: `role-` is not KEY=VALUE",
+            ),
+            (
+                "bad_value",
+                "role=a b",
+                "--labels: `role=a b`: `a b` is not a valid label value",
+            ),
+            (
+                "duplicate",
+                "a=1,a=2",
+                "--labels: `a` is given more than once",
+            ),
+        ];
+        for (name, text, expected) in cases {
+            let error = parse_label_set(text).expect_err(name);
+            assert!(error.starts_with(expected), "{name}: {error}");
+        }
+    }
+
+    #[test]
+    fn enrollment_prints_credentials_and_pasteable_agent_toml() {
+        let credentials = NodeCredentials {
+            name: "gw-1".into(),
+            username: "gw-1".into(),
+            password: "p\"w\\1".into(),
+            broker: "mqtt://hub.example:1883".into(),
+            prefix: "shoal/v1".into(),
+        };
+        assert_eq!(
+            enrollment(&credentials),
+            "node/gw-1 enrolled; its password is shown only this once\n\
+             \x20 username: gw-1\n\
+             \x20 password: p\"w\\1\n\
+             \x20 broker:   mqtt://hub.example:1883\n\
+             \x20 prefix:   shoal/v1\n\
+             \n\
+             # agent.toml for gw-1\n\
+             node_name = \"gw-1\"\n\
+             \n\
+             [hub]\n\
+             broker = \"mqtt://hub.example:1883\"\n\
+             password = \"p\\\"w\\\\1\"\n\
+             prefix = \"shoal/v1\"\n\
+             \n\
+             hint: put these lines in /etc/shoal/agent.toml on the node, then run `shoal-agent run --config /etc/shoal/agent.toml`\n"
+        );
+    }
+
+    #[test]
+    fn a_broker_address_a_node_cannot_reach_is_flagged() {
+        let cases = [
+            ("unspecified", "mqtt://0.0.0.0:1883", true),
+            ("loopback", "mqtt://127.0.0.1:1883", true),
+            ("localhost", "mqtt://localhost:1883", true),
+            ("ipv6_unspecified", "mqtt://[::]:1883", true),
+            ("ipv6_loopback", "mqtts://[::1]:8883", true),
+            ("lan_address", "mqtt://192.168.1.10:1883", false),
+            ("host_name", "mqtts://hub.example:8883", false),
+            ("ipv6_address", "mqtt://[fd00::1]:1883", false),
+        ];
+        for (name, broker, flagged) in cases {
+            assert_eq!(broker_warning(broker).is_some(), flagged, "{name}");
+        }
+        assert_eq!(
+            broker_warning("mqtt://0.0.0.0:1883").as_deref(),
+            Some("note: the hub reports its broker as mqtt://0.0.0.0:1883, which only an agent on the hub's own machine can reach: for another node, replace `0.0.0.0` in agent.toml with an address of the hub it can reach (or start the hub with --advertise URL)")
+        );
+    }
+
+    #[test]
+    fn a_drain_says_what_is_still_placed_on_the_node() {
+        let node = NodeInfo {
+            name: "gw-1".into(),
+            online: true,
+            status: "Ready,SchedulingDisabled".into(),
+            schedulable: "drained".into(),
+            labels: BTreeMap::new(),
+            facts: None,
+            created_ms: 0,
+            last_seen_ms: None,
+            offline_since_ms: None,
+            desired_generation: 1,
+            observed_generation: 1,
+            workloads: vec!["agent-metrics".into()],
+        };
+        assert_eq!(
+            scheduling_report(&node, "drain"),
+            "node/gw-1 drained\nstill placed on it: agent-metrics\n"
+        );
+        assert_eq!(scheduling_report(&node, "cordon"), "node/gw-1 cordoned\n");
+        assert_eq!(
+            scheduling_report(&node, "uncordon"),
+            "node/gw-1 uncordoned\n"
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! `shoal serve`: the hub daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use shoal_model::api::{DEFAULT_API_ADDR, DEFAULT_MQTT_ADDR};
+
+use crate::broker::BrokerUrl;
+use crate::server::{self, ServeOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where the hub keeps its database, API token and broker password
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/shoal")]
+    pub data_dir: PathBuf,
+    /// Where the embedded MQTT broker listens for agents
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_MQTT_ADDR)]
+    pub listen_mqtt: SocketAddr,
+    /// Where the HTTP API listens for the CLI
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_API_ADDR)]
+    pub listen_api: SocketAddr,
+    /// Use this external broker (mqtt://HOST:PORT or mqtts://HOST:PORT) instead of the embedded
+    /// one; `shoal broker-config mosquitto` prints a configuration for it
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<BrokerUrl>,
+    /// PEM CA certificate of an external mqtts:// broker
+    #[arg(long, value_name = "FILE", requires = "broker")]
+    pub broker_ca: Option<PathBuf>,
+    /// The broker URL agents are told to use (default: the listen address)
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+    /// Topic prefix, so several fleets can share a broker
+    #[arg(long, value_name = "PREFIX", default_value = "shoal/v1")]
+    pub prefix: String,
+}
+
+impl Args {
+    pub fn options(&self) -> ServeOptions {
+        ServeOptions {
+            data_dir: self.data_dir.clone(),
+            listen_mqtt: self.listen_mqtt,
+            listen_api: self.listen_api,
+            broker: self.broker.clone(),
+            broker_ca: self.broker_ca.clone(),
+            advertise: self.advertise.clone(),
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init("info");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the hub's runtime")?;
+    runtime.block_on(async {
+        tokio::select! {
+            result = server::serve(args.options(), None) => result?,
+            signal = stop_signal() => {
+                signal?;
+                tracing::info!("hub stopping");
+            }
+        }
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! What each node should run, from the placement: pure, so the controller only decides what
+//! to publish and the rules can be tested without a broker.
+//!
+//! Every registered node gets a desired state, an empty one included, so a node that lost its
+//! last workload learns it. A node's generation grows only when what it should run changes;
+//! the same placement and specs give the same digest, so a hub restart publishes nothing new.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+use shoal_model::wire::{DesiredState, DesiredWorkload};
+
+use crate::scheduler::Placement;
+use crate::store::{NodeDesired, StoredWorkload};
+
+/// The workloads each node should run, in name order; every node in `nodes` has an entry.
+pub fn per_node(
+    workloads: &[StoredWorkload],
+    placement: &Placement,
+    nodes: &[String],
+) -> BTreeMap<String, Vec<DesiredWorkload>> {
+    let mut out: BTreeMap<String, Vec<DesiredWorkload>> =
+        nodes.iter().map(|n| (n.clone(), Vec::new())).collect();
+    let mut ordered: Vec<&StoredWorkload> = workloads.iter().collect();
+    ordered.sort_by(|a, b| a.workload.name.cmp(&b.workload.name));
+    for stored in ordered {
+        let Some(placed) = placement.get(&stored.workload.name) else {
+            continue;
+        };
+        for node in placed {
+            if let Some(list) = out.get_mut(node) {
+                list.push(DesiredWorkload {
+                    workload: stored.workload.clone(),
+                    revision: stored.revision,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A stable hash of a node's workload list.
+pub fn digest(workloads: &[DesiredWorkload]) -> String {
+    let bytes = postcard::to_allocvec(workloads).unwrap_or_default();
+    let hash = Sha256::digest(&bytes);
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The next desired state for `node`, or `None` when what it should run has not changed since
+/// `previous` was published.
+pub fn next(
+    node: &str,
+    workloads: Vec<DesiredWorkload>,
+    previous: Option<&NodeDesired>,
+) -> Option<(DesiredState, String)> {
+    let digest = digest(&workloads);
+    if previous.is_some_and(|p| p.digest == digest) {
+        return None;
+    }
+    let generation = previous.map_or(1, |p| p.generation.saturating_add(1));
+    Some((
+        DesiredState {
+            node_id: node.to_string(),
+            generation,
+            workloads,
+        },
+        digest,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use shoal_model::manifest::parse_manifest;
+
+    use super::*;
+
+    fn stored(name: &str, revision: u64) -> StoredWorkload {
+        let yaml = format!(
+            "apiVersion: shoal/v1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec:\n  containers:\n    - {{ name: main, image: busybox }}\n"
+        );
+        let (mut loaded, _) = parse_manifest(Path::new("t.yaml"), &yaml);
+        StoredWorkload {
+            workload: loaded.remove(0).workload,
+            revision,
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    fn placement(rows: &[(&str, &[&str])]) -> Placement {
+        rows.iter()
+            .map(|(w, nodes)| {
+                (
+                    w.to_string(),
+                    nodes.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>(),
+                )
+            })
+            .collect()
+    }
+
+    fn published(node: &str, generation: u64, workloads: &[DesiredWorkload]) -> NodeDesired {
+        NodeDesired {
+            node: node.into(),
+            generation,
+            digest: digest(workloads),
+            payload: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_node_gets_a_list_even_an_empty_one() {
+        let lists = per_node(
+            &[stored("web", 1), stored("db", 2)],
+            &placement(&[("web", &["a", "b"]), ("db", &["b"])]),
+            &["a".into(), "b".into(), "c".into()],
+        );
+        let names =
+            |n: &str| -> Vec<String> { lists[n].iter().map(|d| d.workload.name.clone()).collect() };
+        assert_eq!(names("a"), ["web"]);
+        assert_eq!(names("b"), ["db", "web"]);
+        assert!(names("c").is_empty());
+    }
+
+    #[test]
+    fn placement_on_an_unknown_node_is_ignored() {
+        let lists = per_node(
+            &[stored("web", 1)],
+            &placement(&[("web", &["gone"])]),
+            &["a".into()],
+        );
+        assert_eq!(lists.len(), 1);
+        assert!(lists["a"].is_empty());
+    }
+
+    #[test]
+    fn the_first_desired_state_has_generation_one() {
+        let (state, _) = next("a", Vec::new(), None).expect("first");
+        assert_eq!(state.generation, 1);
+    }
+
+    #[test]
+    fn an_unchanged_list_publishes_nothing() {
+        let lists = per_node(
+            &[stored("web", 1)],
+            &placement(&[("web", &["a"])]),
+            &["a".into()],
+        );
+        let previous = published("a", 4, &lists["a"]);
+        assert_eq!(next("a", lists["a"].clone(), Some(&previous)), None);
+    }
+
+    #[test]
+    fn a_new_revision_raises_the_generation() {
+        let before = per_node(
+            &[stored("web", 1)],
+            &placement(&[("web", &["a"])]),
+            &["a".into()],
+        );
+        let previous = published("a", 4, &before["a"]);
+        let after = per_node(
+            &[stored("web", 2)],
+            &placement(&[("web", &["a"])]),
+            &["a".into()],
+        );
+        let (state, _) = next("a", after["a"].clone(), Some(&previous)).expect("changed");
+        assert_eq!((state.generation, state.workloads[0].revision), (5, 2));
+    }
+}

@@ -1,0 +1,124 @@
+//! The hub's one decision loop: on every change (apply, delete, label, cordon, presence) and
+//! every few seconds (for `rescheduleAfter`), it runs the scheduler over the stored fleet,
+//! stores the placement, and publishes a new desired state to each node whose list changed.
+//!
+//! Published desired states are stored before they are sent; after a restart the loop first
+//! compares the stored generations with what the broker retains and republishes only what the
+//! broker lost, so agents see no change and restart nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::QoS;
+use shoal_model::topic::NodeId;
+use shoal_model::wire;
+
+use super::{wall_ms, Hub};
+use crate::desired;
+use crate::scheduler::{self, NodeView};
+use crate::store::NodeDesired;
+
+/// How often placement is recomputed with no change (offline nodes age past
+/// `rescheduleAfter` without any message arriving).
+const PERIOD: Duration = Duration::from_secs(5);
+/// How long the broker has to deliver its retained desired states after the subscription.
+const RETAINED_SETTLE: Duration = Duration::from_millis(700);
+
+pub async fn run(hub: Arc<Hub>) {
+    let mut subscribed = hub.subscribed.subscribe();
+    // Wait for the first subscription so the retained desired states are known.
+    let _ = subscribed.wait_for(|s| *s).await;
+    tokio::time::sleep(RETAINED_SETTLE).await;
+    if let Err(error) = republish_lost(&hub).await {
+        tracing::error!("cannot compare desired states with the broker's: {error}");
+    }
+    loop {
+        if let Err(error) = step(&hub).await {
+            tracing::error!("placement failed: {error}");
+        }
+        tokio::select! {
+            () = hub.changed.notified() => {}
+            () = tokio::time::sleep(PERIOD) => {}
+        }
+    }
+}
+
+/// Republishes each stored desired state the broker does not retain at its generation.
+async fn republish_lost(hub: &Hub) -> anyhow::Result<()> {
+    let retained = hub
+        .retained
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for (node, stored) in hub.store.node_desired()? {
+        if retained.get(&node) == Some(&stored.generation) {
+            continue;
+        }
+        tracing::info!(
+            node,
+            generation = stored.generation,
+            "republishing a desired state the broker lost"
+        );
+        publish(hub, &node, stored.payload).await?;
+    }
+    Ok(())
+}
+
+/// One pass: schedule, store the placement, publish what changed.
+pub async fn step(hub: &Hub) -> anyhow::Result<()> {
+    let now = wall_ms();
+    let workloads = hub.store.workloads()?;
+    let nodes = hub.store.nodes()?;
+    let current = hub.store.placement()?;
+    let views: Vec<NodeView> = nodes
+        .iter()
+        .map(|n| NodeView {
+            id: n.name.clone(),
+            facts: n.effective_facts(),
+            online: n.online,
+            offline_since_ms: n.offline_since_ms,
+            schedulable: n.schedulable,
+        })
+        .collect();
+    let specs: Vec<_> = workloads.iter().map(|w| w.workload.clone()).collect();
+    let decision = scheduler::schedule(&specs, &views, &current, now);
+    if decision.placement != current {
+        tracing::info!(placement = ?decision.placement, "placement changed");
+        hub.store.set_placement(&decision.placement)?;
+    }
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let lists = desired::per_node(&workloads, &decision.placement, &names);
+    *hub.decision.lock().unwrap_or_else(|p| p.into_inner()) = Some(decision);
+    let published = hub.store.node_desired()?;
+    for (node, list) in lists {
+        let Some((state, digest)) = desired::next(&node, list, published.get(&node)) else {
+            continue;
+        };
+        let payload = wire::encode(&node, &state, &hub.limits)?;
+        hub.store.save_node_desired(
+            &NodeDesired {
+                node: node.clone(),
+                generation: state.generation,
+                digest,
+                payload: payload.clone(),
+            },
+            now,
+        )?;
+        tracing::info!(
+            node,
+            generation = state.generation,
+            workloads = state.workloads.len(),
+            "publishing desired state"
+        );
+        publish(hub, &node, payload).await?;
+    }
+    Ok(())
+}
+
+async fn publish(hub: &Hub, node: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+    let topic = hub.topics.desired(&NodeId::new(node)?);
+    hub.client
+        .publish(topic, QoS::AtLeastOnce, true, payload)
+        .await?;
+    Ok(())
+}

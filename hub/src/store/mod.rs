@@ -1,0 +1,663 @@
+//! The hub's SQLite store: workloads and their revisions, nodes (credentials, labels, facts,
+//! presence), the placement, the desired state published per node, and what nodes report.
+//!
+//! One connection behind a mutex: the hub's writes are small and rare next to SQLite's speed,
+//! and one writer keeps every change a single transaction. WAL mode, so a `kill -9` loses at
+//! most the transaction in flight.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use shoal_model::manifest::Workload;
+use shoal_model::node::NodeFacts;
+use shoal_model::wire::{Event, NodeStatus};
+
+use crate::scheduler::{Placement, Schedulable};
+
+/// The schema, one entry per version (`PRAGMA user_version`).
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the hub database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("the hub database {path} has schema version {found}, newer than this hub knows ({supported}): run a newer `shoal`")]
+    NewerSchema {
+        path: PathBuf,
+        found: usize,
+        supported: usize,
+    },
+    #[error("hub database error while {what}: {source}")]
+    Query {
+        what: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("the hub database holds a {what} it cannot read ({reason}); it was written by another version of `shoal`")]
+    Decode { what: &'static str, reason: String },
+    #[error("node `{0}` is already registered (`shoal get nodes` lists them)")]
+    NodeExists(String),
+    #[error("no node `{0}` (`shoal get nodes` lists them)")]
+    NoNode(String),
+}
+
+/// A workload as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredWorkload {
+    pub workload: Workload,
+    pub revision: u64,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// What applying one workload did (or would do).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub name: String,
+    /// The revision before; `None` for a new workload.
+    pub previous: Option<(u64, Workload)>,
+    /// The revision after.
+    pub revision: u64,
+}
+
+/// A node as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredNode {
+    pub name: String,
+    /// The hub's labels, laid over the agent's.
+    pub labels: BTreeMap<String, String>,
+    pub schedulable: Schedulable,
+    pub created_ms: u64,
+    pub facts: Option<NodeFacts>,
+    pub online: bool,
+    pub last_seen_ms: Option<u64>,
+    pub offline_since_ms: Option<u64>,
+}
+
+impl StoredNode {
+    /// The facts placement matches against: the agent's report with the hub's labels on top.
+    pub fn effective_facts(&self) -> NodeFacts {
+        let mut facts = self.facts.clone().unwrap_or_default();
+        for (key, value) in &self.labels {
+            facts.labels.insert(key.clone(), value.clone());
+        }
+        facts
+    }
+}
+
+/// The desired state last published for a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeDesired {
+    pub node: String,
+    pub generation: u64,
+    /// Hash of the workloads it lists, to tell whether a new one differs.
+    pub digest: String,
+    /// The encoded envelope, as published.
+    pub payload: Vec<u8>,
+}
+
+/// One stored event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub node: String,
+    pub event: Event,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating and migrating) `hub.db` in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join("hub.db");
+        let open_failed = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(open_failed)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_failed)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_failed)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_failed)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_failed)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(open_failed)?;
+        let found: usize = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(open_failed)?;
+        if found > MIGRATIONS.len() {
+            return Err(StoreError::NewerSchema {
+                path,
+                found,
+                supported: MIGRATIONS.len(),
+            });
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(found) {
+            tx.execute_batch(sql).map_err(open_failed)?;
+            tx.pragma_update(None, "user_version", index + 1)
+                .map_err(open_failed)?;
+        }
+        tx.commit().map_err(open_failed)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    // ---- workloads ----
+
+    pub fn workloads(&self) -> Result<Vec<StoredWorkload>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT revision, spec, created_at, updated_at FROM workloads ORDER BY name")
+            .map_err(query("listing workloads"))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(query("listing workloads"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (revision, spec, created, updated) = row.map_err(query("listing workloads"))?;
+            out.push(StoredWorkload {
+                workload: decode(&spec, "workload")?,
+                revision: to_u64(revision),
+                created_ms: to_u64(created),
+                updated_ms: to_u64(updated),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn workload(&self, name: &str) -> Result<Option<StoredWorkload>, StoreError> {
+        Ok(self
+            .workloads()?
+            .into_iter()
+            .find(|w| w.workload.name == name))
+    }
+
+    /// Stores every workload that changed, each as a new revision, in one transaction; with
+    /// `dry_run` only says what would change.
+    pub fn apply(
+        &self,
+        workloads: &[Workload],
+        now_ms: u64,
+        dry_run: bool,
+    ) -> Result<Vec<Applied>, StoreError> {
+        let mut conn = self.conn();
+        let failed = query("applying workloads");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        let mut out = Vec::new();
+        for workload in workloads {
+            let existing: Option<(i64, Vec<u8>)> = tx
+                .query_row(
+                    "SELECT revision, spec FROM workloads WHERE name = ?1",
+                    [&workload.name],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(failed)?;
+            let previous = match existing {
+                Some((revision, spec)) => {
+                    Some((to_u64(revision), decode::<Workload>(&spec, "workload")?))
+                }
+                None => None,
+            };
+            let revision = match &previous {
+                Some((revision, old)) if old == workload => *revision,
+                Some((revision, _)) => revision + 1,
+                None => 1,
+            };
+            let changed = previous.as_ref().is_none_or(|(r, _)| *r != revision);
+            if changed && !dry_run {
+                let spec = encode(workload)?;
+                tx.execute(
+                    "INSERT INTO workloads (name, revision, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
+                     ON CONFLICT (name) DO UPDATE SET revision = ?2, spec = ?3, updated_at = ?4",
+                    params![workload.name, to_i64(revision), spec, to_i64(now_ms)],
+                )
+                .map_err(failed)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO workload_revisions (name, revision, spec, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![workload.name, to_i64(revision), spec, to_i64(now_ms)],
+                )
+                .map_err(failed)?;
+            }
+            out.push(Applied {
+                name: workload.name.clone(),
+                previous,
+                revision,
+            });
+        }
+        if !dry_run {
+            tx.commit().map_err(failed)?;
+        }
+        Ok(out)
+    }
+
+    /// Removes a workload and its placement; says whether it existed. Its revisions stay.
+    pub fn delete_workload(&self, name: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let failed = query("deleting a workload");
+        let tx = conn.transaction().map_err(failed)?;
+        let removed = tx
+            .execute("DELETE FROM workloads WHERE name = ?1", [name])
+            .map_err(failed)?;
+        tx.execute("DELETE FROM placement WHERE workload = ?1", [name])
+            .map_err(failed)?;
+        tx.commit().map_err(failed)?;
+        Ok(removed > 0)
+    }
+
+    // ---- nodes ----
+
+    pub fn add_node(
+        &self,
+        name: &str,
+        password_hash: &str,
+        labels: &BTreeMap<String, String>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let labels = serde_json::to_string(labels).map_err(|e| StoreError::Decode {
+            what: "label set",
+            reason: e.to_string(),
+        })?;
+        let result = conn.execute(
+            "INSERT INTO nodes (name, password_hash, labels, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![name, password_hash, labels, to_i64(now_ms)],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::NodeExists(name.to_string()))
+            }
+            Err(source) => Err(StoreError::Query {
+                what: "adding a node",
+                source,
+            }),
+        }
+    }
+
+    /// The stored password hash of a node, for the broker's authentication.
+    pub fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT password_hash FROM nodes WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(query("reading a node's credentials"))
+    }
+
+    /// Every node's name and password hash (for `shoal broker-config`).
+    pub fn password_hashes(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT name, password_hash FROM nodes ORDER BY name")
+            .map_err(query("listing credentials"))?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(query("listing credentials"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("listing credentials"))
+    }
+
+    pub fn nodes(&self) -> Result<Vec<StoredNode>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT name, labels, schedulable, created_at, facts, online, last_seen, offline_since \
+                 FROM nodes ORDER BY name",
+            )
+            .map_err(query("listing nodes"))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, Option<Vec<u8>>>(4)?,
+                    row.get::<_, bool>(5)?,
+                    row.get::<_, Option<i64>>(6)?,
+                    row.get::<_, Option<i64>>(7)?,
+                ))
+            })
+            .map_err(query("listing nodes"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, labels, schedulable, created, facts, online, last_seen, offline_since) =
+                row.map_err(query("listing nodes"))?;
+            out.push(StoredNode {
+                name,
+                labels: serde_json::from_str(&labels).map_err(|e| StoreError::Decode {
+                    what: "label set",
+                    reason: e.to_string(),
+                })?,
+                schedulable: match schedulable.as_str() {
+                    "cordoned" => Schedulable::Cordoned,
+                    "drained" => Schedulable::Drained,
+                    _ => Schedulable::Yes,
+                },
+                created_ms: to_u64(created),
+                facts: facts.map(|f| decode(&f, "node facts")).transpose()?,
+                online,
+                last_seen_ms: last_seen.map(to_u64),
+                offline_since_ms: offline_since.map(to_u64),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn node(&self, name: &str) -> Result<StoredNode, StoreError> {
+        self.nodes()?
+            .into_iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| StoreError::NoNode(name.to_string()))
+    }
+
+    /// Sets and removes hub labels of a node.
+    pub fn label_node(
+        &self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<(), StoreError> {
+        let mut labels = self.node(name)?.labels;
+        for key in remove {
+            labels.remove(key);
+        }
+        labels.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let labels = serde_json::to_string(&labels).map_err(|e| StoreError::Decode {
+            what: "label set",
+            reason: e.to_string(),
+        })?;
+        self.conn()
+            .execute(
+                "UPDATE nodes SET labels = ?2 WHERE name = ?1",
+                params![name, labels],
+            )
+            .map_err(query("labelling a node"))?;
+        Ok(())
+    }
+
+    pub fn set_schedulable(&self, name: &str, schedulable: Schedulable) -> Result<(), StoreError> {
+        let value = match schedulable {
+            Schedulable::Yes => "yes",
+            Schedulable::Cordoned => "cordoned",
+            Schedulable::Drained => "drained",
+        };
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE nodes SET schedulable = ?2 WHERE name = ?1",
+                params![name, value],
+            )
+            .map_err(query("cordoning a node"))?;
+        if changed == 0 {
+            return Err(StoreError::NoNode(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Records a node's presence; says whether anything placement depends on changed (online
+    /// state or facts). `offline_since` is kept from the first offline report on.
+    pub fn record_presence(
+        &self,
+        name: &str,
+        online: bool,
+        facts: &NodeFacts,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let Ok(before) = self.node(name) else {
+            return Ok(false);
+        };
+        let offline_since = if online {
+            None
+        } else {
+            Some(before.offline_since_ms.unwrap_or(now_ms))
+        };
+        self.conn()
+            .execute(
+                "UPDATE nodes SET online = ?2, facts = ?3, last_seen = ?4, offline_since = ?5 WHERE name = ?1",
+                params![
+                    name,
+                    online,
+                    encode(facts)?,
+                    to_i64(now_ms),
+                    offline_since.map(to_i64)
+                ],
+            )
+            .map_err(query("recording presence"))?;
+        Ok(before.online != online || before.facts.as_ref() != Some(facts))
+    }
+
+    // ---- placement and desired state ----
+
+    pub fn placement(&self) -> Result<Placement, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT workload, node FROM placement")
+            .map_err(query("reading the placement"))?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))
+            .map_err(query("reading the placement"))?;
+        let mut placement = Placement::new();
+        for row in rows {
+            let (workload, node) = row.map_err(query("reading the placement"))?;
+            placement.entry(workload).or_default().insert(node);
+        }
+        Ok(placement)
+    }
+
+    pub fn set_placement(&self, placement: &Placement) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let failed = query("saving the placement");
+        let tx = conn.transaction().map_err(failed)?;
+        tx.execute("DELETE FROM placement", []).map_err(failed)?;
+        for (workload, nodes) in placement {
+            for node in nodes {
+                tx.execute(
+                    "INSERT INTO placement (workload, node) VALUES (?1, ?2)",
+                    params![workload, node],
+                )
+                .map_err(failed)?;
+            }
+        }
+        tx.commit().map_err(failed)
+    }
+
+    pub fn node_desired(&self) -> Result<BTreeMap<String, NodeDesired>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT node, generation, digest, payload FROM node_desired")
+            .map_err(query("reading desired states"))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(NodeDesired {
+                    node: row.get(0)?,
+                    generation: to_u64(row.get(1)?),
+                    digest: row.get(2)?,
+                    payload: row.get(3)?,
+                })
+            })
+            .map_err(query("reading desired states"))?;
+        rows.map(|r| r.map(|d| (d.node.clone(), d)))
+            .collect::<Result<_, _>>()
+            .map_err(query("reading desired states"))
+    }
+
+    pub fn save_node_desired(&self, desired: &NodeDesired, now_ms: u64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO node_desired (node, generation, digest, payload, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    desired.node,
+                    to_i64(desired.generation),
+                    desired.digest,
+                    desired.payload,
+                    to_i64(now_ms)
+                ],
+            )
+            .map_err(query("saving a desired state"))?;
+        Ok(())
+    }
+
+    // ---- what nodes report ----
+
+    /// Stores a node's status (its events once each, however often the status is resent) and
+    /// marks the node seen. A status older than the stored one only adds its events.
+    pub fn record_status(
+        &self,
+        name: &str,
+        status: &NodeStatus,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let failed = query("recording a status");
+        let tx = conn.transaction().map_err(failed)?;
+        for event in &status.events {
+            tx.execute(
+                "INSERT OR IGNORE INTO events (node, sequence, workload, at, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    name,
+                    to_i64(event.sequence),
+                    event.workload,
+                    to_i64(event.at_ms),
+                    encode(event)?
+                ],
+            )
+            .map_err(failed)?;
+        }
+        let mut snapshot = status.clone();
+        snapshot.events.clear();
+        tx.execute(
+            "INSERT INTO node_status (node, sequence, payload, received_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (node) DO UPDATE SET sequence = ?2, payload = ?3, received_at = ?4 \
+             WHERE excluded.sequence >= node_status.sequence",
+            params![name, to_i64(status.sequence), encode(&snapshot)?, to_i64(now_ms)],
+        )
+        .map_err(failed)?;
+        tx.execute(
+            "UPDATE nodes SET last_seen = ?2 WHERE name = ?1",
+            params![name, to_i64(now_ms)],
+        )
+        .map_err(failed)?;
+        tx.commit().map_err(failed)
+    }
+
+    /// The newest status of every node that reported one.
+    pub fn statuses(&self) -> Result<BTreeMap<String, NodeStatus>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT node, payload FROM node_status")
+            .map_err(query("reading statuses"))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(query("reading statuses"))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (node, payload) = row.map_err(query("reading statuses"))?;
+            out.insert(node, decode(&payload, "node status")?);
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` events of a node and/or a workload, oldest first.
+    pub fn events(
+        &self,
+        node: Option<&str>,
+        workload: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT node, payload FROM events WHERE (?1 IS NULL OR node = ?1) AND (?2 IS NULL OR workload = ?2) \
+                 ORDER BY at DESC, id DESC LIMIT ?3",
+            )
+            .map_err(query("reading events"))?;
+        let rows = statement
+            .query_map(params![node, workload, limit], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(query("reading events"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (node, payload) = row.map_err(query("reading events"))?;
+            out.push(StoredEvent {
+                node,
+                event: decode(&payload, "event")?,
+            });
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+fn query(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + Copy {
+    move |source| StoreError::Query { what, source }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(value).map_err(|e| StoreError::Decode {
+        what: "record",
+        reason: e.to_string(),
+    })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Decode {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}

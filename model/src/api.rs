@@ -1,0 +1,224 @@
+//! The hub's HTTP API, between the `shoal` CLI and `shoal serve`: JSON bodies under `/v1`,
+//! every request with `Authorization: Bearer TOKEN`.
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `POST /v1/apply` | [`ApplyRequest`] | [`ApplyResponse`] (also `shoal diff`, with `dry_run`) |
+//! | `GET /v1/workloads` | | `Vec<`[`WorkloadInfo`]`>` |
+//! | `GET /v1/workloads/{name}` | | [`WorkloadDetail`] |
+//! | `DELETE /v1/workloads/{name}` | | [`Done`] |
+//! | `GET /v1/nodes` | | `Vec<`[`NodeInfo`]`>` |
+//! | `GET /v1/nodes/{name}` | | [`NodeDetail`] |
+//! | `POST /v1/nodes` | [`NodeAddRequest`] | [`NodeCredentials`] |
+//! | `POST /v1/nodes/{name}/labels` | [`LabelRequest`] | [`NodeInfo`] |
+//! | `POST /v1/nodes/{name}/cordon`, `/uncordon`, `/drain` | | [`NodeInfo`] |
+//! | `GET /v1/logs?workload=W&node=N&container=C&tail=T&follow=true` | | the log bytes, streamed |
+//! | `GET /v1/broker-config/mosquitto?port=P` | | [`MosquittoConfig`] |
+//!
+//! Errors come back with a 4xx/5xx status and an [`ApiError`] body.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::Workload;
+use crate::node::NodeFacts;
+use crate::wire::{ContainerStatus, Event, NodeUsage};
+
+/// Where `shoal serve` listens for the CLI unless told otherwise.
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7440";
+/// Where `shoal serve`'s embedded broker listens unless told otherwise.
+pub const DEFAULT_MQTT_ADDR: &str = "0.0.0.0:1883";
+/// Largest request body the API reads (a folder of manifests).
+pub const MAX_REQUEST_BYTES: usize = 8 << 20;
+
+/// What went wrong, and what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    /// One line per problem when there are several (manifest diagnostics: `file:line:col: ...`).
+    #[serde(default)]
+    pub details: Vec<String>,
+}
+
+/// A request that changed something succeeded; the message says what it did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    pub message: String,
+}
+
+/// One manifest file as the CLI read it; the hub parses and validates it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// The path the user gave, used in diagnostics.
+    pub name: String,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    pub files: Vec<ManifestFile>,
+    /// Say what would change, store nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    pub dry_run: bool,
+    /// One entry per workload in the request, in the order of the files.
+    pub changes: Vec<WorkloadChange>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeAction {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl ChangeAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeAction::Created => "created",
+            ChangeAction::Configured => "configured",
+            ChangeAction::Unchanged => "unchanged",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadChange {
+    pub workload: String,
+    pub action: ChangeAction,
+    /// The revision after the change (what it would be, for a dry run).
+    pub revision: u64,
+    /// What changed, one line per field: `+ path: value`, `- path: value`, `~ path: old -> new`.
+    pub diff: Vec<String>,
+}
+
+/// A node as `shoal get nodes` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// Connected to the broker now (from its presence and last will).
+    pub online: bool,
+    /// `Ready`, `NotReady` (offline), `Unknown` (never connected), with
+    /// `,SchedulingDisabled` when cordoned or drained.
+    pub status: String,
+    /// `yes`, `cordoned` or `drained`.
+    pub schedulable: String,
+    /// What placement matches against: the agent's own labels overlaid with the hub's.
+    pub labels: BTreeMap<String, String>,
+    /// As the agent last reported them; `None` before its first connection.
+    pub facts: Option<NodeFacts>,
+    pub created_ms: u64,
+    /// When the hub last heard from it (presence or status).
+    pub last_seen_ms: Option<u64>,
+    pub offline_since_ms: Option<u64>,
+    pub desired_generation: u64,
+    pub observed_generation: u64,
+    /// Workloads placed on it.
+    pub workloads: Vec<String>,
+}
+
+/// `shoal describe node NAME`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeDetail {
+    pub node: NodeInfo,
+    /// Per workload, as the node last reported.
+    pub instances: Vec<Instance>,
+    pub usage: Option<NodeUsage>,
+    /// Newest last.
+    pub events: Vec<EventInfo>,
+}
+
+/// A workload as `shoal get workloads` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadInfo {
+    pub name: String,
+    pub revision: u64,
+    /// `every` or `replicas: N`.
+    pub mode: String,
+    /// Nodes it should run on: the replica count, or the eligible nodes for `every`.
+    pub wanted: usize,
+    /// Nodes it is placed on.
+    pub placed: usize,
+    /// Nodes that report all its containers running at the current revision.
+    pub ready: usize,
+    pub nodes: Vec<String>,
+    /// The scheduler's one-line summary, such as `1/2 placed: only 1 node matches`.
+    pub summary: String,
+    pub updated_ms: u64,
+}
+
+/// `shoal describe workload NAME`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadDetail {
+    pub workload: WorkloadInfo,
+    pub spec: Workload,
+    /// Node -> why it was chosen or kept.
+    pub placed_on: BTreeMap<String, String>,
+    /// Node -> why it does not run the workload.
+    pub not_placed: BTreeMap<String, String>,
+    /// What each node reports for this workload.
+    pub instances: Vec<Instance>,
+    /// Newest last.
+    pub events: Vec<EventInfo>,
+}
+
+/// One workload on one node, as that node reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub node: String,
+    pub workload: String,
+    /// The revision the node runs (0 when it runs none yet).
+    pub revision: u64,
+    pub containers: Vec<ContainerStatus>,
+    /// When the node sent the status this comes from.
+    pub reported_ms: u64,
+}
+
+/// One event from a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInfo {
+    pub node: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddRequest {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What an agent needs to connect: shown once, at `shoal node add`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCredentials {
+    pub name: String,
+    /// The MQTT username and client id: the node name.
+    pub username: String,
+    pub password: String,
+    /// The broker URL as the hub knows it (`mqtt://host:port`).
+    pub broker: String,
+    pub prefix: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelRequest {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// The files of a Mosquitto configuration for the enrolled nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MosquittoConfig {
+    pub conf: String,
+    pub passwd: String,
+    pub acl: String,
+}
