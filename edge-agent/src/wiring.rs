@@ -165,6 +165,7 @@ fn runtime_containers(
     runtime_config.run_dir = config.run_dir.clone();
     runtime_config.allowed_host_paths = config.allowed_host_paths.clone();
     runtime_config.log_max_bytes = config.log_max_bytes;
+    runtime_config.cgroup_parent = format!("shoal/{}", config.node_name);
     let runtime = Runtime::new(runtime_config).context("cannot set up the container runtime")?;
     Ok(Arc::new(RuntimeContainers { runtime, images }))
 }

@@ -393,6 +393,7 @@ fn rpc_request() -> impl Strategy<Value = RpcRequest> {
         "/[a-z/]{1,30}".prop_map(|path| RpcRequestBody::ImportImage { path }),
         "[a-z]{1,10}:[a-z0-9]{1,5}".prop_map(|reference| RpcRequestBody::RemoveImage { reference }),
         Just(RpcRequestBody::PruneImages),
+        any::<u64>().prop_map(|id| RpcRequestBody::Cancel { id }),
     ];
     (any::<u64>(), body).prop_map(|(id, body)| RpcRequest { id, body })
 }

@@ -855,8 +855,9 @@ fn statuses_buffered_while_the_broker_is_down_arrive_in_order_with_every_event()
 
     // The broker hangs: the agent notices the dead link within about twice the keep-alive.
     let hung = Instant::now();
-    let outage_ms = wall_ms();
     signal(broker.pid(), "-STOP");
+    // Statuses made from now on cannot have been acknowledged by this broker.
+    let outage_ms = wall_ms() + 1;
     wait_until("the dead link noticed", Duration::from_secs(15), || {
         agent
             .log()

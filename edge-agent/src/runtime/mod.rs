@@ -121,6 +121,8 @@ pub struct RuntimeConfig {
     pub log_max_bytes: u64,
     /// How long a shim may take to report that its container started.
     pub start_timeout: Duration,
+    /// The cgroup (relative to each hierarchy's root) holding this agent's workloads.
+    pub cgroup_parent: String,
 }
 
 impl RuntimeConfig {
@@ -134,6 +136,7 @@ impl RuntimeConfig {
             allowed_host_paths: Vec::new(),
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             start_timeout: Duration::from_secs(60),
+            cgroup_parent: "shoal".into(),
         }
     }
 }
@@ -409,10 +412,9 @@ impl Runtime {
     /// they survive updates and deletes of the workload (delete them by hand).
     pub fn remove_pod(&self, workload: &str) -> Result<(), RuntimeError> {
         pod::remove(&self.run.pod(workload))?;
-        let parent = spec::cgroups_path(workload, "x");
-        let parent = parent.trim_end_matches("/x").trim_start_matches('/');
+        let parent = format!("{}/{workload}", self.config.cgroup_parent);
         for root in self.cgroup_roots() {
-            let _ = std::fs::remove_dir(root.join(parent));
+            let _ = std::fs::remove_dir(root.join(&parent));
         }
         Ok(())
     }
@@ -482,7 +484,11 @@ impl Runtime {
             id: id.to_owned(),
             workload: workload.name.clone(),
             container: container.name.clone(),
-            cgroups_path: spec::cgroups_path(&workload.name, &container.name),
+            cgroups_path: spec::cgroups_path(
+                &self.config.cgroup_parent,
+                &workload.name,
+                &container.name,
+            ),
             log: log_dir.join(state::CONTAINER_LOG),
         };
         state::write_atomic(dir, META_FILE, &meta)
@@ -533,6 +539,7 @@ impl Runtime {
             paths: &paths,
             host: &self.host,
             devices: &devices,
+            cgroups_path: &meta.cgroups_path,
         })?;
         let config = dir.join(state::CONFIG_FILE);
         spec.save(&config)

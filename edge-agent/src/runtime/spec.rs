@@ -216,12 +216,16 @@ pub struct SpecInput<'a> {
     pub host: &'a HostFacts,
     /// The host devices named in `container.devices`, looked up.
     pub devices: &'a [HostDevice],
+    /// The container's cgroup, from [`cgroups_path`].
+    pub cgroups_path: &'a str,
 }
 
 /// The container's cgroup, one per container: containers sharing one would kill each other
-/// when one is deleted. Valid on v1 (one dir per controller) and v2.
-pub fn cgroups_path(workload: &str, container: &str) -> String {
-    format!("/shoal/{workload}/{container}")
+/// when one is deleted. `parent` is per agent (`shoal/NODE`), so that several agents on one
+/// host (`shoal up` beside a fleet agent, test fleets) never share a workload's cgroup. Valid
+/// on v1 (one dir per controller) and v2.
+pub fn cgroups_path(parent: &str, workload: &str, container: &str) -> String {
+    format!("/{parent}/{workload}/{container}")
 }
 
 /// The process arguments with Docker's rules: `command` replaces the entrypoint and then
@@ -378,6 +382,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         paths,
         host,
         devices,
+        cgroups_path,
     } = *input;
     let hostname = workload.name.as_str();
 
@@ -580,7 +585,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let resources = resources.devices(device_rules).build()?;
 
     let mut linux = LinuxBuilder::default()
-        .cgroups_path(PathBuf::from(cgroups_path(&workload.name, &container.name)))
+        .cgroups_path(PathBuf::from(cgroups_path))
         .namespaces(namespaces)
         .resources(resources)
         .devices(device_nodes);

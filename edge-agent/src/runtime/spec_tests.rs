@@ -59,6 +59,7 @@ fn spec_of(w: &Workload, defaults: &ProcessDefaults, host: &HostFacts) -> Result
         paths: &paths(),
         host,
         devices: &devices,
+        cgroups_path: "/shoal/node-1/cam/app",
     })
 }
 
@@ -326,7 +327,7 @@ fn resources_become_cgroup_limits() {
     let linux = spec.linux().as_ref().expect("linux");
     assert_eq!(
         linux.cgroups_path().as_deref(),
-        Some(Path::new("/shoal/cam/app"))
+        Some(Path::new("/shoal/node-1/cam/app"))
     );
     let resources = linux.resources().as_ref().expect("resources");
     let memory = resources.memory().as_ref().expect("memory");

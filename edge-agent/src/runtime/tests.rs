@@ -207,7 +207,7 @@ fn cgroup_file(
     v1: (&str, &str),
     v2: &str,
 ) -> PathBuf {
-    let relative = spec::cgroups_path(workload, container);
+    let relative = spec::cgroups_path(&rt.config.cgroup_parent, workload, container);
     let relative = relative.trim_start_matches('/');
     match rt.hierarchy {
         Hierarchy::Unified => Path::new("/sys/fs/cgroup").join(relative).join(v2),
