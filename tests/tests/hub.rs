@@ -423,3 +423,106 @@ fn the_same_agent_works_against_mosquitto_configured_by_shoal_broker_config() {
     assert_acl_holds(&hub, port, ("mosq-a", &a_password), ("mosq-b", &b));
     clean_up(&hub, &[&agent]);
 }
+
+// ---- the quickstart ----
+
+/// `shoal up --demo` in the background, stopped with SIGTERM on drop.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn shoal_up_demo_brings_hello_to_running_and_get_workloads_shows_it() {
+    let root = std::env::temp_dir().join(format!("shoal-up-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("demo dir");
+    let api = format!("127.0.0.1:{}", free_port());
+    let start = Instant::now();
+    let mut up = Up(Command::new(shoal_tests::binary("shoal"))
+        .current_dir(&root)
+        .args(["up", "--demo", "--node", "up-demo", "--listen-api", &api])
+        .args(["--listen-mqtt", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start shoal up --demo"));
+    let stdout = up.0.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut seen = String::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains("workload/hello is running") {
+                    break;
+                }
+            }
+            _ => {
+                let mut stderr = String::new();
+                if let Some(mut err) = up.0.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+                }
+                panic!("`shoal up --demo` ended before hello ran:\n{seen}{stderr}");
+            }
+        }
+        assert!(
+            start.elapsed() < CONVERGE,
+            "no running line within {CONVERGE:?}:\n{seen}"
+        );
+    }
+    eprintln!(
+        "[shoal up --demo to hello running: {} ms]",
+        start.elapsed().as_millis()
+    );
+    // The CLI finds the token in ./.shoal, as the README says.
+    let shoal = |args: &[&str]| {
+        Command::new(shoal_tests::binary("shoal"))
+            .current_dir(&root)
+            .args(args)
+            .args(["--hub", &format!("http://{api}")])
+            .env_remove("SHOAL_TOKEN")
+            .output()
+            .expect("run shoal")
+    };
+    let table = shoal(&["get", "workloads"]);
+    let text = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.status.success(), "{table:?}");
+    let hello = text
+        .lines()
+        .find(|l| l.starts_with("hello "))
+        .unwrap_or_else(|| panic!("no hello row:\n{text}"));
+    assert!(hello.contains("1/1"), "hello is not ready:\n{text}");
+    let logs = shoal(&["logs", "hello", "--tail", "2"]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("hello from"),
+        "{logs:?}"
+    );
+    // Leave nothing running: delete through the hub and wait for the agent to stop it.
+    assert!(shoal(&["delete", "workload", "hello"]).status.success());
+    let socket = root.join(".shoal/agent/run/agent.sock");
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let ps = Command::new(shoal_tests::binary("shoal-agent"))
+            .args(["ps", "--socket"])
+            .arg(&socket)
+            .output()
+            .expect("shoal-agent ps");
+        if shoal_tests::agent::parse_table(&String::from_utf8_lossy(&ps.stdout)).is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hello was not removed: {ps:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(up);
+    shoal_tests::agent::unmount_under(&root);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -72,8 +72,6 @@ pub struct Hub {
     pub changed: Notify,
     /// Whether the hub's client is connected and subscribed.
     pub subscribed: watch::Sender<bool>,
-    /// Counts statuses received (lets waiters notice progress).
-    pub status_seen: watch::Sender<u64>,
     /// Generation of the desired state the broker retains, per node.
     pub retained: Mutex<BTreeMap<String, u64>>,
     /// The scheduler's last decision, with its reasons.
@@ -223,7 +221,6 @@ pub async fn serve(
         advertised: advertised.clone(),
         changed: Notify::new(),
         subscribed: watch::channel(false).0,
-        status_seen: watch::channel(0).0,
         retained: Mutex::new(BTreeMap::new()),
         decision: Mutex::new(None),
         rpc: rpc::Pending::default(),

@@ -173,7 +173,6 @@ fn status(hub: &Hub, node: &NodeId, payload: &[u8]) -> Result<(), String> {
     hub.store
         .record_status(node.as_str(), &status, wall_ms())
         .map_err(|e| e.to_string())?;
-    hub.status_seen.send_modify(|n| *n = n.wrapping_add(1));
     Ok(())
 }
 
