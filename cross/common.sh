@@ -11,7 +11,10 @@ SHOAL_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Cross builds get their own target dir so they never wait for (or invalidate) native builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/shoal/cross-target}"
 SHOAL_DIST="$CARGO_TARGET_DIR/dist"
-SHOAL_BINARIES=(shoal-agent shoal)
+# The device binary. The hub (`shoal`) is built natively: it embeds rmqtt, whose aws-lc and
+# quinn would add tens of minutes of cold cross-compilation per target to CI for a binary that
+# runs on a server or a gateway that can build it.
+SHOAL_BINARIES=(shoal-agent)
 SHOAL_ARCHES=(x86_64 aarch64 armv7)
 
 # shoal_triple ARCH: the Rust target triple of a short architecture name.
