@@ -17,10 +17,13 @@ use tokio::sync::Notify;
 use super::{wall_ms, Supervisor};
 use crate::state::{OutboxMessage, ReportCursor, StateError};
 
-/// The shortest time between two status emissions: changes in between are coalesced.
-pub const COALESCE: Duration = Duration::from_secs(1);
+/// The shortest time between two status emissions: changes in between are coalesced. Short
+/// enough that the hub sees a container running a moment after it starts (a rollout waits
+/// on it), long enough that a burst of transitions (pulling, creating, running) costs one
+/// outbox write rather than one each.
+pub const COALESCE: Duration = Duration::from_millis(250);
 
-/// The most events read from the log for one emission; more wait for the next (a second later).
+/// The most events read from the log for one emission; more wait for the next ([`COALESCE`] later).
 const EVENTS_PER_EMISSION: u32 = 1000;
 
 /// Room kept free in a message for what estimating its size does not count exactly: the
@@ -358,7 +361,7 @@ impl Supervisor {
         }
     }
 
-    /// Logs a failed emission (at most once a minute) and has it retried a second later.
+    /// Logs a failed emission (at most once a minute) and has it retried a coalescing window later.
     fn emission_failed(&mut self, now: u64, error: &StateError) {
         let Some(reporter) = &mut self.hub else {
             return;

@@ -98,8 +98,21 @@ impl Loaded {
     }
 
     /// Adds the workloads and problems of one more file and re-checks names across files.
+    /// Text over [`MAX_FILE_BYTES`] is refused as a whole, as [`load`] refuses such a file.
     pub fn add_text(&mut self, file: &Path, text: &str) {
         self.files += 1;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            self.diagnostics.push(Diagnostic {
+                file: file.to_owned(),
+                pos: None,
+                path: String::new(),
+                message: format!(
+                    "the file is {} bytes; manifests are limited to {MAX_FILE_BYTES} bytes: split it",
+                    text.len()
+                ),
+            });
+            return;
+        }
         let (workloads, diagnostics) = parse_manifest(file, text);
         self.workloads.extend(workloads);
         self.diagnostics.extend(diagnostics);

@@ -1,8 +1,9 @@
 //! A YAML document tree that remembers where each node starts, built from `saphyr-parser`
 //! events, so that every decoding error can name its line and column.
 //!
-//! Hostile input is bounded: nesting depth and the node count (aliases included, so an
-//! "billion laughs" document cannot expand) are capped, and building never panics.
+//! Hostile input is bounded: nesting depth, the node count and the bytes of text (aliases
+//! included, so neither a "billion laughs" document nor a few aliases of one huge value can
+//! expand) are capped before anything is copied, and building never panics.
 
 use std::collections::HashMap;
 
@@ -12,6 +13,9 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 pub const MAX_DEPTH: usize = 64;
 /// Most nodes accepted in one file, counting each alias expansion.
 pub const MAX_NODES: usize = 100_000;
+/// Most bytes of scalar text accepted in one file, counting each alias expansion: four times
+/// the largest manifest file, so aliases cannot make a small file cost gigabytes.
+pub const MAX_TEXT_BYTES: usize = 4 * (super::MAX_FILE_BYTES as usize);
 
 /// A position in the source: line and column, both counted from 1.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -92,6 +96,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut stack: Vec<Open> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
     let mut nodes = 0usize;
+    let mut bytes = 0usize;
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| SyntaxError {
             pos: Pos {
@@ -104,6 +109,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
         let finished = match event {
             Event::Scalar(text, style, anchor, _tag) => {
                 nodes += 1;
+                bytes = bytes.saturating_add(text.len());
                 let node = Node {
                     pos,
                     value: Value::Scalar {
@@ -115,12 +121,19 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
                 Some(node)
             }
             Event::Alias(id) => {
-                let node = anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                let anchored = anchors.get(&id).ok_or_else(|| SyntaxError {
                     pos,
                     message: "this alias refers to an anchor that is not defined before it".into(),
                 })?;
-                nodes += count(&node);
-                Some(Node { pos, ..node })
+                // Counted before the copy is made: the copy is what the limits prevent.
+                let (more_nodes, more_bytes) = cost(anchored);
+                nodes = nodes.saturating_add(more_nodes);
+                bytes = bytes.saturating_add(more_bytes);
+                check_size(nodes, bytes, pos)?;
+                Some(Node {
+                    pos,
+                    ..anchored.clone()
+                })
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 nodes += 1;
@@ -178,12 +191,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
                 None
             }
         };
-        if nodes > MAX_NODES {
-            return Err(SyntaxError {
-                pos,
-                message: format!("the file holds more than {MAX_NODES} values"),
-            });
-        }
+        check_size(nodes, bytes, pos)?;
         if let Some(node) = finished {
             match stack.last_mut() {
                 None => {
@@ -208,12 +216,40 @@ fn remember(anchors: &mut HashMap<usize, Node>, anchor: usize, node: &Node) {
     }
 }
 
-fn count(node: &Node) -> usize {
-    1 + match &node.value {
-        Value::Scalar { .. } => 0,
-        Value::Seq(items) => items.iter().map(count).sum(),
-        Value::Map(entries) => entries.iter().map(|(k, v)| count(k) + count(v)).sum(),
+fn check_size(nodes: usize, bytes: usize, pos: Pos) -> Result<(), SyntaxError> {
+    if nodes > MAX_NODES {
+        return Err(SyntaxError {
+            pos,
+            message: format!("the file holds more than {MAX_NODES} values"),
+        });
     }
+    if bytes > MAX_TEXT_BYTES {
+        return Err(SyntaxError {
+            pos,
+            message: format!(
+                "the file's values, with aliases expanded, are longer than {MAX_TEXT_BYTES} bytes"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The nodes and scalar bytes a copy of `node` adds.
+fn cost(node: &Node) -> (usize, usize) {
+    let mut total: (usize, usize) = (1, 0);
+    let mut add = |(n, b): (usize, usize)| {
+        total.0 = total.0.saturating_add(n);
+        total.1 = total.1.saturating_add(b);
+    };
+    match &node.value {
+        Value::Scalar { text, .. } => add((0, text.len())),
+        Value::Seq(items) => items.iter().for_each(|i| add(cost(i))),
+        Value::Map(entries) => entries.iter().for_each(|(k, v)| {
+            add(cost(k));
+            add(cost(v));
+        }),
+    }
+    total
 }
 
 #[cfg(test)]

@@ -1,0 +1,9 @@
+//! Wire decoding of a rpc request (hub → node).
+//!
+//! Never panics; whatever decodes survives the round trip (see `shoal_fuzz::wire`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shoal_model::wire::RpcRequest;
+
+fuzz_target!(|data: &[u8]| shoal_fuzz::wire::<RpcRequest>(data));
