@@ -115,6 +115,18 @@ impl Agent {
         }
     }
 
+    /// The process id of the running `shoal-agent run`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the agent process was started and has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Runs a local CLI command against this agent.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(binary("shoal-agent"))

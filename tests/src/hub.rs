@@ -16,6 +16,11 @@ pub struct Hub {
     pub root: PathBuf,
     pub data_dir: PathBuf,
     pub api: String,
+    /// The address the embedded broker listens on: loopback unless [`Hub::start_on`] says
+    /// otherwise.
+    pub mqtt_host: String,
+    /// The host agents dial to reach the embedded broker (`--advertise`).
+    pub broker_host: String,
     pub mqtt_port: u16,
     /// `--broker URL` for an external broker; `None` runs the embedded one.
     pub broker: Option<String>,
@@ -38,6 +43,18 @@ impl Hub {
 
     /// Starts a hub; with `broker` it uses that external broker instead of the embedded one.
     pub fn start_with_broker(name: &str, broker: Option<String>) -> Hub {
+        Hub::start_inner(name, broker, "127.0.0.1", "127.0.0.1")
+    }
+
+    /// Starts a hub whose embedded broker listens on `listen_host` (`--listen-mqtt`) and tells
+    /// agents to dial `broker_host` (`--advertise`): an address of this machine, such as a
+    /// bridge's, that agents in their own network namespaces reach. The API for the CLI stays
+    /// on loopback.
+    pub fn start_on(name: &str, listen_host: &str, broker_host: &str) -> Hub {
+        Hub::start_inner(name, None, listen_host, broker_host)
+    }
+
+    fn start_inner(name: &str, broker: Option<String>, mqtt_host: &str, broker_host: &str) -> Hub {
         let root = std::env::temp_dir().join(format!("shoal-hub-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("hub dir");
@@ -45,6 +62,8 @@ impl Hub {
             data_dir: root.join("data"),
             root,
             api: format!("http://127.0.0.1:{}", free_port()),
+            mqtt_host: mqtt_host.to_string(),
+            broker_host: broker_host.to_string(),
             mqtt_port: free_port(),
             broker,
             child: None,
@@ -65,7 +84,7 @@ impl Hub {
     pub fn broker_url(&self) -> String {
         self.broker
             .clone()
-            .unwrap_or_else(|| format!("mqtt://127.0.0.1:{}", self.mqtt_port))
+            .unwrap_or_else(|| format!("mqtt://{}:{}", self.broker_host, self.mqtt_port))
     }
 
     /// (Re)starts `shoal serve` on the same ports and data, and waits until it answers.
@@ -82,11 +101,13 @@ impl Hub {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen-mqtt")
-            .arg(format!("127.0.0.1:{}", self.mqtt_port))
+            .arg(format!("{}:{}", self.mqtt_host, self.mqtt_port))
             .arg("--listen-api")
             .arg(self.api.trim_start_matches("http://"));
         if let Some(broker) = &self.broker {
             command.arg("--broker").arg(broker);
+        } else if self.broker_host != self.mqtt_host {
+            command.arg("--advertise").arg(self.broker_url());
         }
         let child = command
             .env("SHOAL_LOG", "debug")
@@ -209,6 +230,53 @@ impl Hub {
                 self.broker_url()
             ),
         )
+    }
+
+    /// Like [`Hub::agent`], with `hub_settings` (lines such as `keep_alive = "4s"`) in its
+    /// `[hub]` table instead of the defaults above; settings left out take the agent's
+    /// defaults (keep-alive 30 s, heartbeat 60 s).
+    pub fn agent_with(&self, name: &str, labels: &str, hub_settings: &str) -> Agent {
+        let password = self.add_node(name, labels);
+        Agent::new(
+            name,
+            &format!(
+                "[hub]\nbroker = \"{}\"\npassword = \"{password}\"\n{hub_settings}\n",
+                self.broker_url()
+            ),
+        )
+    }
+
+    /// The process id of the running `shoal serve`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `GET path` on the hub's HTTP API (the JSON the CLI renders), for views the CLI prints
+    /// only as text (`describe`'s events).
+    pub fn api_json(&self, path: &str) -> Value {
+        use std::io::{Read, Write};
+        let address = self.api.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to the hub's API");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        // HTTP/1.0: the answer is not chunked and the connection closes after it.
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\r\n",
+            self.token()
+        )
+        .expect("send the request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read the answer");
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("GET {path}: no HTTP answer: {answer:?}"));
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "GET {path}: {head}\n{body}"
+        );
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
     /// Polls `check` until it returns `Some`, for at most `timeout`; panics with `what` and

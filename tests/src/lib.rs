@@ -1,9 +1,11 @@
 //! Harness for Shoal's end-to-end tests: the real binaries, run as users run them.
 //!
-//! Later tests add hubs, brokers and agents in network namespaces with real containers; what
-//! they share lives here.
+//! `agent` drives one `shoal-agent run`, `hub` one `shoal serve` and the `shoal` CLI, `fleet`
+//! a hub and several agents, each in its own network namespace, with real containers; `images`
+//! builds the OCI images they run.
 
 pub mod agent;
+pub mod fleet;
 pub mod hub;
 pub mod images;
 

@@ -157,6 +157,10 @@ pub async fn serve(
         )
     })?;
     let store = Arc::new(Store::open(&options.data_dir)?);
+    // Presence is known again only from the broker: its retained messages (an external broker)
+    // or the agents' reconnections (the embedded one). Until then no node counts as online, so
+    // a node that does not come back after a hub restart is shown offline and can be rescheduled.
+    store.mark_all_offline(wall_ms())?;
     let token = secret(&options.data_dir.join("api-token"))?;
     let hub_password = secret(&options.data_dir.join("mqtt-password"))?;
     let topics = Topics::new(&options.prefix)?;
@@ -185,7 +189,15 @@ pub async fn serve(
             .await
             .context("cannot start the embedded MQTT broker")?;
             let addr = embedded.local_addr();
-            let local: BrokerUrl = format!("mqtt://127.0.0.1:{}", addr.port()).parse()?;
+            // The hub's own client dials the address the broker listens on (loopback when it
+            // listens on every address).
+            let own = match addr.ip() {
+                ip if ip.is_unspecified() && ip.is_ipv6() => "[::1]".to_string(),
+                ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+            };
+            let local: BrokerUrl = format!("mqtt://{own}:{}", addr.port()).parse()?;
             let advertised = options.advertise.clone().unwrap_or_else(|| {
                 let host = if addr.ip().is_unspecified() {
                     "127.0.0.1".to_string()

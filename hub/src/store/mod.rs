@@ -468,6 +468,18 @@ impl Store {
         Ok(before.online != online || before.facts.as_ref() != Some(facts))
     }
 
+    /// Marks every node offline, keeping the time a node already offline went offline (the
+    /// others count from `now_ms`). Called when the hub starts.
+    pub fn mark_all_offline(&self, now_ms: u64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE nodes SET online = 0, offline_since = COALESCE(offline_since, ?1)",
+                [to_i64(now_ms)],
+            )
+            .map_err(query("resetting presence"))?;
+        Ok(())
+    }
+
     // ---- placement and desired state ----
 
     pub fn placement(&self) -> Result<Placement, StoreError> {

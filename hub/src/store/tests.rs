@@ -135,6 +135,27 @@ fn offline_since_is_kept_from_the_first_offline_report() {
 }
 
 #[test]
+fn a_hub_start_counts_every_node_offline_until_it_is_heard_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let facts = NodeFacts::default();
+    for name in ["up", "down"] {
+        store.add_node(name, "h", &BTreeMap::new(), 1).expect("add");
+    }
+    store
+        .record_presence("up", true, &facts, 100)
+        .expect("online");
+    store
+        .record_presence("down", false, &facts, 50)
+        .expect("offline");
+    store.mark_all_offline(500).expect("reset");
+    let up = store.node("up").expect("node");
+    let down = store.node("down").expect("node");
+    assert_eq!((up.online, up.offline_since_ms), (false, Some(500)));
+    assert_eq!((down.online, down.offline_since_ms), (false, Some(50)));
+}
+
+#[test]
 fn events_are_stored_once_however_often_a_status_is_resent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
