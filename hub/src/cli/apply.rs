@@ -2,14 +2,14 @@
 //! the hub, which validates them and stores new workload revisions (or says what would
 //! change).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
 use shoal_model::api::{
     ApplyRequest, ApplyResponse, ChangeAction, ManifestFile, MAX_REQUEST_BYTES,
 };
-use shoal_model::manifest::MAX_FILE_BYTES;
+use shoal_model::manifest;
 
 use super::client::{Client, HubArgs};
 
@@ -82,8 +82,15 @@ pub fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
     let mut files = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
-        for file in manifest_files(path, &mut problems) {
-            match read_limited(&file) {
+        let listed = match manifest::manifest_files(path) {
+            Ok(files) => files,
+            Err(message) => {
+                problems.push(format!("{}: {message}", path.display()));
+                continue;
+            }
+        };
+        for file in listed {
+            match manifest::read_limited(&file) {
                 Ok(text) => files.push(ManifestFile {
                     name: file.display().to_string(),
                     text,
@@ -97,63 +104,6 @@ pub fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
     } else {
         bail!("cannot read the manifests:\n  {}", problems.join("\n  "))
     }
-}
-
-fn manifest_files(path: &Path, problems: &mut Vec<String>) -> Vec<PathBuf> {
-    if !path.is_dir() {
-        return vec![path.to_path_buf()];
-    }
-    match std::fs::read_dir(path) {
-        Ok(entries) => {
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_file() && is_manifest_name(p))
-                .collect();
-            files.sort();
-            if files.is_empty() {
-                problems.push(format!(
-                    "{}: the folder holds no .yaml or .yml file",
-                    path.display()
-                ));
-            }
-            files
-        }
-        Err(e) => {
-            problems.push(format!("{}: cannot read the folder: {e}", path.display()));
-            Vec::new()
-        }
-    }
-}
-
-/// A visible `.yaml` or `.yml` file.
-fn is_manifest_name(path: &Path) -> bool {
-    let hidden = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_none_or(|n| n.starts_with('.'));
-    let yaml = matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    );
-    yaml && !hidden
-}
-
-fn read_limited(file: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(file).map_err(|e| format!("cannot read the file: {e}"))?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(format!(
-            "the file is {} bytes; manifests are limited to {MAX_FILE_BYTES} bytes: split it",
-            meta.len()
-        ));
-    }
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read the file: {e}"))?;
-    String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "the file is not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        )
-    })
 }
 
 /// `workload/hello created`, `workload/hello configured (revision 3)`,
@@ -201,6 +151,7 @@ pub fn diff_report(answer: &ApplyResponse) -> String {
 mod tests {
     use super::*;
     use shoal_model::api::WorkloadChange;
+    use shoal_model::manifest::MAX_FILE_BYTES;
 
     fn change(
         workload: &str,

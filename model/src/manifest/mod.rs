@@ -209,32 +209,12 @@ pub fn load(path: &Path) -> Loaded {
         path: String::new(),
         message,
     };
-    let files = if path.is_dir() {
-        match std::fs::read_dir(path) {
-            Ok(entries) => {
-                let mut files: Vec<PathBuf> = entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.is_file() && is_manifest_name(p))
-                    .collect();
-                files.sort();
-                if files.is_empty() {
-                    loaded.diagnostics.push(whole_file(
-                        path,
-                        "the folder holds no .yaml or .yml file".into(),
-                    ));
-                }
-                files
-            }
-            Err(e) => {
-                loaded
-                    .diagnostics
-                    .push(whole_file(path, format!("cannot read the folder: {e}")));
-                Vec::new()
-            }
+    let files = match manifest_files(path) {
+        Ok(files) => files,
+        Err(message) => {
+            loaded.diagnostics.push(whole_file(path, message));
+            Vec::new()
         }
-    } else {
-        vec![path.to_path_buf()]
     };
     for file in files {
         match read_limited(&file) {
@@ -268,7 +248,27 @@ fn is_manifest_name(path: &Path) -> bool {
     yaml && !hidden
 }
 
-fn read_limited(file: &Path) -> Result<String, String> {
+/// The manifest files `path` names: itself, or the visible `.yaml`/`.yml` files directly
+/// inside it when it is a folder, sorted by name. The error says what is wrong with the folder.
+pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| format!("cannot read the folder: {e}"))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && is_manifest_name(p))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err("the folder holds no .yaml or .yml file".into());
+    }
+    Ok(files)
+}
+
+/// A manifest file's text: at most [`MAX_FILE_BYTES`], UTF-8. The error says which rule it broke.
+pub fn read_limited(file: &Path) -> Result<String, String> {
     let meta = std::fs::metadata(file).map_err(|e| format!("cannot read the file: {e}"))?;
     if meta.len() > MAX_FILE_BYTES {
         return Err(format!(
