@@ -445,7 +445,6 @@ fn shoal_up_demo_brings_hello_to_running_and_get_workloads_shows_it() {
     let mut up = Up(Command::new(shoal_tests::binary("shoal"))
         .current_dir(&root)
         .args(["up", "--demo", "--node", "up-demo", "--listen-api", &api])
-        .args(["--listen-mqtt", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(Stdio::null())

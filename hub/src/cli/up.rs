@@ -30,8 +30,9 @@ pub struct Args {
     /// Where the HTTP API listens for the CLI
     #[arg(long, value_name = "ADDR", default_value = shoal_model::api::DEFAULT_API_ADDR)]
     pub listen_api: SocketAddr,
-    /// Where the embedded broker listens (loopback: only the local agent connects)
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1883")]
+    /// Where the embedded broker listens (default: a free loopback port, so that a broker
+    /// already on 1883 is no obstacle; give an address to let other agents connect)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub listen_mqtt: SocketAddr,
     /// The local node's name (default: this machine's host name)
     #[arg(long, value_name = "NAME")]
@@ -92,7 +93,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         None => local_node_name(),
     };
     let agent_dir = root.join("agent");
-    let config = agent_config(&client, &agent_dir, &node)?;
+    let config = agent_config(&client, &agent_dir, &node, &ready.broker)?;
     let agent_binary = match &args.agent {
         Some(path) => path.clone(),
         None => find_agent()?,
@@ -138,10 +139,17 @@ fn local_node_name() -> String {
     }
 }
 
-/// The local agent's config: written once with fresh credentials, reused afterwards.
-fn agent_config(client: &Client, agent_dir: &Path, node: &str) -> anyhow::Result<PathBuf> {
+/// The local agent's config: written once with fresh credentials, reused afterwards with the
+/// broker's address of this run.
+fn agent_config(
+    client: &Client,
+    agent_dir: &Path,
+    node: &str,
+    broker: &str,
+) -> anyhow::Result<PathBuf> {
     let path = agent_dir.join("agent.toml");
-    if path.exists() {
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        server::write_private(&path, with_broker(&text, broker).as_bytes())?;
         return Ok(path);
     }
     std::fs::create_dir_all(agent_dir)
@@ -170,6 +178,21 @@ fn agent_config(client: &Client, agent_dir: &Path, node: &str) -> anyhow::Result
     );
     server::write_private(&path, text.as_bytes())?;
     Ok(path)
+}
+
+/// `text` with its `broker = "..."` line set to `broker`.
+fn with_broker(text: &str, broker: &str) -> String {
+    text.lines()
+        .map(|line| {
+            if line.trim_start().starts_with("broker =") {
+                format!("broker = \"{broker}\"")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 fn find_agent() -> anyhow::Result<PathBuf> {
@@ -309,5 +332,20 @@ fn run_demo(
             );
         }
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_agent_config_gets_this_runs_broker() {
+        let text =
+            "node_name = \"gw\"\n\n[hub]\nbroker = \"mqtt://127.0.0.1:4000\"\npassword = \"p\"\n";
+        assert_eq!(
+            with_broker(text, "mqtt://127.0.0.1:5000"),
+            "node_name = \"gw\"\n\n[hub]\nbroker = \"mqtt://127.0.0.1:5000\"\npassword = \"p\"\n"
+        );
     }
 }
