@@ -172,12 +172,24 @@ impl Store {
     // ---- workloads ----
 
     pub fn workloads(&self) -> Result<Vec<StoredWorkload>, StoreError> {
+        self.workloads_named(None)
+    }
+
+    pub fn workload(&self, name: &str) -> Result<Option<StoredWorkload>, StoreError> {
+        Ok(self.workloads_named(Some(name))?.pop())
+    }
+
+    /// Every workload, or only the one named: one query either way.
+    fn workloads_named(&self, name: Option<&str>) -> Result<Vec<StoredWorkload>, StoreError> {
         let conn = self.conn();
         let mut statement = conn
-            .prepare("SELECT revision, spec, created_at, updated_at FROM workloads ORDER BY name")
+            .prepare(
+                "SELECT revision, spec, created_at, updated_at FROM workloads \
+                 WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+            )
             .map_err(query("listing workloads"))?;
         let rows = statement
-            .query_map([], |row| {
+            .query_map([name], |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     row.get::<_, Vec<u8>>(1)?,
@@ -197,13 +209,6 @@ impl Store {
             });
         }
         Ok(out)
-    }
-
-    pub fn workload(&self, name: &str) -> Result<Option<StoredWorkload>, StoreError> {
-        Ok(self
-            .workloads()?
-            .into_iter()
-            .find(|w| w.workload.name == name))
     }
 
     /// Stores every workload that changed, each as a new revision, in one transaction; with
@@ -339,15 +344,27 @@ impl Store {
     }
 
     pub fn nodes(&self) -> Result<Vec<StoredNode>, StoreError> {
+        self.nodes_named(None)
+    }
+
+    pub fn node(&self, name: &str) -> Result<StoredNode, StoreError> {
+        self.nodes_named(Some(name))?
+            .pop()
+            .ok_or_else(|| StoreError::NoNode(name.to_string()))
+    }
+
+    /// Every node, or only the one named: one query either way (the MQTT client looks up the
+    /// sender of every status and presence message).
+    fn nodes_named(&self, name: Option<&str>) -> Result<Vec<StoredNode>, StoreError> {
         let conn = self.conn();
         let mut statement = conn
             .prepare(
                 "SELECT name, labels, schedulable, created_at, facts, online, last_seen, offline_since \
-                 FROM nodes ORDER BY name",
+                 FROM nodes WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
             )
             .map_err(query("listing nodes"))?;
         let rows = statement
-            .query_map([], |row| {
+            .query_map([name], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, String>(1)?,
@@ -383,13 +400,6 @@ impl Store {
             });
         }
         Ok(out)
-    }
-
-    pub fn node(&self, name: &str) -> Result<StoredNode, StoreError> {
-        self.nodes()?
-            .into_iter()
-            .find(|n| n.name == name)
-            .ok_or_else(|| StoreError::NoNode(name.to_string()))
     }
 
     /// Sets and removes hub labels of a node.
