@@ -24,7 +24,12 @@
 //! prefix = "shoal/v1"                    # topic root shared with the hub
 //! keep_alive = "30s"                     # a dead link is noticed after about twice this
 //! heartbeat = "60s"                      # a status at least this often, changed or not
+//! signing_keys = ["ed25519:…"]           # the hub keys to trust at first start
 //! ```
+//!
+//! `shoal-agent enroll` writes `{data_dir}/enrollment.toml` (0600): the node's name and a
+//! `[hub]` table (broker, password, CA file, prefix, signing keys). When it exists it is read
+//! after this file; keys set in this file's `[hub]` win, and a `node_name` here must match.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +40,7 @@ use serde::Deserialize;
 use shoal_model::manifest::names::{check_dns_label, check_label_key, check_label_value};
 use shoal_model::quantity::{parse_bytes, parse_duration};
 use shoal_model::topic::Topics;
+use shoal_model::wire::signing::PublicKey;
 
 pub use crate::image::PullPolicy;
 
@@ -88,7 +94,19 @@ struct HubFile {
     prefix: Option<String>,
     keep_alive: Option<String>,
     heartbeat: Option<String>,
+    signing_keys: Option<Vec<String>>,
 }
+
+/// `enrollment.toml` as `shoal-agent enroll` writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollmentFile {
+    node_name: String,
+    hub: HubFile,
+}
+
+/// The file `shoal-agent enroll` writes in the data dir.
+pub const ENROLLMENT_FILE: &str = "enrollment.toml";
 
 impl std::fmt::Debug for HubFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -153,6 +171,8 @@ pub struct HubConfig {
     pub prefix: String,
     pub keep_alive: Duration,
     pub heartbeat: Duration,
+    /// The hub keys to trust when the database has none yet.
+    pub signing_keys: Vec<PublicKey>,
 }
 
 impl std::fmt::Debug for HubConfig {
@@ -245,15 +265,46 @@ pub fn load(path: &Path, hostname: &str) -> Result<AgentConfig, ConfigError> {
             })
         }
     };
-    parse(&text, hostname).map_err(|message| ConfigError::Invalid {
+    let invalid = |message| ConfigError::Invalid {
         path: path.to_owned(),
         message,
-    })
+    };
+    let data_dir = toml::from_str::<File>(&text)
+        .map_err(|e| invalid(e.to_string().trim_end().to_string()))?
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let enrollment_path = data_dir.join(ENROLLMENT_FILE);
+    let enrollment = match std::fs::read_to_string(&enrollment_path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: enrollment_path,
+                source,
+            })
+        }
+    };
+    parse_with(&text, enrollment.as_deref(), hostname).map_err(invalid)
 }
 
 /// Parses and validates config text (pure).
+#[cfg(test)]
 pub fn parse(text: &str, hostname: &str) -> Result<AgentConfig, String> {
-    let file: File = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    parse_with(text, None, hostname)
+}
+
+/// Parses and validates config text with the enrollment file's text, if any (pure).
+pub fn parse_with(
+    text: &str,
+    enrollment: Option<&str>,
+    hostname: &str,
+) -> Result<AgentConfig, String> {
+    let mut file: File = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    if let Some(enrollment) = enrollment {
+        let enrolled: EnrollmentFile = toml::from_str(enrollment)
+            .map_err(|e| format!("{ENROLLMENT_FILE}: {}", e.to_string().trim_end()))?;
+        merge_enrollment(&mut file, enrolled)?;
+    }
     let node_name = file
         .node_name
         .unwrap_or_else(|| default_node_name(hostname));
@@ -336,6 +387,42 @@ pub fn parse(text: &str, hostname: &str) -> Result<AgentConfig, String> {
     })
 }
 
+/// Lays `enrolled` under `file`: the node name must agree, and `[hub]` keys set in agent.toml
+/// win (the password as a whole: `password` or `password_file`).
+fn merge_enrollment(file: &mut File, enrolled: EnrollmentFile) -> Result<(), String> {
+    if let Some(name) = &file.node_name {
+        if *name != enrolled.node_name {
+            return Err(format!(
+                "node_name: this file names the node `{name}` but it is enrolled as `{}` ({ENROLLMENT_FILE} in the data dir): remove node_name, or enroll again with a token for `{name}`",
+                enrolled.node_name
+            ));
+        }
+    }
+    file.node_name = Some(enrolled.node_name);
+    let mine = file.hub.take().unwrap_or_default();
+    let theirs = enrolled.hub;
+    let own_password = mine.password.is_some() || mine.password_file.is_some();
+    file.hub = Some(HubFile {
+        broker: mine.broker.or(theirs.broker),
+        password: if own_password {
+            mine.password
+        } else {
+            theirs.password
+        },
+        password_file: if own_password {
+            mine.password_file
+        } else {
+            theirs.password_file
+        },
+        ca_file: mine.ca_file.or(theirs.ca_file),
+        prefix: mine.prefix.or(theirs.prefix),
+        keep_alive: mine.keep_alive.or(theirs.keep_alive),
+        heartbeat: mine.heartbeat.or(theirs.heartbeat),
+        signing_keys: mine.signing_keys.or(theirs.signing_keys),
+    });
+    Ok(())
+}
+
 /// Validates the `[hub]` table; every message names the key at fault.
 fn parse_hub(hub: HubFile) -> Result<HubConfig, String> {
     let broker = hub.broker.ok_or(
@@ -390,11 +477,19 @@ fn parse_hub(hub: HubFile) -> Result<HubConfig, String> {
         }
         Ok(duration)
     };
+    let mut signing_keys = Vec::new();
+    for text in hub.signing_keys.unwrap_or_default() {
+        signing_keys.push(
+            text.parse::<PublicKey>()
+                .map_err(|e| format!("hub.signing_keys: {e}"))?,
+        );
+    }
     Ok(HubConfig {
         broker,
         password,
         ca_file,
         prefix,
+        signing_keys,
         // MQTT carries the keep-alive as a 16-bit number of seconds.
         keep_alive: duration("keep_alive", hub.keep_alive, 30, (1, 65_535))?,
         heartbeat: duration("heartbeat", hub.heartbeat, 60, (1, 86_400))?,

@@ -53,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
                 workload: loaded.workload,
                 revision: 1,
             }],
+            signing_keys: Vec::new(),
         };
         let bytes = match encode("fuzz-node", &state, &limits) {
             Ok(bytes) => bytes,

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
+use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::{DesiredState, DesiredWorkload};
 
 use crate::scheduler::Placement;
@@ -39,21 +40,22 @@ pub fn per_node(
     out
 }
 
-/// A stable hash of a node's workload list.
-pub fn digest(workloads: &[DesiredWorkload]) -> String {
-    let bytes = postcard::to_allocvec(workloads).unwrap_or_default();
+/// A stable hash of a node's workload list and the signing keys announced with it.
+pub fn digest(workloads: &[DesiredWorkload], signing_keys: &[PublicKey]) -> String {
+    let bytes = postcard::to_allocvec(&(workloads, signing_keys)).unwrap_or_default();
     let hash = Sha256::digest(&bytes);
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The next desired state for `node`, or `None` when what it should run has not changed since
-/// `previous` was published.
+/// The next desired state for `node`, or `None` when neither what it should run nor the keys
+/// it should trust have changed since `previous` was published.
 pub fn next(
     node: &str,
     workloads: Vec<DesiredWorkload>,
+    signing_keys: &[PublicKey],
     previous: Option<&NodeDesired>,
 ) -> Option<(DesiredState, String)> {
-    let digest = digest(&workloads);
+    let digest = digest(&workloads, signing_keys);
     if previous.is_some_and(|p| p.digest == digest) {
         return None;
     }
@@ -63,6 +65,7 @@ pub fn next(
             node_id: node.to_string(),
             generation,
             workloads,
+            signing_keys: signing_keys.to_vec(),
         },
         digest,
     ))
@@ -105,8 +108,9 @@ mod tests {
         NodeDesired {
             node: node.into(),
             generation,
-            digest: digest(workloads),
+            digest: digest(workloads, &[]),
             payload: Vec::new(),
+            signing_keys: Vec::new(),
         }
     }
 
@@ -137,7 +141,7 @@ mod tests {
 
     #[test]
     fn the_first_desired_state_has_generation_one() {
-        let (state, _) = next("a", Vec::new(), None).expect("first");
+        let (state, _) = next("a", Vec::new(), &[], None).expect("first");
         assert_eq!(state.generation, 1);
     }
 
@@ -149,7 +153,7 @@ mod tests {
             &["a".into()],
         );
         let previous = published("a", 4, &lists["a"]);
-        assert_eq!(next("a", lists["a"].clone(), Some(&previous)), None);
+        assert_eq!(next("a", lists["a"].clone(), &[], Some(&previous)), None);
     }
 
     #[test]
@@ -165,7 +169,20 @@ mod tests {
             &placement(&[("web", &["a"])]),
             &["a".into()],
         );
-        let (state, _) = next("a", after["a"].clone(), Some(&previous)).expect("changed");
+        let (state, _) = next("a", after["a"].clone(), &[], Some(&previous)).expect("changed");
         assert_eq!((state.generation, state.workloads[0].revision), (5, 2));
+    }
+
+    #[test]
+    fn announcing_another_key_raises_the_generation_and_lists_the_keys() {
+        let lists = per_node(
+            &[stored("web", 1)],
+            &placement(&[("web", &["a"])]),
+            &["a".into()],
+        );
+        let previous = published("a", 4, &lists["a"]);
+        let key = PublicKey([7; 32]);
+        let (state, _) = next("a", lists["a"].clone(), &[key], Some(&previous)).expect("changed");
+        assert_eq!((state.generation, state.signing_keys), (5, vec![key]));
     }
 }

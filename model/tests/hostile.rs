@@ -59,6 +59,7 @@ fn padded(kind: MessageKind, pad: usize) -> Envelope {
                         workload,
                         revision: 1,
                     }],
+                    signing_keys: Vec::new(),
                 },
             )
         }

@@ -162,6 +162,7 @@ fn desired_state() -> impl Strategy<Value = DesiredState> {
         node_id,
         generation,
         workloads,
+        signing_keys: Vec::new(),
     })
 }
 

@@ -526,6 +526,7 @@ fn send_desired(broker: &Endpoint, node: &str, generation: u64, workloads: Vec<D
         node_id: node.into(),
         generation,
         workloads,
+        signing_keys: Vec::new(),
     };
     let bytes = wire::encode(node, &state, &Limits::default()).expect("encodes");
     broker.publish(&topic(node, "desired"), &bytes, true);
@@ -679,6 +680,7 @@ fn a_hub_over_mqtt_drives_the_agent_and_gets_its_answers() {
         node_id: "someone-else".into(),
         generation: 9,
         workloads: Vec::new(),
+        signing_keys: Vec::new(),
     };
     let bytes = wire::encode("someone-else", &theirs, &Limits::default()).expect("encodes");
     broker.publish(&topic(node, "desired"), &bytes, false);

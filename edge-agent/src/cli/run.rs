@@ -100,6 +100,7 @@ fn hub_mode(link: &mqtt::Link, outbox_ready: Arc<Notify>) -> anyhow::Result<HubM
         status_topic: link.topics()?.status(&node),
         heartbeat: link.hub.heartbeat,
         outbox_ready,
+        signing_keys: link.hub.signing_keys.clone(),
     })
 }
 

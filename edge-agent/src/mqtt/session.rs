@@ -228,9 +228,9 @@ impl Session {
             return;
         }
         let event = match wire::decode::<DesiredState>(payload, &self.limits) {
-            Ok((_, state)) => {
+            Ok((envelope, state)) => {
                 tracing::debug!(generation = state.generation, "desired state received");
-                Event::Desired(state)
+                Event::Desired(Box::new(envelope), state)
             }
             Err(e) => Event::Refused {
                 reason: EventReason::DesiredStateRejected,

@@ -33,6 +33,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "hub outbox",
         sql: include_str!("migrations/0003_hub_outbox.sql"),
     },
+    Migration {
+        name: "hub signing keys",
+        sql: include_str!("migrations/0004_hub_keys.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

@@ -5,9 +5,25 @@
 //! Written on changes only (an apply, a start, an exit), never per tick.
 
 use rusqlite::{params, OptionalExtension};
+use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::{DesiredWorkload, Event, EventReason, ExitInfo, Severity};
 
 use super::{StateError, Store};
+
+fn replace_keys(
+    tx: &rusqlite::Transaction<'_>,
+    keys: &[PublicKey],
+    now_ms: u64,
+) -> Result<(), rusqlite::Error> {
+    tx.execute("DELETE FROM hub_keys", [])?;
+    for key in keys {
+        tx.execute(
+            "INSERT OR IGNORE INTO hub_keys (public, trusted_at) VALUES (?1, ?2)",
+            params![key.to_string(), i64::try_from(now_ms).unwrap_or(i64::MAX)],
+        )?;
+    }
+    Ok(())
+}
 
 /// Where a desired state came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,11 +62,16 @@ pub struct ContainerRecord {
 
 impl Store {
     /// Stores a desired state and keeps only the newest few per source.
+    ///
+    /// With `trusted_keys` not empty, they replace the hub keys this node trusts, in the same
+    /// transaction: a key rotation and the state that announced it are taken together or not
+    /// at all.
     pub fn save_desired(
         &self,
         source: Source,
         generation: u64,
         workloads: &[DesiredWorkload],
+        trusted_keys: &[PublicKey],
         now_ms: u64,
     ) -> Result<(), StateError> {
         let payload = postcard::to_allocvec(workloads).map_err(|e| StateError::Encode {
@@ -70,6 +91,40 @@ impl Store {
             params![source.as_str(), DESIRED_KEPT],
         )
         .map_err(failed)?;
+        if !trusted_keys.is_empty() {
+            replace_keys(&tx, trusted_keys, now_ms).map_err(failed)?;
+        }
+        tx.commit().map_err(failed)
+    }
+
+    /// The hub keys this node trusts.
+    pub fn trusted_keys(&self) -> Result<Vec<PublicKey>, StateError> {
+        let failed = |source| self.query_failed("the trusted hub keys", source);
+        let mut statement = self
+            .conn
+            .prepare("SELECT public FROM hub_keys ORDER BY public")
+            .map_err(failed)?;
+        let rows = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(failed)?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let text = row.map_err(failed)?;
+            keys.push(text.parse().map_err(|e: shoal_model::wire::signing::SignatureError| {
+                StateError::Encode {
+                    what: "trusted hub key",
+                    reason: e.to_string(),
+                }
+            })?);
+        }
+        Ok(keys)
+    }
+
+    /// Replaces the hub keys this node trusts (enrollment, or the configured seed).
+    pub fn set_trusted_keys(&self, keys: &[PublicKey], now_ms: u64) -> Result<(), StateError> {
+        let failed = |source| self.query_failed("storing the trusted hub keys", source);
+        let tx = self.conn.unchecked_transaction().map_err(failed)?;
+        replace_keys(&tx, keys, now_ms).map_err(failed)?;
         tx.commit().map_err(failed)
     }
 
@@ -307,7 +362,7 @@ mod tests {
                 vec!["a"]
             };
             store
-                .save_desired(Source::Local, generation, &workloads(&names), 100)
+                .save_desired(Source::Local, generation, &workloads(&names), &[], 100)
                 .expect("save");
         }
         drop(store);
@@ -397,10 +452,10 @@ mod tests {
     fn hub_and_local_desired_states_are_kept_apart() {
         let (_dir, store) = store();
         store
-            .save_desired(Source::Local, 3, &workloads(&["local"]), 1)
+            .save_desired(Source::Local, 3, &workloads(&["local"]), &[], 1)
             .expect("local");
         store
-            .save_desired(Source::Hub, 2, &workloads(&["from-hub"]), 1)
+            .save_desired(Source::Hub, 2, &workloads(&["from-hub"]), &[], 1)
             .expect("hub");
         assert_eq!(
             store.latest_desired(Source::Hub).expect("read"),

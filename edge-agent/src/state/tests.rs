@@ -3,7 +3,14 @@
 use super::migrations::{latest_version, Migration};
 use super::*;
 
-const TABLES: &[&str] = &["containers", "desired_state", "events", "meta", "outbox"];
+const TABLES: &[&str] = &[
+    "containers",
+    "desired_state",
+    "events",
+    "hub_keys",
+    "meta",
+    "outbox",
+];
 
 fn tables(store: &Store) -> Vec<String> {
     let mut statement = store

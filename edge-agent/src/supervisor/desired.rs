@@ -1,8 +1,13 @@
 //! The hub's desired state: whether to take it (a pure rule), and taking it: stored in SQLite
 //! first, then made the state the loop converges to. Level-triggered: the newest generation
 //! wins, whatever arrived in between.
+//!
+//! Nothing is taken unless its signature verifies with a hub key this node trusts; the keys a
+//! verified state announces replace the trusted ones in the same transaction that stores it
+//! (key rotation). No clock is involved: signatures and generations decide.
 
-use shoal_model::wire::{DesiredState, DesiredWorkload, EventReason, Severity};
+use shoal_model::wire::signing::{self, PublicKey};
+use shoal_model::wire::{DesiredState, DesiredWorkload, Envelope, EventReason, Severity};
 
 use super::{wall_ms, Supervisor};
 use crate::state::Source;
@@ -11,23 +16,44 @@ use crate::state::Source;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Accept,
-    /// Not newer than what the node runs: a redelivery or a replay. Logged at debug only.
+    /// The generation this node already runs: the broker's redelivery of its retained state
+    /// at every reconnect. Logged at debug only.
     Ignore(String),
-    /// Not for this node: recorded as a warning event.
+    /// Unsigned, forged, for another node, or older than what the node runs (a replay):
+    /// recorded as a warning event.
     Reject(String),
 }
 
-/// Judges `state` against this node's name and the generation it accepted last. Pure.
-pub(crate) fn judge(node: &str, accepted: u64, state: &DesiredState) -> Verdict {
+/// Judges `state`, which came in `envelope`, against the hub keys this node trusts, its name
+/// and the generation it accepted last. Pure.
+pub(crate) fn judge(
+    node: &str,
+    accepted: u64,
+    trusted: &[PublicKey],
+    envelope: &Envelope,
+    state: &DesiredState,
+) -> Verdict {
+    if let Err(e) = signing::verify(envelope, trusted) {
+        return Verdict::Reject(format!(
+            "refused desired generation {} for node `{}`: {e}",
+            state.generation, state.node_id
+        ));
+    }
     if state.node_id != node {
         return Verdict::Reject(format!(
             "refused a desired state for node `{}` (this is `{node}`): the hub published it on the wrong topic",
             state.node_id
         ));
     }
-    if state.generation <= accepted {
+    if state.generation < accepted {
+        return Verdict::Reject(format!(
+            "refused desired generation {}: generation {accepted} is already accepted, so this is an old state replayed",
+            state.generation
+        ));
+    }
+    if state.generation == accepted {
         return Verdict::Ignore(format!(
-            "ignored desired generation {}: generation {accepted} is already accepted",
+            "ignored desired generation {}: it is the one already accepted",
             state.generation
         ));
     }
@@ -58,7 +84,7 @@ pub(crate) fn changes(current: &[DesiredWorkload], next: &[DesiredWorkload]) -> 
 impl Supervisor {
     /// Takes a desired state from the hub: judged, checked against the node's capacity,
     /// stored, and only then converged to.
-    pub(super) fn desired_from_hub(&mut self, state: DesiredState) {
+    pub(super) fn desired_from_hub(&mut self, envelope: &Envelope, state: DesiredState) {
         if self.hub.is_none() {
             tracing::warn!(
                 generation = state.generation,
@@ -66,7 +92,13 @@ impl Supervisor {
             );
             return;
         }
-        match judge(self.node_id(), self.generation, &state) {
+        match judge(
+            self.node_id(),
+            self.generation,
+            &self.trusted,
+            envelope,
+            &state,
+        ) {
             Verdict::Ignore(why) => {
                 tracing::debug!("{why}");
                 return;
@@ -94,10 +126,13 @@ impl Supervisor {
             );
             return;
         }
-        if let Err(e) =
-            self.store
-                .save_desired(Source::Hub, generation, &state.workloads, wall_ms())
-        {
+        if let Err(e) = self.store.save_desired(
+            Source::Hub,
+            generation,
+            &state.workloads,
+            &state.signing_keys,
+            wall_ms(),
+        ) {
             self.note(
                 Severity::Error,
                 None,
@@ -123,6 +158,11 @@ impl Supervisor {
         );
         self.desired = state.workloads;
         self.generation = generation;
+        if !state.signing_keys.is_empty() && state.signing_keys != self.trusted {
+            let ids: Vec<String> = state.signing_keys.iter().map(|k| k.id().to_string()).collect();
+            tracing::info!(keys = ?ids, "the hub's signing keys changed");
+            self.trusted = state.signing_keys;
+        }
         self.note(
             Severity::Info,
             None,

@@ -35,8 +35,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use shoal_model::manifest::image::ImageRef;
 use shoal_model::manifest::{Container, Workload};
 use shoal_model::node::NodeFacts;
+use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::{
-    DesiredState, DesiredWorkload, Event as WireEvent, EventReason, ExitInfo, Health, ImageSummary,
+    DesiredState, DesiredWorkload, Envelope, Event as WireEvent, EventReason, ExitInfo, Health, ImageSummary,
     Severity,
 };
 use tokio::sync::mpsc;
@@ -131,9 +132,10 @@ pub enum Event {
         health: Health,
         message: String,
     },
-    /// A desired state from the hub, decoded and checked by the transport; the supervisor
-    /// judges it (this node? newer?), stores it, then converges to it.
-    Desired(DesiredState),
+    /// A desired state from the hub, decoded and checked by the transport, with the envelope
+    /// it came in; the supervisor judges it (signed by a trusted key? this node? newer?),
+    /// stores it, then converges to it.
+    Desired(Box<Envelope>, DesiredState),
     /// Something from the hub that could not be used (a payload that does not decode):
     /// recorded as a warning event for the hub to see.
     Refused {
@@ -207,6 +209,8 @@ pub struct Supervisor {
     hub: Option<report::Reporter>,
     /// The sequence of the newest event recorded.
     last_event: Cell<u64>,
+    /// The hub keys a desired state must be signed with.
+    trusted: Vec<PublicKey>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -244,6 +248,16 @@ impl Supervisor {
             Source::Local
         };
         let (generation, desired) = store.latest_desired(source)?.unwrap_or((0, Vec::new()));
+        let mut trusted = store.trusted_keys()?;
+        if let Some(mode) = hub.as_ref().filter(|_| trusted.is_empty()) {
+            anyhow::ensure!(
+                !mode.signing_keys.is_empty(),
+                "this node trusts no hub signing key, so it would refuse every desired state: \
+                 enroll it (`shoal-agent enroll --hub URL --token TOKEN`) or set hub.signing_keys"
+            );
+            store.set_trusted_keys(&mode.signing_keys, wall_ms())?;
+            trusted = mode.signing_keys.clone();
+        }
         let hub = match hub {
             Some(mode) => Some(report::Reporter::new(mode, store.report_cursor()?)),
             None => None,
@@ -272,6 +286,7 @@ impl Supervisor {
             events,
             hub,
             last_event,
+            trusted,
         };
         supervisor.adopt()?;
         let from = if supervisor.hub.is_some() {
@@ -386,7 +401,7 @@ impl Supervisor {
                 };
                 self.note(severity, Some(&key.0), Some(&key.1), reason, message);
             }
-            Event::Desired(state) => self.desired_from_hub(state),
+            Event::Desired(envelope, state) => self.desired_from_hub(&envelope, state),
             Event::Refused { reason, message } => {
                 self.note(Severity::Warning, None, None, reason, message)
             }

@@ -44,6 +44,8 @@ pub struct HubMode {
     pub heartbeat: Duration,
     /// Notified whenever statuses are added to the outbox.
     pub outbox_ready: Arc<Notify>,
+    /// The hub keys to trust when the database has none yet (from `[hub] signing_key`).
+    pub signing_keys: Vec<shoal_model::wire::signing::PublicKey>,
 }
 
 /// The supervisor's reporting state in hub mode.

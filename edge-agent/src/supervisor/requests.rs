@@ -207,7 +207,7 @@ impl Supervisor {
         let generation = self.generation.saturating_add(1);
         if let Err(e) = self
             .store
-            .save_desired(Source::Local, generation, &next, wall_ms())
+            .save_desired(Source::Local, generation, &next, &[], wall_ms())
         {
             return RpcResponseBody::Error {
                 message: format!("nothing was applied: {e}"),

@@ -14,6 +14,7 @@ use shoal_model::wire::{
 };
 
 use super::desired::{changes, judge, Verdict};
+use shoal_model::wire::signing::SigningKey;
 use super::report::{next_report, pack, same_report, window, Reported};
 use super::*;
 use crate::api::Incoming;
@@ -347,27 +348,55 @@ fn workloads(names: &[(&str, &str)]) -> Vec<DesiredWorkload> {
         .collect()
 }
 
+/// The hub key the rig's supervisor trusts.
+fn hub_key() -> &'static SigningKey {
+    static KEY: std::sync::OnceLock<SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| SigningKey::generate().expect("key").0)
+}
+
+/// `state` as it arrives from the hub: signed with [`hub_key`].
+fn signed(state: DesiredState) -> Event {
+    signed_by(hub_key(), state)
+}
+
+fn signed_by(key: &SigningKey, state: DesiredState) -> Event {
+    let (envelope, state) = envelope_of(key, state);
+    Event::Desired(Box::new(envelope), state)
+}
+
+fn envelope_of(key: &SigningKey, state: DesiredState) -> (Envelope, DesiredState) {
+    let mut envelope = Envelope::seal(&state.node_id, &state).expect("seal");
+    key.sign(&mut envelope);
+    (envelope, state)
+}
+
 fn desired(node: &str, generation: u64, names: &[(&str, &str)]) -> DesiredState {
     DesiredState {
         node_id: node.into(),
         generation,
         workloads: workloads(names),
+        signing_keys: Vec::new(),
     }
 }
 
 #[test]
-fn only_a_newer_generation_for_this_node_is_accepted() {
-    let rows = [
-        ("newer", "gw-1", 5, 4, "accept"),
-        ("first ever", "gw-1", 1, 0, "accept"),
-        ("equal: a redelivery", "gw-1", 4, 4, "ignore"),
-        ("lower: a replay", "gw-1", 3, 4, "ignore"),
-        ("zero before anything", "gw-1", 0, 0, "ignore"),
-        ("another node's", "gw-2", 9, 4, "reject"),
-        ("another node's, older", "gw-2", 1, 4, "reject"),
+fn only_a_signed_newer_generation_for_this_node_is_accepted() {
+    let (other, _) = SigningKey::generate().expect("key");
+    let trusted = [hub_key().public()];
+    let rows: [(&str, &SigningKey, &str, u64, u64, &str); 9] = [
+        ("newer", hub_key(), "gw-1", 5, 4, "accept"),
+        ("first ever", hub_key(), "gw-1", 1, 0, "accept"),
+        ("equal: a redelivery", hub_key(), "gw-1", 4, 4, "ignore"),
+        ("lower: a replay", hub_key(), "gw-1", 3, 4, "reject"),
+        ("zero before anything", hub_key(), "gw-1", 0, 0, "ignore"),
+        ("another node's", hub_key(), "gw-2", 9, 4, "reject"),
+        ("another node's, older", hub_key(), "gw-2", 1, 4, "reject"),
+        ("signed by a key not trusted", &other, "gw-1", 9, 4, "reject"),
+        ("untrusted key, equal generation", &other, "gw-1", 4, 4, "reject"),
     ];
-    for (name, node, generation, accepted, expected) in rows {
-        let verdict = judge("gw-1", accepted, &desired(node, generation, &[]));
+    for (name, key, node, generation, accepted, expected) in rows {
+        let (envelope, state) = envelope_of(key, desired(node, generation, &[]));
+        let verdict = judge("gw-1", accepted, &trusted, &envelope, &state);
         let got = match verdict {
             Verdict::Accept => "accept",
             Verdict::Ignore(_) => "ignore",
@@ -375,10 +404,17 @@ fn only_a_newer_generation_for_this_node_is_accepted() {
         };
         assert_eq!(got, expected, "{name}: {verdict:?}");
     }
-    let Verdict::Reject(why) = judge("gw-1", 0, &desired("gw-2", 1, &[])) else {
+    let (envelope, state) = envelope_of(hub_key(), desired("gw-2", 1, &[]));
+    let Verdict::Reject(why) = judge("gw-1", 0, &trusted, &envelope, &state) else {
         panic!("rejected");
     };
     assert!(why.contains("`gw-2`") && why.contains("`gw-1`"), "{why}");
+    let (mut unsigned, state) = envelope_of(hub_key(), desired("gw-1", 5, &[]));
+    unsigned.signature = None;
+    let Verdict::Reject(why) = judge("gw-1", 4, &trusted, &unsigned, &state) else {
+        panic!("rejected");
+    };
+    assert!(why.contains("not signed"), "{why}");
 }
 
 #[test]
@@ -502,6 +538,7 @@ fn rig(dir: Option<tempfile::TempDir>) -> Rig {
         status_topic: "shoal/v1/node/gw-1/status".into(),
         heartbeat: Duration::from_secs(60),
         outbox_ready: Arc::clone(&outbox_ready),
+        signing_keys: vec![hub_key().public()],
     };
     let supervisor = Supervisor::new(
         "gw-1".into(),
@@ -544,7 +581,7 @@ fn a_desired_state_from_the_hub_is_stored_before_the_node_converges_to_it() {
     runtime().block_on(async {
         let mut rig = rig(None);
         rig.supervisor
-            .handle(Event::Desired(desired("gw-1", 7, &[("web", "sleep")])));
+            .handle(signed(desired("gw-1", 7, &[("web", "sleep")])));
         // Stored as soon as it is accepted, before any step has run.
         let stored = rig
             .supervisor
@@ -581,40 +618,109 @@ fn a_desired_state_from_the_hub_is_stored_before_the_node_converges_to_it() {
 }
 
 #[test]
-fn lower_or_equal_generations_are_ignored_and_another_nodes_is_rejected() {
+fn replays_forgeries_and_other_nodes_states_are_rejected_as_events_and_change_nothing() {
     runtime().block_on(async {
         let mut rig = rig(None);
         let current = desired("gw-1", 4, &[("web", "a")]);
-        rig.supervisor.handle(Event::Desired(current.clone()));
+        rig.supervisor.handle(signed(current.clone()));
         let events_before = rig.supervisor.store.recent_events(100).expect("events");
-        for stale in [
-            desired("gw-1", 4, &[("web", "b")]),
-            desired("gw-1", 2, &[("other", "b")]),
-        ] {
-            rig.supervisor.handle(Event::Desired(stale));
-        }
-        assert_eq!(rig.supervisor.generation, 4);
-        assert_eq!(rig.supervisor.desired, current.workloads);
+        // The broker redelivers the retained state at every reconnect: silently ignored.
+        rig.supervisor
+            .handle(signed(desired("gw-1", 4, &[("web", "b")])));
         assert_eq!(
             rig.supervisor.store.recent_events(100).expect("events"),
             events_before,
-            "ignored without an event"
+            "a redelivery is ignored without an event"
         );
-        rig.supervisor
-            .handle(Event::Desired(desired("gw-2", 9, &[("x", "a")])));
-        assert_eq!(rig.supervisor.generation, 4);
-        assert_eq!(rig.supervisor.desired, current.workloads);
-        let rejected = recorded(&rig.supervisor, EventReason::DesiredStateRejected);
-        assert_eq!(rejected.len(), 1, "{rejected:?}");
-        assert_eq!(rejected[0].severity, Severity::Warning);
+        let (forger, _) = SigningKey::generate().expect("key");
+        let mut tampered = {
+            let Event::Desired(envelope, _) = signed(desired("gw-1", 6, &[("web", "a")])) else {
+                unreachable!()
+            };
+            *envelope
+        };
+        let evil = desired("gw-1", 6, &[("evil", "a")]);
+        tampered.payload = Envelope::seal("gw-1", &evil).expect("seal").payload;
+        let attacks: Vec<(&str, Event, &str)> = vec![
+            (
+                "replay of an older generation",
+                signed(desired("gw-1", 2, &[("other", "b")])),
+                "old state replayed",
+            ),
+            (
+                "another node's state",
+                signed(desired("gw-2", 9, &[("x", "a")])),
+                "this is `gw-1`",
+            ),
+            (
+                "signed by a stranger",
+                signed_by(&forger, desired("gw-1", 7, &[("evil", "a")])),
+                "does not trust",
+            ),
+            (
+                "payload swapped under a valid signature",
+                Event::Desired(Box::new(tampered), evil),
+                "does not verify",
+            ),
+        ];
+        for (what, attack, expected) in attacks {
+            rig.supervisor.handle(attack);
+            assert_eq!(rig.supervisor.generation, 4, "{what}");
+            assert_eq!(rig.supervisor.desired, current.workloads, "{what}");
+            let rejected = recorded(&rig.supervisor, EventReason::DesiredStateRejected);
+            let last = rejected.last().expect("an event");
+            assert!(last.message.contains(expected), "{what}: {last:?}");
+            assert_eq!(last.severity, Severity::Warning, "{what}");
+            assert_eq!(
+                rig.supervisor
+                    .store
+                    .latest_desired(Source::Hub)
+                    .expect("read"),
+                Some((4, current.workloads.clone())),
+                "{what}: nothing stored changed"
+            );
+        }
         assert_eq!(
-            rig.supervisor
-                .store
-                .latest_desired(Source::Hub)
-                .expect("read")
-                .map(|(g, _)| g),
-            Some(4)
+            recorded(&rig.supervisor, EventReason::DesiredStateRejected).len(),
+            4
         );
+    });
+}
+
+#[test]
+fn a_key_rotation_is_taken_with_the_state_that_announces_it_and_survives_a_restart() {
+    let (next, _) = SigningKey::generate().expect("key");
+    let dir = runtime().block_on(async {
+        let mut rig = rig(None);
+        // The next key signs nothing yet.
+        rig.supervisor
+            .handle(signed_by(&next, desired("gw-1", 1, &[("web", "a")])));
+        assert_eq!(rig.supervisor.generation, 0);
+        // Announced under the current key...
+        let mut announce = desired("gw-1", 2, &[("web", "a")]);
+        announce.signing_keys = vec![hub_key().public(), next.public()];
+        rig.supervisor.handle(signed(announce));
+        assert_eq!(rig.supervisor.generation, 2);
+        // ...then it signs; the state that retires the old key lists only the new one.
+        let mut switch = desired("gw-1", 3, &[("web", "b")]);
+        switch.signing_keys = vec![next.public()];
+        rig.supervisor.handle(signed_by(&next, switch));
+        assert_eq!(rig.supervisor.generation, 3);
+        assert_eq!(
+            rig.supervisor.store.trusted_keys().expect("keys"),
+            vec![next.public()]
+        );
+        rig.dir
+    });
+    runtime().block_on(async {
+        let mut rig = rig(Some(dir));
+        // The old key is no longer trusted, after a restart too.
+        rig.supervisor
+            .handle(signed(desired("gw-1", 9, &[("evil", "a")])));
+        assert_eq!(rig.supervisor.generation, 3);
+        rig.supervisor
+            .handle(signed_by(&next, desired("gw-1", 4, &[("web", "c")])));
+        assert_eq!(rig.supervisor.generation, 4);
     });
 }
 
@@ -626,7 +732,7 @@ fn a_desired_state_that_cannot_be_stored_is_not_run() {
         raw.execute_batch("DROP TABLE desired_state")
             .expect("break the table");
         rig.supervisor
-            .handle(Event::Desired(desired("gw-1", 3, &[("web", "a")])));
+            .handle(signed(desired("gw-1", 3, &[("web", "a")])));
         assert_eq!(rig.supervisor.generation, 0);
         assert!(rig.supervisor.desired.is_empty());
         let rejected = recorded(&rig.supervisor, EventReason::DesiredStateRejected);
@@ -644,7 +750,7 @@ fn after_a_restart_the_hubs_desired_state_comes_from_the_database() {
     let dir = runtime().block_on(async {
         let mut rig = rig(None);
         rig.supervisor
-            .handle(Event::Desired(desired("gw-1", 5, &[("web", "a")])));
+            .handle(signed(desired("gw-1", 5, &[("web", "a")])));
         rig.dir
     });
     runtime().block_on(async {

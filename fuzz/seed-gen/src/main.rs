@@ -108,6 +108,7 @@ fn wire_seeds(seeds: &mut Seeds, workloads: &[Workload]) -> Result {
                 revision: generation,
             })
             .collect(),
+        signing_keys: Vec::new(),
     };
     seeds.message("wire_desired", "empty", NODE, &desired(1, &[]))?;
     seeds.message("wire_desired", "examples", NODE, &desired(7, workloads))?;

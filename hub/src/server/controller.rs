@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 use shoal_model::topic::NodeId;
-use shoal_model::wire;
+use anyhow::Context as _;
+use shoal_model::wire::Envelope;
 
 use super::{wall_ms, Hub};
 use crate::desired;
 use crate::scheduler::{self, NodeView};
-use crate::store::NodeDesired;
+use crate::store::{self, NodeDesired};
 
 /// How often placement is recomputed with no change (offline nodes age past
 /// `rescheduleAfter` without any message arriving).
@@ -89,18 +90,25 @@ pub async fn step(hub: &Hub) -> anyhow::Result<()> {
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     let lists = desired::per_node(&workloads, &decision.placement, &names);
     *hub.decision.lock().unwrap_or_else(|p| p.into_inner()) = Some(decision);
+    let (key, announced) =
+        store::key_ring(&hub.store.signing_keys()?)?.context("the hub has no active signing key")?;
+    let announced_ids: Vec<String> = announced.iter().map(|k| k.id().to_string()).collect();
     let published = hub.store.node_desired()?;
     for (node, list) in lists {
-        let Some((state, digest)) = desired::next(&node, list, published.get(&node)) else {
+        let Some((state, digest)) = desired::next(&node, list, &announced, published.get(&node))
+        else {
             continue;
         };
-        let payload = wire::encode(&node, &state, &hub.limits)?;
+        let mut envelope = Envelope::seal(&node, &state)?;
+        key.sign(&mut envelope);
+        let payload = envelope.encode(&hub.limits)?;
         hub.store.save_node_desired(
             &NodeDesired {
                 node: node.clone(),
                 generation: state.generation,
                 digest,
                 payload: payload.clone(),
+                signing_keys: announced_ids.clone(),
             },
             now,
         )?;
@@ -112,7 +120,36 @@ pub async fn step(hub: &Hub) -> anyhow::Result<()> {
         );
         publish(hub, &node, payload).await?;
     }
+    if announced.len() > 1 && rotation_confirmed(hub, &announced_ids)? {
+        hub.store.promote_next_key(now)?;
+        tracing::info!(
+            key = announced_ids[1],
+            retired = announced_ids[0],
+            "every enrolled node has the next signing key: it signs from now on"
+        );
+        hub.changed.notify_one();
+    }
     Ok(())
+}
+
+/// Whether every enrolled node has accepted a desired state announcing all of `announced`
+/// (the active key and the next one).
+fn rotation_confirmed(hub: &Hub, announced: &[String]) -> anyhow::Result<bool> {
+    let published = hub.store.node_desired()?;
+    let statuses = hub.store.statuses()?;
+    for node in hub.store.nodes()?.into_iter().filter(|n| n.enrolled) {
+        let Some(desired) = published.get(&node.name) else {
+            return Ok(false);
+        };
+        let announces = announced.iter().all(|id| desired.signing_keys.contains(id));
+        let observed = statuses
+            .get(&node.name)
+            .map_or(0, |s| s.observed_generation);
+        if !announces || observed < desired.generation {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 async fn publish(hub: &Hub, node: &str, payload: Vec<u8>) -> anyhow::Result<()> {

@@ -16,12 +16,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use shoal_model::topic::Topics;
+use shoal_model::wire::signing::SigningKey;
 use shoal_model::wire::Limits;
 use tokio::sync::{watch, Notify};
 
 use crate::broker::{self, Authenticator, BrokerUrl, EmbeddedBroker, EmbeddedConfig, Identity};
 use crate::scheduler::Decision;
-use crate::store::Store;
+use crate::store::{self, KeyState, Store};
 
 /// Wall-clock ms since the Unix epoch.
 pub fn wall_ms() -> u64 {
@@ -161,6 +162,11 @@ pub async fn serve(
     // or the agents' reconnections (the embedded one). Until then no node counts as online, so
     // a node that does not come back after a hub restart is shown offline and can be rescheduled.
     store.mark_all_offline(wall_ms())?;
+    if store::key_ring(&store.signing_keys()?)?.is_none() {
+        let (key, pkcs8) = SigningKey::generate()?;
+        store.add_signing_key(key.public(), &pkcs8, KeyState::Active, wall_ms())?;
+        tracing::info!(key = %key.public().id(), "created the hub's signing key");
+    }
     let token = secret(&options.data_dir.join("api-token"))?;
     let hub_password = secret(&options.data_dir.join("mqtt-password"))?;
     let topics = Topics::new(&options.prefix)?;

@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 mod tests;
+mod security;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,8 +20,13 @@ use shoal_model::wire::{Event, NodeStatus};
 
 use crate::scheduler::{Placement, Schedulable};
 
+pub use security::{key_ring, EnrollError, KeyState, StoredKey};
+
 /// The schema, one entry per version (`PRAGMA user_version`).
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_security.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -79,6 +85,8 @@ pub struct StoredNode {
     pub online: bool,
     pub last_seen_ms: Option<u64>,
     pub offline_since_ms: Option<u64>,
+    /// Whether the node has used its enrollment token (it has credentials).
+    pub enrolled: bool,
 }
 
 impl StoredNode {
@@ -101,6 +109,8 @@ pub struct NodeDesired {
     pub digest: String,
     /// The encoded envelope, as published.
     pub payload: Vec<u8>,
+    /// Ids of the signing keys the state announces (see `security`).
+    pub signing_keys: Vec<String>,
 }
 
 /// One stored event.
@@ -359,8 +369,8 @@ impl Store {
         let conn = self.conn();
         let mut statement = conn
             .prepare(
-                "SELECT name, labels, schedulable, created_at, facts, online, last_seen, offline_since \
-                 FROM nodes WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+                "SELECT name, labels, schedulable, created_at, facts, online, last_seen, offline_since, \
+                 password_hash != '' FROM nodes WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
             )
             .map_err(query("listing nodes"))?;
         let rows = statement
@@ -374,13 +384,23 @@ impl Store {
                     row.get::<_, bool>(5)?,
                     row.get::<_, Option<i64>>(6)?,
                     row.get::<_, Option<i64>>(7)?,
+                    row.get::<_, bool>(8)?,
                 ))
             })
             .map_err(query("listing nodes"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (name, labels, schedulable, created, facts, online, last_seen, offline_since) =
-                row.map_err(query("listing nodes"))?;
+            let (
+                name,
+                labels,
+                schedulable,
+                created,
+                facts,
+                online,
+                last_seen,
+                offline_since,
+                enrolled,
+            ) = row.map_err(query("listing nodes"))?;
             out.push(StoredNode {
                 name,
                 labels: serde_json::from_str(&labels).map_err(|e| StoreError::Decode {
@@ -397,6 +417,7 @@ impl Store {
                 online,
                 last_seen_ms: last_seen.map(to_u64),
                 offline_since_ms: offline_since.map(to_u64),
+                enrolled,
             });
         }
         Ok(out)
@@ -528,7 +549,7 @@ impl Store {
     pub fn node_desired(&self) -> Result<BTreeMap<String, NodeDesired>, StoreError> {
         let conn = self.conn();
         let mut statement = conn
-            .prepare("SELECT node, generation, digest, payload FROM node_desired")
+            .prepare("SELECT node, generation, digest, payload, signing_keys FROM node_desired")
             .map_err(query("reading desired states"))?;
         let rows = statement
             .query_map([], |row| {
@@ -537,6 +558,12 @@ impl Store {
                     generation: to_u64(row.get(1)?),
                     digest: row.get(2)?,
                     payload: row.get(3)?,
+                    signing_keys: row
+                        .get::<_, String>(4)?
+                        .split(',')
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_string)
+                        .collect(),
                 })
             })
             .map_err(query("reading desired states"))?;
@@ -548,13 +575,14 @@ impl Store {
     pub fn save_node_desired(&self, desired: &NodeDesired, now_ms: u64) -> Result<(), StoreError> {
         self.conn()
             .execute(
-                "INSERT OR REPLACE INTO node_desired (node, generation, digest, payload, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO node_desired (node, generation, digest, payload, updated_at, signing_keys) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     desired.node,
                     to_i64(desired.generation),
                     desired.digest,
                     desired.payload,
-                    to_i64(now_ms)
+                    to_i64(now_ms),
+                    desired.signing_keys.join(",")
                 ],
             )
             .map_err(query("saving a desired state"))?;

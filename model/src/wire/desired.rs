@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::signing::PublicKey;
 use super::{check_name, Message, MessageKind, WireError};
 use crate::manifest::Workload;
 
@@ -16,7 +17,14 @@ pub struct DesiredState {
     pub generation: u64,
     /// At most one entry per workload name.
     pub workloads: Vec<DesiredWorkload>,
+    /// The hub keys the node trusts from this state on (at most [`MAX_SIGNING_KEYS`]): the key
+    /// that signs, and during a rotation the next one. Taken only from a state that verified
+    /// with a key the node already trusts; see `docs/security.md`.
+    pub signing_keys: Vec<PublicKey>,
 }
+
+/// The most hub keys a desired state may announce.
+pub const MAX_SIGNING_KEYS: usize = 4;
 
 /// One workload as the hub wants it on the node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +52,16 @@ impl Message for DesiredState {
     fn check(&self) -> Result<(), WireError> {
         const KIND: MessageKind = MessageKind::Desired;
         check_name(KIND, "node id", &self.node_id)?;
+        if self.signing_keys.len() > MAX_SIGNING_KEYS {
+            return Err(duplicate(format!(
+                "it announces {} signing keys, more than the {MAX_SIGNING_KEYS} allowed",
+                self.signing_keys.len()
+            )));
+        }
+        let keys: BTreeSet<&PublicKey> = self.signing_keys.iter().collect();
+        if keys.len() != self.signing_keys.len() {
+            return Err(duplicate("a signing key is announced twice".to_string()));
+        }
         let mut workloads = BTreeSet::new();
         for desired in &self.workloads {
             let workload = &desired.workload;
@@ -163,6 +181,7 @@ mod tests {
                     revision: 1,
                 })
                 .collect(),
+            signing_keys: Vec::new(),
         }
     }
 

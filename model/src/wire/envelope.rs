@@ -316,6 +316,7 @@ mod tests {
             node_id: node.into(),
             generation,
             workloads: Vec::new(),
+            signing_keys: Vec::new(),
         }
     }
 
@@ -389,12 +390,13 @@ mod tests {
     fn decoding_rejects_another_wire_version() {
         let mut bytes =
             encode("node-1", &desired("node-1", 1), &Limits::default()).expect("encodes");
-        bytes[0] = 2;
+        // Version 1 had no signing keys in the desired state.
+        bytes[0] = 1;
         let error = decode::<DesiredState>(&bytes, &Limits::default());
         assert_eq!(
             error,
             Err(WireError::UnsupportedVersion {
-                seen: 2,
+                seen: 1,
                 supported: WIRE_VERSION
             })
         );

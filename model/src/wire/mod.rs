@@ -36,9 +36,10 @@ mod desired;
 mod envelope;
 mod presence;
 mod rpc;
+pub mod signing;
 mod status;
 
-pub use desired::{DesiredState, DesiredWorkload};
+pub use desired::{DesiredState, DesiredWorkload, MAX_SIGNING_KEYS};
 pub use envelope::{decode, encode, Envelope, Message, MessageKind, MAX_SIGNATURE_BYTES};
 pub use presence::Presence;
 pub use rpc::{ImageSummary, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody};
@@ -53,7 +54,7 @@ use crate::manifest::names::check_dns_label;
 
 /// The format version this build writes and the only one it reads: the first byte of every
 /// message.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// The largest message, in bytes on the wire (version byte included), that is sent or accepted,
 /// per kind. Both sides of a link must use the same limits.

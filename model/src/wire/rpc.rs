@@ -178,6 +178,7 @@ impl Message for RpcRequest {
                 node_id: "local".into(),
                 generation: 0,
                 workloads: workloads.clone(),
+                signing_keys: Vec::new(),
             }
             .check(),
             RpcRequestBody::DeleteWorkload { workload } => {
