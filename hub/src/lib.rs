@@ -6,6 +6,7 @@ pub mod broker;
 pub mod cli;
 pub mod demo;
 pub mod desired;
+pub mod pki;
 pub mod scheduler;
 pub mod server;
 pub mod store;

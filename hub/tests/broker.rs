@@ -100,6 +100,7 @@ impl TestBroker {
             prefix: Topics::DEFAULT_PREFIX.to_string(),
             max_packet_bytes,
             data_dir: data.path().to_path_buf(),
+            tls: None,
         };
         let broker = EmbeddedBroker::start(config, Arc::new(fleet.clone()))
             .await

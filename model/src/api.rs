@@ -9,11 +9,18 @@
 //! | `DELETE /v1/workloads/{name}` | | [`Done`] |
 //! | `GET /v1/nodes` | | `Vec<`[`NodeInfo`]`>` |
 //! | `GET /v1/nodes/{name}` | | [`NodeDetail`] |
-//! | `POST /v1/nodes` | [`NodeAddRequest`] | [`NodeCredentials`] |
+//! | `POST /v1/nodes` | [`NodeAddRequest`] | [`NodeEnrollment`] |
+//! | `DELETE /v1/nodes/{name}` | | [`Done`] (credentials revoked, session closed) |
 //! | `POST /v1/nodes/{name}/labels` | [`LabelRequest`] | [`NodeInfo`] |
 //! | `POST /v1/nodes/{name}/cordon`, `/uncordon`, `/drain` | | [`NodeInfo`] |
 //! | `GET /v1/logs?workload=W&node=N&container=C&tail=T&follow=true` | | the log bytes, streamed |
 //! | `GET /v1/broker-config/mosquitto?port=P` | | [`MosquittoConfig`] |
+//! | `GET /v1/keys` | | `Vec<`[`KeyInfo`]`>` |
+//! | `POST /v1/keys/rotate` | [`RotateRequest`] | `Vec<`[`KeyInfo`]`>` |
+//!
+//! Two routes take no bearer token, for devices: `GET /v1/ca` (the hub's CA certificate, PEM;
+//! public) and `POST /v1/enroll` ([`EnrollRequest`] → [`EnrollResponse`]; the enrollment
+//! token is the credential).
 //!
 //! Errors come back with a 4xx/5xx status and an [`ApiError`] body.
 
@@ -27,8 +34,10 @@ use crate::wire::{ContainerStatus, Event, NodeUsage};
 
 /// Where `shoal serve` listens for the CLI unless told otherwise.
 pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7440";
-/// Where `shoal serve`'s embedded broker listens unless told otherwise.
-pub const DEFAULT_MQTT_ADDR: &str = "0.0.0.0:1883";
+/// Where `shoal serve`'s embedded broker listens unless told otherwise: MQTT over TLS.
+pub const DEFAULT_MQTT_ADDR: &str = "0.0.0.0:8883";
+/// The same with `--insecure`: plain MQTT.
+pub const DEFAULT_INSECURE_MQTT_ADDR: &str = "0.0.0.0:1883";
 /// Largest request body the API reads (a folder of manifests).
 pub const MAX_REQUEST_BYTES: usize = 8 << 20;
 
@@ -191,20 +200,74 @@ pub struct EventInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAddRequest {
     pub name: String,
+    /// Set only when the node is new.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// How long the token works, in seconds ([`DEFAULT_TOKEN_TTL_S`] when absent).
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
 }
 
-/// What an agent needs to connect: shown once, at `shoal node add`.
+/// How long an enrollment token works unless `shoal node add --ttl` says otherwise.
+pub const DEFAULT_TOKEN_TTL_S: u64 = 24 * 60 * 60;
+/// The longest an enrollment token may work.
+pub const MAX_TOKEN_TTL_S: u64 = 30 * 24 * 60 * 60;
+
+/// A one-time enrollment token: shown once, at `shoal node add`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeCredentials {
+pub struct NodeEnrollment {
     pub name: String,
-    /// The MQTT username and client id: the node name.
-    pub username: String,
+    /// `shoal1.NODE.SECRET.CA_FINGERPRINT`: who, the one-time secret, and the SHA-256 of the
+    /// hub's CA certificate, which the device checks before it sends the secret.
+    pub token: String,
+    pub expires_ms: u64,
+    /// The API URL devices enroll at (`--advertise-api`).
+    pub hub: String,
+}
+
+/// `POST /v1/enroll`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub token: String,
+}
+
+/// Everything a device needs to join: its identity and how to check the hub's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub node_name: String,
+    /// The MQTT password (256 bits, fresh at every enrollment); the user and client id are
+    /// the node name.
     pub password: String,
-    /// The broker URL as the hub knows it (`mqtt://host:port`).
+    /// The broker URL devices use (`mqtts://host:port`).
     pub broker: String,
     pub prefix: String,
+    /// The hub's CA certificate (PEM): it signs the broker's and the API's certificates.
+    pub ca_pem: String,
+    /// The hub keys desired states are signed with (`ed25519:…`).
+    pub signing_keys: Vec<String>,
+}
+
+/// One of the hub's signing keys (`shoal key list`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub public: String,
+    /// `active`, `next` or `retired`.
+    pub state: String,
+    pub created_ms: u64,
+    pub changed_ms: u64,
+    /// For a `next` key: enrolled nodes that have accepted a state announcing it.
+    pub confirmed: Vec<String>,
+    /// For a `next` key: enrolled nodes that have not yet.
+    pub waiting: Vec<String>,
+}
+
+/// `POST /v1/keys/rotate`: start a rotation, or with `finish` end it now (nodes that have
+/// not taken the next key must enroll again).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateRequest {
+    #[serde(default)]
+    pub finish: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -132,7 +132,7 @@ pub fn format_bytes(bytes: u64) -> String {
     for (unit, size) in UNITS {
         if bytes >= size {
             let value = bytes as f64 / size as f64;
-            return if bytes % size == 0 {
+            return if bytes.is_multiple_of(size) {
                 format!("{}{unit}", bytes / size)
             } else {
                 format!("{value:.1}{unit}")
@@ -144,7 +144,7 @@ pub fn format_bytes(bytes: u64) -> String {
 
 /// Formats millicores as cores when whole (`2`) and as millicores otherwise (`500m`).
 pub fn format_millicpu(millis: u32) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
         format!("{millis}m")

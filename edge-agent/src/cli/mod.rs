@@ -1,6 +1,7 @@
 //! The command line: one enum of commands, one module per command. Only commands that work
 //! are listed.
 
+mod enroll;
 mod local;
 mod run;
 mod selftest;
@@ -23,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent: keep this device's workloads running, also with no hub or network
     Run(run::Args),
+    /// Join a hub with the one-time token from `shoal node add`
+    Enroll(enroll::Args),
     /// Make the workloads in a manifest file or folder run on this device (no hub needed)
     Apply {
         #[command(flatten)]
@@ -70,6 +73,7 @@ pub enum Command {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(args) => run::run(&args),
+        Command::Enroll(args) => enroll::run(&args),
         Command::Apply { args, socket } => local::apply(&socket, &args),
         Command::Ps { socket } => local::ps(&socket),
         Command::Logs { args, socket } => local::logs(&socket, &args),

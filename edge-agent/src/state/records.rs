@@ -97,6 +97,26 @@ impl Store {
         tx.commit().map_err(failed)
     }
 
+    /// Makes the hub's next desired state acceptable whatever its generation (after an
+    /// enrollment: the hub may have forgotten this node), while the newest one stays what
+    /// the node runs until then.
+    pub fn forget_hub_generation(&self) -> Result<(), StateError> {
+        let failed = |source| self.query_failed("resetting the hub's generation", source);
+        let tx = self.conn.unchecked_transaction().map_err(failed)?;
+        tx.execute(
+            "DELETE FROM desired_state WHERE source = 'hub' AND id NOT IN \
+             (SELECT id FROM desired_state WHERE source = 'hub' ORDER BY generation DESC LIMIT 1)",
+            [],
+        )
+        .map_err(failed)?;
+        tx.execute(
+            "UPDATE desired_state SET generation = 0 WHERE source = 'hub'",
+            [],
+        )
+        .map_err(failed)?;
+        tx.commit().map_err(failed)
+    }
+
     /// The hub keys this node trusts.
     pub fn trusted_keys(&self) -> Result<Vec<PublicKey>, StateError> {
         let failed = |source| self.query_failed("the trusted hub keys", source);
@@ -110,12 +130,15 @@ impl Store {
         let mut keys = Vec::new();
         for row in rows {
             let text = row.map_err(failed)?;
-            keys.push(text.parse().map_err(|e: shoal_model::wire::signing::SignatureError| {
-                StateError::Encode {
-                    what: "trusted hub key",
-                    reason: e.to_string(),
-                }
-            })?);
+            keys.push(
+                text.parse()
+                    .map_err(|e: shoal_model::wire::signing::SignatureError| {
+                        StateError::Encode {
+                            what: "trusted hub key",
+                            reason: e.to_string(),
+                        }
+                    })?,
+            );
         }
         Ok(keys)
     }

@@ -159,7 +159,11 @@ impl Supervisor {
         self.desired = state.workloads;
         self.generation = generation;
         if !state.signing_keys.is_empty() && state.signing_keys != self.trusted {
-            let ids: Vec<String> = state.signing_keys.iter().map(|k| k.id().to_string()).collect();
+            let ids: Vec<String> = state
+                .signing_keys
+                .iter()
+                .map(|k| k.id().to_string())
+                .collect();
             tracing::info!(keys = ?ids, "the hub's signing keys changed");
             self.trusted = state.signing_keys;
         }

@@ -37,8 +37,8 @@ use shoal_model::manifest::{Container, Workload};
 use shoal_model::node::NodeFacts;
 use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::{
-    DesiredState, DesiredWorkload, Envelope, Event as WireEvent, EventReason, ExitInfo, Health, ImageSummary,
-    Severity,
+    DesiredState, DesiredWorkload, Envelope, Event as WireEvent, EventReason, ExitInfo, Health,
+    ImageSummary, Severity,
 };
 use tokio::sync::mpsc;
 

@@ -14,10 +14,10 @@ use shoal_model::wire::{
 };
 
 use super::desired::{changes, judge, Verdict};
-use shoal_model::wire::signing::SigningKey;
 use super::report::{next_report, pack, same_report, window, Reported};
 use super::*;
 use crate::api::Incoming;
+use shoal_model::wire::signing::SigningKey;
 
 // ---------------------------------------------------------------------------------------
 // When a status is due
@@ -391,8 +391,22 @@ fn only_a_signed_newer_generation_for_this_node_is_accepted() {
         ("zero before anything", hub_key(), "gw-1", 0, 0, "ignore"),
         ("another node's", hub_key(), "gw-2", 9, 4, "reject"),
         ("another node's, older", hub_key(), "gw-2", 1, 4, "reject"),
-        ("signed by a key not trusted", &other, "gw-1", 9, 4, "reject"),
-        ("untrusted key, equal generation", &other, "gw-1", 4, 4, "reject"),
+        (
+            "signed by a key not trusted",
+            &other,
+            "gw-1",
+            9,
+            4,
+            "reject",
+        ),
+        (
+            "untrusted key, equal generation",
+            &other,
+            "gw-1",
+            4,
+            4,
+            "reject",
+        ),
     ];
     for (name, key, node, generation, accepted, expected) in rows {
         let (envelope, state) = envelope_of(key, desired(node, generation, &[]));

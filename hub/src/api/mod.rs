@@ -4,6 +4,8 @@
 //! (except RPC requests such as logs).
 
 mod diff;
+pub mod enroll;
+pub mod tls;
 mod views;
 
 use std::collections::BTreeMap;
@@ -21,10 +23,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shoal_model::api::{
     ApiError, ApplyRequest, ApplyResponse, ChangeAction, Done, LabelRequest, MosquittoConfig,
-    NodeAddRequest, NodeCredentials, NodeDetail, NodeInfo, WorkloadChange, WorkloadDetail,
-    WorkloadInfo, MAX_REQUEST_BYTES,
+    NodeDetail, NodeInfo, WorkloadChange, WorkloadDetail, WorkloadInfo, MAX_REQUEST_BYTES,
 };
-use shoal_model::manifest::names::{check_dns_label, check_label_key, check_label_value};
+use shoal_model::manifest::names::{check_label_key, check_label_value};
 use shoal_model::manifest::Loaded;
 use shoal_model::wire::{RpcRequestBody, RpcResponseBody};
 
@@ -42,6 +43,12 @@ pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<Hub>) -> anyhow::
     Ok(())
 }
 
+/// Serves the API over HTTPS until the process stops.
+pub async fn serve_tls(listener: tls::TlsListener, hub: Arc<Hub>) -> anyhow::Result<()> {
+    axum::serve(listener, router(hub)).await?;
+    Ok(())
+}
+
 pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/v1/apply", post(apply))
@@ -50,13 +57,22 @@ pub fn router(hub: Arc<Hub>) -> Router {
             "/v1/workloads/{name}",
             get(describe_workload).delete(delete_workload),
         )
-        .route("/v1/nodes", get(list_nodes).post(add_node))
-        .route("/v1/nodes/{name}", get(describe_node))
+        .route("/v1/nodes", get(list_nodes).post(enroll::add_node))
+        .route(
+            "/v1/nodes/{name}",
+            get(describe_node).delete(enroll::remove_node),
+        )
         .route("/v1/nodes/{name}/labels", post(label_node))
         .route("/v1/nodes/{name}/{action}", post(schedule_node))
         .route("/v1/logs", get(logs))
         .route("/v1/broker-config/mosquitto", get(mosquitto))
+        .route("/v1/keys", get(enroll::list_keys))
+        .route("/v1/keys/rotate", post(enroll::rotate))
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), authorize))
+        // For devices, without the bearer token: the CA is public, and the enrollment token
+        // is the credential.
+        .route("/v1/ca", get(enroll::ca))
+        .route("/v1/enroll", post(enroll::enroll))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(hub)
 }
@@ -66,7 +82,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
 pub struct Failure(StatusCode, ApiError);
 
 impl Failure {
-    fn new(status: StatusCode, error: impl Into<String>) -> Failure {
+    pub(crate) fn new(status: StatusCode, error: impl Into<String>) -> Failure {
         Failure(
             status,
             ApiError {
@@ -76,7 +92,7 @@ impl Failure {
         )
     }
 
-    fn bad_request(error: impl Into<String>) -> Failure {
+    pub(crate) fn bad_request(error: impl Into<String>) -> Failure {
         Failure::new(StatusCode::BAD_REQUEST, error)
     }
 }
@@ -104,7 +120,7 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-type Answer<T> = Result<Json<T>, Failure>;
+pub(crate) type Answer<T> = Result<Json<T>, Failure>;
 
 async fn authorize(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
     let given = request
@@ -231,36 +247,7 @@ async fn describe_node(
     Ok(Json(views::node(&hub, &name)?))
 }
 
-async fn add_node(
-    State(hub): State<Arc<Hub>>,
-    Json(request): Json<NodeAddRequest>,
-) -> Answer<NodeCredentials> {
-    check_dns_label(&request.name).map_err(|reason| {
-        Failure::bad_request(format!(
-            "`{}` cannot be a node name: {reason}",
-            request.name
-        ))
-    })?;
-    check_labels(&request.labels)?;
-    let secret = password::generate();
-    hub.store.add_node(
-        &request.name,
-        &password::hash(&secret),
-        &request.labels,
-        wall_ms(),
-    )?;
-    tracing::info!(node = request.name, "node added");
-    hub.changed.notify_one();
-    Ok(Json(NodeCredentials {
-        name: request.name.clone(),
-        username: request.name,
-        password: secret,
-        broker: hub.advertised.clone(),
-        prefix: hub.topics.prefix().to_string(),
-    }))
-}
-
-fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Failure> {
+pub(crate) fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), Failure> {
     let problems: Vec<String> = labels
         .iter()
         .filter_map(|(key, value)| {

@@ -93,6 +93,16 @@ pub struct EmbeddedConfig {
     /// Where the broker may keep state. Today retained messages and sessions live in RAM, so
     /// nothing is written here; a persistent retainer would put its files here.
     pub data_dir: PathBuf,
+    /// MQTT over TLS with this certificate chain and key (PEM files); plain MQTT when `None`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of a TLS listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server certificate, then its CA.
+    pub cert_chain: PathBuf,
+    pub key: PathBuf,
 }
 
 impl EmbeddedConfig {
@@ -107,6 +117,7 @@ impl EmbeddedConfig {
             prefix: Topics::DEFAULT_PREFIX.to_string(),
             max_packet_bytes: EmbeddedConfig::DEFAULT_MAX_PACKET_BYTES,
             data_dir,
+            tls: None,
         }
     }
 }
@@ -190,8 +201,17 @@ impl EmbeddedBroker {
             addr: config.listen,
             source: source.into(),
         };
+        let (cert, key) = match &config.tls {
+            Some(tls) => (
+                Some(tls.cert_chain.display().to_string()),
+                Some(tls.key.display().to_string()),
+            ),
+            None => (None, None),
+        };
         let listener = Builder::new()
             .name("shoal")
+            .tls_cert(cert)
+            .tls_key(key)
             .laddr(config.listen)
             .reuseaddr(Some(true))
             .allow_anonymous(false)
@@ -201,7 +221,13 @@ impl EmbeddedBroker {
             .max_session_expiry_interval(SESSION_EXPIRY)
             .message_expiry_interval(Duration::ZERO)
             .bind()
-            .and_then(|listener| listener.tcp())
+            .and_then(|listener| {
+                if config.tls.is_some() {
+                    listener.tls()
+                } else {
+                    listener.tcp()
+                }
+            })
             .map_err(listen_error)?;
         let local_addr = listener.local_addr().map_err(listen_error)?;
 

@@ -25,7 +25,7 @@ use shoal_model::topic::{NodeId, TopicError};
 pub use acl::{allowed, Action};
 pub use embedded::{
     install_default_crypto_provider, Authenticator, EffectiveSettings, EmbeddedBroker,
-    EmbeddedConfig,
+    EmbeddedConfig, TlsFiles,
 };
 pub use mosquitto::{mosquitto_files, MosquittoFiles};
 

@@ -16,6 +16,10 @@ pub const TOKEN_ENV: &str = "SHOAL_TOKEN";
 /// Where the token is looked for when neither `--token` nor `SHOAL_TOKEN` gives it: the data
 /// dir of `shoal up`, then the default data dir of `shoal serve`.
 pub const TOKEN_FILES: [&str; 2] = ["./.shoal/hub/api-token", "/var/lib/shoal/api-token"];
+/// Read when `--ca` is not given.
+pub const CA_ENV: &str = "SHOAL_CA";
+/// The hub's CA certificate, looked for like the token, for `https://` hubs.
+pub const CA_FILES: [&str; 2] = ["./.shoal/hub/tls/ca.crt", "/var/lib/shoal/tls/ca.crt"];
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// End to end, for every request but log streams.
@@ -36,6 +40,10 @@ pub struct HubArgs {
     /// /var/lib/shoal/api-token]
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// The hub's CA certificate, to check an https:// hub [env: SHOAL_CA] [default:
+    /// ./.shoal/hub/tls/ca.crt, then /var/lib/shoal/tls/ca.crt]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 }
 
 impl HubArgs {
@@ -48,6 +56,32 @@ impl HubArgs {
             .or_else(|| non_empty_env(HUB_ENV))
             .unwrap_or_else(|| format!("http://{DEFAULT_API_ADDR}"));
         parse_hub_url(&given)
+    }
+
+    /// The CA to trust for an `https://` hub: `--ca`, else `SHOAL_CA`, else the first of
+    /// [`CA_FILES`] that exists; `None` trusts the usual public roots.
+    pub fn ca(&self) -> Result<Option<ureq::tls::Certificate<'static>>, HubError> {
+        let given = self
+            .ca
+            .clone()
+            .or_else(|| non_empty_env(CA_ENV).map(PathBuf::from));
+        let path = match given {
+            Some(path) => path,
+            None => match CA_FILES.iter().map(PathBuf::from).find(|p| p.is_file()) {
+                Some(path) => path,
+                None => return Ok(None),
+            },
+        };
+        let pem = std::fs::read(&path).map_err(|e| HubError::CaFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        ureq::tls::Certificate::from_pem(&pem)
+            .map(Some)
+            .map_err(|e| HubError::CaFile {
+                path,
+                reason: e.to_string(),
+            })
     }
 
     /// `--token`, else `SHOAL_TOKEN`, else the first of [`TOKEN_FILES`] that exists.
@@ -74,7 +108,9 @@ pub enum HubError {
     NoToken,
     #[error("cannot read the API token from {}: {reason}: pass --token or SHOAL_TOKEN, or run as a user who can read it", path.display())]
     TokenFile { path: PathBuf, reason: String },
-    #[error("cannot reach the hub at {url} ({cause}): is `shoal serve` running? (set --hub or SHOAL_HUB)")]
+    #[error("cannot read the hub's CA certificate {}: {reason} (pass --ca or SHOAL_CA with the hub's tls/ca.crt)", path.display())]
+    CaFile { path: PathBuf, reason: String },
+    #[error("cannot reach the hub at {url} ({cause}): is `shoal serve` running? (set --hub or SHOAL_HUB; for https, --ca with the hub's tls/ca.crt)")]
     Unreachable { url: String, cause: String },
     #[error("the hub at {url} did not answer within {}s: is it overloaded, or is {url} another service?", REQUEST_TIMEOUT.as_secs())]
     Timeout { url: String },
@@ -264,6 +300,7 @@ pub struct Client {
     base: String,
     token: String,
     agent: ureq::Agent,
+    ca: Option<ureq::tls::Certificate<'static>>,
 }
 
 impl Client {
@@ -271,10 +308,12 @@ impl Client {
     pub fn new(args: &HubArgs) -> Result<Client, HubError> {
         let base = args.url()?;
         let token = args.token()?;
+        let ca = args.ca()?;
         Ok(Client {
             base,
             token,
-            agent: agent(Some(REQUEST_TIMEOUT), None, None),
+            agent: agent(Some(REQUEST_TIMEOUT), None, None, ca.clone()),
+            ca,
         })
     }
 
@@ -345,8 +384,13 @@ impl Client {
         stream: Stream,
     ) -> Result<ureq::BodyReader<'static>, HubError> {
         let agent = match stream {
-            Stream::Bounded => agent(None, Some(REQUEST_TIMEOUT), Some(REQUEST_TIMEOUT)),
-            Stream::Follow => agent(None, None, None),
+            Stream::Bounded => agent(
+                None,
+                Some(REQUEST_TIMEOUT),
+                Some(REQUEST_TIMEOUT),
+                self.ca.clone(),
+            ),
+            Stream::Follow => agent(None, None, None, self.ca.clone()),
         };
         let mut request = agent
             .get(self.url(path))
@@ -461,9 +505,17 @@ fn agent(
     global: Option<Duration>,
     recv_response: Option<Duration>,
     per_read: Option<Duration>,
+    ca: Option<ureq::tls::Certificate<'static>>,
 ) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(ca) = ca {
+        tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+            ca,
+        ])));
+    }
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .tls_config(tls.build())
         .user_agent(concat!("shoal/", env!("CARGO_PKG_VERSION")))
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_global(global)
@@ -654,6 +706,7 @@ mod tests {
         let args = HubArgs {
             hub: Some(format!("http://127.0.0.1:{port}")),
             token: Some("t".into()),
+            ca: None,
         };
         let client = Client::new(&args).expect("client");
         let error = client
@@ -661,7 +714,7 @@ mod tests {
             .expect_err("nothing listens");
         assert_eq!(
             error.to_string(),
-            format!("cannot reach the hub at http://127.0.0.1:{port} (connection refused): is `shoal serve` running? (set --hub or SHOAL_HUB)")
+            format!("cannot reach the hub at http://127.0.0.1:{port} (connection refused): is `shoal serve` running? (set --hub or SHOAL_HUB; for https, --ca with the hub's tls/ca.crt)")
         );
     }
 
@@ -671,6 +724,7 @@ mod tests {
         let client = Client::new(&HubArgs {
             hub: Some(url),
             token: Some("s3cret".into()),
+            ca: None,
         })
         .expect("client");
         let error = client

@@ -7,6 +7,7 @@ pub mod client;
 pub mod delete;
 pub mod describe;
 pub mod get;
+pub mod key;
 pub mod logs;
 pub mod node;
 pub mod output;
@@ -41,6 +42,7 @@ enum Command {
     Delete(delete::Args),
     Logs(logs::Args),
     Node(node::Args),
+    Key(key::Args),
     BrokerConfig(broker_config::Args),
     /// Check fleet manifests without a hub: print every problem, or one line per workload
     Validate {
@@ -64,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Delete(args) => delete::run(&args, &cli.hub),
         Command::Logs(args) => logs::run(&args, &cli.hub),
         Command::Node(args) => node::run(&args, &cli.hub),
+        Command::Key(args) => key::run(&args, &cli.hub),
         Command::BrokerConfig(args) => broker_config::run(&args, &cli.hub),
         Command::Validate { path } => Ok(validate::run(&path)),
     };

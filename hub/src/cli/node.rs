@@ -1,12 +1,13 @@
-//! `shoal node add|label|cordon|uncordon|drain|list`: enroll nodes and manage what the hub
-//! decides about them.
+//! `shoal node add|remove|label|cordon|uncordon|drain|list`: enroll and remove nodes and
+//! manage what the hub decides about them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
 use anyhow::bail;
-use shoal_model::api::{LabelRequest, NodeAddRequest, NodeCredentials, NodeInfo};
+use shoal_model::api::{Done, LabelRequest, NodeAddRequest, NodeEnrollment, NodeInfo};
 use shoal_model::manifest::names::{check_dns_label, check_label_key, check_label_value};
+use shoal_model::quantity::parse_duration;
 
 use super::client::{segment, Client, HubArgs};
 use super::get;
@@ -21,14 +22,20 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Enroll a node: print its credentials and the lines of its agent.toml
+    /// Register a node and print its one-time enrollment token (again for an existing node:
+    /// a new token, e.g. for a replaced or wiped device)
     Add {
         /// The node's name (its MQTT user name and client id)
         name: String,
-        /// Hub-side labels, as k=v,k2=v2
+        /// Hub-side labels, as k=v,k2=v2 (for a new node)
         #[arg(long, value_name = "K=V,...")]
         labels: Option<String>,
+        /// How long the token works, e.g. 30m, 24h, 7d
+        #[arg(long, value_name = "DURATION", default_value = "24h")]
+        ttl: String,
     },
+    /// Remove a node: its credentials stop working and its connection is closed at once
+    Remove { name: String },
     /// Set (k=v) or remove (k-) hub-side labels of a node
     Label {
         name: String,
@@ -70,7 +77,7 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
     }
     let client = Client::new(hub)?;
     match &args.command {
-        Command::Add { name, labels } => {
+        Command::Add { name, labels, ttl } => {
             if let Err(message) = check_dns_label(name) {
                 bail!("{message}");
             }
@@ -78,15 +85,21 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
                 Some(text) => parse_label_set(text).map_err(anyhow::Error::msg)?,
                 None => BTreeMap::new(),
             };
+            let ttl = parse_duration(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
             let request = NodeAddRequest {
                 name: name.clone(),
                 labels,
+                ttl_s: Some(ttl.as_secs().max(1)),
             };
-            let credentials: NodeCredentials = client.post("/v1/nodes", &request)?;
-            print!("{}", enrollment(&credentials));
-            if let Some(warning) = broker_warning(&credentials.broker) {
+            let enrollment: NodeEnrollment = client.post("/v1/nodes", &request)?;
+            print!("{}", enrollment_text(&enrollment, crate::server::wall_ms()));
+            if let Some(warning) = broker_warning(&enrollment.hub) {
                 eprintln!("{warning}");
             }
+        }
+        Command::Remove { name } => {
+            let done: Done = client.delete(&format!("/v1/nodes/{}", segment(name)))?;
+            println!("{}", done.message);
         }
         Command::Label { name, changes } => {
             let request = parse_label_changes(changes).map_err(anyhow::Error::msg)?;
@@ -166,43 +179,29 @@ fn check_label(key: &str, value: &str) -> Result<(), String> {
     check_label_value(value)
 }
 
-/// What `node add` prints: the credentials, the agent.toml lines, and what to do with them.
-pub fn enrollment(c: &NodeCredentials) -> String {
+/// What `node add` prints: the token, when it expires, and the command for the device.
+pub fn enrollment_text(e: &NodeEnrollment, now_ms: u64) -> String {
+    let minutes = e.expires_ms.saturating_sub(now_ms).div_ceil(60_000);
+    let expires = if minutes >= 120 {
+        format!("{} h", minutes.div_ceil(60))
+    } else {
+        format!("{minutes} min")
+    };
     format!(
-        "node/{name} enrolled; its password is shown only this once\n\
-         \x20 username: {username}\n\
-         \x20 password: {password}\n\
-         \x20 broker:   {broker}\n\
-         \x20 prefix:   {prefix}\n\
+        "node/{name} can enroll once, within {expires}, with this token (shown only now):\n\
+         \x20 {token}\n\
          \n\
-         # agent.toml for {name}\n\
-         node_name = {name_toml}\n\
-         \n\
-         [hub]\n\
-         broker = {broker_toml}\n\
-         password = {password_toml}\n\
-         prefix = {prefix_toml}\n\
-         \n\
-         hint: put these lines in /etc/shoal/agent.toml on the node, then run `shoal-agent run --config /etc/shoal/agent.toml`\n",
-        name = c.name,
-        username = c.username,
-        password = c.password,
-        broker = c.broker,
-        prefix = c.prefix,
-        name_toml = toml_string(&c.username),
-        broker_toml = toml_string(&c.broker),
-        password_toml = toml_string(&c.password),
-        prefix_toml = toml_string(&c.prefix),
+         on the device, as root:\n\
+         \x20 shoal-agent enroll --hub {hub} --token {token}\n\
+         \x20 shoal-agent run\n",
+        name = e.name,
+        token = e.token,
+        hub = e.hub,
     )
 }
 
-/// A TOML basic string: JSON's escapes are all valid TOML escapes.
-fn toml_string(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string())
-}
-
-/// A note when the broker address the hub reports is one that only the hub's own machine can
-/// connect to (an unspecified or loopback host).
+/// A note when the address the hub reports is one that only the hub's own machine can connect
+/// to (an unspecified or loopback host).
 pub fn broker_warning(broker: &str) -> Option<String> {
     let rest = broker.split_once("://").map_or(broker, |(_, rest)| rest);
     let host = if let Some(v6) = rest.strip_prefix('[') {
@@ -214,7 +213,7 @@ pub fn broker_warning(broker: &str) -> Option<String> {
         matches!(host, "0.0.0.0" | "::" | "::1" | "localhost" | "") || host.starts_with("127.");
     local.then(|| {
         format!(
-            "note: the hub reports its broker as {broker}, which only an agent on the hub's own machine can reach: for another node, replace `{host}` in agent.toml with an address of the hub it can reach (or start the hub with --advertise URL)"
+            "note: the hub reports its address as {broker}, which only an agent on the hub's own machine can reach: for another node, start the hub with --listen-api and --advertise addresses the node can reach"
         )
     })
 }
@@ -340,32 +339,23 @@ mod tests {
     }
 
     #[test]
-    fn enrollment_prints_credentials_and_pasteable_agent_toml() {
-        let credentials = NodeCredentials {
+    fn enrollment_prints_the_token_its_lifetime_and_the_device_commands() {
+        let enrollment = NodeEnrollment {
             name: "gw-1".into(),
-            username: "gw-1".into(),
-            password: "p\"w\\1".into(),
-            broker: "mqtt://hub.example:1883".into(),
-            prefix: "shoal/v1".into(),
+            token: "shoal1.gw-1.SECRET.CA".into(),
+            expires_ms: 24 * 3_600_000,
+            hub: "https://hub.example:7440".into(),
         };
         assert_eq!(
-            enrollment(&credentials),
-            "node/gw-1 enrolled; its password is shown only this once\n\
-             \x20 username: gw-1\n\
-             \x20 password: p\"w\\1\n\
-             \x20 broker:   mqtt://hub.example:1883\n\
-             \x20 prefix:   shoal/v1\n\
+            enrollment_text(&enrollment, 0),
+            "node/gw-1 can enroll once, within 24 h, with this token (shown only now):\n\
+             \x20 shoal1.gw-1.SECRET.CA\n\
              \n\
-             # agent.toml for gw-1\n\
-             node_name = \"gw-1\"\n\
-             \n\
-             [hub]\n\
-             broker = \"mqtt://hub.example:1883\"\n\
-             password = \"p\\\"w\\\\1\"\n\
-             prefix = \"shoal/v1\"\n\
-             \n\
-             hint: put these lines in /etc/shoal/agent.toml on the node, then run `shoal-agent run --config /etc/shoal/agent.toml`\n"
+             on the device, as root:\n\
+             \x20 shoal-agent enroll --hub https://hub.example:7440 --token shoal1.gw-1.SECRET.CA\n\
+             \x20 shoal-agent run\n"
         );
+        assert!(enrollment_text(&enrollment, 24 * 3_600_000 - 90_000).contains("within 2 min"));
     }
 
     #[test]
@@ -385,7 +375,7 @@ mod tests {
         }
         assert_eq!(
             broker_warning("mqtt://0.0.0.0:1883").as_deref(),
-            Some("note: the hub reports its broker as mqtt://0.0.0.0:1883, which only an agent on the hub's own machine can reach: for another node, replace `0.0.0.0` in agent.toml with an address of the hub it can reach (or start the hub with --advertise URL)")
+            Some("note: the hub reports its address as mqtt://0.0.0.0:1883, which only an agent on the hub's own machine can reach: for another node, start the hub with --listen-api and --advertise addresses the node can reach")
         );
     }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use shoal_model::api::{DEFAULT_API_ADDR, DEFAULT_MQTT_ADDR};
+use shoal_model::api::{DEFAULT_API_ADDR, DEFAULT_INSECURE_MQTT_ADDR, DEFAULT_MQTT_ADDR};
 
 use crate::broker::BrokerUrl;
 use crate::server::{self, ServeOptions};
@@ -15,10 +15,12 @@ pub struct Args {
     /// Where the hub keeps its database, API token and broker password
     #[arg(long, value_name = "DIR", default_value = "/var/lib/shoal")]
     pub data_dir: PathBuf,
-    /// Where the embedded MQTT broker listens for agents
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_MQTT_ADDR)]
-    pub listen_mqtt: SocketAddr,
-    /// Where the HTTP API listens for the CLI
+    /// Where the embedded MQTT broker listens for agents [default: 0.0.0.0:8883, MQTT over TLS;
+    /// 0.0.0.0:1883 with --insecure]
+    #[arg(long, value_name = "ADDR")]
+    pub listen_mqtt: Option<SocketAddr>,
+    /// Where the HTTP API listens for the CLI, and for devices that enroll (HTTPS beyond
+    /// loopback)
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_API_ADDR)]
     pub listen_api: SocketAddr,
     /// Use this external broker (mqtt://HOST:PORT or mqtts://HOST:PORT) instead of the embedded
@@ -31,6 +33,17 @@ pub struct Args {
     /// The broker URL agents are told to use (default: the listen address)
     #[arg(long, value_name = "URL")]
     pub advertise: Option<String>,
+    /// The API URL devices enroll at (default: the API's listen address)
+    #[arg(long, value_name = "URL")]
+    pub advertise_api: Option<String>,
+    /// Another name (DNS name or IP address) devices reach the hub by, for its TLS
+    /// certificate; repeatable. The listen and advertised addresses, loopback and the host
+    /// name are always included
+    #[arg(long = "tls-name", value_name = "NAME")]
+    pub tls_names: Vec<String>,
+    /// Plain MQTT and plain HTTP, without TLS (tests on one machine, or a network you trust)
+    #[arg(long)]
+    pub insecure: bool,
     /// Topic prefix, so several fleets can share a broker
     #[arg(long, value_name = "PREFIX", default_value = "shoal/v1")]
     pub prefix: String,
@@ -40,11 +53,23 @@ impl Args {
     pub fn options(&self) -> ServeOptions {
         ServeOptions {
             data_dir: self.data_dir.clone(),
-            listen_mqtt: self.listen_mqtt,
+            listen_mqtt: self.listen_mqtt.unwrap_or_else(|| {
+                let default = if self.insecure {
+                    DEFAULT_INSECURE_MQTT_ADDR
+                } else {
+                    DEFAULT_MQTT_ADDR
+                };
+                default
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8883)))
+            }),
             listen_api: self.listen_api,
             broker: self.broker.clone(),
             broker_ca: self.broker_ca.clone(),
             advertise: self.advertise.clone(),
+            advertise_api: self.advertise_api.clone(),
+            tls_names: self.tls_names.clone(),
+            insecure: self.insecure,
             prefix: self.prefix.clone(),
         }
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use shoal_model::api::{
-    ApplyRequest, ApplyResponse, ManifestFile, NodeAddRequest, NodeCredentials, WorkloadInfo,
+    ApplyRequest, ApplyResponse, ManifestFile, NodeAddRequest, NodeEnrollment, WorkloadInfo,
 };
 
 use super::client::{Client, HubArgs};
@@ -67,6 +67,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         broker: None,
         broker_ca: None,
         advertise: None,
+        advertise_api: None,
+        tls_names: Vec::new(),
+        insecure: false,
         prefix: "shoal/v1".into(),
     };
     let hub = runtime.spawn(server::serve(options, Some(ready_tx)));
@@ -87,17 +90,25 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let client = Client::new(&HubArgs {
         hub: Some(format!("http://{}", ready.api)),
         token: Some(ready.token.clone()),
+        ca: None,
     })?;
     let node = match &args.node {
         Some(node) => node.clone(),
         None => local_node_name(),
     };
     let agent_dir = root.join("agent");
-    let config = agent_config(&client, &agent_dir, &node, &ready.broker)?;
     let agent_binary = match &args.agent {
         Some(path) => path.clone(),
         None => find_agent()?,
     };
+    let config = agent_config(
+        &client,
+        &agent_binary,
+        &format!("http://{}", ready.api),
+        &agent_dir,
+        &node,
+        &ready.broker,
+    )?;
     let log = root.join("agent.log");
     let mut agent = start_agent(&agent_binary, &config, &log)?;
     println!(
@@ -139,44 +150,59 @@ fn local_node_name() -> String {
     }
 }
 
-/// The local agent's config: written once with fresh credentials, reused afterwards with the
-/// broker's address of this run.
+/// The local agent's config, written once and enrolled with a fresh token, reused afterwards
+/// with the broker's address of this run.
 fn agent_config(
     client: &Client,
+    agent_binary: &Path,
+    api: &str,
     agent_dir: &Path,
     node: &str,
     broker: &str,
 ) -> anyhow::Result<PathBuf> {
     let path = agent_dir.join("agent.toml");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        server::write_private(&path, with_broker(&text, broker).as_bytes())?;
-        return Ok(path);
+        if agent_dir.join("data/enrollment.toml").is_file() {
+            server::write_private(&path, with_broker(&text, broker).as_bytes())?;
+            return Ok(path);
+        }
     }
     std::fs::create_dir_all(agent_dir)
         .with_context(|| format!("cannot create {}", agent_dir.display()))?;
-    let credentials: NodeCredentials = client
+    let enrollment: NodeEnrollment = client
         .post(
             "/v1/nodes",
             &NodeAddRequest {
                 name: node.to_string(),
                 labels: [("shoal.dev/up".to_string(), "true".to_string())].into(),
+                ttl_s: Some(600),
             },
         )
-        .with_context(|| {
-            format!(
-                "cannot register the local node `{node}` (if {} was deleted, delete the hub's data too, or pass --node with another name)",
-                path.display()
-            )
-        })?;
+        .with_context(|| format!("cannot register the local node `{node}`"))?;
+    // The broker's port changes from run to run, so agent.toml names it (over the enrolled
+    // one); everything else comes from the enrollment.
     let text = format!(
-        "# Written by `shoal up` for the local agent.\nnode_name = \"{node}\"\ndata_dir = \"{data}\"\nrun_dir = \"{run}\"\n\n[hub]\nbroker = \"{broker}\"\npassword = \"{password}\"\nprefix = \"{prefix}\"\nkeep_alive = \"10s\"\n",
+        "# Written by `shoal up` for the local agent.\nnode_name = \"{node}\"\ndata_dir = \"{data}\"\nrun_dir = \"{run}\"\n\n[hub]\nbroker = \"{broker}\"\nkeep_alive = \"10s\"\n",
         data = agent_dir.join("data").display(),
         run = agent_dir.join("run").display(),
-        broker = credentials.broker,
-        password = credentials.password,
-        prefix = credentials.prefix,
     );
     server::write_private(&path, text.as_bytes())?;
+    let output = Command::new(agent_binary)
+        .arg("enroll")
+        .arg("--hub")
+        .arg(api)
+        .arg("--token")
+        .arg(&enrollment.token)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .with_context(|| format!("cannot run {}", agent_binary.display()))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "the local agent could not enroll: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
     Ok(path)
 }
 

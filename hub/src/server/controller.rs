@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use rumqttc::QoS;
 use shoal_model::topic::NodeId;
-use anyhow::Context as _;
 use shoal_model::wire::Envelope;
 
 use super::{wall_ms, Hub};
@@ -90,8 +90,8 @@ pub async fn step(hub: &Hub) -> anyhow::Result<()> {
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     let lists = desired::per_node(&workloads, &decision.placement, &names);
     *hub.decision.lock().unwrap_or_else(|p| p.into_inner()) = Some(decision);
-    let (key, announced) =
-        store::key_ring(&hub.store.signing_keys()?)?.context("the hub has no active signing key")?;
+    let (key, announced) = store::key_ring(&hub.store.signing_keys()?)?
+        .context("the hub has no active signing key")?;
     let announced_ids: Vec<String> = announced.iter().map(|k| k.id().to_string()).collect();
     let published = hub.store.node_desired()?;
     for (node, list) in lists {

@@ -1,8 +1,13 @@
 //! `shoal serve`: wires the store, the broker (embedded, or an external one), the hub's MQTT
 //! client, the placement controller and the HTTP API together.
 //!
-//! Data directory: `hub.db` (SQLite), `api-token` (the CLI's bearer token, 0600) and
-//! `mqtt-password` (the hub's own broker password, 0600), all created at first start.
+//! Data directory: `hub.db` (SQLite, with the signing keys), `api-token` (the CLI's bearer
+//! token, 0600), `mqtt-password` (the hub's own broker password, 0600) and `tls/` (the hub's
+//! CA, `ca.crt` and `ca.key` (0600), and the server certificate issued from it at every
+//! start), all created at first start.
+//!
+//! Secure by default: the embedded broker speaks MQTT over TLS only, and the API speaks HTTPS
+//! whenever it listens beyond loopback; `--insecure` turns both to plain text.
 
 pub mod controller;
 pub mod mqtt;
@@ -20,7 +25,10 @@ use shoal_model::wire::signing::SigningKey;
 use shoal_model::wire::Limits;
 use tokio::sync::{watch, Notify};
 
-use crate::broker::{self, Authenticator, BrokerUrl, EmbeddedBroker, EmbeddedConfig, Identity};
+use crate::broker::{
+    self, Authenticator, BrokerUrl, EmbeddedBroker, EmbeddedConfig, Identity, TlsFiles,
+};
+use crate::pki::Ca;
 use crate::scheduler::Decision;
 use crate::store::{self, KeyState, Store};
 
@@ -45,6 +53,14 @@ pub struct ServeOptions {
     /// The broker URL agents are told to use (`shoal node add`); by default the listen address,
     /// with loopback for an unspecified host.
     pub advertise: Option<String>,
+    /// The API URL devices enroll at; by default the API's listen address (or the advertised
+    /// broker's host when the API listens on every address).
+    pub advertise_api: Option<String>,
+    /// More names (DNS or IP) for the server certificate, beside the listen and advertised
+    /// addresses, loopback and the host name.
+    pub tls_names: Vec<String>,
+    /// Plain MQTT and HTTP everywhere.
+    pub insecure: bool,
     pub prefix: String,
 }
 
@@ -81,6 +97,10 @@ pub struct Hub {
     pub token: String,
     pub hub_password: String,
     pub embedded: Option<EmbeddedBroker>,
+    /// The hub's certificate authority: signs the server certificate, pinned by tokens.
+    pub ca: Ca,
+    /// The API URL devices enroll at.
+    pub advertised_api: String,
 }
 
 /// The broker asks the store who is connecting.
@@ -171,6 +191,16 @@ pub async fn serve(
     let hub_password = secret(&options.data_dir.join("mqtt-password"))?;
     let topics = Topics::new(&options.prefix)?;
     let limits = Limits::default();
+    let tls_dir = options.data_dir.join("tls");
+    let ca = Ca::load_or_create(&tls_dir)?;
+    let names = certificate_names(&options);
+    let server_cert = ca.issue_server(&names)?;
+    let tls_files = TlsFiles {
+        cert_chain: tls_dir.join("server.crt"),
+        key: tls_dir.join("server.key"),
+    };
+    server_cert.write(&tls_files.cert_chain, &tls_files.key)?;
+    tracing::info!(names = ?names, ca = ca.fingerprint(), "server certificate issued");
 
     let (embedded, broker_url, advertised) = match &options.broker {
         Some(url) => (
@@ -189,6 +219,7 @@ pub async fn serve(
                     prefix: options.prefix.clone(),
                     max_packet_bytes: limits.desired + 64 * 1024,
                     data_dir: options.data_dir.join("broker"),
+                    tls: (!options.insecure).then(|| tls_files.clone()),
                 },
                 auth,
             )
@@ -203,33 +234,50 @@ pub async fn serve(
                 std::net::IpAddr::V6(ip) => format!("[{ip}]"),
                 std::net::IpAddr::V4(ip) => ip.to_string(),
             };
-            let local: BrokerUrl = format!("mqtt://{own}:{}", addr.port()).parse()?;
+            let scheme = if options.insecure { "mqtt" } else { "mqtts" };
+            let local: BrokerUrl = format!("{scheme}://{own}:{}", addr.port()).parse()?;
             let advertised = options.advertise.clone().unwrap_or_else(|| {
-                let host = if addr.ip().is_unspecified() {
-                    "127.0.0.1".to_string()
-                } else {
-                    addr.ip().to_string()
+                let host = match addr.ip() {
+                    ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                    ip => ip.to_string(),
                 };
-                format!("mqtt://{host}:{}", addr.port())
+                format!("{scheme}://{host}:{}", addr.port())
             });
             (Some(embedded), local, advertised)
         }
     };
-    let ca = match &options.broker_ca {
-        Some(path) => {
+    let broker_ca = match (&options.broker_ca, &embedded) {
+        (Some(path), _) => {
             Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
         }
-        None => None,
+        // The embedded broker's certificate comes from the hub's own CA.
+        (None, Some(_)) if !options.insecure => Some(ca.cert_pem().as_bytes().to_vec()),
+        (None, _) => None,
     };
     let (client, events) = mqtt::client(
         &mqtt::ClientOptions {
             broker: broker_url.clone(),
             password: hub_password.clone(),
-            ca,
+            ca: broker_ca,
             keep_alive: Duration::from_secs(30),
         },
         &limits,
     );
+    let listener = tokio::net::TcpListener::bind(options.listen_api)
+        .await
+        .with_context(|| format!("cannot listen for the API on {}", options.listen_api))?;
+    let api = listener.local_addr()?;
+    let api_tls = !options.insecure && !api.ip().is_loopback();
+    let advertised_api = options.advertise_api.clone().unwrap_or_else(|| {
+        let scheme = if api_tls { "https" } else { "http" };
+        let host = match api.ip() {
+            ip if ip.is_unspecified() => url_host(&advertised).unwrap_or("127.0.0.1").to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        format!("{scheme}://{host}:{}", api.port())
+    });
     let hub = Arc::new(Hub {
         store,
         topics,
@@ -245,14 +293,12 @@ pub async fn serve(
         token: token.clone(),
         hub_password,
         embedded,
+        ca,
+        advertised_api: advertised_api.clone(),
     });
     tokio::spawn(mqtt::run(Arc::clone(&hub), events));
     tokio::spawn(controller::run(Arc::clone(&hub)));
-    let listener = tokio::net::TcpListener::bind(options.listen_api)
-        .await
-        .with_context(|| format!("cannot listen for the API on {}", options.listen_api))?;
-    let api = listener.local_addr()?;
-    tracing::info!(%api, broker = %advertised, data_dir = %options.data_dir.display(), "hub serving");
+    tracing::info!(%api, api_url = %advertised_api, broker = %advertised, data_dir = %options.data_dir.display(), "hub serving");
     if let Some(ready) = ready {
         let _ = ready.send(Ready {
             api,
@@ -260,5 +306,59 @@ pub async fn serve(
             token,
         });
     }
-    crate::api::serve(listener, hub).await
+    if api_tls {
+        let listener = crate::api::tls::TlsListener::new(
+            listener,
+            server_cert.cert_chain_der(),
+            server_cert.key_der(),
+        )?;
+        crate::api::serve_tls(listener, hub).await
+    } else {
+        crate::api::serve(listener, hub).await
+    }
+}
+
+/// The names the server certificate is valid for: loopback, the host name, the addresses the
+/// hub listens on (when specific), the hosts of the advertised URLs, and `--tls-name`.
+fn certificate_names(options: &ServeOptions) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if rustls::pki_types::ServerName::try_from(host.to_string()).is_ok() && !host.is_empty() {
+            names.push(host.to_string());
+        }
+    }
+    for addr in [options.listen_mqtt, options.listen_api] {
+        if !addr.ip().is_unspecified() {
+            names.push(addr.ip().to_string());
+        }
+    }
+    for url in [&options.advertise, &options.advertise_api]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(host) = url_host(url) {
+            names.push(host.trim_matches(|c| c == '[' || c == ']').to_string());
+        }
+    }
+    names.extend(options.tls_names.iter().cloned());
+    let mut seen = std::collections::BTreeSet::new();
+    names.retain(|name| seen.insert(name.clone()));
+    names
+}
+
+/// The host of `scheme://host[:port][/...]`, IPv6 with its brackets.
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = if authority.starts_with('[') {
+        &authority[..=authority.find(']')?]
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then_some(host)
 }

@@ -5,9 +5,9 @@
 //! and one writer keeps every change a single transaction. WAL mode, so a `kill -9` loses at
 //! most the transaction in flight.
 
+mod security;
 #[cfg(test)]
 mod tests;
-mod security;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

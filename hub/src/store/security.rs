@@ -215,12 +215,12 @@ impl Store {
             let (id, public, pkcs8, state, created, changed) = row.map_err(failed)?;
             out.push(StoredKey {
                 id,
-                public: public.parse().map_err(|e: shoal_model::wire::signing::SignatureError| {
-                    StoreError::Decode {
+                public: public.parse().map_err(
+                    |e: shoal_model::wire::signing::SignatureError| StoreError::Decode {
                         what: "signing key",
                         reason: e.to_string(),
-                    }
-                })?,
+                    },
+                )?,
                 pkcs8,
                 state: match state.as_str() {
                     "active" => KeyState::Active,

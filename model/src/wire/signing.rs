@@ -203,7 +203,7 @@ fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
 }
 
 fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }
     (0..text.len())
@@ -241,7 +241,8 @@ mod tests {
         let trusted = [key.public()];
         let mut signed = envelope();
         key.sign(&mut signed);
-        let tamper: [(&str, fn(&mut Envelope)); 5] = [
+        type Tamper = fn(&mut Envelope);
+        let tamper: [(&str, Tamper); 5] = [
             ("node id", |e| e.node_id = "gw-2".into()),
             ("generation", |e| e.generation += 1),
             ("payload", |e| e.payload[0] ^= 1),
@@ -270,10 +271,7 @@ mod tests {
         let (key, _) = SigningKey::generate().expect("key");
         let (other, _) = SigningKey::generate().expect("key");
         let mut e = envelope();
-        assert_eq!(
-            verify(&e, &[key.public()]),
-            Err(SignatureError::Unsigned)
-        );
+        assert_eq!(verify(&e, &[key.public()]), Err(SignatureError::Unsigned));
         e.signature = Some(vec![0; 10]);
         assert_eq!(
             verify(&e, &[key.public()]),
@@ -281,7 +279,9 @@ mod tests {
         );
         other.sign(&mut e);
         let error = verify(&e, &[key.public()]).expect_err("unknown key");
-        assert!(matches!(error, SignatureError::UnknownKey { key, .. } if key == other.public().id()));
+        assert!(
+            matches!(error, SignatureError::UnknownKey { key, .. } if key == other.public().id())
+        );
         assert!(error.to_string().contains(&key.public().id().to_string()));
         // A forger who copies the trusted key's id in front of its own signature.
         let mut spoofed = envelope();
@@ -303,9 +303,19 @@ mod tests {
         let again = SigningKey::from_pkcs8(&pkcs8).expect("reload");
         assert_eq!(again.public(), key.public());
         let text = key.public().to_string();
-        assert!(text.starts_with("ed25519:") && text.len() == 8 + 64, "{text}");
+        assert!(
+            text.starts_with("ed25519:") && text.len() == 8 + 64,
+            "{text}"
+        );
         assert_eq!(text.parse::<PublicKey>(), Ok(key.public()));
-        for bad in ["", "ed25519:", "ed25519:zz", "rsa:00", &text[..70], &format!("{text}00")] {
+        for bad in [
+            "",
+            "ed25519:",
+            "ed25519:zz",
+            "rsa:00",
+            &text[..70],
+            &format!("{text}00"),
+        ] {
             assert!(bad.parse::<PublicKey>().is_err(), "{bad}");
         }
         assert!(SigningKey::from_pkcs8(b"not a key").is_err());

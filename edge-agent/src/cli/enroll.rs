@@ -1,0 +1,376 @@
+//! `shoal-agent enroll --hub URL --token TOKEN`: joins this device to a hub.
+//!
+//! 1. The token (`shoal1.NODE.SECRET.CA`, from `shoal node add`) names the node and pins the
+//!    SHA-256 of the hub's CA certificate.
+//! 2. The CA is fetched from `URL/v1/ca` (public; over HTTPS without verification, since the
+//!    pin is the check) and compared with the pin. A mismatch stops here: nothing was sent.
+//! 3. The token goes to `URL/v1/enroll` over HTTPS verified with that CA alone. Plain HTTP is
+//!    accepted only for a loopback hub or with `--insecure`.
+//! 4. The answer is kept in the data dir: `enrollment.toml` (node name, broker, password, CA
+//!    path, prefix, signing keys; 0600), `hub-ca.pem`, and the signing keys in SQLite.
+//!
+//! Enrolling again (a new token) replaces all of it. The node keeps running what it runs, and
+//! accepts the hub's next desired state whatever its generation, since the hub may have
+//! forgotten this node in between.
+
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+use shoal_model::api::{EnrollRequest, EnrollResponse};
+use shoal_model::manifest::names::check_dns_label;
+use shoal_model::wire::signing::PublicKey;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+use crate::config::{self, ENROLLMENT_FILE};
+use crate::state::Store;
+use crate::supervisor::wall_ms;
+
+/// The CA file written beside the enrollment file.
+pub const CA_FILE: &str = "hub-ca.pem";
+/// The most the hub's answers may hold.
+const MAX_ANSWER_BYTES: u64 = 256 * 1024;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The hub's API, as `shoal node add` printed it (https://HOST:PORT)
+    #[arg(long, value_name = "URL")]
+    pub hub: String,
+    /// The one-time token from `shoal node add`
+    #[arg(long, value_name = "TOKEN")]
+    pub token: String,
+    /// The agent's config file (for data_dir and node_name)
+    #[arg(long, value_name = "FILE", default_value = config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Allow plain http:// to a hub that is not on loopback (the token then crosses the
+    /// network unencrypted)
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// The parts of a token the device needs (the hub checks the rest).
+#[derive(Debug, PartialEq, Eq)]
+struct Token {
+    node: String,
+    ca_fingerprint: String,
+}
+
+fn parse_token(text: &str) -> anyhow::Result<Token> {
+    let parts: Vec<&str> = text.trim().split('.').collect();
+    let [prefix, node, secret, ca] = parts[..] else {
+        bail!("this is not an enrollment token: expected shoal1.NODE.SECRET.CA, as `shoal node add` prints it");
+    };
+    if prefix != "shoal1" || secret.is_empty() {
+        bail!("this is not an enrollment token: expected shoal1.NODE.SECRET.CA, as `shoal node add` prints it");
+    }
+    check_dns_label(node).map_err(|e| anyhow::anyhow!("the token's node name is invalid: {e}"))?;
+    if ca.len() != 64 || !ca.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("the token's CA fingerprint is malformed: copy the whole token");
+    }
+    Ok(Token {
+        node: node.to_string(),
+        ca_fingerprint: ca.to_ascii_lowercase(),
+    })
+}
+
+/// `https://` or `http://`, a host and a port; returns whether TLS is used.
+fn check_hub_url(url: &str, insecure: bool) -> anyhow::Result<bool> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        bail!("--hub `{url}` must start with https:// (or http:// for a hub on loopback)");
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = authority
+        .strip_prefix('[')
+        .and_then(|r| r.split(']').next())
+        .unwrap_or_else(|| authority.split(':').next().unwrap_or_default());
+    if host.is_empty() {
+        bail!("--hub `{url}` names no host");
+    }
+    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !tls && !loopback && !insecure {
+        bail!("--hub `{url}` is plain http to another machine: the token would cross the network unencrypted; use the https:// URL `shoal node add` printed, or --insecure");
+    }
+    Ok(tls)
+}
+
+/// Lowercase hex SHA-256 of the first certificate in `pem`.
+fn fingerprint(pem: &[u8]) -> anyhow::Result<String> {
+    let cert = Certificate::from_pem(pem).context("the hub's CA is not a PEM certificate")?;
+    Ok(Sha256::digest(cert.der())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn agent(tls: TlsConfig) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .tls_config(tls)
+        .user_agent(concat!("shoal-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+fn read_body(
+    response: &mut ureq::http::Response<ureq::Body>,
+    what: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    response
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER_BYTES)
+        .reader()
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read the hub's {what}"))?;
+    Ok(bytes)
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let token = parse_token(&args.token)?;
+    if !check_hub_url(&args.hub, args.insecure)? {
+        eprintln!("warning: enrolling over plain http: the token is sent unencrypted");
+    }
+    let base = args.hub.trim_end_matches('/');
+    // agent.toml alone: an earlier enrollment must not stand in the way of this one.
+    let text = match std::fs::read_to_string(&args.config) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", args.config.display())),
+    };
+    let mut local = config::parse_with(&text, None, &token.node)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    if local.node_name != token.node {
+        bail!(
+            "{} names this node `{}` but the token is for `{}`: remove node_name there, or ask for a token for `{}`",
+            args.config.display(),
+            local.node_name,
+            token.node,
+            local.node_name
+        );
+    }
+
+    // 1. The CA, checked against the pin before anything secret is sent.
+    let unverified = agent(TlsConfig::builder().disable_verification(true).build());
+    let mut response = unverified
+        .get(format!("{base}/v1/ca"))
+        .call()
+        .with_context(|| format!("cannot reach the hub at {base}"))?;
+    if !response.status().is_success() {
+        bail!(
+            "the hub at {base} answered {} for its CA certificate: is this a Shoal hub's API?",
+            response.status()
+        );
+    }
+    let ca_pem = read_body(&mut response, "CA certificate")?;
+    let presented = fingerprint(&ca_pem)?;
+    if presented != token.ca_fingerprint {
+        bail!(
+            "the hub at {base} presented a CA with fingerprint {presented}, but the token expects {}: this is not the hub that issued the token, or something in between impersonates it; nothing was sent",
+            token.ca_fingerprint
+        );
+    }
+
+    // 2. The token, over TLS verified with that CA alone.
+    let ca = Certificate::from_pem(&ca_pem)?;
+    let verified = agent(
+        TlsConfig::builder()
+            .root_certs(RootCerts::Specific(Arc::new(vec![ca])))
+            .build(),
+    );
+    let body = serde_json::to_vec(&EnrollRequest {
+        token: args.token.trim().to_string(),
+    })?;
+    let mut response = verified
+        .post(format!("{base}/v1/enroll"))
+        .header("content-type", "application/json")
+        .send(&body[..])
+        .with_context(|| format!("cannot enroll with the hub at {base}"))?;
+    let status = response.status();
+    let answer = read_body(&mut response, "answer")?;
+    if !status.is_success() {
+        let reason = serde_json::from_slice::<shoal_model::api::ApiError>(&answer)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&answer).into_owned());
+        bail!("the hub refused the enrollment ({status}): {reason}");
+    }
+    let enrolled: EnrollResponse =
+        serde_json::from_slice(&answer).context("the hub's enrollment answer is not valid")?;
+    if enrolled.node_name != token.node {
+        bail!(
+            "the hub enrolled `{}` but the token is for `{}`",
+            enrolled.node_name,
+            token.node
+        );
+    }
+    if fingerprint(enrolled.ca_pem.as_bytes())? != token.ca_fingerprint {
+        bail!("the hub's answer carries another CA than the one the token pins");
+    }
+    let keys = enrolled
+        .signing_keys
+        .iter()
+        .map(|k| k.parse::<PublicKey>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("the hub's signing keys are not valid")?;
+    if keys.is_empty() {
+        bail!("the hub sent no signing key");
+    }
+
+    // 3. Kept in the data dir; the file goes last, so a half-done enrollment is not one.
+    let data_dir = local.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let ca_path = data_dir.join(CA_FILE);
+    write_atomic(&ca_path, enrolled.ca_pem.as_bytes(), 0o644)?;
+    let store = Store::open(&data_dir)?;
+    store.set_trusted_keys(&keys, wall_ms())?;
+    store.forget_hub_generation()?;
+    let file = enrollment_file(&enrolled, &ca_path, &keys)?;
+    write_atomic(&data_dir.join(ENROLLMENT_FILE), file.as_bytes(), 0o600)?;
+    local.node_name = enrolled.node_name.clone();
+    println!(
+        "enrolled as `{}` with the hub at {base}; broker {}\nidentity kept in {} (0600); start the agent with `shoal-agent run`",
+        enrolled.node_name,
+        enrolled.broker,
+        data_dir.join(ENROLLMENT_FILE).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text of `enrollment.toml` (a subset of agent.toml's keys).
+fn enrollment_file(
+    enrolled: &EnrollResponse,
+    ca_path: &Path,
+    keys: &[PublicKey],
+) -> anyhow::Result<String> {
+    // A JSON string is a valid TOML basic string (the same quotes and escapes), and the
+    // answer is checked but still the hub's text.
+    let quote = |text: &str| serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into());
+    let mut out = String::from(
+        "# Written by `shoal-agent enroll`: this node's identity on its hub. Keep it private.\n",
+    );
+    out.push_str(&format!(
+        "node_name = {}\n\n[hub]\n",
+        quote(&enrolled.node_name)
+    ));
+    out.push_str(&format!("broker = {}\n", quote(&enrolled.broker)));
+    out.push_str(&format!("password = {}\n", quote(&enrolled.password)));
+    if enrolled.broker.starts_with("mqtts://") {
+        let path = ca_path
+            .to_str()
+            .context("the data dir's path is not UTF-8")?;
+        out.push_str(&format!("ca_file = {}\n", quote(path)));
+    }
+    out.push_str(&format!("prefix = {}\n", quote(&enrolled.prefix)));
+    let keys: Vec<String> = keys.iter().map(|k| quote(&k.to_string())).collect();
+    out.push_str(&format!("signing_keys = [{}]\n", keys.join(", ")));
+    Ok(out)
+}
+
+/// Writes `path` through a temporary file and a rename, with `mode`.
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&temp)
+        .with_context(|| format!("cannot write {}", temp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_hub_urls_are_checked_before_anything_is_sent() {
+        let ca = "AB".repeat(32);
+        assert_eq!(
+            parse_token(&format!("shoal1.gw-1.secret.{ca}")).expect("token"),
+            Token {
+                node: "gw-1".into(),
+                ca_fingerprint: ca.to_ascii_lowercase()
+            }
+        );
+        for bad in [
+            "",
+            "shoal1.gw-1.s",
+            "x.gw-1.s.aa",
+            &format!("shoal1.GW.s.{ca}"),
+            "shoal1.gw-1.s.abc",
+        ] {
+            assert!(parse_token(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            check_hub_url("https://hub.example:7440", false).ok(),
+            Some(true)
+        );
+        assert_eq!(
+            check_hub_url("http://127.0.0.1:7440", false).ok(),
+            Some(false)
+        );
+        assert_eq!(check_hub_url("http://[::1]:7440", false).ok(), Some(false));
+        assert_eq!(
+            check_hub_url("http://localhost:7440", false).ok(),
+            Some(false)
+        );
+        let plain =
+            check_hub_url("http://10.0.0.1:7440", false).expect_err("plain to another machine");
+        assert!(plain.to_string().contains("unencrypted"), "{plain}");
+        assert_eq!(
+            check_hub_url("http://10.0.0.1:7440", true).ok(),
+            Some(false)
+        );
+        assert!(check_hub_url("ftp://hub", false).is_err());
+        assert!(check_hub_url("https://", false).is_err());
+    }
+
+    #[test]
+    fn the_enrollment_file_reads_back_as_the_agents_hub_config() {
+        let enrolled = EnrollResponse {
+            node_name: "gw-1".into(),
+            password: "p4ss".into(),
+            broker: "mqtts://10.0.0.1:8883".into(),
+            prefix: "shoal/v1".into(),
+            ca_pem: String::new(),
+            signing_keys: Vec::new(),
+        };
+        let key = PublicKey([9; 32]);
+        let text = enrollment_file(&enrolled, Path::new("/var/lib/shoal/hub-ca.pem"), &[key])
+            .expect("file");
+        let config = config::parse_with("", Some(&text), "host").expect("config");
+        assert_eq!(config.node_name, "gw-1");
+        let hub = config.hub.expect("hub");
+        assert_eq!(hub.broker.to_string(), "mqtts://10.0.0.1:8883");
+        assert_eq!(hub.password().expect("password").as_deref(), Some("p4ss"));
+        assert_eq!(
+            hub.ca_file.as_deref(),
+            Some(Path::new("/var/lib/shoal/hub-ca.pem"))
+        );
+        assert_eq!(hub.signing_keys, vec![key]);
+        // agent.toml's own [hub] keys win; a different node_name is refused.
+        let config = config::parse_with("[hub]\nkeep_alive = \"5s\"\n", Some(&text), "host")
+            .expect("config");
+        assert_eq!(config.hub.expect("hub").keep_alive, Duration::from_secs(5));
+        let error = config::parse_with("node_name = \"gw-2\"\n", Some(&text), "host")
+            .expect_err("another name");
+        assert!(error.contains("enrolled as `gw-1`"), "{error}");
+    }
+}

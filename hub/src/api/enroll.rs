@@ -1,0 +1,355 @@
+//! Node identity over the API: `shoal node add` (a one-time token), the device's
+//! `POST /v1/enroll`, `shoal node remove`, and the hub's signing keys (`shoal key`).
+//!
+//! An enrollment token is `shoal1.NODE.SECRET.CA`: the node it is for, 256 random bits (the
+//! hub keeps only their SHA-256), and the SHA-256 of the hub's CA certificate. The device
+//! fetches the CA, checks it against the token, and sends the secret only over TLS verified
+//! with that CA. Enrolling gives the node a fresh 256-bit MQTT password (the hub keeps its
+//! PBKDF2 hash), the broker URL, the CA and the hub's signing keys.
+
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::Json;
+use sha2::{Digest, Sha256};
+use shoal_model::api::{
+    Done, EnrollRequest, EnrollResponse, KeyInfo, NodeAddRequest, NodeEnrollment, RotateRequest,
+    DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S,
+};
+use shoal_model::manifest::names::check_dns_label;
+use shoal_model::topic::NodeId;
+use shoal_model::wire::signing::SigningKey;
+
+use super::{check_labels, Answer, Failure};
+use crate::broker::password;
+use crate::server::{wall_ms, Hub};
+use crate::store::{self, EnrollError, KeyState};
+
+/// The first part of every token: the format's version.
+pub const TOKEN_PREFIX: &str = "shoal1";
+
+/// A token taken apart; nothing is checked against the store yet.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Token<'a> {
+    pub node: &'a str,
+    pub secret: &'a str,
+    pub ca_fingerprint: &'a str,
+}
+
+/// Splits a token into its parts, refusing anything that is not one (pure).
+pub fn parse_token(text: &str) -> Result<Token<'_>, String> {
+    let parts: Vec<&str> = text.trim().split('.').collect();
+    let [prefix, node, secret, ca] = parts[..] else {
+        return Err(format!(
+            "not an enrollment token: expected {TOKEN_PREFIX}.NODE.SECRET.CA (4 parts separated by dots), got {} part(s)",
+            parts.len()
+        ));
+    };
+    if prefix != TOKEN_PREFIX {
+        return Err(format!(
+            "not an enrollment token: it starts with `{}` instead of `{TOKEN_PREFIX}`",
+            prefix.chars().take(16).collect::<String>()
+        ));
+    }
+    check_dns_label(node).map_err(|e| format!("the token's node name is invalid: {e}"))?;
+    if secret.len() < 32
+        || !secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(
+            "the token's secret is malformed: copy the whole token `shoal node add` printed".into(),
+        );
+    }
+    if ca.len() != 64 || !ca.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the token's CA fingerprint is malformed: copy the whole token `shoal node add` printed".into());
+    }
+    Ok(Token {
+        node,
+        secret,
+        ca_fingerprint: ca,
+    })
+}
+
+/// The SHA-256 of a token secret, as stored.
+pub fn secret_hash(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `POST /v1/nodes`: registers the node if it is new and issues its token.
+pub async fn add_node(
+    State(hub): State<Arc<Hub>>,
+    Json(request): Json<NodeAddRequest>,
+) -> Answer<NodeEnrollment> {
+    check_dns_label(&request.name).map_err(|reason| {
+        Failure::bad_request(format!(
+            "`{}` cannot be a node name: {reason}",
+            request.name
+        ))
+    })?;
+    check_labels(&request.labels)?;
+    let ttl_s = request.ttl_s.unwrap_or(DEFAULT_TOKEN_TTL_S);
+    if !(1..=MAX_TOKEN_TTL_S).contains(&ttl_s) {
+        return Err(Failure::bad_request(format!(
+            "a token may work from 1 s to {} days, not {ttl_s} s",
+            MAX_TOKEN_TTL_S / 86_400
+        )));
+    }
+    let now = wall_ms();
+    let expires_ms = now.saturating_add(ttl_s * 1000);
+    let secret = password::generate();
+    hub.store.issue_token(
+        &request.name,
+        &request.labels,
+        &secret_hash(&secret),
+        expires_ms,
+        now,
+    )?;
+    tracing::info!(node = request.name, ttl_s, "enrollment token issued");
+    hub.changed.notify_one();
+    Ok(Json(NodeEnrollment {
+        token: format!(
+            "{TOKEN_PREFIX}.{}.{secret}.{}",
+            request.name,
+            hub.ca.fingerprint()
+        ),
+        name: request.name,
+        expires_ms,
+        hub: hub.advertised_api.clone(),
+    }))
+}
+
+/// `GET /v1/ca`: the CA certificate, for devices to check against their token.
+pub async fn ca(State(hub): State<Arc<Hub>>) -> String {
+    hub.ca.cert_pem().to_string()
+}
+
+/// `POST /v1/enroll`: the token is the credential.
+pub async fn enroll(
+    State(hub): State<Arc<Hub>>,
+    Json(request): Json<EnrollRequest>,
+) -> Answer<EnrollResponse> {
+    let token = parse_token(&request.token).map_err(Failure::bad_request)?;
+    if !token
+        .ca_fingerprint
+        .eq_ignore_ascii_case(hub.ca.fingerprint())
+    {
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            "this token was issued by another hub (its CA fingerprint is not this hub's)",
+        ));
+    }
+    let node = token.node.to_string();
+    let secret = secret_hash(token.secret);
+    let password = password::generate();
+    let hashed = password::hash(&password);
+    let store = Arc::clone(&hub.store);
+    let outcome = {
+        let node = node.clone();
+        tokio::task::spawn_blocking(move || store.enroll(&node, &secret, &hashed, wall_ms()))
+            .await
+            .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    };
+    match outcome {
+        Ok(()) => {}
+        Err(EnrollError::Store(error)) => return Err(error.into()),
+        Err(refused) => {
+            tracing::warn!(node, "enrollment refused: {refused}");
+            return Err(Failure::new(StatusCode::FORBIDDEN, refused.to_string()));
+        }
+    }
+    // A device that enrolls again (wiped, replaced) takes over: the old credentials are gone,
+    // so the old session goes too.
+    if let Some(broker) = &hub.embedded {
+        broker.disconnect(&node).await;
+    }
+    let keys = store::key_ring(&hub.store.signing_keys()?)?
+        .map(|(_, announced)| announced)
+        .unwrap_or_default();
+    tracing::info!(node, "node enrolled");
+    hub.changed.notify_one();
+    Ok(Json(EnrollResponse {
+        node_name: node,
+        password,
+        broker: hub.advertised.clone(),
+        prefix: hub.topics.prefix().to_string(),
+        ca_pem: hub.ca.cert_pem().to_string(),
+        signing_keys: keys.iter().map(ToString::to_string).collect(),
+    }))
+}
+
+/// `DELETE /v1/nodes/{name}`: revokes the node's credentials and closes its session at once;
+/// its workloads are placed elsewhere and its retained desired state is cleared.
+pub async fn remove_node(
+    State(hub): State<Arc<Hub>>,
+    UrlPath(name): UrlPath<String>,
+) -> Answer<Done> {
+    if !hub.store.remove_node(&name)? {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("no node `{name}` (`shoal get nodes` lists them)"),
+        ));
+    }
+    let mut message = format!("node `{name}` removed: its credentials no longer work");
+    match &hub.embedded {
+        Some(broker) => {
+            if broker.disconnect(&name).await {
+                message.push_str(" and its connection was closed");
+            }
+        }
+        None => message.push_str(
+            "; an external broker keeps its own copy of the passwords: run `shoal broker-config` again and reload the broker",
+        ),
+    }
+    if let Ok(node) = NodeId::new(name.clone()) {
+        // An empty retained message clears the retained desired state.
+        let topic = hub.topics.desired(&node);
+        if let Err(error) = hub
+            .client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, true, Vec::new())
+            .await
+        {
+            tracing::warn!(node = name, %error, "cannot clear the removed node's desired state");
+        }
+    }
+    tracing::info!(node = name, "node removed");
+    hub.changed.notify_one();
+    Ok(Json(Done { message }))
+}
+
+/// `GET /v1/keys`.
+pub async fn list_keys(State(hub): State<Arc<Hub>>) -> Answer<Vec<KeyInfo>> {
+    Ok(Json(key_infos(&hub)?))
+}
+
+/// `POST /v1/keys/rotate`.
+pub async fn rotate(
+    State(hub): State<Arc<Hub>>,
+    Json(request): Json<RotateRequest>,
+) -> Answer<Vec<KeyInfo>> {
+    let keys = hub.store.signing_keys()?;
+    let pending = keys.iter().find(|k| k.state == KeyState::Next);
+    let now = wall_ms();
+    match (request.finish, pending) {
+        (true, None) => {
+            return Err(Failure::new(
+                StatusCode::CONFLICT,
+                "no rotation is under way: `shoal key rotate` starts one",
+            ))
+        }
+        (true, Some(next)) => {
+            hub.store.promote_next_key(now)?;
+            tracing::warn!(key = next.id, "key rotation finished by hand");
+        }
+        (false, Some(next)) => {
+            return Err(Failure::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "a rotation to key {} is under way: it finishes when every node has the key (`shoal key list`), or now with `shoal key rotate --finish`",
+                    next.id
+                ),
+            ))
+        }
+        (false, None) => {
+            let (key, pkcs8) = SigningKey::generate()
+                .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            hub.store
+                .add_signing_key(key.public(), &pkcs8, KeyState::Next, now)?;
+            tracing::info!(key = %key.public().id(), "key rotation started");
+        }
+    }
+    hub.changed.notify_one();
+    Ok(Json(key_infos(&hub)?))
+}
+
+fn key_infos(hub: &Hub) -> Result<Vec<KeyInfo>, Failure> {
+    let keys = hub.store.signing_keys()?;
+    let published = hub.store.node_desired()?;
+    let statuses = hub.store.statuses()?;
+    let nodes = hub.store.nodes()?;
+    Ok(keys
+        .into_iter()
+        .map(|key| {
+            let (mut confirmed, mut waiting) = (Vec::new(), Vec::new());
+            if key.state == KeyState::Next {
+                for node in nodes.iter().filter(|n| n.enrolled) {
+                    let has = published.get(&node.name).is_some_and(|d| {
+                        d.signing_keys.contains(&key.id)
+                            && statuses
+                                .get(&node.name)
+                                .is_some_and(|s| s.observed_generation >= d.generation)
+                    });
+                    if has {
+                        confirmed.push(node.name.clone());
+                    } else {
+                        waiting.push(node.name.clone());
+                    }
+                }
+            }
+            KeyInfo {
+                id: key.id,
+                public: key.public.to_string(),
+                state: key.state.as_str().to_string(),
+                created_ms: key.created_ms,
+                changed_ms: key.changed_ms,
+                confirmed,
+                waiting,
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_taken_apart_and_anything_else_is_refused_with_the_reason() {
+        let ca = "ab".repeat(32);
+        let secret = "A".repeat(43);
+        let good = format!("shoal1.gw-1.{secret}.{ca}");
+        assert_eq!(
+            parse_token(&good),
+            Ok(Token {
+                node: "gw-1",
+                secret: &secret,
+                ca_fingerprint: &ca
+            })
+        );
+        let rows = [
+            ("", "4 parts"),
+            ("shoal1.gw-1", "4 parts"),
+            (&format!("shoal2.gw-1.{secret}.{ca}"), "instead of `shoal1`"),
+            (
+                &format!("shoal1.GW_1.{secret}.{ca}"),
+                "node name is invalid",
+            ),
+            (&format!("shoal1.gw-1.short.{ca}"), "secret is malformed"),
+            (
+                &format!("shoal1.gw-1.{secret}!.{ca}"),
+                "secret is malformed",
+            ),
+            (
+                &format!("shoal1.gw-1.{secret}.{}", &ca[..10]),
+                "CA fingerprint",
+            ),
+            (&format!("shoal1.gw-1.{secret}.{ca}.extra"), "4 parts"),
+        ];
+        for (token, expected) in rows {
+            let error = parse_token(token).expect_err(token);
+            assert!(error.contains(expected), "{token}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_stored_hash_of_a_secret_is_its_sha256() {
+        assert_eq!(
+            secret_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
