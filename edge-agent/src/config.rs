@@ -287,6 +287,25 @@ pub fn load(path: &Path, hostname: &str) -> Result<AgentConfig, ConfigError> {
     parse_with(&text, enrollment.as_deref(), hostname).map_err(invalid)
 }
 
+/// The node name (if the file sets one) and the data dir of config text, without validating
+/// the rest: what `enroll` needs before the enrollment fills in `[hub]`. Pure.
+pub fn node_and_data_dir(text: &str) -> Result<(Option<String>, PathBuf), String> {
+    let file: File = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    if let Some(name) = &file.node_name {
+        check_dns_label(name).map_err(|e| format!("node_name: {e}"))?;
+    }
+    let data_dir = file
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    if !data_dir.is_absolute() {
+        return Err(format!(
+            "data_dir: `{}` must be an absolute path",
+            data_dir.display()
+        ));
+    }
+    Ok((file.node_name, data_dir))
+}
+
 /// Parses and validates config text (pure).
 #[cfg(test)]
 pub fn parse(text: &str, hostname: &str) -> Result<AgentConfig, String> {

@@ -284,4 +284,10 @@ pub struct MosquittoConfig {
     pub conf: String,
     pub passwd: String,
     pub acl: String,
+    /// The TLS listener's certificate chain and key (PEM), issued by the hub's CA; empty with
+    /// `insecure`.
+    #[serde(default)]
+    pub cert_pem: String,
+    #[serde(default)]
+    pub key_pem: String,
 }

@@ -147,7 +147,8 @@ impl Node {
             veth,
             address,
         } = spec;
-        let agent = hub.agent_with(name, labels, &settings.hub_lines());
+        let token = hub.add_node(name, labels);
+        let agent = Hub::unenrolled_agent(name, &settings.hub_lines());
         ip_quiet(&["netns", "del", &netns]);
         ip(&["netns", "add", &netns]);
         // From here on the namespace is deleted on drop, also if a later step panics.
@@ -176,6 +177,13 @@ impl Node {
         ip(&["-n", &node.netns, "addr", "add", &cidr, "dev", "eth0"]);
         ip(&["-n", &node.netns, "link", "set", "lo", "up"]);
         ip(&["-n", &node.netns, "link", "set", "eth0", "up"]);
+        // Enrolled from inside its namespace, over HTTPS to the hub's bridge address.
+        let wrapper = [
+            "nsenter".to_string(),
+            format!("--net=/run/netns/{}", node.netns),
+            "--".to_string(),
+        ];
+        hub.enroll_agent(&node.agent, &token, &wrapper);
         node
     }
 

@@ -1,6 +1,10 @@
 //! A real `shoal serve` in a temporary data dir on free loopback ports, driven through the
 //! `shoal` CLI the way an operator would. It can be killed with SIGKILL and restarted on the
 //! same ports and data.
+//!
+//! Secure defaults throughout: the broker speaks MQTT over TLS with the hub's CA, agents join
+//! with `shoal node add` and `shoal-agent enroll`, and every desired state is signed. A hub
+//! on a bridge address ([`Hub::start_on`]) also serves its API over HTTPS there.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -15,6 +19,7 @@ use crate::binary;
 pub struct Hub {
     pub root: PathBuf,
     pub data_dir: PathBuf,
+    /// The API's URL: `http://127.0.0.1:PORT`, or `https://ADDRESS:PORT` off loopback.
     pub api: String,
     /// The address the embedded broker listens on: loopback unless [`Hub::start_on`] says
     /// otherwise.
@@ -48,8 +53,8 @@ impl Hub {
 
     /// Starts a hub whose embedded broker listens on `listen_host` (`--listen-mqtt`) and tells
     /// agents to dial `broker_host` (`--advertise`): an address of this machine, such as a
-    /// bridge's, that agents in their own network namespaces reach. The API for the CLI stays
-    /// on loopback.
+    /// bridge's, that agents in their own network namespaces reach. The API listens on
+    /// `broker_host` too (HTTPS, since it is not loopback), where those agents enroll.
     pub fn start_on(name: &str, listen_host: &str, broker_host: &str) -> Hub {
         Hub::start_inner(name, None, listen_host, broker_host)
     }
@@ -58,10 +63,15 @@ impl Hub {
         let root = std::env::temp_dir().join(format!("shoal-hub-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("hub dir");
+        let api = if broker_host == "127.0.0.1" {
+            format!("http://127.0.0.1:{}", free_port())
+        } else {
+            format!("https://{broker_host}:{}", free_port())
+        };
         let mut hub = Hub {
             data_dir: root.join("data"),
             root,
-            api: format!("http://127.0.0.1:{}", free_port()),
+            api,
             mqtt_host: mqtt_host.to_string(),
             broker_host: broker_host.to_string(),
             mqtt_port: free_port(),
@@ -84,7 +94,19 @@ impl Hub {
     pub fn broker_url(&self) -> String {
         self.broker
             .clone()
-            .unwrap_or_else(|| format!("mqtt://{}:{}", self.broker_host, self.mqtt_port))
+            .unwrap_or_else(|| format!("mqtts://{}:{}", self.broker_host, self.mqtt_port))
+    }
+
+    /// The hub's CA certificate (created at first start).
+    pub fn ca_path(&self) -> PathBuf {
+        self.data_dir.join("tls/ca.crt")
+    }
+
+    /// `host:port` of the API.
+    fn api_address(&self) -> &str {
+        self.api
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
     }
 
     /// (Re)starts `shoal serve` on the same ports and data, and waits until it answers.
@@ -103,7 +125,7 @@ impl Hub {
             .arg("--listen-mqtt")
             .arg(format!("{}:{}", self.mqtt_host, self.mqtt_port))
             .arg("--listen-api")
-            .arg(self.api.trim_start_matches("http://"));
+            .arg(self.api_address());
         if let Some(broker) = &self.broker {
             command.arg("--broker").arg(broker);
         } else if self.broker_host != self.mqtt_host {
@@ -157,6 +179,8 @@ impl Hub {
             .args(args)
             .arg("--hub")
             .arg(&self.api)
+            .arg("--ca")
+            .arg(self.ca_path())
             .env("SHOAL_TOKEN", self.token_if_any())
             .output()
             .expect("run shoal")
@@ -203,47 +227,119 @@ impl Hub {
         self.get("nodes").into_iter().find(|n| n["name"] == name)
     }
 
-    /// Registers a node with `shoal node add` and returns its password.
+    /// Registers a node with `shoal node add` and returns its one-time enrollment token.
     pub fn add_node(&self, name: &str, labels: &str) -> String {
         let mut args = vec!["node", "add", name];
         if !labels.is_empty() {
             args.extend(["--labels", labels]);
         }
         let out = self.ok(&args);
-        out.lines()
-            .find_map(|line| {
-                line.trim()
-                    .strip_prefix("password = \"")
-                    .and_then(|rest| rest.strip_suffix('"'))
-            })
-            .unwrap_or_else(|| panic!("`shoal node add` printed no password line:\n{out}"))
+        out.split_whitespace()
+            .find(|word| word.starts_with("shoal1."))
+            .unwrap_or_else(|| panic!("`shoal node add` printed no token:\n{out}"))
             .to_string()
     }
 
-    /// An agent registered with this hub (not started): `[hub]` config with its credentials.
+    /// Registers and enrolls a node over the API, as a device would, without an agent: its
+    /// MQTT password (for tests that play a stolen device).
+    pub fn enroll(&self, name: &str, labels: &str) -> String {
+        let token = self.add_node(name, labels);
+        let answer = self
+            .enroll_with(&token)
+            .unwrap_or_else(|e| panic!("enroll {name}: {e}"));
+        answer["password"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no password in {answer}"))
+            .to_string()
+    }
+
+    /// `POST /v1/enroll` with `token`: the answer, or the hub's error text.
+    pub fn enroll_with(&self, token: &str) -> Result<Value, String> {
+        let body = serde_json::json!({ "token": token }).to_string();
+        let mut answer = self
+            .http()
+            .post(format!("{}/v1/enroll", self.api))
+            .header("content-type", "application/json")
+            .send(body.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let status = answer.status();
+        let text = answer
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+    }
+
+    /// An agent with `hub_settings` in its `[hub]` table, not enrolled yet.
+    pub fn unenrolled_agent(name: &str, hub_settings: &str) -> Agent {
+        Agent::new(name, &format!("[hub]\n{hub_settings}\n"))
+    }
+
+    /// `shoal-agent enroll` for `agent` with `token`, started through `wrapper` (e.g.
+    /// `nsenter --net=... --`), as an operator would on the device.
+    pub fn enroll_agent(&self, agent: &Agent, token: &str, wrapper: &[String]) {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary("shoal-agent"));
+                command
+            }
+            None => Command::new(binary("shoal-agent")),
+        };
+        let out = command
+            .arg("enroll")
+            .arg("--hub")
+            .arg(&self.api)
+            .arg("--token")
+            .arg(token)
+            .arg("--config")
+            .arg(&agent.config)
+            .output()
+            .expect("run shoal-agent enroll");
+        assert!(
+            out.status.success(),
+            "shoal-agent enroll failed: {}{}\nhub log tail:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30)
+        );
+    }
+
+    /// An agent registered with and enrolled in this hub (not started), with a 5 s
+    /// keep-alive and a 10 s heartbeat.
     pub fn agent(&self, name: &str, labels: &str) -> Agent {
-        let password = self.add_node(name, labels);
-        Agent::new(
-            name,
-            &format!(
-                "[hub]\nbroker = \"{}\"\npassword = \"{password}\"\nkeep_alive = \"5s\"\nheartbeat = \"10s\"\n",
-                self.broker_url()
-            ),
-        )
+        self.agent_with(name, labels, "keep_alive = \"5s\"\nheartbeat = \"10s\"")
     }
 
     /// Like [`Hub::agent`], with `hub_settings` (lines such as `keep_alive = "4s"`) in its
     /// `[hub]` table instead of the defaults above; settings left out take the agent's
     /// defaults (keep-alive 30 s, heartbeat 60 s).
     pub fn agent_with(&self, name: &str, labels: &str, hub_settings: &str) -> Agent {
-        let password = self.add_node(name, labels);
-        Agent::new(
-            name,
-            &format!(
-                "[hub]\nbroker = \"{}\"\npassword = \"{password}\"\n{hub_settings}\n",
-                self.broker_url()
-            ),
-        )
+        let token = self.add_node(name, labels);
+        let agent = Hub::unenrolled_agent(name, hub_settings);
+        self.enroll_agent(&agent, &token, &[]);
+        agent
+    }
+
+    /// An HTTP client that trusts the hub's CA.
+    fn http(&self) -> ureq::Agent {
+        let pem = std::fs::read(self.ca_path()).expect("the hub's CA");
+        let ca = ureq::tls::Certificate::from_pem(&pem).expect("a PEM certificate");
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+                        ca,
+                    ])))
+                    .build(),
+            )
+            .build()
+            .into()
     }
 
     /// The process id of the running `shoal serve`.
@@ -254,29 +350,19 @@ impl Hub {
     /// `GET path` on the hub's HTTP API (the JSON the CLI renders), for views the CLI prints
     /// only as text (`describe`'s events).
     pub fn api_json(&self, path: &str) -> Value {
-        use std::io::{Read, Write};
-        let address = self.api.trim_start_matches("http://");
-        let mut stream = std::net::TcpStream::connect(address).expect("connect to the hub's API");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("read timeout");
-        // HTTP/1.0: the answer is not chunked and the connection closes after it.
-        write!(
-            stream,
-            "GET {path} HTTP/1.0\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\r\n",
-            self.token()
-        )
-        .expect("send the request");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("read the answer");
-        let (head, body) = answer
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("GET {path}: no HTTP answer: {answer:?}"));
-        assert!(
-            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-            "GET {path}: {head}\n{body}"
-        );
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+        let mut answer = self
+            .http()
+            .get(format!("{}{path}", self.api))
+            .header("Authorization", format!("Bearer {}", self.token()))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = answer.status();
+        let body = answer
+            .body_mut()
+            .read_to_string()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert!(status.is_success(), "GET {path}: {status}\n{body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
     /// Polls `check` until it returns `Some`, for at most `timeout`; panics with `what` and

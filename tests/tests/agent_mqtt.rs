@@ -1,19 +1,21 @@
 //! The agent driven by a hub over MQTT: a real `shoal-agent run` with `[hub]`, a real
 //! Mosquitto 2.0 on a free loopback port, and this test playing the hub with
-//! `mosquitto_pub`/`mosquitto_sub` and the shared wire types. Needs the Debian packages
-//! `mosquitto` and `mosquitto-clients`.
+//! `mosquitto_pub`/`mosquitto_sub` and the shared wire types. Secure as a hub's link is: the
+//! broker speaks TLS only and every desired state is signed with a key the agent trusts.
+//! Needs the Debian packages `mosquitto`, `mosquitto-clients` and `openssl`.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shoal_model::manifest::parse_manifest;
+use shoal_model::wire::signing::SigningKey;
 use shoal_model::wire::{
-    self, ContainerState, DesiredState, DesiredWorkload, EventReason, Limits, Message, NodeStatus,
-    Presence, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody,
+    self, ContainerState, DesiredState, DesiredWorkload, Envelope, EventReason, Limits, Message,
+    NodeStatus, Presence, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody,
 };
 use shoal_tests::agent::{busybox_archive, cell, shell_workload, Agent, Row};
 
@@ -90,14 +92,15 @@ impl std::ops::Deref for Mosquitto {
 }
 
 impl Mosquitto {
-    /// Starts a broker; anonymous clients are allowed when `users` is empty.
+    /// Starts a broker that listens with TLS only, as the hub's does, with a certificate for
+    /// 127.0.0.1 signed by a fresh CA (`ca.pem`); anonymous clients are allowed when `users`
+    /// is empty.
     fn start(name: &str, users: &[(&str, &str)]) -> Mosquitto {
-        Mosquitto::start_with(name, users, None)
+        Mosquitto::start_with(name, users, Some(Mosquitto::certificates(name)))
     }
 
-    /// Starts an anonymous broker that listens with TLS only, with a certificate for
-    /// 127.0.0.1 signed by a fresh CA (`ca.pem` in its dir).
-    fn start_tls(name: &str) -> Mosquitto {
+    /// A fresh CA and a server certificate for 127.0.0.1, in their own dir.
+    fn certificates(name: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("shoal-mqtt-{name}-{}-tls", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -145,7 +148,7 @@ impl Mosquitto {
             "-extfile",
             "san.cnf",
         ]);
-        Mosquitto::start_with(name, &[], Some(dir))
+        dir
     }
 
     fn start_with(name: &str, users: &[(&str, &str)], tls: Option<PathBuf>) -> Mosquitto {
@@ -500,9 +503,24 @@ fn topic(node: &str, channel: &str) -> String {
 fn hub_config(broker: &Mosquitto, password: Option<&str>) -> String {
     let password = password.map_or(String::new(), |p| format!("password = \"{p}\"\n"));
     format!(
-        "[hub]\nbroker = \"{}\"\n{password}keep_alive = \"2s\"\nheartbeat = \"2s\"\n",
-        broker.url()
+        "[hub]\nbroker = \"{}\"\nca_file = \"{}\"\n{password}keep_alive = \"2s\"\nheartbeat = \"2s\"\nsigning_keys = [\"{}\"]\n",
+        broker.url(),
+        broker.ca.as_ref().expect("a TLS broker").display(),
+        hub_key().public()
     )
+}
+
+/// The key this test's "hub" signs desired states with; agents trust it from their config.
+fn hub_key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(|| SigningKey::generate().expect("a key").0)
+}
+
+/// `state` encoded as the hub sends it: signed by `key`.
+fn signed(key: &SigningKey, state: &DesiredState) -> Vec<u8> {
+    let mut envelope = Envelope::seal(&state.node_id, state).expect("seal");
+    key.sign(&mut envelope);
+    envelope.encode(&Limits::default()).expect("encodes")
 }
 
 /// Workloads from (name, shell script, extra spec) rows, as the hub would send them.
@@ -528,8 +546,7 @@ fn send_desired(broker: &Endpoint, node: &str, generation: u64, workloads: Vec<D
         workloads,
         signing_keys: Vec::new(),
     };
-    let bytes = wire::encode(node, &state, &Limits::default()).expect("encodes");
-    broker.publish(&topic(node, "desired"), &bytes, true);
+    broker.publish(&topic(node, "desired"), &signed(hub_key(), &state), true);
 }
 
 fn send_request(broker: &Endpoint, node: &str, id: u64, body: RpcRequestBody) {
@@ -657,35 +674,40 @@ fn a_hub_over_mqtt_drives_the_agent_and_gets_its_answers() {
     );
     assert_eq!(cell(&after, "web", "main", "RESTARTS"), "0");
 
-    // A lower generation (a replay) is ignored.
+    // Refused, each with a warning event, and nothing changes: an older generation (a
+    // replay), another node's state, an unsigned state, one signed by a key the node does not
+    // trust, and bytes that do not decode.
     send_desired(&broker, node, 1, workloads(&[web, side_v1]));
-    wait_until("the replay ignored", Duration::from_secs(10), || {
-        agent
-            .log()
-            .contains("ignored desired generation 1: generation 2 is already accepted")
-            .then_some(())
-    });
-    std::thread::sleep(Duration::from_secs(1));
-    let rows = agent.ps();
-    assert_eq!(
-        pid(&rows, "side"),
-        pid(&after, "side"),
-        "side stays at generation 2"
-    );
-    let newest = watch.statuses().pop().expect("statuses");
-    assert_eq!(newest.observed_generation, 2);
-
-    // Another node's desired state and unreadable bytes are refused with warning events.
     let theirs = DesiredState {
         node_id: "someone-else".into(),
         generation: 9,
         workloads: Vec::new(),
         signing_keys: Vec::new(),
     };
-    let bytes = wire::encode("someone-else", &theirs, &Limits::default()).expect("encodes");
-    broker.publish(&topic(node, "desired"), &bytes, false);
-    broker.publish(&topic(node, "desired"), b"\x01garbage", false);
-    let refused = watch.wait("two refusals reported", Duration::from_secs(10), |w| {
+    broker.publish(&topic(node, "desired"), &signed(hub_key(), &theirs), false);
+    let takeover = DesiredState {
+        node_id: node.into(),
+        generation: 50,
+        workloads: workloads(&[("evil", "exec sleep 300", "")]),
+        signing_keys: Vec::new(),
+    };
+    let unsigned = wire::encode(node, &takeover, &Limits::default()).expect("encodes");
+    broker.publish(&topic(node, "desired"), &unsigned, false);
+    let (stranger, _) = SigningKey::generate().expect("a key");
+    broker.publish(
+        &topic(node, "desired"),
+        &signed(&stranger, &takeover),
+        false,
+    );
+    broker.publish(&topic(node, "desired"), b"\x02garbage", false);
+    let expected = [
+        "generation 2 is already accepted, so this is an old state replayed",
+        "`someone-else`",
+        "it is not signed",
+        "which this node does not trust",
+        "cannot read the desired state",
+    ];
+    let refused = watch.wait("five refusals reported", Duration::from_secs(15), |w| {
         let refused: Vec<String> = w
             .statuses()
             .iter()
@@ -693,14 +715,21 @@ fn a_hub_over_mqtt_drives_the_agent_and_gets_its_answers() {
             .filter(|e| e.reason == EventReason::DesiredStateRejected)
             .map(|e| e.message)
             .collect();
-        (refused.len() >= 2).then_some(refused)
+        (refused.len() >= expected.len()).then_some(refused)
     });
-    assert!(refused[0].contains("`someone-else`"), "{refused:?}");
-    assert!(
-        refused[1].contains("cannot read the desired state"),
-        "{refused:?}"
+    for (message, expected) in refused.iter().zip(expected) {
+        assert!(message.contains(expected), "{expected:?} in {refused:?}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rows = agent.ps();
+    assert_eq!(rows.len(), 2, "still running generation 2: {rows:?}");
+    assert_eq!(
+        pid(&rows, "side"),
+        pid(&after, "side"),
+        "side stays at generation 2"
     );
-    assert_eq!(agent.ps().len(), 2, "still running generation 2");
+    let newest = watch.statuses().pop().expect("statuses");
+    assert_eq!(newest.observed_generation, 2);
 
     // Local changes are refused: the hub owns this node.
     let file = agent.root.join("local.yaml");
@@ -988,14 +1017,15 @@ fn statuses_buffered_while_the_broker_is_down_arrive_in_order_with_every_event()
 #[test]
 fn the_agent_reaches_a_tls_broker_that_its_ca_file_vouches_for_and_no_other() {
     let node = "mqtt-tls";
-    let broker = Mosquitto::start_tls(node);
+    let broker = Mosquitto::start(node, &[]);
     let ca = broker.ca.clone().expect("a CA");
     let watch = broker.watch(&[&format!("{PREFIX}/node/+/presence")]);
     let tls_config = |ca: &Path| {
         format!(
-            "[hub]\nbroker = \"{}\"\nca_file = \"{}\"\nkeep_alive = \"2s\"\n",
+            "[hub]\nbroker = \"{}\"\nca_file = \"{}\"\nkeep_alive = \"2s\"\nsigning_keys = [\"{}\"]\n",
             broker.url(),
-            ca.display()
+            ca.display(),
+            hub_key().public()
         )
     };
     let mut agent = Agent::new(node, &tls_config(&ca));

@@ -185,9 +185,19 @@ fn a_hub_killed_with_sigkill_loses_no_workload_and_restarts_no_container() {
 
 // ---- the broker's access rules, attacked with Mosquitto's own clients ----
 
-fn mosquitto_sub(port: u16, user: &str, password: &str, topic: &str, wait_s: u32) -> Output {
+/// `mosquitto_sub` over TLS, trusting `ca`.
+fn mosquitto_sub(
+    ca: &Path,
+    port: u16,
+    user: &str,
+    password: &str,
+    topic: &str,
+    wait_s: u32,
+) -> Output {
     Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
+        .arg("--cafile")
+        .arg(ca)
         .args([
             "-u", user, "-P", password, "-i", user, "-q", "1", "-C", "5", "-v",
         ])
@@ -196,9 +206,19 @@ fn mosquitto_sub(port: u16, user: &str, password: &str, topic: &str, wait_s: u32
         .expect("run mosquitto_sub (apt-get install mosquitto-clients)")
 }
 
-fn mosquitto_pub(port: u16, user: &str, password: &str, topic: &str, file: &Path) -> Output {
+/// `mosquitto_pub` over TLS, trusting `ca`.
+fn mosquitto_pub(
+    ca: &Path,
+    port: u16,
+    user: &str,
+    password: &str,
+    topic: &str,
+    file: &Path,
+) -> Output {
     Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
+        .arg("--cafile")
+        .arg(ca)
         .args([
             "-u", user, "-P", password, "-i", user, "-q", "1", "-t", topic, "-f",
         ])
@@ -238,7 +258,7 @@ fn assert_acl_holds(hub: &Hub, port: u16, a: (&str, &str), b: (&str, &str)) {
     let (b_name, b_password) = b;
     let a_desired = format!("shoal/v1/node/{a_name}/desired");
     // The node itself reads its retained desired state...
-    let own = mosquitto_sub(port, a_name, a_password, &a_desired, 3);
+    let own = mosquitto_sub(&hub.ca_path(), port, a_name, a_password, &a_desired, 3);
     assert!(
         String::from_utf8_lossy(&own.stdout).contains(&a_desired),
         "node {a_name} must read its own desired state: {own:?}"
@@ -247,7 +267,7 @@ fn assert_acl_holds(hub: &Hub, port: u16, a: (&str, &str), b: (&str, &str)) {
     // its own topics, as Mosquitto's pattern ACL allows, but never A's).
     let a_topics = format!("shoal/v1/node/{a_name}/");
     for topic in [a_desired.as_str(), "shoal/v1/node/+/desired", "#"] {
-        let stolen = mosquitto_sub(port, b_name, b_password, topic, 2);
+        let stolen = mosquitto_sub(&hub.ca_path(), port, b_name, b_password, topic, 2);
         let seen = String::from_utf8_lossy(&stolen.stdout);
         assert!(
             !seen.contains(&a_topics),
@@ -255,7 +275,14 @@ fn assert_acl_holds(hub: &Hub, port: u16, a: (&str, &str), b: (&str, &str)) {
         );
     }
     // A wrong password is refused.
-    let refused = mosquitto_sub(port, a_name, "not-the-password", &a_desired, 2);
+    let refused = mosquitto_sub(
+        &hub.ca_path(),
+        port,
+        a_name,
+        "not-the-password",
+        &a_desired,
+        2,
+    );
     assert!(
         !refused.status.success() && refused.stdout.is_empty(),
         "{refused:?}"
@@ -265,6 +292,7 @@ fn assert_acl_holds(hub: &Hub, port: u16, a: (&str, &str), b: (&str, &str)) {
     let forged = hub.root.join("forged.bin");
     std::fs::write(&forged, status_payload(a_name, "forged-by-b")).expect("write payload");
     let _ = mosquitto_pub(
+        &hub.ca_path(),
         port,
         b_name,
         b_password,
@@ -274,6 +302,7 @@ fn assert_acl_holds(hub: &Hub, port: u16, a: (&str, &str), b: (&str, &str)) {
     let genuine = hub.root.join("genuine.bin");
     std::fs::write(&genuine, status_payload(a_name, "sent-by-a")).expect("write payload");
     let sent = mosquitto_pub(
+        &hub.ca_path(),
         port,
         a_name,
         a_password,
@@ -294,8 +323,8 @@ fn assert_acl_holds(hub: &Hub, port: u16, a: (&str, &str), b: (&str, &str)) {
 #[test]
 fn a_nodes_credentials_reach_only_its_own_topics_on_the_embedded_broker() {
     let hub = Hub::start("acl");
-    let a = hub.add_node("acl-a", "");
-    let b = hub.add_node("acl-b", "");
+    let a = hub.enroll("acl-a", "");
+    let b = hub.enroll("acl-b", "");
     hub.wait_for("a's desired state published", CONVERGE, || {
         hub.node("acl-a").filter(|n| n["desired_generation"] != 0)
     });
@@ -306,11 +335,12 @@ fn a_nodes_credentials_reach_only_its_own_topics_on_the_embedded_broker() {
 fn a_payload_over_the_size_limit_is_refused_without_wedging_the_hub_or_the_agents() {
     let hub = Hub::start("oversize");
     let agent = started(&hub, "oversize-a", "");
-    let intruder = hub.add_node("oversize-c", "");
+    let intruder = hub.enroll("oversize-c", "");
     let big = hub.root.join("big.bin");
     std::fs::write(&big, vec![b'x'; 3 << 20]).expect("write 3 MiB");
     let start = Instant::now();
     let out = mosquitto_pub(
+        &hub.ca_path(),
         hub.mqtt_port,
         "oversize-c",
         &intruder,
@@ -337,6 +367,7 @@ fn a_payload_over_the_size_limit_is_refused_without_wedging_the_hub_or_the_agent
     let small = hub.root.join("small.bin");
     std::fs::write(&small, status_payload("oversize-c", "small-again")).expect("write payload");
     let again = mosquitto_pub(
+        &hub.ca_path(),
         hub.mqtt_port,
         "oversize-c",
         &intruder,
@@ -367,12 +398,12 @@ impl Drop for Mosquitto {
 #[test]
 fn the_same_agent_works_against_mosquitto_configured_by_shoal_broker_config() {
     let port = free_port();
-    let hub = Hub::start_with_broker("mosq", Some(format!("mqtt://127.0.0.1:{port}")));
+    let hub = Hub::start_with_broker("mosq", Some(format!("mqtts://127.0.0.1:{port}")));
     let mut agent = hub.agent("mosq-a", "");
     // The attacks use two nodes with no agent running: a client with a node's id would take
     // over that agent's session.
-    let b = hub.add_node("mosq-b", "");
-    let c = hub.add_node("mosq-c", "");
+    let b = hub.enroll("mosq-b", "");
+    let c = hub.enroll("mosq-c", "");
     let dir = hub.root.join("mosquitto");
     std::fs::create_dir_all(&dir).expect("mosquitto dir");
     hub.ok(&[
@@ -521,4 +552,256 @@ fn shoal_up_demo_brings_hello_to_running_and_get_workloads_shows_it() {
     drop(up);
     shoal_tests::agent::unmount_under(&root);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+// ---- enrollment, revocation, TLS and key rotation ----
+
+#[test]
+fn enrollment_tokens_work_once_before_they_expire_and_only_for_their_hub() {
+    let hub = Hub::start("tokens");
+    // Expired: a 1 s token, used 2 s later.
+    let short = {
+        let out = hub.ok(&["node", "add", "tok-late", "--ttl", "1s"]);
+        out.split_whitespace()
+            .find(|w| w.starts_with("shoal1."))
+            .expect("a token")
+            .to_string()
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let expired = hub.enroll_with(&short).expect_err("an expired token");
+    assert!(
+        expired.contains("403") && expired.contains("expired"),
+        "{expired}"
+    );
+
+    // A good token works once.
+    let token = hub.add_node("tok-a", "");
+    let first = hub.enroll_with(&token).expect("the first use");
+    let password = first["password"].as_str().expect("a password").to_string();
+    let again = hub.enroll_with(&token).expect_err("a second use");
+    assert!(again.contains("a token works once"), "{again}");
+
+    // A forged secret, and a token from another hub (another CA pin), are refused.
+    let fresh = hub.add_node("tok-b", "");
+    let mut parts: Vec<String> = fresh.split('.').map(str::to_string).collect();
+    parts[2] = "A".repeat(parts[2].len());
+    let forged = hub
+        .enroll_with(&parts.join("."))
+        .expect_err("a forged secret");
+    assert!(forged.contains("wrong, or was already used"), "{forged}");
+    parts = fresh.split('.').map(str::to_string).collect();
+    parts[3] = "0".repeat(64);
+    let foreign = hub
+        .enroll_with(&parts.join("."))
+        .expect_err("another hub's token");
+    assert!(foreign.contains("another hub"), "{foreign}");
+    // The real one still works after those attempts: they changed nothing.
+    hub.enroll_with(&fresh).expect("tok-b's own token");
+
+    // Nothing the refusals touched changed: tok-a's credentials still read its own topics,
+    // and the refused enrollment of tok-late left it without any.
+    hub.wait_for("tok-a's desired state", CONVERGE, || {
+        hub.node("tok-a").filter(|n| n["desired_generation"] != 0)
+    });
+    let desired = "shoal/v1/node/tok-a/desired";
+    let own = mosquitto_sub(
+        &hub.ca_path(),
+        hub.mqtt_port,
+        "tok-a",
+        &password,
+        desired,
+        3,
+    );
+    assert!(
+        String::from_utf8_lossy(&own.stdout).contains(desired),
+        "{own:?}"
+    );
+
+    // An agent given a token for a hub whose CA does not match refuses before sending it.
+    let agent = Hub::unenrolled_agent("tok-c", "");
+    let token = hub.add_node("tok-c", "");
+    let mut pinned_elsewhere: Vec<&str> = token.split('.').collect();
+    let zeros = "0".repeat(64);
+    pinned_elsewhere[3] = &zeros;
+    let out = Command::new(shoal_tests::binary("shoal-agent"))
+        .args([
+            "enroll",
+            "--hub",
+            &hub.api,
+            "--token",
+            &pinned_elsewhere.join("."),
+        ])
+        .arg("--config")
+        .arg(&agent.config)
+        .output()
+        .expect("shoal-agent enroll");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("nothing was sent"),
+        "{stderr}"
+    );
+    hub.enroll_agent(&agent, &token, &[]);
+    let identity = std::fs::metadata(agent.root.join("data/enrollment.toml")).expect("identity");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&identity.permissions()) & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn the_broker_speaks_only_tls_with_the_hubs_ca() {
+    let hub = Hub::start("tls-only");
+    let password = hub.enroll("tls-a", "");
+    let desired = "shoal/v1/node/tls-a/desired";
+    hub.wait_for("tls-a's desired state", CONVERGE, || {
+        hub.node("tls-a").filter(|n| n["desired_generation"] != 0)
+    });
+    // Control: over TLS with the hub's CA the node reads its desired state.
+    let own = mosquitto_sub(
+        &hub.ca_path(),
+        hub.mqtt_port,
+        "tls-a",
+        &password,
+        desired,
+        3,
+    );
+    assert!(
+        String::from_utf8_lossy(&own.stdout).contains(desired),
+        "{own:?}"
+    );
+    // Plain MQTT to the same port gets nothing.
+    let plain = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &hub.mqtt_port.to_string(),
+            "-V",
+            "mqttv311",
+        ])
+        .args([
+            "-u", "tls-a", "-P", &password, "-i", "tls-a", "-C", "1", "-W", "3",
+        ])
+        .args(["-t", desired])
+        .output()
+        .expect("mosquitto_sub");
+    assert!(
+        !plain.status.success() && plain.stdout.is_empty(),
+        "{plain:?}"
+    );
+    // A client trusting another CA refuses the hub's certificate.
+    let other = hub.root.join("other-ca.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=other", "-keyout"])
+        .arg(hub.root.join("other-ca.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{made:?}");
+    let doubter = mosquitto_sub(&other, hub.mqtt_port, "tls-a", &password, desired, 3);
+    assert!(
+        !doubter.status.success() && doubter.stdout.is_empty(),
+        "{doubter:?}"
+    );
+}
+
+#[test]
+fn a_removed_node_is_disconnected_at_once_and_its_credentials_stop_working() {
+    let hub = Hub::start("remove");
+    let agent = started(&hub, "rm-a", "");
+    let enrollment =
+        std::fs::read_to_string(agent.root.join("data/enrollment.toml")).expect("identity");
+    let password = enrollment
+        .lines()
+        .find_map(|l| l.strip_prefix("password = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("a password line")
+        .to_string();
+    let desired = "shoal/v1/node/rm-a/desired";
+    let before = mosquitto_sub(&hub.ca_path(), hub.mqtt_port, "rm-a", &password, desired, 3);
+    assert!(
+        String::from_utf8_lossy(&before.stdout).contains(desired),
+        "{before:?}"
+    );
+    // The agent took its session back; wait until it is online again.
+    hub.wait_for("rm-a online", CONVERGE, || {
+        hub.node("rm-a").filter(|n| n["online"] == true)
+    });
+
+    let removed = Instant::now();
+    let out = hub.ok(&["node", "remove", "rm-a"]);
+    assert!(out.contains("its connection was closed"), "{out}");
+    assert!(hub.node("rm-a").is_none(), "still listed");
+    hub.wait_for("the agent's connection refused", CONVERGE, || {
+        let log = agent.log();
+        (log.contains("NotAuthorized") || log.contains("BadUserNamePassword")).then_some(())
+    });
+    eprintln!(
+        "[removed node's connection refused after {} ms]",
+        removed.elapsed().as_millis()
+    );
+    let after = mosquitto_sub(&hub.ca_path(), hub.mqtt_port, "rm-a", &password, desired, 3);
+    assert!(
+        !after.status.success() && after.stdout.is_empty(),
+        "the removed node's password still works: {after:?}"
+    );
+    // A removed node cannot come back with its old token either.
+    let again = hub.ok(&["get", "nodes"]);
+    assert!(!again.contains("rm-a"), "{again}");
+}
+
+#[test]
+fn a_key_rotation_reaches_every_node_before_the_new_key_signs() {
+    let hub = Hub::start("rotate");
+    let agent = started(&hub, "rot-a", "");
+    apply(
+        &hub,
+        "before-rotation",
+        &shell_workload("before-rotation", "while true; do sleep 1; done", "", ""),
+    );
+    agent.wait_for("running before the rotation", CONVERGE, |rows| {
+        running(rows, "before-rotation")
+    });
+    let old = hub.ok(&["key", "list"]);
+    let old_id = old
+        .lines()
+        .find(|l| l.contains("active"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("an active key")
+        .to_string();
+    hub.ok(&["key", "rotate"]);
+    // A second rotation while one is under way is refused.
+    let twice = hub.cli(&["key", "rotate"]);
+    assert!(!twice.status.success(), "{twice:?}");
+    let promoted = hub.wait_for("the next key promoted", CONVERGE, || {
+        let list = hub.ok(&["key", "list"]);
+        let active = list
+            .lines()
+            .find(|l| l.contains("active"))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_string)?;
+        (active != old_id).then_some(list)
+    });
+    assert!(
+        promoted.contains(&format!("{old_id}  retired")),
+        "{promoted}"
+    );
+    // The node verifies states signed with the new key: a change still converges.
+    apply(
+        &hub,
+        "after-rotation",
+        &shell_workload("after-rotation", "while true; do sleep 1; done", "", ""),
+    );
+    agent.wait_for("running after the rotation", CONVERGE, |rows| {
+        running(rows, "after-rotation") && running(rows, "before-rotation")
+    });
+    assert!(
+        !agent.log().contains("does not trust"),
+        "a state was refused during the rotation"
+    );
+    clean_up(&hub, &[&agent]);
 }

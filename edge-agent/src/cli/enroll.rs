@@ -149,15 +149,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", args.config.display())),
     };
-    let mut local = config::parse_with(&text, None, &token.node)
+    let (node_name, data_dir) = config::node_and_data_dir(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
-    if local.node_name != token.node {
+    if let Some(name) = node_name.filter(|name| *name != token.node) {
         bail!(
-            "{} names this node `{}` but the token is for `{}`: remove node_name there, or ask for a token for `{}`",
+            "{} names this node `{name}` but the token is for `{}`: remove node_name there, or ask for a token for `{name}`",
             args.config.display(),
-            local.node_name,
             token.node,
-            local.node_name
         );
     }
 
@@ -228,7 +226,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
 
     // 3. Kept in the data dir; the file goes last, so a half-done enrollment is not one.
-    let data_dir = local.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let ca_path = data_dir.join(CA_FILE);
@@ -238,7 +235,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     store.forget_hub_generation()?;
     let file = enrollment_file(&enrolled, &ca_path, &keys)?;
     write_atomic(&data_dir.join(ENROLLMENT_FILE), file.as_bytes(), 0o600)?;
-    local.node_name = enrolled.node_name.clone();
     println!(
         "enrolled as `{}` with the hub at {base}; broker {}\nidentity kept in {} (0600); start the agent with `shoal-agent run`",
         enrolled.node_name,

@@ -438,6 +438,9 @@ fn list_or_none(items: &[String]) -> String {
 struct MosquittoQuery {
     port: Option<u16>,
     dir: Option<String>,
+    /// Plain MQTT instead of MQTT over TLS with a certificate from the hub's CA.
+    #[serde(default)]
+    insecure: bool,
 }
 
 async fn mosquitto(
@@ -456,16 +459,49 @@ async fn mosquitto(
             .map_err(|e| Failure::from(anyhow::Error::from(e)))?;
         nodes.push((id, hash));
     }
+    let default_port = if query.insecure { 1883 } else { 8883 };
     let files = broker::mosquitto::mosquitto_files(
-        query.port.unwrap_or(1883),
+        query.port.unwrap_or(default_port),
         hub.topics.prefix(),
         &password::hash(&hub.hub_password),
         &nodes,
         Path::new(&dir),
     );
+    if query.insecure {
+        return Ok(Json(MosquittoConfig {
+            conf: files.conf,
+            passwd: files.passwd,
+            acl: files.acl,
+            cert_pem: String::new(),
+            key_pem: String::new(),
+        }));
+    }
+    // Valid for loopback and the hosts the hub and its agents dial.
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    for url in [&hub.broker, &hub.advertised] {
+        if let Some(host) = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.rsplit_once(':'))
+            .map(|(host, _)| host.trim_matches(|c| c == '[' || c == ']').to_string())
+        {
+            if !names.contains(&host) {
+                names.push(host);
+            }
+        }
+    }
+    let cert = hub
+        .ca
+        .issue_server(&names)
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(MosquittoConfig {
-        conf: files.conf,
+        conf: broker::mosquitto::with_tls(&files.conf, Path::new(&dir)),
         passwd: files.passwd,
         acl: files.acl,
+        cert_pem: cert.cert_chain_pem().to_string(),
+        key_pem: cert.key_pem().to_string(),
     }))
 }

@@ -58,6 +58,23 @@ impl MosquittoFiles {
     }
 }
 
+/// The file names of the TLS listener's certificate chain and key, beside the others.
+pub const TLS_CERT: &str = "server.crt";
+pub const TLS_KEY: &str = "server.key";
+
+/// `conf` (from [`mosquitto_files`], whose last section is the listener's) with the listener
+/// speaking MQTT over TLS, with the certificate and key in `dir`.
+pub fn with_tls(conf: &str, dir: &Path) -> String {
+    let dir = dir.display().to_string();
+    let dir = dir.trim_end_matches('/');
+    format!(
+        "{conf}# MQTT over TLS, with a certificate from the hub's CA (agents get the CA when they\n\
+         # enroll). Valid from 1970 to 9999, so a device with a wrong clock accepts it too.\n\
+         certfile {dir}/{TLS_CERT}\n\
+         keyfile {dir}/{TLS_KEY}\n"
+    )
+}
+
 /// The Mosquitto 2.0 files for a fleet under `prefix` (a valid [`shoal_model::topic::Topics`]
 /// prefix) listening on `listen_port`, to be placed in `dir`.
 ///
@@ -246,5 +263,16 @@ mod tests {
                 "pattern write shoal/v1/node/%u/rpc/resp",
             ]
         );
+    }
+
+    #[test]
+    fn the_tls_lines_belong_to_the_listener() {
+        let files = mosquitto_files(8883, "shoal/v1", "$7$x", &[], Path::new("/etc/m/"));
+        let conf = with_tls(&files.conf, Path::new("/etc/m/"));
+        let listener = conf.find("listener 8883").expect("listener");
+        let cert = conf.find("certfile /etc/m/server.crt").expect("certfile");
+        let key = conf.find("keyfile /etc/m/server.key").expect("keyfile");
+        assert!(listener < cert && cert < key, "{conf}");
+        assert!(!conf[listener..].contains("\nlistener "), "{conf}");
     }
 }

@@ -11,6 +11,7 @@ use anyhow::Context;
 use shoal_model::api::MosquittoConfig;
 
 use super::client::{Client, HubArgs};
+use crate::broker::mosquitto::{TLS_CERT, TLS_KEY};
 
 /// Print or write the configuration of an external MQTT broker for the enrolled nodes
 #[derive(Debug, clap::Args)]
@@ -18,9 +19,12 @@ pub struct Args {
     /// The broker to configure
     #[arg(value_enum)]
     pub broker: Broker,
-    /// The port the broker listens on
-    #[arg(long, default_value_t = 1883)]
-    pub port: u16,
+    /// The port the broker listens on [default: 8883, or 1883 with --insecure]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Plain MQTT, without the TLS certificate from the hub's CA
+    #[arg(long)]
+    pub insecure: bool,
     /// Write mosquitto.conf, passwd (mode 0600) and acl into this folder instead of printing
     /// them
     #[arg(long, value_name = "DIR")]
@@ -37,10 +41,16 @@ const FILES: [(&str, u32); 3] = [("mosquitto.conf", 0o644), ("passwd", 0o600), (
 
 pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(hub)?;
-    let port = args.port.to_string();
+    let port = args
+        .port
+        .unwrap_or(if args.insecure { 1883 } else { 8883 })
+        .to_string();
+    let insecure = args.insecure.to_string();
     let Some(out) = &args.out else {
-        let config: MosquittoConfig =
-            client.get("/v1/broker-config/mosquitto", &[("port", &port)])?;
+        let config: MosquittoConfig = client.get(
+            "/v1/broker-config/mosquitto",
+            &[("port", &port), ("insecure", &insecure)],
+        )?;
         print!("{}", printed(&config));
         return Ok(ExitCode::SUCCESS);
     };
@@ -53,10 +63,14 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{} is not UTF-8: choose another folder", dir.display()))?;
     let config: MosquittoConfig = client.get(
         "/v1/broker-config/mosquitto",
-        &[("port", &port), ("dir", dir_text)],
+        &[("port", &port), ("dir", dir_text), ("insecure", &insecure)],
     )?;
     for ((name, mode), text) in FILES.iter().zip(contents(&config)) {
         write_file(&dir.join(name), text, *mode)?;
+    }
+    if !config.cert_pem.is_empty() {
+        write_file(&dir.join(TLS_CERT), &config.cert_pem, 0o644)?;
+        write_file(&dir.join(TLS_KEY), &config.key_pem, 0o600)?;
     }
     print!("{}", written_report(&dir));
     Ok(ExitCode::SUCCESS)
@@ -117,6 +131,8 @@ mod tests {
             conf: "listener 1883\npassword_file /etc/m/passwd\n".into(),
             passwd: "gw-1:$7$hash".into(),
             acl: String::new(),
+            cert_pem: String::new(),
+            key_pem: String::new(),
         }
     }
 

@@ -247,13 +247,16 @@ pub async fn serve(
             (Some(embedded), local, advertised)
         }
     };
-    let broker_ca = match (&options.broker_ca, &embedded) {
-        (Some(path), _) => {
+    let broker_ca = match &options.broker_ca {
+        Some(path) => {
             Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
         }
-        // The embedded broker's certificate comes from the hub's own CA.
-        (None, Some(_)) if !options.insecure => Some(ca.cert_pem().as_bytes().to_vec()),
-        (None, _) => None,
+        // The embedded broker's certificate, and an external one's from `shoal broker-config`,
+        // come from the hub's own CA.
+        None if broker_url.scheme() == broker::BrokerScheme::Mqtts => {
+            Some(ca.cert_pem().as_bytes().to_vec())
+        }
+        None => None,
     };
     let (client, events) = mqtt::client(
         &mqtt::ClientOptions {

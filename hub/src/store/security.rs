@@ -47,7 +47,7 @@ pub struct StoredKey {
 /// Why an enrollment was refused. Every case leaves the store as it was.
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
-    #[error("no node `{0}` is waiting to enroll: `shoal node add {0}` issues a token")]
+    #[error("no token is outstanding for node `{0}`: a token works once, and `shoal node add {0}` issues a new one")]
     NoToken(String),
     #[error("the token for node `{0}` is wrong, or was already used: tokens work once; `shoal node add {0}` issues a new one")]
     WrongToken(String),
