@@ -188,3 +188,138 @@ fn an_older_status_does_not_replace_a_newer_one() {
     assert_eq!(store.statuses().expect("statuses")["a"].sequence, 5);
     assert_eq!(store.events(Some("a"), None, 10).expect("events").len(), 1);
 }
+
+// ---- enrollment and signing keys ----
+
+#[test]
+fn a_token_enrolls_once_before_it_expires_and_refusals_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .issue_token("gw", &BTreeMap::new(), "good", 10_000, 1_000)
+        .expect("issue");
+    assert!(!store.node("gw").expect("registered").enrolled);
+    let refusals: [(&str, &str, u64); 2] =
+        [("wrong secret", "bad", 2_000), ("expired", "good", 10_001)];
+    for (what, secret, now) in refusals {
+        let error = store.enroll("gw", secret, "$7$hash", now).expect_err(what);
+        assert!(
+            matches!(
+                (what, &error),
+                ("wrong secret", EnrollError::WrongToken(_))
+                    | ("expired", EnrollError::Expired { .. })
+            ),
+            "{what}: {error}"
+        );
+        assert_eq!(
+            store.password_hash("gw").expect("read"),
+            Some(String::new()),
+            "{what}"
+        );
+        assert_eq!(
+            store.token_expiry("gw").expect("read"),
+            Some(10_000),
+            "{what}"
+        );
+    }
+    store
+        .enroll("gw", "good", "$7$hash", 9_000)
+        .expect("enroll");
+    assert!(store.node("gw").expect("node").enrolled);
+    assert_eq!(
+        store.token_expiry("gw").expect("read"),
+        None,
+        "the token is used up"
+    );
+    assert!(matches!(
+        store.enroll("gw", "good", "$7$other", 9_001),
+        Err(EnrollError::NoToken(_))
+    ));
+    assert_eq!(
+        store.password_hash("gw").expect("read").as_deref(),
+        Some("$7$hash")
+    );
+}
+
+#[test]
+fn enrolling_again_forgets_the_old_status_and_removal_forgets_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .issue_token("a", &BTreeMap::new(), "t1", 10_000, 1)
+        .expect("issue");
+    store.enroll("a", "t1", "$7$one", 2).expect("enroll");
+    store
+        .record_status("a", &status(40, vec![event(40)]), 3)
+        .expect("status");
+    // A new token for the same node keeps it working until the token is used.
+    store
+        .issue_token("a", &BTreeMap::new(), "t2", 10_000, 4)
+        .expect("reissue");
+    assert_eq!(
+        store.password_hash("a").expect("read").as_deref(),
+        Some("$7$one")
+    );
+    store.enroll("a", "t2", "$7$two", 5).expect("re-enroll");
+    assert!(store.statuses().expect("statuses").is_empty());
+    assert!(store
+        .events(Some("a"), None, 10)
+        .expect("events")
+        .is_empty());
+    // A wiped device counts from 1 again, and is heard.
+    store
+        .record_status("a", &status(1, vec![event(1)]), 6)
+        .expect("status");
+    assert_eq!(store.statuses().expect("statuses")["a"].sequence, 1);
+
+    assert!(store.remove_node("a").expect("remove"));
+    assert!(!store.remove_node("a").expect("again"));
+    assert!(store.nodes().expect("nodes").is_empty());
+    assert!(store.statuses().expect("statuses").is_empty());
+    assert_eq!(store.password_hash("a").expect("read"), None);
+}
+
+#[test]
+fn a_rotation_promotes_the_next_key_and_erases_the_old_private_key() {
+    use shoal_model::wire::signing::SigningKey;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    assert!(key_ring(&store.signing_keys().expect("keys"))
+        .expect("ring")
+        .is_none());
+    let (first, first_pkcs8) = SigningKey::generate().expect("key");
+    store
+        .add_signing_key(first.public(), &first_pkcs8, KeyState::Active, 1)
+        .expect("active");
+    let (again, again_pkcs8) = SigningKey::generate().expect("key");
+    assert!(
+        store
+            .add_signing_key(again.public(), &again_pkcs8, KeyState::Active, 2)
+            .is_err(),
+        "one active key at a time"
+    );
+    let (next, next_pkcs8) = SigningKey::generate().expect("key");
+    store
+        .add_signing_key(next.public(), &next_pkcs8, KeyState::Next, 3)
+        .expect("next");
+    let (signing, announced) = key_ring(&store.signing_keys().expect("keys"))
+        .expect("ring")
+        .expect("an active key");
+    assert_eq!(signing.public(), first.public());
+    assert_eq!(announced, vec![first.public(), next.public()]);
+
+    assert!(store.promote_next_key(4).expect("promote"));
+    assert!(!store.promote_next_key(5).expect("nothing to promote"));
+    let keys = store.signing_keys().expect("keys");
+    let (signing, announced) = key_ring(&keys).expect("ring").expect("an active key");
+    assert_eq!(signing.public(), next.public());
+    assert_eq!(announced, vec![next.public()]);
+    let retired = keys
+        .iter()
+        .find(|k| k.public == first.public())
+        .expect("kept for the record");
+    assert_eq!(
+        (retired.state, retired.pkcs8.as_ref()),
+        (KeyState::Retired, None)
+    );
+}
