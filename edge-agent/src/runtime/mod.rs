@@ -39,7 +39,9 @@
 //! after [`Runtime::remove`].
 //!
 //! Invariants: every call into libcontainer happens in a shim process ([`shim`]); every
-//! `unsafe` block is in [`sys`]; the spec is built by a pure function ([`spec::build`]).
+//! `unsafe` block is in [`sys`]; the spec is built by a pure function ([`spec::build`]), and so
+//! is the seccomp filter ([`seccomp::filter`]), which every container process and every exec'd
+//! process gets unless the container is privileged.
 
 // A library inside the binary crate: its API is complete for the supervisor, the local API and
 // the CLI, which need not use every part of it.
@@ -49,6 +51,7 @@ pub mod logs;
 pub mod pod;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod state;
@@ -328,11 +331,19 @@ impl Runtime {
             .ok()
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(40);
+        let bounding_set = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+                u64::from_str_radix(hex.trim(), 16).ok()
+            })
+            .unwrap_or(u64::MAX);
         let host = HostFacts {
             cgroup_v2: hierarchy == Hierarchy::Unified,
             device_cgroup: hierarchy != Hierarchy::Unified,
             swap_limit: cgroup::swap_limit_supported(hierarchy),
             cap_last_cap,
+            bounding_set,
         };
         let allowed_host_paths = config
             .allowed_host_paths

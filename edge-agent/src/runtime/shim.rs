@@ -4,7 +4,8 @@
 //! container whose shim is gone. See the module docs of [`super`] for why.
 //!
 //! Everything here runs in a freshly exec'd, single-threaded `shoal-agent shim ...` process,
-//! never in the agent.
+//! never in the agent. Both the container and an exec'd process start through
+//! [`SeccompExecutor`], so each gets the seccomp filter its `config.json` calls for.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cgroup::ContainerCgroup;
 use super::logs::RotatingLog;
+use super::seccomp::{SeccompError, SeccompExecutor};
 use super::state::{
     self, ContainerMeta, ExitRecord, ExitStatus, ProcessIdentity, ShimRecord, EXIT_FILE, META_FILE,
     SHIM_FILE,
@@ -60,6 +62,8 @@ pub enum ShimError {
         #[source]
         source: libcontainer::error::LibcontainerError,
     },
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> ShimError {
@@ -188,7 +192,10 @@ fn create_and_start(args: &RunArgs) -> Result<Running, ShimError> {
     let (stderr_r, stderr_w) =
         pipe_with(PipeFlags::CLOEXEC).map_err(|e| io_err("create the stderr pipe")(e.into()))?;
     let null = File::open("/dev/null").map_err(io_err("open /dev/null"))?;
+    let spec = oci_spec::runtime::Spec::load(args.bundle.join(state::CONFIG_FILE))
+        .map_err(|e| io_err("read the container's config.json")(io::Error::other(e)))?;
     let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_executor(SeccompExecutor::for_spec(&spec)?)
         .with_root_path(&args.root)
         .map_err(lc_err("use its root path"))?
         .with_stdin(OwnedFd::from(null))
@@ -419,7 +426,10 @@ fn exec_inner(args: &ExecArgs) -> Result<ExecResult, ShimError> {
         .open("/dev/null")
         .map_err(io_err("open /dev/null"))?;
     rustix::stdio::dup2_stderr(&devnull).map_err(|e| io_err("redirect stderr")(e.into()))?;
+    // The exec'd process gets the container's filter (from the same config.json).
+    let executor = SeccompExecutor::for_spec(&spec)?;
     let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_executor(executor)
         .with_root_path(&args.root)
         .map_err(lc_err("use its root path"))?
         .with_stdin(OwnedFd::from(null))

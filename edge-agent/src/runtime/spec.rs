@@ -3,8 +3,10 @@
 //!
 //! Defaults follow Docker's hardening: its default capability set, `no_new_privileges`, its
 //! masked and read-only `/proc` and `/sys` paths, a device cgroup that allows only the listed
-//! devices, `RLIMIT_NOFILE` 1024:1024. `privileged: true` lifts all of it. Not yet: seccomp
-//! (libcontainer's needs the C libseccomp, which the static builds leave out).
+//! devices, `RLIMIT_NOFILE` 1024:1024, and its default seccomp profile. `privileged: true`
+//! lifts all of it. The seccomp profile is not an OCI `linux.seccomp` section (libcontainer
+//! would need the C libseccomp for it, which the static builds leave out) but the annotation
+//! [`seccomp::ANNOTATION`]: the shim builds the filter itself ([`super::seccomp`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +20,8 @@ use oci_spec::runtime::{
     ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use shoal_model::manifest::{Container, NetworkMode, User, Workload};
+
+use super::seccomp;
 
 /// `PATH` when neither the image nor the manifest sets one (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -45,7 +49,7 @@ pub const DEFAULT_CAPABILITIES: [&str; 14] = [
 ];
 
 /// Every capability with its number; `ALL` and `privileged` mean those the kernel knows
-/// (number <= `/proc/sys/kernel/cap_last_cap`).
+/// (number <= `/proc/sys/kernel/cap_last_cap`) and the agent holds in its bounding set.
 const ALL_CAPABILITIES: [(&str, u8); 41] = [
     ("CHOWN", 0),
     ("DAC_OVERRIDE", 1),
@@ -172,6 +176,10 @@ pub struct HostFacts {
     pub swap_limit: bool,
     /// `/proc/sys/kernel/cap_last_cap`.
     pub cap_last_cap: u8,
+    /// The agent's bounding set (`CapBnd` in `/proc/self/status`), bit N for capability N: a
+    /// container cannot get a capability outside it (libcontainer's `capset` fails), e.g.
+    /// when the agent itself runs in a container without `CAP_SYS_RESOURCE`.
+    pub bounding_set: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -279,7 +287,7 @@ pub fn capabilities(
     let known = || {
         ALL_CAPABILITIES
             .iter()
-            .filter(|(_, n)| *n <= host.cap_last_cap)
+            .filter(|(_, n)| *n <= host.cap_last_cap && host.bounding_set >> n & 1 == 1)
             .map(|(name, _)| *name)
     };
     if container.privileged {
@@ -609,8 +617,22 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             );
     }
 
+    let seccomp = if container.privileged {
+        seccomp::Profile::Unconfined
+    } else {
+        seccomp::Profile::Default
+    };
+
     Ok(SpecBuilder::default()
         .version("1.0.2")
+        .annotations(
+            [(
+                seccomp::ANNOTATION.to_owned(),
+                seccomp.annotation().to_owned(),
+            )]
+            .into_iter()
+            .collect::<std::collections::HashMap<_, _>>(),
+        )
         .root(
             RootBuilder::default()
                 .path(paths.rootfs.clone())

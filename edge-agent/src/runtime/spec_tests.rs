@@ -25,6 +25,7 @@ const HOST: HostFacts = HostFacts {
     device_cgroup: true,
     swap_limit: true,
     cap_last_cap: 40,
+    bounding_set: u64::MAX,
 };
 
 fn paths() -> ContainerPaths {
@@ -209,6 +210,15 @@ fn capabilities_start_from_dockers_set_with_add_and_drop() {
         38,
         "no PERFMON, BPF, CHECKPOINT_RESTORE"
     );
+    let agent_without_sys_resource = HostFacts {
+        bounding_set: !(1 << 24),
+        ..HOST
+    };
+    for fields in ["privileged: true", "capabilities: { add: [ALL] }"] {
+        let caps = caps(fields, &agent_without_sys_resource);
+        assert_eq!(caps.len(), 40, "{fields}");
+        assert!(!caps.contains(&"SYS_RESOURCE"), "{fields}");
+    }
 }
 
 #[test]
@@ -252,9 +262,21 @@ fn the_process_is_hardened_unless_privileged() {
         .and_then(|r| r.devices().clone())
         .expect("devices");
     assert!(!devices[0].allow(), "deny all first: {devices:?}");
+    assert_eq!(
+        seccomp::Profile::of(&spec),
+        Ok(seccomp::Profile::Default),
+        "{:?}",
+        spec.annotations()
+    );
 
     let w = one_container("privileged: true");
     let spec = spec_of(&w, &image(&["x"], &[]), &HOST).expect("spec");
+    assert_eq!(
+        seccomp::Profile::of(&spec),
+        Ok(seccomp::Profile::Unconfined),
+        "{:?}",
+        spec.annotations()
+    );
     assert_eq!(
         spec.process()
             .as_ref()

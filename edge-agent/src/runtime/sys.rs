@@ -1,7 +1,8 @@
 //! The OS calls that neither the standard library nor rustix wraps safely: `fork` for the shim's
-//! detach, signal dispositions, and the interface-flags ioctl that brings loopback up. Every
-//! `unsafe` block of the runtime lives in this file. (`ioctl` takes the request as `c_ulong` on glibc
-//! and `c_int` on musl, hence the `as _`.)
+//! detach, signal dispositions, the interface-flags ioctl that brings loopback up, and the
+//! `prctl` that installs a container's seccomp filter. Every `unsafe` block of the runtime lives
+//! in this file. (`ioctl` takes the request as `c_ulong` on glibc and `c_int` on musl, hence the
+//! `as _`.)
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -95,4 +96,33 @@ pub fn unshare_thread(flags: rustix::thread::UnshareFlags) -> io::Result<()> {
     // namespaces and exit, so no code relies on the thread's previous namespaces or shared
     // file table; the flags never include CLONE_FILES/CLONE_FS/CLONE_NEWUSER.
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(io::Error::from)
+}
+
+/// Installs a seccomp filter on the calling thread (and so on what it `execve`s): the process
+/// must have `no_new_privileges` set or hold `CAP_SYS_ADMIN`, else `EACCES`.
+pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(program.len()).map_err(|_| {
+        io::Error::other(format!(
+            "the filter has {} instructions, more than a filter can hold",
+            program.len()
+        ))
+    })?;
+    let fprog = libc::sock_fprog {
+        len,
+        // The kernel only reads the program.
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `len` initialised instructions borrowed for the whole call; the
+    // kernel copies (and validates) the program before returning and keeps no pointer to it.
+    let result = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::c_ulong::from(libc::SECCOMP_MODE_FILTER),
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -525,6 +525,91 @@ fn exec_runs_in_the_container_and_returns_output_and_exit_code() {
     );
 }
 
+/// Runs `command` in the container through [`Runtime::exec`], as a health check does.
+fn exec_sh(fx: &Fixture, id: &str, command: &str) -> ExecOutput {
+    fx.rt()
+        .exec(
+            id,
+            &["sh".into(), "-c".into(), command.into()],
+            Duration::from_secs(10),
+        )
+        .expect("exec")
+}
+
+/// `unshare -U` needs no capability (an unprivileged user namespace), so only the seccomp
+/// filter refuses it; `Seccomp:` in `/proc/self/status` is 2 under a filter, 0 without.
+const SECCOMP_PROBE: &str = "grep '^Seccomp:' /proc/self/status; unshare -U true; echo unshare=$?";
+
+#[test]
+fn a_container_and_what_is_execd_in_it_run_under_the_seccomp_filter() {
+    let mut fx = Fixture::new();
+    let w = fx.one(
+        "rt-seccomp",
+        &format!(r#"["sh", "-c", "{SECCOMP_PROBE}; sleep 60"]"#),
+        "",
+    );
+    let (id, _) = fx.start(&w, "main");
+    fx.wait_log(&id, "unshare=", Duration::from_secs(10));
+    let log = fx.log(&id);
+    assert!(log.contains("Seccomp:\t2\n"), "{log}");
+    assert!(
+        log.contains("Operation not permitted") && log.contains("unshare=1\n"),
+        "{log}"
+    );
+
+    let out = exec_sh(&fx, &id, SECCOMP_PROBE);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout, "Seccomp:\t2\nunshare=1\n", "stderr: {stderr}");
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+}
+
+#[test]
+fn an_added_capability_unlocks_only_the_syscalls_docker_unlocks_with_it() {
+    let mut fx = Fixture::new();
+    // With SYS_ADMIN the kernel would let swapon through to the file (EINVAL: no swap
+    // signature); the filter refuses it first. mount and unshare are unlocked by SYS_ADMIN.
+    let w = fx.one(
+        "rt-seccomp-admin",
+        r#"["sh", "-c", "mount -t tmpfs none /root && echo mounted; unshare -U true && echo unshared; head -c 65536 /dev/zero > /tmp/swap; swapon /tmp/swap; echo swapon=$?"]"#,
+        ", capabilities: { add: [SYS_ADMIN] }",
+    );
+    let (id, _) = fx.start(&w, "main");
+    let exit = fx.wait_exit(&id, Duration::from_secs(10));
+    let log = fx.log(&id);
+    assert_eq!(exit.status, ExitStatus::Code(0), "{log}");
+    assert!(
+        log.contains("mounted\n") && log.contains("unshared\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains("/tmp/swap: Operation not permitted") && log.contains("swapon=1\n"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_privileged_container_and_what_is_execd_in_it_have_no_seccomp_filter() {
+    let mut fx = Fixture::new();
+    let w = fx.one(
+        "rt-seccomp-privileged",
+        &format!(r#"["sh", "-c", "{SECCOMP_PROBE}; sleep 60"]"#),
+        ", privileged: true",
+    );
+    let (id, _) = fx.start(&w, "main");
+    fx.wait_log(&id, "unshare=", Duration::from_secs(10));
+    let log = fx.log(&id);
+    assert!(log.contains("Seccomp:\t0\n"), "{log}");
+    assert!(log.contains("unshare=0\n"), "{log}");
+    let out = exec_sh(&fx, &id, SECCOMP_PROBE);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Seccomp:\t0\nunshare=0\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_host_path_outside_the_allow_list_is_refused() {
     let mut fx = Fixture::new();
