@@ -40,7 +40,7 @@ fn run(program: &[sock_filter], data: &[u8]) -> u32 {
         pc += match code {
             c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => {
                 let at = k as usize;
-                assert!(at % 4 == 0 && at + 4 <= data.len(), "load at {at}");
+                assert!(at.is_multiple_of(4) && at + 4 <= data.len(), "load at {at}");
                 acc = u32::from_ne_bytes(data[at..at + 4].try_into().expect("4 bytes"));
                 1
             }
