@@ -1,5 +1,7 @@
 //! Logging for `shoal`: `tracing` events to stderr, filtered by `SHOAL_LOG` (`info` for the
-//! daemons, `warn` for the CLI commands when unset).
+//! daemons, `warn` for the CLI commands when unset). The embedded broker (rmqtt) logs through
+//! the `log` crate; those records join the same output (targets `rmqtt`, `rmqtt_net`), so a
+//! refused TLS handshake or a dropped connection shows up in the hub's log.
 
 use tracing_subscriber::EnvFilter;
 
