@@ -132,7 +132,10 @@ impl Hub {
             command.arg("--advertise").arg(self.broker_url());
         }
         let child = command
-            .env("SHOAL_LOG", "debug,rmqtt=info,rmqtt_net=info,rmqtt_retainer=info")
+            .env(
+                "SHOAL_LOG",
+                "debug,rmqtt=info,rmqtt_net=info,rmqtt_retainer=info",
+            )
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .stdin(Stdio::null())

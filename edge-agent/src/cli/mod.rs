@@ -68,6 +68,20 @@ pub enum Command {
     Shim(shim::Args),
 }
 
+/// The `shoal-agent` binary: parses the command line, starts telemetry, runs the command and
+/// turns its outcome into an exit code.
+pub fn main() -> ExitCode {
+    let args = Cli::parse();
+    crate::telemetry::init();
+    match run(args.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs one command; `Ok` carries the exit code of a command that ran to its end (a failed
 /// validation or self-test is `ExitCode::FAILURE`, not an error).
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {

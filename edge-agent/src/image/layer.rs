@@ -5,7 +5,8 @@
 //!   component is ever a symlink (each is checked with `symlink_metadata`, the final component
 //!   is created with `O_NOFOLLOW`/`O_EXCL` or an `*at` call that does not follow);
 //! - hardlinks point at entries of this same layer; relative symlinks do not climb above the
-//!   layer root (absolute targets are fine: they resolve inside the container);
+//!   layer root (absolute targets are fine: they resolve inside the container), also where a
+//!   hardlink to a symlink puts the same target at another depth;
 //! - device nodes are refused; the only ones in a layer dir are the 0:0 whiteouts made here;
 //! - the layer is unpacked into `<dir>.partial-…` and renamed into place only when complete and
 //!   its content matched the diff id; on any error the partial dir is deleted.
@@ -36,10 +37,116 @@ const MAX_ENTRIES: u64 = 1_000_000;
 pub struct LayerSource<'a> {
     /// For messages: the layer's blob digest and where it came from.
     pub name: String,
-    pub blob: &'a Path,
+    pub blob: Blob<'a>,
     pub diff_id: &'a ImageDigest,
     /// Most uncompressed bytes accepted (a gzip bomb stops here).
     pub max_bytes: u64,
+}
+
+/// Where the bytes of a layer blob (a tar, plain or compressed) are.
+#[derive(Clone, Copy, Debug)]
+pub enum Blob<'a> {
+    /// A verified blob in the store.
+    File(&'a Path),
+    /// A blob in memory ([`unpack_layer`]).
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Blob<'a> {
+    /// The uncompressed tar stream of the blob, refusing compressions we cannot read.
+    fn tar_stream(self, layer: &str) -> Result<Box<dyn Read + 'a>, ImageError> {
+        match self {
+            Blob::File(path) => {
+                let file = File::open(path).ctx("cannot open layer blob", path)?;
+                let mut buffered = BufReader::new(file);
+                let head = buffered.fill_buf().ctx("cannot read layer blob", path)?;
+                let compression = Compression::of(head);
+                compression.reader(buffered, layer)
+            }
+            Blob::Bytes(bytes) => Compression::of(bytes).reader(bytes, layer),
+        }
+    }
+}
+
+/// A blob's compression, told by its first bytes.
+#[derive(Clone, Copy)]
+enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    fn of(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    fn reader<'r>(
+        self,
+        blob: impl Read + 'r,
+        layer: &str,
+    ) -> Result<Box<dyn Read + 'r>, ImageError> {
+        match self {
+            Compression::None => Ok(Box::new(blob)),
+            Compression::Gzip => Ok(Box::new(MultiGzDecoder::new(blob))),
+            Compression::Zstd => Err(ImageError::BadLayer {
+                layer: layer.to_string(),
+                reason: "the layer is zstd-compressed, which this agent does not support: push the image with gzip layers"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// Unpacks one layer tar, plain or gzip'd, held in `bytes`, into the directory `dest`, exactly
+/// as the image store unpacks every layer it pulls or imports, with the same errors: entries
+/// that would escape `dest` (absolute paths, `..`, writing through symlinks, hardlinks to
+/// anything but earlier entries, relative symlinks that climb above `dest`) and device nodes
+/// are refused with [`ImageError::UnsafeEntry`], a corrupt or over-large stream is
+/// [`ImageError::BadLayer`], whiteouts become overlayfs whiteouts.
+///
+/// The layer is unpacked beside `dest`, into `<dest>.partial-<pid>`, and renamed to `dest` only
+/// when complete; on any error that partial dir is removed, so nothing is left. When `dest`
+/// already is a directory it is taken as unpacked, and only its size is returned. `max_bytes`
+/// bounds the uncompressed tar (a gzip bomb stops there).
+///
+/// The store also checks a layer against the diff id its image config names; here the diff id
+/// is whatever the uncompressed bytes hash to, so only the tar itself can be refused.
+///
+/// Ownership, whiteouts (character devices 0:0) and opaque dirs (`trusted.` xattrs) need root:
+/// without it, layers that carry them fail with [`ImageError::Io`].
+///
+/// Returns the bytes of file content in the layer.
+pub fn unpack_layer(bytes: &[u8], dest: &Path, max_bytes: u64) -> Result<u64, ImageError> {
+    let blob = Blob::Bytes(bytes);
+    let name = "in memory";
+    // Hash the uncompressed tar the way `unpack_into` will read it. A stream that cannot be
+    // read to its end fails the same way there, before any digest is compared.
+    let diff_id = {
+        let mut hashing = HashingReader {
+            inner: blob.tar_stream(name)?,
+            hasher: Sha256::new(),
+            read: 0,
+            limit: max_bytes,
+        };
+        match io::copy(&mut hashing, &mut io::sink()) {
+            Ok(_) => ImageDigest::from_hasher(hashing.hasher),
+            Err(_) => ImageDigest::of(bytes),
+        }
+    };
+    let source = LayerSource {
+        name: name.into(),
+        blob,
+        diff_id: &diff_id,
+        max_bytes,
+    };
+    unpack(&source, dest, &std::process::id().to_string())
 }
 
 /// Unpacks `source` into `dest` unless `dest` already exists (layers are unpacked once).
@@ -116,23 +223,8 @@ fn unpack_into(source: &LayerSource<'_>, root: &Path) -> Result<u64, ImageError>
         layer: source.name.clone(),
         reason,
     };
-    let file = File::open(source.blob).ctx("cannot open layer blob", source.blob)?;
-    let mut buffered = BufReader::new(file);
-    let head = buffered
-        .fill_buf()
-        .ctx("cannot read layer blob", source.blob)?;
-    let stream: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(MultiGzDecoder::new(buffered))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err(bad(
-            "the layer is zstd-compressed, which this agent does not support: push the image with gzip layers"
-                .into(),
-        ));
-    } else {
-        Box::new(buffered)
-    };
     let hashing = HashingReader {
-        inner: stream,
+        inner: source.blob.tar_stream(&source.name)?,
         hasher: Sha256::new(),
         read: 0,
         limit: source.max_bytes,
@@ -345,6 +437,24 @@ impl Unpacker<'_> {
                 }
                 source.push(link_name);
                 match fs::symlink_metadata(&source) {
+                    Ok(meta) if meta.file_type().is_symlink() => {
+                        // The link is to the symlink itself, so its target would be resolved
+                        // from here: check it again from this entry's depth.
+                        let link_target =
+                            fs::read_link(&source).ctx("cannot read symlink", &source)?;
+                        let link_target = link_target.as_os_str().as_bytes();
+                        if !link_target.starts_with(b"/") && climbs_out(parents.len(), link_target)
+                        {
+                            return Err(self.refuse(
+                                &shown,
+                                format!(
+                                    "is a hardlink to the symlink `{}`, whose target `{}` points outside the layer from here",
+                                    truncate(&link_shown),
+                                    truncate(&String::from_utf8_lossy(link_target))
+                                ),
+                            ));
+                        }
+                    }
                     Ok(meta) if !meta.is_dir() => {}
                     _ => {
                         return Err(self.refuse(

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 pub use document::ImageDigest;
 pub use error::ImageError;
+pub use layer::unpack_layer;
 pub use store::ImageStore;
 
 /// An image in the store, ready to run.

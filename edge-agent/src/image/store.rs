@@ -17,7 +17,7 @@ use super::document::{
     MAX_DOCUMENT_BYTES,
 };
 use super::error::{ImageError, IoContext};
-use super::layer::{self, LayerSource};
+use super::layer::{self, Blob, LayerSource};
 use super::{Image, ImageConfig, Platform, PruneReport, StoreConfig};
 
 const TMP_PREFIX: &str = ".tmp-";
@@ -603,7 +603,7 @@ impl ImageStore {
             let unpacked = layer::unpack(
                 &LayerSource {
                     name: format!("{blob} of {source}"),
-                    blob: &blob_path,
+                    blob: Blob::File(&blob_path),
                     diff_id: &diff_id,
                     max_bytes: self.config.max_image_bytes,
                 },

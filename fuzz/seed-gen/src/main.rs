@@ -7,7 +7,10 @@
 //!   the workloads of `manifests/*.yaml`;
 //! - `manifest`: `manifests/*.yaml`, `model/tests/invalid/*.yaml` and a few hostile documents;
 //! - `constraint`: the constraints of the examples and one of each operator;
-//! - `broker_acl`, `hub_password`: lines in each target's input format.
+//! - `broker_acl`, `hub_password`: lines in each target's input format;
+//! - `layer`: small layer tars (files, dirs, symlinks, hardlinks, fifos, whiteouts, replaced
+//!   entries, long names) and each path-traversal shape the unpacker refuses, behind the
+//!   target's mode byte.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -21,6 +24,7 @@ use shoal_model::wire::{
     EventReason, ExitInfo, Health, ImageSummary, Limits, Message, NodeStatus, NodeUsage, Presence,
     RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody, Severity, WorkloadStatus,
 };
+use shoal_tests::images::{gzip, Entry, Layer};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
 
@@ -49,6 +53,7 @@ fn main() -> Result {
     constraint_seeds(&mut seeds, &workloads)?;
     acl_seeds(&mut seeds)?;
     password_seeds(&mut seeds)?;
+    layer_seeds(&mut seeds)?;
     println!("{} seeds in {}", seeds.written, out.display());
     Ok(())
 }
@@ -414,4 +419,150 @@ fn password_seeds(seeds: &mut Seeds) -> Result {
         seeds.write("hub_password", &format!("p{i}"), line.as_bytes())?;
     }
     Ok(())
+}
+
+fn layer_seeds(seeds: &mut Seeds) -> Result {
+    // The target's mode byte: bit 0 gzips the rest, bit 1 recomputes tar header checksums.
+    const AS_IS: u8 = 0b00;
+    const GZIP: u8 = 0b01;
+    const FIX: u8 = 0b10;
+    let mut write = |name: &str, mode: u8, blob: &[u8]| {
+        let mut input = vec![mode];
+        input.extend_from_slice(blob);
+        seeds.write("layer", name, &input)
+    };
+    // Without the two zero blocks that end an archive (the tar reader stops at the end of the
+    // stream as well): smaller inputs, so each mutation is likelier to hit a header.
+    let tar = |layer: &Layer| {
+        let mut tar = layer.tar();
+        while tar.len() >= 512 && tar[tar.len() - 512..].iter().all(|&b| b == 0) {
+            tar.truncate(tar.len() - 512);
+        }
+        tar
+    };
+
+    let good = [
+        (
+            "basic",
+            vec![
+                Entry::dir("etc"),
+                Entry::file("etc/hostname", "gw-7\n"),
+                Entry::dir("srv").owner(1000, 1001).mode(0o750),
+                Entry::file("srv/tool", "#!/bin/sh\n")
+                    .owner(1000, 1001)
+                    .mode(0o4755)
+                    .mtime(1_600_000_000),
+                Entry::file("deep/implicit/parent", "x"),
+                Entry::fifo("srv/pipe"),
+                Entry::dir("./"),
+            ],
+        ),
+        (
+            "links",
+            vec![
+                Entry::dir("a"),
+                Entry::dir("a/b"),
+                Entry::file("a/f", "content"),
+                Entry::symlink("a/s", "f"),
+                Entry::symlink("a/b/up", "../../a/f"),
+                Entry::symlink("a/abs", "/etc/passwd"),
+                Entry::hardlink("a/h", "a/f"),
+                Entry::hardlink("a/b/h", "./a/b/up"),
+                Entry::hardlink("a/f", "a/f"),
+            ],
+        ),
+        (
+            "whiteouts",
+            vec![
+                Entry::dir("etc"),
+                Entry::whiteout("etc", "gone"),
+                Entry::whiteout("", "rootfile"),
+                Entry::dir("data"),
+                Entry::opaque("data"),
+                Entry::file("data/new", "visible"),
+                Entry::file("data/.wh..wh.plnk", ""),
+            ],
+        ),
+        (
+            "replaced",
+            vec![
+                Entry::file("x", "file first"),
+                Entry::dir("x"),
+                Entry::file("x/inner", "then a dir"),
+                Entry::file("x", "a file again"),
+                Entry::symlink("y", "x"),
+                Entry::file("y", "a file over a symlink"),
+                Entry::dir("z"),
+                Entry::whiteout("", "z"),
+                Entry::dir("z"),
+            ],
+        ),
+    ];
+    for (name, entries) in good {
+        let layer = Layer::new(entries);
+        write(&format!("{name}.tar"), FIX, &tar(&layer))?;
+        write(&format!("{name}.gzip"), GZIP | FIX, &tar(&layer))?;
+        write(&format!("{name}.tar.gz"), AS_IS, &layer.tar_gz())?;
+    }
+
+    // Names and link targets longer than a header holds: GNU long-name entries.
+    let mut builder = tar::Builder::new(Vec::new());
+    let long_dir = "d".repeat(60);
+    let long_path = format!("{long_dir}/{long_dir}/{}", "f".repeat(60));
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_size(4);
+    builder.append_data(&mut header, &long_path, &b"long"[..])?;
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    builder.append_link(&mut header, "short", format!("{long_path}/../../x"))?;
+    write("long-names.tar", FIX, &builder.into_inner()?)?;
+
+    // Every shape the unpacker refuses, each after a harmless entry.
+    let refused = [
+        ("dotdot", Entry::file("../../../evil", "escaped")),
+        ("inner-dotdot", Entry::file("a/../../evil", "escaped")),
+        ("absolute", Entry::file("/tmp/shoal-fuzz-evil", "escaped")),
+        (
+            "hardlink-out",
+            Entry::hardlink("evil", "../../../../etc/passwd"),
+        ),
+        ("hardlink-absolute", Entry::hardlink("evil", "/etc/passwd")),
+        ("hardlink-missing", Entry::hardlink("evil", "etc/shadow")),
+        ("hardlink-root", Entry::hardlink("evil", "./")),
+        ("hardlink-dir", Entry::hardlink("evil", "ok-dir")),
+        (
+            "symlink-climbs",
+            Entry::symlink("ok-dir/evil", "../../../../tmp"),
+        ),
+        ("symlink-empty", Entry::symlink("evil", "")),
+        ("char-device", Entry::char_device("evil", 1, 3)),
+        ("block-device", Entry::block_device("evil", 8, 0)),
+        ("whiteout-empty", Entry::file(".wh.", "")),
+        ("whiteout-dot", Entry::file(".wh..", "")),
+        ("whiteout-dotdot", Entry::file("ok-dir/.wh...", "")),
+    ];
+    for (name, entry) in refused {
+        let layer = Layer::new(vec![Entry::dir("ok-dir"), Entry::file("ok", "fine"), entry]);
+        write(&format!("refused-{name}.tar"), FIX, &tar(&layer))?;
+    }
+    let through_symlink = Layer::new(vec![
+        Entry::symlink("link", "/tmp"),
+        Entry::file("link/evil", "written through"),
+    ]);
+    write("refused-through-symlink.tar", FIX, &tar(&through_symlink))?;
+    let through_file = Layer::new(vec![
+        Entry::file("file", "not a dir"),
+        Entry::file("file/evil", "below a file"),
+    ]);
+    write("refused-below-a-file.tar", FIX, &tar(&through_file))?;
+
+    // Streams the tar reader or the decompressor refuses.
+    let basic = Layer::new(vec![Entry::file("f", "content")]).tar();
+    write("truncated.tar", AS_IS, &basic[..700])?;
+    write("corrupt.tar.gz", AS_IS, &gzip(&basic)[..40])?;
+    write("zstd", AS_IS, &[0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0])?;
+    write("empty", AS_IS, &[])
 }

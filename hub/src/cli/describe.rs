@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use shoal_model::api::{EventInfo, Instance, NodeDetail, NodeInfo, WorkloadDetail};
-use shoal_model::manifest::{PlacementMode, Probe, Workload};
+use shoal_model::manifest::{Container, PlacementMode, Probe, Volume, VolumeSource, Workload};
 use shoal_model::node::NodeFacts;
 use shoal_model::quantity::{format_bytes, format_duration, format_millicpu, Amount};
 use shoal_model::wire::{ContainerState, ExitInfo, Health, NodeUsage, Severity};
@@ -365,6 +365,7 @@ fn spec_section(workload: &Workload) -> String {
                 ),
             ));
         }
+        fields.extend(security_rows(c, &spec.volumes));
         containers.push_str(&format!("{}:\n", c.name));
         containers.push_str(&section(2, &fields));
     }
@@ -386,6 +387,58 @@ fn spec_section(workload: &Workload) -> String {
             block_or_none("Containers", containers),
         ],
     )
+}
+
+/// What `privileged: true` gives a container (see the agent's `runtime/spec.rs`).
+const PRIVILEGED: &str =
+    "yes (all capabilities, all devices, /proc and /sys writable, no seccomp, no-new-privileges off)";
+
+/// What the manifest changes about a container's access to its host, each on its own row:
+/// nothing at all for a container that keeps the defaults.
+fn security_rows(c: &Container, volumes: &[Volume]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if c.privileged {
+        rows.push(Row::Field("Privileged", PRIVILEGED.to_string()));
+    }
+    let caps = &c.capabilities;
+    let changes: Vec<String> = [("add", &caps.add), ("drop", &caps.drop)]
+        .into_iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(how, names)| format!("{how} {}", names.join(", ")))
+        .collect();
+    if !changes.is_empty() {
+        let mut text = changes.join("; ");
+        if c.privileged {
+            text.push_str(" (no effect: privileged has them all)");
+        }
+        rows.push(Row::Field("Capabilities", text));
+    }
+    if !c.devices.is_empty() {
+        rows.push(Row::Field("Devices", c.devices.join(", ")));
+    }
+    if c.read_only_rootfs {
+        rows.push(Row::Field("Root FS", "read-only".to_string()));
+    }
+    let host_paths: Vec<String> = c
+        .mounts
+        .iter()
+        .filter_map(|m| {
+            let volume = volumes.iter().find(|v| v.name == m.volume)?;
+            let VolumeSource::HostPath(host) = &volume.source else {
+                return None;
+            };
+            let access = if m.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            };
+            Some(format!("{host} at {} ({access})", m.path))
+        })
+        .collect();
+    if !host_paths.is_empty() {
+        rows.push(Row::Field("Host Paths", host_paths.join("\n")));
+    }
+    rows
 }
 
 /// What a table row is keyed by: describing a node lists its workloads, describing a workload
@@ -838,6 +891,111 @@ Events:
             "Events:      <none>\n",
         ] {
             assert!(text.contains(line), "{text}\nshould contain {line}");
+        }
+    }
+
+    /// The body of the `Containers:` block in the spec section (unindented) of a workload with
+    /// one container, `app`, whose manifest has `extra` lines, and `volumes` (a YAML list).
+    fn container_block(volumes: &str, extra: &[&str]) -> String {
+        let mut text = format!(
+            "\
+apiVersion: shoal/v1
+kind: Workload
+metadata: {{ name: app }}
+spec:
+  volumes: {volumes}
+  containers:
+    - name: app
+      image: registry.example:5000/app:1
+"
+        );
+        for line in extra {
+            text.push_str(&format!("      {line}\n"));
+        }
+        let (mut workloads, problems) = parse_manifest(std::path::Path::new("app.yaml"), &text);
+        assert_eq!(problems, vec![], "{text}");
+        let spec = spec_section(&workloads.remove(0).workload);
+        let at = spec.find("Containers:\n").expect("a containers block");
+        spec[at + "Containers:\n".len()..]
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+            .collect()
+    }
+
+    #[test]
+    fn containers_show_privileges_capabilities_devices_and_host_paths_only_when_set() {
+        let cases: &[(&str, &str, &[&str], &str)] = &[
+            (
+                "unprivileged_without_extras_shows_no_security_rows",
+                "[]",
+                &[],
+                "\
+app:
+  Image:   registry.example:5000/app:1
+  Limits:  <none>
+",
+            ),
+            (
+                "privileged_says_what_it_lifts",
+                "[]",
+                &["privileged: true"],
+                "\
+app:
+  Image:       registry.example:5000/app:1
+  Limits:      <none>
+  Privileged:  yes (all capabilities, all devices, /proc and /sys writable, no seccomp, no-new-privileges off)
+",
+            ),
+            (
+                "added_and_dropped_capabilities",
+                "[]",
+                &["capabilities: { add: [net_bind_service, SYS_TIME], drop: [ALL] }"],
+                "\
+app:
+  Image:         registry.example:5000/app:1
+  Limits:        <none>
+  Capabilities:  add CAP_NET_BIND_SERVICE, CAP_SYS_TIME; drop ALL
+",
+            ),
+            (
+                "capabilities_of_a_privileged_container_have_no_effect",
+                "[]",
+                &["privileged: true", "capabilities: { drop: [ALL] }"],
+                "\
+app:
+  Image:         registry.example:5000/app:1
+  Limits:        <none>
+  Privileged:    yes (all capabilities, all devices, /proc and /sys writable, no seccomp, no-new-privileges off)
+  Capabilities:  drop ALL (no effect: privileged has them all)
+",
+            ),
+            (
+                "devices_and_a_read_only_rootfs",
+                "[]",
+                &["devices: [/dev/ttyUSB0, /dev/i2c-1]", "readOnlyRootfs: true"],
+                "\
+app:
+  Image:    registry.example:5000/app:1
+  Limits:   <none>
+  Devices:  /dev/ttyUSB0, /dev/i2c-1
+  Root FS:  read-only
+",
+            ),
+            (
+                "host_path_mounts_but_not_named_volumes",
+                "[{ name: data }, { name: logs, hostPath: /var/log/app }, { name: conf, hostPath: /etc/app }]",
+                &["mounts: [{ volume: data, path: /data }, { volume: logs, path: /logs }, { volume: conf, path: /etc/app, readOnly: true }]"],
+                "\
+app:
+  Image:       registry.example:5000/app:1
+  Limits:      <none>
+  Host Paths:  /var/log/app at /logs (read-write)
+               /etc/app at /etc/app (read-only)
+",
+            ),
+        ];
+        for (name, volumes, extra, expected) in cases {
+            assert_eq!(container_block(volumes, extra), *expected, "{name}");
         }
     }
 
