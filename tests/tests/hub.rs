@@ -805,3 +805,47 @@ fn a_key_rotation_reaches_every_node_before_the_new_key_signs() {
     );
     clean_up(&hub, &[&agent]);
 }
+
+#[test]
+fn an_agent_whose_clock_says_1970_connects_over_tls_and_runs_what_the_hub_signs() {
+    let hub = Hub::start("clock");
+    let mut agent = hub.agent("clock-a", "");
+    // A device without a battery-backed clock: libfaketime (LD_PRELOAD, so the dynamically
+    // linked test build) sets its wall clock to 1970-01-02; monotonic time stays real, as on
+    // a device that just booted.
+    let mut command = Command::new("faketime");
+    command
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .args(["-f", "@1970-01-02 00:00:00"])
+        .arg(shoal_tests::binary("shoal-agent"));
+    agent.start_with(command);
+    agent.import_busybox();
+    hub.wait_for("clock-a online over TLS", CONVERGE, || {
+        hub.node("clock-a").filter(|n| n["online"] == true)
+    });
+    apply(
+        &hub,
+        "in-1970",
+        &shell_workload("in-1970", "while true; do sleep 1; done", "", ""),
+    );
+    agent.wait_for("running with the clock in 1970", CONVERGE, |rows| {
+        running(rows, "in-1970")
+    });
+    hub.wait_for("ready at the hub", CONVERGE, || {
+        hub.workload("in-1970").filter(|w| ready(w, 1))
+    });
+    // The control: the agent's clock really said 1970 (its events carry its time stamps).
+    let detail = hub.api_json("/v1/nodes/clock-a");
+    let stamps: Vec<u64> = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["at_ms"].as_u64())
+        .collect();
+    assert!(!stamps.is_empty(), "{detail}");
+    assert!(
+        stamps.iter().all(|&ms| ms < 365 * 24 * 3_600_000),
+        "the agent's clock was not in 1970: {stamps:?}"
+    );
+    clean_up(&hub, &[&agent]);
+}
