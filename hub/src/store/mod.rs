@@ -135,6 +135,16 @@ impl Store {
             source,
         };
         let mut conn = Connection::open(&path).map_err(open_failed)?;
+        // It holds password hashes and the hub's private signing keys: owner only, also for
+        // the WAL and shared-memory files SQLite creates with the database's mode.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| StoreError::Open {
+                path: path.clone(),
+                source: rusqlite::Error::InvalidPath(PathBuf::from(format!(
+                    "{}: cannot make it private: {e}",
+                    path.display()
+                ))),
+            })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_failed)?;
         conn.pragma_update(None, "journal_mode", "WAL")

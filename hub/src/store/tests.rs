@@ -280,6 +280,23 @@ fn enrolling_again_forgets_the_old_status_and_removal_forgets_everything() {
 }
 
 #[test]
+fn the_database_with_the_private_keys_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .issue_token("gw", &BTreeMap::new(), "t", 10, 1)
+        .expect("a write, so the WAL exists");
+    for name in ["hub.db", "hub.db-wal"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .expect(name)
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+}
+
+#[test]
 fn a_rotation_promotes_the_next_key_and_erases_the_old_private_key() {
     use shoal_model::wire::signing::SigningKey;
     let dir = tempfile::tempdir().expect("tempdir");
