@@ -96,6 +96,7 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
             "delete",
             "logs",
             "node",
+            "key",
             "broker-config",
             "validate",
             "help"
