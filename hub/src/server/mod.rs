@@ -365,3 +365,75 @@ fn url_host(url: &str) -> Option<&str> {
     };
     (!host.is_empty()).then_some(host)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(mqtt: &str, api: &str, advertise: Option<&str>, names: &[&str]) -> ServeOptions {
+        ServeOptions {
+            data_dir: PathBuf::from("/nonexistent"),
+            listen_mqtt: mqtt.parse().expect("mqtt address"),
+            listen_api: api.parse().expect("api address"),
+            broker: None,
+            broker_ca: None,
+            advertise: advertise.map(str::to_string),
+            advertise_api: None,
+            tls_names: names.iter().map(|n| n.to_string()).collect(),
+            insecure: false,
+            prefix: "shoal/v1".into(),
+        }
+    }
+
+    #[test]
+    fn the_certificate_covers_loopback_specific_listen_addresses_advertised_hosts_and_extra_names()
+    {
+        let names = certificate_names(&options(
+            "10.0.0.1:8883",
+            "0.0.0.0:7440",
+            Some("mqtts://hub.example:8883"),
+            &["192.168.1.5", "10.0.0.1"],
+        ));
+        for expected in [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "10.0.0.1",
+            "hub.example",
+            "192.168.1.5",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
+        }
+        assert!(!names.iter().any(|n| n == "0.0.0.0"), "{names:?}");
+        let unique: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "no name twice: {names:?}");
+        let v6 = certificate_names(&options(
+            "[fd00::1]:8883",
+            "127.0.0.1:7440",
+            Some("mqtts://[fd00::2]:8883"),
+            &[],
+        ));
+        assert!(
+            v6.iter().any(|n| n == "fd00::1") && v6.iter().any(|n| n == "fd00::2"),
+            "{v6:?}"
+        );
+    }
+
+    #[test]
+    fn url_hosts_keep_ipv6_brackets_and_drop_ports_and_paths() {
+        let rows = [
+            ("mqtts://hub.example:8883", Some("hub.example")),
+            ("https://10.0.0.1:7440/v1", Some("10.0.0.1")),
+            ("mqtt://[fd00::1]:1883", Some("[fd00::1]")),
+            ("mqtts://hub.example", Some("hub.example")),
+            ("no-scheme", None),
+            ("mqtt://:1883", None),
+        ];
+        for (url, expected) in rows {
+            assert_eq!(url_host(url), expected, "{url}");
+        }
+    }
+}
