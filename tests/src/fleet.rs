@@ -106,6 +106,22 @@ impl Bridge {
             subnet,
         };
         ip(&["link", "add", &bridge.name, "type", "bridge"]);
+        // A fixed MAC: otherwise the bridge takes the lowest MAC of its ports and changes it
+        // when a node's veth joins, and a node that already cached the hub's address (it
+        // enrolled before the next node joined) sends to the old MAC until its ARP entry
+        // expires: its connections time out for a minute.
+        let octets: Vec<u8> = bridge
+            .subnet
+            .split('.')
+            .filter_map(|o| o.parse().ok())
+            .collect();
+        let mac = format!(
+            "02:5e:00:{:02x}:{:02x}:{:02x}",
+            octets.first().copied().unwrap_or(0),
+            octets.get(1).copied().unwrap_or(0),
+            octets.get(2).copied().unwrap_or(0)
+        );
+        ip(&["link", "set", &bridge.name, "address", &mac]);
         ip(&[
             "addr",
             "add",
