@@ -134,7 +134,7 @@ impl Hub {
         let child = command
             .env(
                 "SHOAL_LOG",
-                "debug,rmqtt=info,rmqtt_net=info,rmqtt_retainer=info",
+                "debug,rmqtt=info,rmqtt_net=info,rmqtt_retainer=info,rustls=info",
             )
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
