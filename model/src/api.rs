@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::names::check_dns_label;
 use crate::manifest::Workload;
 use crate::node::NodeFacts;
 use crate::wire::{ContainerStatus, Event, NodeUsage};
@@ -290,4 +291,98 @@ pub struct MosquittoConfig {
     pub cert_pem: String,
     #[serde(default)]
     pub key_pem: String,
+}
+
+/// The first part of every token: the format's version.
+pub const TOKEN_PREFIX: &str = "shoal1";
+
+/// An enrollment token (`shoal1.NODE.SECRET.CA`, from `shoal node add`) taken apart: the
+/// node it is for, its one-time secret and the SHA-256 of the hub's CA certificate. Nothing is
+/// checked against the hub's store here; the hub and `shoal-agent enroll` both parse with it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EnrollToken<'a> {
+    pub node: &'a str,
+    pub secret: &'a str,
+    pub ca_fingerprint: &'a str,
+}
+
+impl<'a> EnrollToken<'a> {
+    /// Splits a token into its parts, refusing anything that is not one (pure).
+    pub fn parse(text: &'a str) -> Result<EnrollToken<'a>, String> {
+        let parts: Vec<&str> = text.trim().split('.').collect();
+        let [prefix, node, secret, ca] = parts[..] else {
+            return Err(format!(
+            "not an enrollment token: expected {TOKEN_PREFIX}.NODE.SECRET.CA (4 parts separated by dots), got {} part(s)",
+            parts.len()
+        ));
+        };
+        if prefix != TOKEN_PREFIX {
+            return Err(format!(
+                "not an enrollment token: it starts with `{}` instead of `{TOKEN_PREFIX}`",
+                prefix.chars().take(16).collect::<String>()
+            ));
+        }
+        check_dns_label(node).map_err(|e| format!("the token's node name is invalid: {e}"))?;
+        if secret.len() < 32
+            || !secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(
+                "the token's secret is malformed: copy the whole token `shoal node add` printed"
+                    .into(),
+            );
+        }
+        if ca.len() != 64 || !ca.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("the token's CA fingerprint is malformed: copy the whole token `shoal node add` printed".into());
+        }
+        Ok(EnrollToken {
+            node,
+            secret,
+            ca_fingerprint: ca,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_taken_apart_and_anything_else_is_refused_with_the_reason() {
+        let ca = "ab".repeat(32);
+        let secret = "A".repeat(43);
+        let good = format!("shoal1.gw-1.{secret}.{ca}");
+        assert_eq!(
+            EnrollToken::parse(&good),
+            Ok(EnrollToken {
+                node: "gw-1",
+                secret: &secret,
+                ca_fingerprint: &ca
+            })
+        );
+        let rows = [
+            ("", "4 parts"),
+            ("shoal1.gw-1", "4 parts"),
+            (&format!("shoal2.gw-1.{secret}.{ca}"), "instead of `shoal1`"),
+            (
+                &format!("shoal1.GW_1.{secret}.{ca}"),
+                "node name is invalid",
+            ),
+            (&format!("shoal1.gw-1.short.{ca}"), "secret is malformed"),
+            (
+                &format!("shoal1.gw-1.{secret}!.{ca}"),
+                "secret is malformed",
+            ),
+            (
+                &format!("shoal1.gw-1.{secret}.{}", &ca[..10]),
+                "CA fingerprint",
+            ),
+            (&format!("shoal1.gw-1.{secret}.{ca}.extra"), "4 parts"),
+        ];
+        for (token, expected) in rows {
+            let error = EnrollToken::parse(token).expect_err(token);
+            assert!(error.contains(expected), "{token}: {error}");
+        }
+    }
 }

@@ -22,8 +22,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
-use shoal_model::api::{EnrollRequest, EnrollResponse};
-use shoal_model::manifest::names::check_dns_label;
+use shoal_model::api::{EnrollRequest, EnrollResponse, EnrollToken};
 use shoal_model::wire::signing::PublicKey;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
@@ -51,31 +50,6 @@ pub struct Args {
     /// network unencrypted)
     #[arg(long)]
     pub insecure: bool,
-}
-
-/// The parts of a token the device needs (the hub checks the rest).
-#[derive(Debug, PartialEq, Eq)]
-struct Token {
-    node: String,
-    ca_fingerprint: String,
-}
-
-fn parse_token(text: &str) -> anyhow::Result<Token> {
-    let parts: Vec<&str> = text.trim().split('.').collect();
-    let [prefix, node, secret, ca] = parts[..] else {
-        bail!("this is not an enrollment token: expected shoal1.NODE.SECRET.CA, as `shoal node add` prints it");
-    };
-    if prefix != "shoal1" || secret.is_empty() {
-        bail!("this is not an enrollment token: expected shoal1.NODE.SECRET.CA, as `shoal node add` prints it");
-    }
-    check_dns_label(node).map_err(|e| anyhow::anyhow!("the token's node name is invalid: {e}"))?;
-    if ca.len() != 64 || !ca.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("the token's CA fingerprint is malformed: copy the whole token");
-    }
-    Ok(Token {
-        node: node.to_string(),
-        ca_fingerprint: ca.to_ascii_lowercase(),
-    })
 }
 
 /// `https://` or `http://`, a host and a port; returns whether TLS is used.
@@ -138,7 +112,8 @@ fn read_body(
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let token = parse_token(&args.token)?;
+    let token = EnrollToken::parse(&args.token).map_err(anyhow::Error::msg)?;
+    let pinned = token.ca_fingerprint.to_ascii_lowercase();
     if !check_hub_url(&args.hub, args.insecure)? {
         eprintln!("warning: enrolling over plain http: the token is sent unencrypted");
     }
@@ -173,10 +148,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let ca_pem = read_body(&mut response, "CA certificate")?;
     let presented = fingerprint(&ca_pem)?;
-    if presented != token.ca_fingerprint {
+    if presented != pinned {
         bail!(
             "the hub at {base} presented a CA with fingerprint {presented}, but the token expects {}: this is not the hub that issued the token, or something in between impersonates it; nothing was sent",
-            token.ca_fingerprint
+            pinned
         );
     }
 
@@ -212,7 +187,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             token.node
         );
     }
-    if fingerprint(enrolled.ca_pem.as_bytes())? != token.ca_fingerprint {
+    if fingerprint(enrolled.ca_pem.as_bytes())? != pinned {
         bail!("the hub's answer carries another CA than the one the token pins");
     }
     let keys = enrolled
@@ -298,21 +273,21 @@ mod tests {
     #[test]
     fn tokens_and_hub_urls_are_checked_before_anything_is_sent() {
         let ca = "AB".repeat(32);
+        let secret = "s".repeat(43);
+        let text = format!("shoal1.gw-1.{secret}.{ca}");
+        let token = EnrollToken::parse(&text).expect("token");
         assert_eq!(
-            parse_token(&format!("shoal1.gw-1.secret.{ca}")).expect("token"),
-            Token {
-                node: "gw-1".into(),
-                ca_fingerprint: ca.to_ascii_lowercase()
-            }
+            (token.node, token.ca_fingerprint.to_ascii_lowercase()),
+            ("gw-1", ca.to_ascii_lowercase())
         );
         for bad in [
             "",
             "shoal1.gw-1.s",
             "x.gw-1.s.aa",
-            &format!("shoal1.GW.s.{ca}"),
-            "shoal1.gw-1.s.abc",
+            &format!("shoal1.GW.{secret}.{ca}"),
+            &format!("shoal1.gw-1.{secret}.abc"),
         ] {
-            assert!(parse_token(bad).is_err(), "{bad}");
+            assert!(EnrollToken::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(
             check_hub_url("https://hub.example:7440", false).ok(),

@@ -14,8 +14,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use sha2::{Digest, Sha256};
 use shoal_model::api::{
-    Done, EnrollRequest, EnrollResponse, KeyInfo, NodeAddRequest, NodeEnrollment, RotateRequest,
-    DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S,
+    Done, EnrollRequest, EnrollResponse, EnrollToken, KeyInfo, NodeAddRequest, NodeEnrollment,
+    RotateRequest, DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S, TOKEN_PREFIX,
 };
 use shoal_model::manifest::names::check_dns_label;
 use shoal_model::topic::NodeId;
@@ -23,54 +23,9 @@ use shoal_model::wire::signing::SigningKey;
 
 use super::{check_labels, Answer, Failure};
 use crate::broker::password;
+use crate::server::controller::has_keys;
 use crate::server::{wall_ms, Hub};
 use crate::store::{self, EnrollError, KeyState};
-
-/// The first part of every token: the format's version.
-pub const TOKEN_PREFIX: &str = "shoal1";
-
-/// A token taken apart; nothing is checked against the store yet.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Token<'a> {
-    pub node: &'a str,
-    pub secret: &'a str,
-    pub ca_fingerprint: &'a str,
-}
-
-/// Splits a token into its parts, refusing anything that is not one (pure).
-pub fn parse_token(text: &str) -> Result<Token<'_>, String> {
-    let parts: Vec<&str> = text.trim().split('.').collect();
-    let [prefix, node, secret, ca] = parts[..] else {
-        return Err(format!(
-            "not an enrollment token: expected {TOKEN_PREFIX}.NODE.SECRET.CA (4 parts separated by dots), got {} part(s)",
-            parts.len()
-        ));
-    };
-    if prefix != TOKEN_PREFIX {
-        return Err(format!(
-            "not an enrollment token: it starts with `{}` instead of `{TOKEN_PREFIX}`",
-            prefix.chars().take(16).collect::<String>()
-        ));
-    }
-    check_dns_label(node).map_err(|e| format!("the token's node name is invalid: {e}"))?;
-    if secret.len() < 32
-        || !secret
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(
-            "the token's secret is malformed: copy the whole token `shoal node add` printed".into(),
-        );
-    }
-    if ca.len() != 64 || !ca.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("the token's CA fingerprint is malformed: copy the whole token `shoal node add` printed".into());
-    }
-    Ok(Token {
-        node,
-        secret,
-        ca_fingerprint: ca,
-    })
-}
 
 /// The SHA-256 of a token secret, as stored.
 pub fn secret_hash(secret: &str) -> String {
@@ -133,7 +88,7 @@ pub async fn enroll(
     State(hub): State<Arc<Hub>>,
     Json(request): Json<EnrollRequest>,
 ) -> Answer<EnrollResponse> {
-    let token = parse_token(&request.token).map_err(Failure::bad_request)?;
+    let token = EnrollToken::parse(&request.token).map_err(Failure::bad_request)?;
     if !token
         .ca_fingerprint
         .eq_ignore_ascii_case(hub.ca.fingerprint())
@@ -277,13 +232,8 @@ fn key_infos(hub: &Hub) -> Result<Vec<KeyInfo>, Failure> {
             let (mut confirmed, mut waiting) = (Vec::new(), Vec::new());
             if key.state == KeyState::Next {
                 for node in nodes.iter().filter(|n| n.enrolled) {
-                    let has = published.get(&node.name).is_some_and(|d| {
-                        d.signing_keys.contains(&key.id)
-                            && statuses
-                                .get(&node.name)
-                                .is_some_and(|s| s.observed_generation >= d.generation)
-                    });
-                    if has {
+                    let ids = std::slice::from_ref(&key.id);
+                    if has_keys(&node.name, ids, &published, &statuses) {
                         confirmed.push(node.name.clone());
                     } else {
                         waiting.push(node.name.clone());
@@ -306,44 +256,6 @@ fn key_infos(hub: &Hub) -> Result<Vec<KeyInfo>, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_are_taken_apart_and_anything_else_is_refused_with_the_reason() {
-        let ca = "ab".repeat(32);
-        let secret = "A".repeat(43);
-        let good = format!("shoal1.gw-1.{secret}.{ca}");
-        assert_eq!(
-            parse_token(&good),
-            Ok(Token {
-                node: "gw-1",
-                secret: &secret,
-                ca_fingerprint: &ca
-            })
-        );
-        let rows = [
-            ("", "4 parts"),
-            ("shoal1.gw-1", "4 parts"),
-            (&format!("shoal2.gw-1.{secret}.{ca}"), "instead of `shoal1`"),
-            (
-                &format!("shoal1.GW_1.{secret}.{ca}"),
-                "node name is invalid",
-            ),
-            (&format!("shoal1.gw-1.short.{ca}"), "secret is malformed"),
-            (
-                &format!("shoal1.gw-1.{secret}!.{ca}"),
-                "secret is malformed",
-            ),
-            (
-                &format!("shoal1.gw-1.{secret}.{}", &ca[..10]),
-                "CA fingerprint",
-            ),
-            (&format!("shoal1.gw-1.{secret}.{ca}.extra"), "4 parts"),
-        ];
-        for (token, expected) in rows {
-            let error = parse_token(token).expect_err(token);
-            assert!(error.contains(expected), "{token}: {error}");
-        }
-    }
 
     #[test]
     fn the_stored_hash_of_a_secret_is_its_sha256() {

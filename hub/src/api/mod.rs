@@ -483,10 +483,8 @@ async fn mosquitto(
         "::1".to_string(),
     ];
     for url in [&hub.broker, &hub.advertised] {
-        if let Some(host) = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.rsplit_once(':'))
-            .map(|(host, _)| host.trim_matches(|c| c == '[' || c == ']').to_string())
+        if let Some(host) = crate::server::url_host(url)
+            .map(|host| host.trim_matches(|c| c == '[' || c == ']').to_string())
         {
             if !names.contains(&host) {
                 names.push(host);

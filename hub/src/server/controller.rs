@@ -137,19 +137,28 @@ pub async fn step(hub: &Hub) -> anyhow::Result<()> {
 fn rotation_confirmed(hub: &Hub, announced: &[String]) -> anyhow::Result<bool> {
     let published = hub.store.node_desired()?;
     let statuses = hub.store.statuses()?;
-    for node in hub.store.nodes()?.into_iter().filter(|n| n.enrolled) {
-        let Some(desired) = published.get(&node.name) else {
-            return Ok(false);
-        };
-        let announces = announced.iter().all(|id| desired.signing_keys.contains(id));
-        let observed = statuses
-            .get(&node.name)
-            .map_or(0, |s| s.observed_generation);
-        if !announces || observed < desired.generation {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    Ok(hub
+        .store
+        .nodes()?
+        .iter()
+        .filter(|n| n.enrolled)
+        .all(|node| has_keys(&node.name, announced, &published, &statuses)))
+}
+
+/// Whether `node` has accepted (reported at least) a desired state announcing every key of
+/// `ids`. Pure.
+pub fn has_keys(
+    node: &str,
+    ids: &[String],
+    published: &std::collections::BTreeMap<String, NodeDesired>,
+    statuses: &std::collections::BTreeMap<String, shoal_model::wire::NodeStatus>,
+) -> bool {
+    published.get(node).is_some_and(|desired| {
+        ids.iter().all(|id| desired.signing_keys.contains(id))
+            && statuses
+                .get(node)
+                .is_some_and(|s| s.observed_generation >= desired.generation)
+    })
 }
 
 async fn publish(hub: &Hub, node: &str, payload: Vec<u8>) -> anyhow::Result<()> {

@@ -355,7 +355,7 @@ fn certificate_names(options: &ServeOptions) -> Vec<String> {
 }
 
 /// The host of `scheme://host[:port][/...]`, IPv6 with its brackets.
-fn url_host(url: &str) -> Option<&str> {
+pub fn url_host(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split('/').next()?;
     let host = if authority.starts_with('[') {
