@@ -249,6 +249,122 @@ impl Drop for Agent {
     }
 }
 
+impl Agent {
+    /// The agent's database, opened read-only beside the running agent (WAL allows it).
+    pub fn database(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.root.join("data/agent.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open the agent's database")
+    }
+
+    /// How many events the agent has recorded so far (the newest event's sequence).
+    pub fn events_recorded(&self) -> u64 {
+        self.database()
+            .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The events recorded after sequence `after`: (reason, workload/container, message).
+    pub fn events_after(&self, after: u64) -> Vec<(String, String, String)> {
+        let db = self.database();
+        let mut statement = db
+            .prepare(
+                "SELECT reason, coalesce(workload, '') || '/' || coalesce(container, ''), message \
+                 FROM events WHERE id > ?1 ORDER BY id",
+            )
+            .expect("query events");
+        statement
+            .query_map([i64::try_from(after).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .expect("read events")
+            .collect::<Result<_, _>>()
+            .expect("read events")
+    }
+
+    /// What is left of this agent's containers on the host: shim and container processes,
+    /// mounts under its dirs, cgroup dirs under its node's parent, container state dirs.
+    /// Empty when every workload is deleted and cleaned up.
+    pub fn leftovers(&self, node_name: &str) -> Vec<String> {
+        let mut left = Vec::new();
+        let root = self.root.display().to_string();
+        let agent_pid = self.pid().map(|p| p.to_string());
+        for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
+            let pid = entry.file_name().to_string_lossy().to_string();
+            if !pid.chars().all(|c| c.is_ascii_digit()) || Some(&pid) == agent_pid.as_ref() {
+                continue;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(&root) && cmdline.contains(" shim") {
+                left.push(format!("process {pid}: {cmdline}"));
+            }
+            let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+            if cgroup.contains(&format!("/shoal/{node_name}/")) {
+                left.push(format!(
+                    "process {pid} in {}",
+                    cgroup.lines().next().unwrap_or("")
+                ));
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        left.extend(
+            mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|p| p.starts_with(&root))
+                .map(|p| format!("mount {p}")),
+        );
+        for subsystem in std::fs::read_dir("/sys/fs/cgroup")
+            .expect("cgroup fs")
+            .flatten()
+        {
+            let parent = subsystem.path().join("shoal").join(node_name);
+            for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                if child.path().is_dir() {
+                    left.push(format!("cgroup {}", child.path().display()));
+                }
+            }
+        }
+        for state in ["run/containers", "run/libcontainer"] {
+            for child in std::fs::read_dir(self.root.join(state))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                left.push(format!("state {}", child.path().display()));
+            }
+        }
+        left
+    }
+
+    /// The agent process's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid().expect("the agent runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The agent process's thread count.
+    pub fn threads(&self) -> u64 {
+        let pid = self.pid().expect("the agent runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
 /// Lazily unmounts everything mounted under `dir`, deepest first (leftovers of a failed test).
 pub fn unmount_under(dir: &Path) {
     let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {

@@ -16,6 +16,9 @@ use crate::config::{self, DEFAULT_CONFIG};
 use crate::supervisor::{Event, HubMode, Supervisor};
 use crate::{api, host, mqtt, runtime, state, wiring};
 
+/// Blocking workers (stops, starts, pulls) that may run at once.
+const MAX_WORKERS: usize = 64;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The agent's configuration file (TOML); defaults apply when it is absent
@@ -44,9 +47,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (containers, images) = wiring::real(&config, &node)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // One worker per container at most (the supervisor's rule), and no more than this
+        // many at once on a small device: a delete of more stubborn containers than this
+        // takes one more grace period instead of one more thread each.
+        .max_blocking_threads(MAX_WORKERS)
         .build()
         .context("cannot start the event loop")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let listener = api::bind(&config.socket())?;
         let (events, receiver) = mpsc::channel(256);
         let outbox_ready = Arc::new(Notify::new());
@@ -89,7 +96,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             }
         }
         anyhow::Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Workers still blocked in a stop (a grace period can be long) are not waited for: the
+    // containers outlive the agent anyway, and the next agent plans the stop again.
+    runtime.shutdown_background();
+    result
 }
 
 /// What the supervisor needs to report to the hub of `link`.

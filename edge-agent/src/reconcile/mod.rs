@@ -10,7 +10,7 @@ pub mod placement;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use shoal_model::manifest::{Container, RestartPolicy, Workload, DEFAULT_STOP_GRACE_PERIOD};
+use shoal_model::manifest::{Container, RestartPolicy, Workload};
 use shoal_model::wire::{DesiredWorkload, Health};
 
 /// First delay before restarting a container that stopped.
@@ -21,6 +21,8 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 /// First delay before retrying a failed image pull; it doubles up to [`BACKOFF_CAP`].
 pub const PULL_RETRY_BASE: Duration = Duration::from_secs(5);
+/// First delay before retrying a stop or removal that failed; it doubles up to [`BACKOFF_CAP`].
+pub const ACTION_RETRY_BASE: Duration = Duration::from_secs(1);
 
 /// What the agent sees of one container it manages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +37,15 @@ pub struct ObservedContainer {
     /// Consecutive short runs (see [`next_crash_streak`]); drives the backoff.
     pub crash_streak: u32,
     pub health: Health,
+    /// A worker is carrying out actions on it: nothing more is planned for it until the
+    /// worker reports (whatever its run state says).
+    pub busy: bool,
+    /// The last action on it failed: it is left alone until then, so a failing stop or
+    /// removal is retried with backoff rather than on every event.
+    pub retry_at_ms: Option<u64>,
+    /// The stop grace period of the spec it was started from: what a stop uses once its
+    /// workload is no longer desired (and its spec gone).
+    pub stop_grace: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +168,12 @@ pub fn plan(desired: &[DesiredWorkload], observed: &Observed, now_ms: u64) -> Pl
     // Containers that are no longer wanted, or whose pod must be rebuilt.
     let mut pods_in_use: BTreeSet<&str> = BTreeSet::new();
     for c in &observed.containers {
+        if held(c, now_ms, &mut plan) {
+            // A worker is on it, or its last action failed and waits for its retry: one
+            // action at a time per container, whatever else happens meanwhile.
+            pods_in_use.insert(&c.workload);
+            continue;
+        }
         let workload = wanted.get(c.workload.as_str());
         let still_wanted =
             workload.is_some_and(|w| w.spec.containers.iter().any(|x| x.name == c.name));
@@ -170,17 +187,17 @@ pub fn plan(desired: &[DesiredWorkload], observed: &Observed, now_ms: u64) -> Pl
             pods_in_use.insert(&c.workload);
             continue;
         }
-        let grace = workload.map_or(DEFAULT_STOP_GRACE_PERIOD, |w| w.spec.stop_grace_period);
+        // The workload's newest spec when it is still desired; else the spec it ran with.
+        let grace = workload.map_or(c.stop_grace, |w| w.spec.stop_grace_period);
+        // The pod goes only once every container of it is gone.
+        pods_in_use.insert(&c.workload);
         match c.run {
             Run::Exited { .. } => plan.actions.push(Action::Remove {
                 workload: c.workload.clone(),
                 container: c.name.clone(),
             }),
-            Run::Stopping { .. } => {
-                pods_in_use.insert(&c.workload);
-            }
+            Run::Stopping { .. } => {}
             Run::Starting { .. } | Run::Running { .. } => {
-                pods_in_use.insert(&c.workload);
                 let reason = if pod_stale {
                     StopReason::Outdated
                 } else {
@@ -264,6 +281,21 @@ fn plan_workload(w: &Workload, observed: &Observed, now_ms: u64, plan: &mut Plan
     }
 }
 
+/// Whether `c` must be left alone now: a worker is busy on it, or a failed action's retry is
+/// not due yet (then the plan wakes at the retry).
+fn held(c: &ObservedContainer, now_ms: u64, plan: &mut Plan) -> bool {
+    if c.busy {
+        return true;
+    }
+    match c.retry_at_ms {
+        Some(at) if at > now_ms => {
+            plan.wake_at(at);
+            true
+        }
+        _ => false,
+    }
+}
+
 fn push_pull(plan: &mut Plan, image: String) {
     let action = Action::PullImage { image };
     if !plan.actions.contains(&action) {
@@ -284,6 +316,9 @@ fn plan_existing(
     now_ms: u64,
     plan: &mut Plan,
 ) -> Next {
+    if held(c, now_ms, plan) {
+        return Next::Nothing;
+    }
     let outdated = c.spec_hash != spec_hash(w, container);
     let stop = |reason| Action::Stop {
         workload: c.workload.clone(),

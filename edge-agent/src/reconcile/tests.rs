@@ -35,6 +35,9 @@ fn container(d: &DesiredWorkload, name: &str, run: Run) -> ObservedContainer {
         restarts: 0,
         crash_streak: 0,
         health: Health::Healthy,
+        busy: false,
+        retry_at_ms: None,
+        stop_grace: Duration::from_secs(10),
     }
 }
 
@@ -371,5 +374,83 @@ fn hashes_are_stable_and_sensitive_to_what_matters() {
         spec_hash(&a.workload, c0),
         spec_hash(&rolled.workload, &rolled.workload.spec.containers[0]),
         "rollout settings do not restart containers"
+    );
+}
+
+#[test]
+fn a_container_a_worker_is_on_gets_no_second_action_whatever_its_state() {
+    // The delete loop: a busy container of a deleted workload used to look "starting" and
+    // got one more stop on every event, each on a worker of its own.
+    let d = workload("gone", "");
+    for run in [
+        RUNNING,
+        Run::Starting { since_ms: 0 },
+        Run::Stopping { since_ms: 0 },
+        exited(Exit::Code(0), 5),
+    ] {
+        let mut main = container(&d, "main", run);
+        main.busy = true;
+        let seen = observed(&d, vec![main.clone()]);
+        assert_eq!(plan(&[], &seen, 10), Plan::default(), "deleted, {run:?}");
+        let seen = observed(&d, vec![main, container(&d, "side", RUNNING)]);
+        assert_eq!(
+            plan(std::slice::from_ref(&d), &seen, 10),
+            Plan::default(),
+            "desired, {run:?}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_stop_or_removal_is_retried_when_its_backoff_is_due_not_before() {
+    let d = workload("gone", "");
+    let mut main = container(&d, "main", exited(Exit::Code(0), 5));
+    main.retry_at_ms = Some(2_000);
+    let seen = observed(&d, vec![main]);
+    let early = plan(&[], &seen, 1_999);
+    assert_eq!((early.actions, early.wake_at_ms), (vec![], Some(2_000)));
+    assert_eq!(
+        plan(&[], &seen, 2_000).actions,
+        vec![remove("gone", "main")]
+    );
+
+    let mut running = container(&d, "main", RUNNING);
+    running.retry_at_ms = Some(2_000);
+    let seen = observed(&d, vec![running]);
+    assert_eq!(plan(&[], &seen, 1_000).actions, vec![], "not yet");
+    assert_eq!(
+        plan(&[], &seen, 2_500).actions,
+        vec![stop("gone", "main", StopReason::Unwanted)]
+    );
+}
+
+#[test]
+fn a_deleted_workloads_containers_stop_with_the_grace_period_they_were_started_with() {
+    let d = workload("gone", "  stopGracePeriod: 3s\n");
+    let mut main = container(&d, "main", RUNNING);
+    main.stop_grace = Duration::from_secs(3);
+    let seen = observed(&d, vec![main.clone()]);
+    assert_eq!(
+        plan(&[], &seen, 0).actions,
+        vec![Action::Stop {
+            workload: "gone".into(),
+            container: "main".into(),
+            grace: Duration::from_secs(3),
+            reason: StopReason::Unwanted,
+        }]
+    );
+    // Still desired, the workload's newest spec says how long.
+    let mut longer = d.clone();
+    longer.workload.spec.stop_grace_period = Duration::from_secs(20);
+    longer.workload.spec.containers.retain(|c| c.name == "side");
+    let seen = observed(&d, vec![main, container(&d, "side", RUNNING)]);
+    assert_eq!(
+        plan(&[longer], &seen, 0).actions,
+        vec![Action::Stop {
+            workload: "gone".into(),
+            container: "main".into(),
+            grace: Duration::from_secs(20),
+            reason: StopReason::Unwanted,
+        }]
     );
 }

@@ -294,20 +294,32 @@ pub struct Runtime {
     hierarchy: Hierarchy,
     host: HostFacts,
     allowed_host_paths: Vec<PathBuf>,
-    /// Containers this instance is starting: `list` does not report them half-made.
-    starting: Mutex<HashSet<String>>,
+    /// Containers this instance is starting or removing: `list` does not report them
+    /// half-made or half-gone, and a second start or removal of one is refused.
+    in_flux: Mutex<HashSet<String>>,
 }
 
-/// Removes an id from [`Runtime::starting`] when a start ends, however it ends.
-struct StartingGuard<'a> {
+/// Removes an id from [`Runtime::in_flux`] when a start or removal ends, however it ends.
+struct InFlux<'a> {
     runtime: &'a Runtime,
     id: String,
 }
 
-impl Drop for StartingGuard<'_> {
+impl<'a> InFlux<'a> {
+    /// Marks `id` as being started or removed; `None` when it already is.
+    fn enter(runtime: &'a Runtime, id: &str) -> Option<InFlux<'a>> {
+        let mut ids = runtime.in_flux.lock().ok()?;
+        ids.insert(id.to_owned()).then(|| InFlux {
+            runtime,
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl Drop for InFlux<'_> {
     fn drop(&mut self) {
-        if let Ok(mut starting) = self.runtime.starting.lock() {
-            starting.remove(&self.id);
+        if let Ok(mut ids) = self.runtime.in_flux.lock() {
+            ids.remove(&self.id);
         }
     }
 }
@@ -356,7 +368,7 @@ impl Runtime {
             hierarchy,
             host,
             allowed_host_paths,
-            starting: Mutex::new(HashSet::new()),
+            in_flux: Mutex::new(HashSet::new()),
         })
     }
 
@@ -450,18 +462,8 @@ impl Runtime {
         defaults: &ProcessDefaults,
     ) -> Result<Started, RuntimeError> {
         let id = container_id(&workload.name, &container.name)?;
-        {
-            let mut starting = self
-                .starting
-                .lock()
-                .map_err(|_| RuntimeError::AlreadyExists { id: id.clone() })?;
-            if !starting.insert(id.clone()) {
-                return Err(RuntimeError::AlreadyExists { id });
-            }
-        }
-        let _guard = StartingGuard {
-            runtime: self,
-            id: id.clone(),
+        let Some(_guard) = InFlux::enter(self, &id) else {
+            return Err(RuntimeError::AlreadyExists { id });
         };
         let dir = self.run.container(&id);
         match std::fs::create_dir(&dir) {
@@ -777,6 +779,12 @@ impl Runtime {
     /// Forgets a container: stops it if needed (no grace), deletes what is left of it,
     /// unmounts its rootfs and deletes its bundle. Its logs are kept.
     pub fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let Some(_guard) = InFlux::enter(self, id) else {
+            return Err(RuntimeError::Cleanup {
+                id: id.to_owned(),
+                message: "it is already being started or removed; try again".to_owned(),
+            });
+        };
         let dir = self.run.container(id);
         if !dir.exists() {
             return self.delete_leftovers(id);
@@ -813,12 +821,12 @@ impl Runtime {
     pub fn list(&self) -> Result<Vec<ContainerRecord>, RuntimeError> {
         let containers = self.run.containers();
         let entries = std::fs::read_dir(&containers).map_err(io_err("list", &containers))?;
-        let starting = self.starting.lock().map(|s| s.clone()).unwrap_or_default();
+        let in_flux = self.in_flux.lock().map(|s| s.clone()).unwrap_or_default();
         let mut records = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_err("list", &containers))?;
             let id = entry.file_name().to_string_lossy().into_owned();
-            if starting.contains(&id) || !entry.path().is_dir() {
+            if in_flux.contains(&id) || !entry.path().is_dir() {
                 continue;
             }
             match self.inspect(&id) {

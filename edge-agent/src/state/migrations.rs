@@ -37,6 +37,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "hub signing keys",
         sql: include_str!("migrations/0004_hub_keys.sql"),
     },
+    Migration {
+        name: "stop grace periods",
+        sql: include_str!("migrations/0005_stop_grace.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

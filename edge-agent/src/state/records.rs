@@ -58,6 +58,9 @@ pub struct ContainerRecord {
     pub crash_streak: u32,
     pub oom_kills: u32,
     pub last_exit: Option<ExitInfo>,
+    /// The stop grace period of the spec it was started from; `None` in records written
+    /// before it was kept (the default period applies).
+    pub stop_grace: Option<std::time::Duration>,
 }
 
 impl Store {
@@ -181,11 +184,12 @@ impl Store {
         self.conn
             .execute(
                 "INSERT INTO containers (id, workload, name, generation, image, spec_hash, state, restarts, \
-                 crash_streak, oom_kills, last_exit_code, last_exit_signal, oom_killed, last_exit_at, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14) \
+                 crash_streak, oom_kills, last_exit_code, last_exit_signal, oom_killed, last_exit_at, created_at, updated_at, \
+                 stop_grace_ms) \
+                 VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15) \
                  ON CONFLICT (id) DO UPDATE SET image = ?4, spec_hash = ?5, state = ?6, restarts = ?7, \
                  crash_streak = ?8, oom_kills = ?9, last_exit_code = ?10, last_exit_signal = ?11, \
-                 oom_killed = ?12, last_exit_at = ?13, updated_at = ?14",
+                 oom_killed = ?12, last_exit_at = ?13, updated_at = ?14, stop_grace_ms = ?15",
                 params![
                     record.id,
                     record.workload,
@@ -201,6 +205,9 @@ impl Store {
                     exit.is_some_and(|e| e.oom_killed),
                     exit.map(|e| to_i64(e.at_ms)),
                     to_i64(now_ms),
+                    record
+                        .stop_grace
+                        .map(|g| i64::try_from(g.as_millis()).unwrap_or(i64::MAX)),
                 ],
             )
             .map_err(|source| self.query_failed("saving a container", source))?;
@@ -214,7 +221,8 @@ impl Store {
             .conn
             .prepare(
                 "SELECT id, workload, name, image, spec_hash, restarts, crash_streak, oom_kills, \
-                 last_exit_code, last_exit_signal, oom_killed, last_exit_at FROM containers ORDER BY id",
+                 last_exit_code, last_exit_signal, oom_killed, last_exit_at, stop_grace_ms \
+                 FROM containers ORDER BY id",
             )
             .map_err(failed)?;
         let rows = statement
@@ -235,6 +243,9 @@ impl Store {
                         oom_killed: row.get(10).unwrap_or(false),
                         at_ms: u64::try_from(at).unwrap_or(0),
                     }),
+                    stop_grace: row
+                        .get::<_, Option<i64>>(12)?
+                        .map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
                 })
             })
             .map_err(failed)?;
@@ -416,11 +427,13 @@ mod tests {
             crash_streak: 0,
             oom_kills: 0,
             last_exit: None,
+            stop_grace: None,
         };
         store.save_container(&record, 1).expect("save");
         record.restarts = 3;
         record.crash_streak = 2;
         record.oom_kills = 1;
+        record.stop_grace = Some(std::time::Duration::from_millis(2_500));
         record.last_exit = Some(ExitInfo {
             code: None,
             signal: Some(9),

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shoal_model::manifest::image::ImageRef;
-use shoal_model::manifest::{Container, Workload};
+use shoal_model::manifest::{Container, Workload, DEFAULT_STOP_GRACE_PERIOD};
 use shoal_model::node::NodeFacts;
 use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::{
@@ -183,6 +183,9 @@ struct Tracked {
     /// Its last start failed (it never ran), as opposed to a run that ended.
     start_failed: bool,
     health_task: Option<tokio::task::JoinHandle<()>>,
+    /// Stops or removals in a row that failed; the next is tried at `retry_at_ms`.
+    failures: u32,
+    retry_at_ms: Option<u64>,
 }
 
 type Key = (String, String);
@@ -326,6 +329,7 @@ impl Supervisor {
                     crash_streak: 0,
                     oom_kills: 0,
                     last_exit: None,
+                    stop_grace: None,
                 });
             let now = self.now();
             let message = format!(
@@ -341,6 +345,8 @@ impl Supervisor {
                 message: None,
                 start_failed: false,
                 health_task: None,
+                failures: 0,
+                retry_at_ms: None,
             };
             self.tracked.insert(key.clone(), tracked);
             self.note(
@@ -509,18 +515,15 @@ impl Supervisor {
                 workload: workload.clone(),
                 name: name.clone(),
                 spec_hash: t.record.spec_hash.clone(),
-                run: if self
-                    .busy
-                    .contains(&busy_key(&(workload.clone(), name.clone())))
-                {
-                    // Whatever it was, a worker is on it: leave it alone.
-                    Run::Starting { since_ms: 0 }
-                } else {
-                    t.run
-                },
+                run: t.run,
                 restarts: t.record.restarts,
                 crash_streak: t.record.crash_streak,
                 health: t.health,
+                busy: self
+                    .busy
+                    .contains(&busy_key(&(workload.clone(), name.clone()))),
+                retry_at_ms: t.retry_at_ms,
+                stop_grace: t.record.stop_grace.unwrap_or(DEFAULT_STOP_GRACE_PERIOD),
             })
             .collect();
         let mut images = self.images_state.clone();
@@ -657,12 +660,26 @@ impl Supervisor {
     }
 
     fn container_work(&mut self, key: Key, actions: Vec<Action>) {
+        let busy = busy_key(&key);
+        if self.busy.contains(&busy) {
+            // The planner leaves busy containers alone; this guards the one-worker-per-
+            // container rule should it ever not.
+            tracing::debug!(busy, ?actions, "a worker is already on this container");
+            return;
+        }
         let workload = self.workload(&key.0).cloned();
         let now = self.now();
         if let Some(t) = self.tracked.get_mut(&key) {
             for action in &actions {
                 if let Action::Stop { reason, .. } = action {
-                    t.run = Run::Stopping { since_ms: now };
+                    // The run keeps its start, so its length (and crash streak) stays true.
+                    let since_ms = match t.run {
+                        Run::Running { since_ms }
+                        | Run::Starting { since_ms }
+                        | Run::Stopping { since_ms } => since_ms,
+                        Run::Exited { .. } => now,
+                    };
+                    t.run = Run::Stopping { since_ms };
                     t.message = Some(match reason {
                         StopReason::Unhealthy => "stopped: its health check failed".into(),
                         StopReason::Outdated => "stopped: being replaced by a new spec".into(),
@@ -675,7 +692,6 @@ impl Supervisor {
             self.prepare_start(&key);
         }
         let containers = Arc::clone(&self.containers);
-        let busy = busy_key(&key);
         self.spawn(busy, move || {
             let mut started = None;
             let mut error = None;
@@ -717,6 +733,7 @@ impl Supervisor {
         };
         let hash = reconcile::spec_hash(w, c);
         let image = c.image.to_string();
+        let stop_grace = w.spec.stop_grace_period;
         let now = self.now();
         let previous = self
             .tracked
@@ -742,10 +759,12 @@ impl Supervisor {
                 crash_streak: 0,
                 oom_kills: 0,
                 last_exit: None,
+                stop_grace: None,
             },
         };
         let record = ContainerRecord {
             spec_hash: hash,
+            stop_grace: Some(stop_grace),
             ..record
         };
         self.tracked.insert(
@@ -759,6 +778,8 @@ impl Supervisor {
                 message: None,
                 start_failed: false,
                 health_task: None,
+                failures: 0,
+                retry_at_ms: None,
             },
         );
     }
@@ -849,6 +870,22 @@ impl Supervisor {
             } => {
                 let key = (workload, container);
                 self.busy.remove(&busy_key(&key));
+                let now = self.now();
+                if let Some(t) = self.tracked.get_mut(&key) {
+                    if error.is_some() {
+                        // Tried again after a backoff, not on the next event: a stop or
+                        // removal that keeps failing costs one event per retry, no more.
+                        t.failures = t.failures.saturating_add(1);
+                        let delay = reconcile::backoff(
+                            reconcile::ACTION_RETRY_BASE,
+                            t.failures.saturating_sub(1),
+                        );
+                        t.retry_at_ms = Some(now.saturating_add(delay.as_millis() as u64));
+                    } else {
+                        t.failures = 0;
+                        t.retry_at_ms = None;
+                    }
+                }
                 if let Some(e) = error {
                     self.note(
                         Severity::Warning,
@@ -876,7 +913,14 @@ impl Supervisor {
             Some(LiveContainer {
                 exit: Some(exit), ..
             }) => self.exited(key, exit),
-            Some(_) => {}
+            Some(_) => {
+                // Still running: the stop failed. It runs on until the retry stops it.
+                if let Some(t) = self.tracked.get_mut(key) {
+                    if let Run::Stopping { since_ms } = t.run {
+                        t.run = Run::Running { since_ms };
+                    }
+                }
+            }
             None => {
                 // Removed: forget it, and its record if it is no longer desired.
                 let desired = self
