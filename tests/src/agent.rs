@@ -115,6 +115,25 @@ impl Agent {
         }
     }
 
+    /// SIGTERM, as systemd stops a service; returns how long the agent took to exit (it
+    /// must not wait for containers, which keep running).
+    pub fn terminate(&mut self) -> Duration {
+        let mut child = self.child.take().expect("the agent runs");
+        let start = Instant::now();
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = start + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the agent ignored SIGTERM for 60 s:\n{}", self.log_tail());
+    }
+
     /// The process id of the running `shoal-agent run`.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -326,3 +326,31 @@ fn repeated_apply_and_delete_cycles_keep_memory_and_events_bounded_and_the_datab
         .expect("integrity check");
     assert_eq!(check, "ok");
 }
+
+#[test]
+fn an_agent_stopped_during_a_long_stop_exits_at_once_and_the_next_one_finishes_the_delete() {
+    let mut agent = started("e2e-delete-term");
+    agent.apply(
+        "slow",
+        &shell_workload("slow", IGNORES_TERM, "  stopGracePeriod: 6s\n", ""),
+    );
+    agent.wait_for("slow running", Duration::from_secs(20), |rows| {
+        state(rows, "slow") == "Running"
+    });
+    agent.ok(&["delete", "slow"]);
+    std::thread::sleep(Duration::from_millis(500));
+    // A worker is waiting out the 6 s grace period: the agent does not wait for it.
+    let took = agent.terminate();
+    eprintln!("[SIGTERM during a stop: the agent exited after {took:?}]");
+    assert!(
+        took < Duration::from_secs(3),
+        "the agent took {took:?} to stop"
+    );
+    agent.start();
+    agent.wait_for(
+        "slow deleted by the next agent",
+        Duration::from_secs(20),
+        |rows| row(rows, "slow", "main").is_none(),
+    );
+    assert_nothing_left(&agent, "e2e-delete-term");
+}
