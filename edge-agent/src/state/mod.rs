@@ -11,6 +11,8 @@ mod outbox;
 mod records;
 
 #[cfg(test)]
+mod released;
+#[cfg(test)]
 mod tests;
 
 use std::os::unix::fs::DirBuilderExt;

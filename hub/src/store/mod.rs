@@ -5,6 +5,8 @@
 //! and one writer keeps every change a single transaction. WAL mode, so a `kill -9` loses at
 //! most the transaction in flight.
 
+#[cfg(test)]
+mod released;
 mod security;
 #[cfg(test)]
 mod tests;
