@@ -109,3 +109,30 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
         format!("shoal {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn a_rollout_is_valid_but_validate_warns_on_stderr_that_it_is_not_enforced_yet() {
+    let file = repo("manifests/mqtt-bridge.yaml");
+    let out = shoal(&["validate", "-f", &file]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.ends_with("2 workloads valid in 1 file\n"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stderr,
+        format!(
+            "warning: {file}:15:12: spec.rollout: workload `mqtt-bridge`: {}\n",
+            shoal_model::manifest::ROLLOUT_NOT_ENFORCED
+        ),
+        "one warning, for the one of its two workloads that sets a rollout"
+    );
+
+    let out = shoal(&["validate", "-f", &repo("manifests/hello.yaml")]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty(), "no rollout, no warning");
+}

@@ -168,3 +168,58 @@ fn loading_a_folder_reads_yaml_files_only_and_reports_unreadable_ones() {
         .contains("cannot read"));
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn a_workload_that_sets_a_rollout_loads_with_a_warning_that_it_is_not_enforced() {
+    let text = "\
+apiVersion: shoal/v1
+kind: Workload
+metadata: { name: web }
+spec:
+  rollout: { maxUnavailable: 1, canary: 1 }
+  containers: [{ name: main, image: busybox }]
+";
+    let mut loaded = manifest::Loaded::default();
+    loaded.add_text(Path::new("web.yaml"), text);
+    assert!(
+        loaded.is_ok(),
+        "a warning does not make the manifest invalid"
+    );
+    let warnings: Vec<String> = loaded.warnings().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [format!(
+            "web.yaml:5:12: spec.rollout: workload `web`: {}",
+            manifest::ROLLOUT_NOT_ENFORCED
+        )]
+    );
+    assert_eq!(
+        loaded.warning_report(),
+        format!("warning: {}\n", warnings[0])
+    );
+    assert!(
+        loaded.warning_report().contains("every node at once"),
+        "the warning says what happens instead"
+    );
+}
+
+#[test]
+fn a_workload_without_a_rollout_has_no_warning() {
+    let loaded = manifest::load(&crate_dir().join("../manifests/hello.yaml"));
+    assert!(loaded.is_ok());
+    assert_eq!(loaded.warnings().count(), 0);
+    assert_eq!(loaded.warning_report(), "");
+}
+
+#[test]
+fn the_examples_that_set_a_rollout_are_the_ones_warned_about() {
+    let loaded = manifest::load(&crate_dir().join("../manifests"));
+    let mut warned: Vec<&str> = loaded
+        .workloads
+        .iter()
+        .filter(|w| !w.warnings.is_empty())
+        .map(|w| w.workload.name.as_str())
+        .collect();
+    warned.sort_unstable();
+    assert_eq!(warned, ["mqtt-bridge", "sensor-reader"]);
+}

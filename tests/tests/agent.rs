@@ -296,6 +296,32 @@ fn apply_keeps_this_nodes_share_and_refuses_what_does_not_fit() {
 }
 
 #[test]
+fn apply_runs_a_workload_with_a_rollout_and_warns_that_the_rollout_is_not_enforced_yet() {
+    let agent = started("e2e-rollout", "");
+    let staged = shell_workload("staged", "sleep 300", "  rollout: { canary: 1 }\n", "");
+    let file = agent.root.join("staged.yaml");
+    std::fs::write(&file, staged).expect("write");
+    let out = agent.cli(&["apply", "-f", &file.display().to_string()]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("staged: created"), "{stdout}");
+    assert_eq!(
+        stderr,
+        format!(
+            "warning: {}:5:12: spec.rollout: workload `staged`: {}\n",
+            file.display(),
+            shoal_model::manifest::ROLLOUT_NOT_ENFORCED
+        )
+    );
+    agent.wait_for("staged running", Duration::from_secs(20), |rows| {
+        running(rows, "staged")
+    });
+}
+
+#[test]
 fn restart_policies_decide_whether_an_exited_container_comes_back() {
     let agent = started("e2e-policy", "");
     agent.apply(

@@ -136,6 +136,48 @@ fn apply_places_by_labels_updates_converge_logs_flow_and_delete_removes() {
 }
 
 #[test]
+fn apply_stores_a_workload_with_a_rollout_and_warns_that_the_rollout_is_not_enforced_yet() {
+    let hub = Hub::start("rollout-warning");
+    let staged = shell_workload(
+        "staged",
+        "sleep 300",
+        "  rollout: { maxUnavailable: 1 }\n",
+        "",
+    );
+    let plain = shell_workload("plain", "sleep 300", "", "");
+    let dir = hub.root.join("manifests");
+    std::fs::create_dir_all(&dir).expect("manifest dir");
+    std::fs::write(dir.join("plain.yaml"), plain).expect("write");
+    std::fs::write(dir.join("staged.yaml"), staged).expect("write");
+    for dry_run in [true, false] {
+        let mut args = vec!["apply", "-f", dir.to_str().expect("utf-8 path")];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let out = hub.cli(&args);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(
+            stdout.contains("workload/staged created") && stdout.contains("workload/plain created"),
+            "{stdout}"
+        );
+        assert_eq!(
+            stderr,
+            format!(
+                "warning: {}:5:12: spec.rollout: workload `staged`: {}\n",
+                dir.join("staged.yaml").display(),
+                shoal_model::manifest::ROLLOUT_NOT_ENFORCED
+            ),
+            "one warning, for the workload that sets a rollout"
+        );
+    }
+    assert!(hub.workload("staged").is_some());
+}
+
+#[test]
 fn a_hub_killed_with_sigkill_loses_no_workload_and_restarts_no_container() {
     let mut hub = Hub::start("crash");
     let agent = started(&hub, "crash-a", "");

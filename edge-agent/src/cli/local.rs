@@ -62,6 +62,7 @@ pub fn apply(socket: &Socket, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         eprintln!("nothing was applied");
         return Ok(ExitCode::FAILURE);
     }
+    let warnings = loaded.warning_report();
     let workloads = loaded
         .workloads
         .into_iter()
@@ -79,6 +80,7 @@ pub fn apply(socket: &Socket, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
                 println!("{change}");
             }
             println!("desired generation {generation}");
+            eprint!("{warnings}");
             Ok(ExitCode::SUCCESS)
         }
         other => refused(other),

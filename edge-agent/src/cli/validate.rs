@@ -27,10 +27,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Writes the model's report: one summary line per workload to `out` when everything is
-/// valid, otherwise every diagnostic to `err`. Returns whether everything is valid.
+/// Writes the model's report: one summary line per workload to `out` (and any warning to
+/// `err`) when everything is valid, otherwise every diagnostic to `err`. Returns whether
+/// everything is valid.
 fn report(loaded: &Loaded, out: &mut impl Write, err: &mut impl Write) -> io::Result<bool> {
     if loaded.is_ok() {
+        err.write_all(loaded.warning_report().as_bytes())?;
         out.write_all(loaded.report().as_bytes())?;
         Ok(true)
     } else {
@@ -87,6 +89,25 @@ spec:
         assert!(out.is_empty(), "{out}");
         assert!(err.contains("broken.yaml:9:"), "{err}");
         assert!(err.contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn a_rollout_is_valid_but_warned_about_on_stderr_as_not_enforced_yet() {
+        let with_rollout = VALID.replace(
+            "spec:\n",
+            "spec:\n  rollout: { maxUnavailable: 10%, canary: 1 }\n",
+        );
+        let (valid, out, err) = validate(&[("hello.yaml", &with_rollout)]);
+        assert!(valid, "{err}");
+        assert!(out.starts_with("hello"), "{out}");
+        assert!(
+            err.starts_with("warning: ")
+                && err.contains("hello.yaml:6:12: spec.rollout: workload `hello`: ")
+                && err.contains(manifest::ROLLOUT_NOT_ENFORCED),
+            "{err}"
+        );
+        let (_, _, err) = validate(&[("hello.yaml", VALID)]);
+        assert!(err.is_empty(), "no rollout, no warning: {err}");
     }
 
     #[test]

@@ -42,17 +42,30 @@ pub struct DiffArgs {
     pub paths: Vec<PathBuf>,
 }
 
-/// Applies the manifests and prints one line per workload.
+/// Applies the manifests and prints one line per workload, then (on stderr) a warning for
+/// each setting the hub stores but does not act on yet.
 pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
-    let answer = send(&args.paths, args.dry_run, hub)?;
+    let files = read_manifests(&args.paths)?;
+    let answer = send(&files, args.dry_run, hub)?;
     print!("{}", apply_report(&answer));
+    eprint!("{}", warnings(&files));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The warnings of the manifests the hub accepted (`spec.rollout`, not enforced yet), from the
+/// same parser the hub validates them with.
+fn warnings(files: &[ManifestFile]) -> String {
+    let mut loaded = manifest::Loaded::default();
+    for file in files {
+        loaded.add_text(std::path::Path::new(&file.name), &file.text);
+    }
+    loaded.warning_report()
 }
 
 /// Prints what applying the manifests would change; exits 1 when something would change, 0
 /// when nothing would (as `kubectl diff`).
 pub fn run_diff(args: &DiffArgs, hub: &HubArgs) -> anyhow::Result<ExitCode> {
-    let answer = send(&args.paths, true, hub)?;
+    let answer = send(&read_manifests(&args.paths)?, true, hub)?;
     let report = diff_report(&answer);
     print!("{report}");
     Ok(if report.is_empty() {
@@ -62,9 +75,11 @@ pub fn run_diff(args: &DiffArgs, hub: &HubArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn send(paths: &[PathBuf], dry_run: bool, hub: &HubArgs) -> anyhow::Result<ApplyResponse> {
-    let files = read_manifests(paths)?;
-    let request = ApplyRequest { files, dry_run };
+fn send(files: &[ManifestFile], dry_run: bool, hub: &HubArgs) -> anyhow::Result<ApplyResponse> {
+    let request = ApplyRequest {
+        files: files.to_vec(),
+        dry_run,
+    };
     let size = serde_json::to_vec(&request)?.len();
     if size > MAX_REQUEST_BYTES {
         bail!(

@@ -70,14 +70,30 @@ pub const CAPABILITIES: [&str; 41] = [
     "CHECKPOINT_RESTORE",
 ];
 
+/// A valid workload and what in it deserves a warning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    pub workload: Workload,
+    /// Settings that are accepted but do not do what they say (yet).
+    pub warnings: Vec<Problem>,
+}
+
+/// What a warning about `spec.rollout` says, until rollouts are enforced.
+pub const ROLLOUT_NOT_ENFORCED: &str = "rollout settings are not enforced yet: a new revision \
+     reaches every node at once, whatever maxUnavailable, canary, healthyFor and autoRollback say";
+
 /// Decodes one document into a workload, or returns every problem it has.
-pub fn decode_workload(root: &Node) -> Result<Workload, Vec<Problem>> {
+pub fn decode_workload(root: &Node) -> Result<Decoded, Vec<Problem>> {
     let mut d = Decoder {
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let workload = d.workload(root);
     match workload {
-        Some(w) if d.problems.is_empty() => Ok(w),
+        Some(workload) if d.problems.is_empty() => Ok(Decoded {
+            workload,
+            warnings: d.warnings,
+        }),
         _ => {
             if d.problems.is_empty() {
                 // A field returned nothing without saying why: a bug, but never a silent pass.
@@ -94,6 +110,7 @@ pub fn decode_workload(root: &Node) -> Result<Workload, Vec<Problem>> {
 
 struct Decoder {
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 /// The entries of a mapping whose keys were checked against the allowed fields.
@@ -448,7 +465,15 @@ impl Decoder {
             None => Some(default_placement()),
         };
         let rollout = match f.get("rollout") {
-            Some(n) => self.rollout(n),
+            Some(n) => {
+                let workload = name.map_or_else(String::new, |name| format!("workload `{name}`: "));
+                self.warnings.push(Problem {
+                    pos: n.pos,
+                    path: "spec.rollout".into(),
+                    message: format!("{workload}{ROLLOUT_NOT_ENFORCED}"),
+                });
+                self.rollout(n)
+            }
             None => Some(Rollout::default()),
         };
         let restart_policy = match f.get("restartPolicy") {

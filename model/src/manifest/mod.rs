@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use decode::{CAPABILITIES, MIN_MEMORY};
+pub use decode::{CAPABILITIES, MIN_MEMORY, ROLLOUT_NOT_ENFORCED};
 pub use types::*;
 pub use yaml::Pos;
 
@@ -55,6 +55,9 @@ pub struct LoadedWorkload {
     pub file: PathBuf,
     /// Line where the workload's document starts.
     pub line: usize,
+    /// Settings of this workload that are accepted but not acted on yet (`spec.rollout`):
+    /// worth telling whoever applies it, not a reason to refuse it.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Everything read from a file or folder: the valid workloads and every problem found.
@@ -69,6 +72,17 @@ pub struct Loaded {
 impl Loaded {
     pub fn is_ok(&self) -> bool {
         self.diagnostics.is_empty()
+    }
+
+    /// Every warning of every valid workload, in file order.
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.workloads.iter().flat_map(|w| &w.warnings)
+    }
+
+    /// One `warning: FILE:LINE:COLUMN: FIELD: MESSAGE` line per warning (for stderr); empty
+    /// when there is none.
+    pub fn warning_report(&self) -> String {
+        self.warnings().map(|w| format!("warning: {w}\n")).collect()
     }
 
     /// What `validate` prints: one summary line per workload and a count when all is valid
@@ -174,10 +188,15 @@ pub fn parse_manifest(file: &Path, text: &str) -> (Vec<LoadedWorkload>, Vec<Diag
     let mut diagnostics = Vec::new();
     for document in &documents {
         match decode::decode_workload(document) {
-            Ok(workload) => workloads.push(LoadedWorkload {
-                workload,
+            Ok(decoded) => workloads.push(LoadedWorkload {
+                workload: decoded.workload,
                 file: file.to_path_buf(),
                 line: document.pos.line,
+                warnings: decoded
+                    .warnings
+                    .into_iter()
+                    .map(|p| diagnostic(Some(p.pos), p.path, p.message))
+                    .collect(),
             }),
             Err(problems) => {
                 diagnostics.extend(
