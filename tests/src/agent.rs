@@ -3,10 +3,16 @@
 //! SIGKILL and restarted, or put through a simulated power cut.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use shoal_model::wire::{
+    self, Limits, NodeStatus, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody,
+};
 
 use crate::binary;
 use crate::images::{busybox_layer, Image, OciLayout};
@@ -181,6 +187,37 @@ impl Agent {
         let file = self.root.join(format!("{name}.yaml"));
         std::fs::write(&file, manifest).expect("write manifest");
         self.ok(&["apply", "-f", &file.display().to_string()])
+    }
+
+    /// The agent's status through its local API, as the hub's `Status` request gets it:
+    /// containers with their messages, and the newest 20 events.
+    pub fn status(&self) -> NodeStatus {
+        let limits = Limits::default();
+        let request = RpcRequest {
+            id: 1,
+            body: RpcRequestBody::Status,
+        };
+        let bytes = wire::encode("local", &request, &limits).expect("encode a status request");
+        let mut stream = UnixStream::connect(&self.socket).expect("connect to the agent's socket");
+        let len = u32::try_from(bytes.len()).expect("a small request");
+        stream.write_all(&len.to_be_bytes()).expect("send");
+        stream.write_all(&bytes).expect("send");
+        let mut len = [0u8; 4];
+        stream
+            .read_exact(&mut len)
+            .expect("read the answer's length");
+        let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut answer).expect("read the answer");
+        match wire::decode::<RpcResponse>(&answer, &limits) {
+            Ok((
+                _,
+                RpcResponse {
+                    body: RpcResponseBody::Status(status),
+                    ..
+                },
+            )) => status,
+            other => panic!("the agent answered a status request with {other:?}"),
+        }
     }
 
     /// `shoal-agent ps`, parsed.
@@ -442,5 +479,12 @@ pub fn cell(rows: &[Row], workload: &str, container: &str, column: &str) -> Stri
 pub fn shell_workload(name: &str, script: &str, extra_spec: &str, extra_container: &str) -> String {
     format!(
         "apiVersion: shoal/v1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec:\n{extra_spec}  containers:\n    - name: main\n      image: {BUSYBOX}\n      command: [\"/bin/sh\", \"-c\", {script:?}]\n{extra_container}"
+    )
+}
+
+/// A one-container workload whose container runs `image` (sleeping, if it ever starts).
+pub fn image_workload(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: shoal/v1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec:\n  containers:\n    - name: main\n      image: {image}\n      command: [\"/bin/sh\", \"-c\", \"sleep 1000\"]\n"
     )
 }

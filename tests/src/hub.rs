@@ -15,6 +15,9 @@ use serde_json::Value;
 use crate::agent::Agent;
 use crate::binary;
 
+/// The `[hub]` settings of test agents: a 5 s keep-alive and a 10 s heartbeat.
+const DEFAULT_HUB_SETTINGS: &str = "keep_alive = \"5s\"\nheartbeat = \"10s\"";
+
 #[derive(Debug)]
 pub struct Hub {
     pub root: PathBuf,
@@ -314,7 +317,19 @@ impl Hub {
     /// An agent registered with and enrolled in this hub (not started), with a 5 s
     /// keep-alive and a 10 s heartbeat.
     pub fn agent(&self, name: &str, labels: &str) -> Agent {
-        self.agent_with(name, labels, "keep_alive = \"5s\"\nheartbeat = \"10s\"")
+        self.agent_with(name, labels, DEFAULT_HUB_SETTINGS)
+    }
+
+    /// Like [`Hub::agent`], with `top_level` lines (such as `insecure_registries = [...]`)
+    /// at the top of its agent.toml.
+    pub fn agent_configured(&self, name: &str, labels: &str, top_level: &str) -> Agent {
+        let token = self.add_node(name, labels);
+        let agent = Agent::new(
+            name,
+            &format!("{top_level}\n[hub]\n{DEFAULT_HUB_SETTINGS}\n"),
+        );
+        self.enroll_agent(&agent, &token, &[]);
+        agent
     }
 
     /// Like [`Hub::agent`], with `hub_settings` (lines such as `keep_alive = "4s"`) in its

@@ -556,6 +556,23 @@ impl Registry {
     pub fn reference(&self, repository_and_tag: &str) -> String {
         format!("{}/{repository_and_tag}", self.addr)
     }
+
+    /// Flips one byte in the middle of the stored blob `digest` (`sha256:…`), as a failing
+    /// disk or a tampering proxy would: the registry keeps serving it under its digest.
+    pub fn corrupt_blob(&self, digest: &str) {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        let path = self
+            .dir
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data");
+        let mut bytes = fs::read(&path)
+            .unwrap_or_else(|e| panic!("read the registry's blob {}: {e}", path.display()));
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs::write(&path, bytes).expect("write the corrupted blob");
+    }
 }
 
 impl Drop for Registry {
@@ -595,4 +612,61 @@ pub fn skopeo_copy_as(layout: &Path, tag: &str, destination: &str, creds: Option
         "skopeo copy to {destination} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A registry serving two images no node can pull, for tests of what a failed pull reports.
+#[derive(Debug)]
+pub struct UnpullableImages {
+    pub registry: Registry,
+    /// A multi-arch index with entries for linux/arm64/v8 and linux/s390x only (never the
+    /// machine the tests run on; they refuse to run on either).
+    pub foreign: String,
+    /// An image whose layer blob the registry serves with one byte changed.
+    pub corrupt: String,
+}
+
+impl UnpullableImages {
+    pub fn start() -> UnpullableImages {
+        assert!(
+            !["arm64", "s390x"].contains(&host_arch()),
+            "the foreign index must not have this machine's architecture"
+        );
+        let registry = Registry::start();
+        let dir = std::env::temp_dir().join(format!(
+            "shoal-unpullable-{}-{}",
+            std::process::id(),
+            registry.addr.replace(':', "-")
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        let mut layout = OciLayout::create(&dir);
+        let arm =
+            layout.add_image(&Image::new(vec![busybox_layer()]).platform("arm64", Some("v8")));
+        let s390 = layout.add_image(&Image::new(vec![busybox_layer()]).platform("s390x", None));
+        let index = layout.add_index(&[arm, s390]);
+        layout.tag("foreign", &index);
+        let foreign = registry.reference("foreign:v1");
+        skopeo_copy(&dir, "foreign", &foreign);
+
+        let layer = Layer::new(vec![
+            Entry::dir("etc"),
+            Entry::file("etc/corrupt", "served with a byte changed"),
+        ]);
+        let image = Image::new(vec![busybox_layer(), layer.clone()]);
+        let manifest = layout.add_image(&image);
+        layout.tag("corrupt", &manifest);
+        let corrupt = registry.reference("corrupt:v1");
+        skopeo_copy(&dir, "corrupt", &corrupt);
+        registry.corrupt_blob(&digest(&layer.tar_gz()));
+        let _ = fs::remove_dir_all(&dir);
+        UnpullableImages {
+            registry,
+            foreign,
+            corrupt,
+        }
+    }
+
+    /// The agent.toml line that lets an agent pull from this registry over plain HTTP.
+    pub fn agent_config(&self) -> String {
+        format!("insecure_registries = [\"{}\"]\n", self.registry.addr)
+    }
 }

@@ -5,7 +5,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shoal_tests::agent::{cell, row, shell_workload, Agent, Row};
+use shoal_model::wire::NodeStatus;
+use shoal_tests::agent::{cell, image_workload, row, shell_workload, Agent, Row};
+use shoal_tests::images::{busybox_layer, Image, OciLayout, UnpullableImages};
 
 const RUNNING: &str = "Running";
 
@@ -430,4 +432,112 @@ fn kill_processes_mentioning(text: &str) {
             let _ = Command::new("kill").args(["-9", &name]).status();
         }
     }
+}
+
+/// The events of `status` about `workload` with `reason` (`image-pull-failed`, ...).
+fn events_of(status: &NodeStatus, workload: &str, reason: &str) -> Vec<String> {
+    status
+        .events
+        .iter()
+        .filter(|e| e.workload.as_deref() == Some(workload) && e.reason.as_str() == reason)
+        .map(|e| e.message.clone())
+        .collect()
+}
+
+#[test]
+fn a_pull_that_fails_says_why_in_ps_and_in_the_events_and_backs_off() {
+    let images = UnpullableImages::start();
+    let agent = started("e2e-pull", &images.agent_config());
+    agent.apply("foreign", &image_workload("foreign", &images.foreign));
+    agent.apply("corrupt", &image_workload("corrupt", &images.corrupt));
+    let wanted = format!("no image for linux/{}", shoal_tests::images::host_arch());
+    agent.wait_for("both pulls failed", Duration::from_secs(30), |rows| {
+        cell(rows, "foreign", "main", "STATE") == "Failed"
+            && cell(rows, "corrupt", "main", "STATE") == "Failed"
+    });
+    let text = agent.ok(&["ps"]);
+    eprintln!("[ps]\n{text}");
+    // `ps` says why, with what to do.
+    let foreign_note = text
+        .lines()
+        .find(|l| l.starts_with("foreign/main: "))
+        .unwrap_or_else(|| panic!("no note for foreign/main:\n{text}"));
+    assert!(
+        foreign_note.contains(&wanted)
+            && foreign_note.contains("linux/arm64/v8, linux/s390x")
+            && foreign_note.contains("images import"),
+        "{foreign_note}"
+    );
+    let corrupt_note = text
+        .lines()
+        .find(|l| l.starts_with("corrupt/main: "))
+        .unwrap_or_else(|| panic!("no note for corrupt/main:\n{text}"));
+    assert!(
+        corrupt_note.contains("digest mismatch") && corrupt_note.contains("corrupt or tampered"),
+        "{corrupt_note}"
+    );
+
+    // The events say it too, about the workload that waits for the image.
+    let status = agent.status();
+    let foreign = events_of(&status, "foreign", "image-pull-failed");
+    assert!(
+        foreign.len() == 1 && foreign[0].contains(&wanted) && foreign[0].contains("linux/s390x"),
+        "{:#?}",
+        status.events
+    );
+    let corrupt = events_of(&status, "corrupt", "image-pull-failed");
+    assert!(
+        corrupt.len() == 1 && corrupt[0].contains("digest mismatch"),
+        "{:#?}",
+        status.events
+    );
+
+    // Retries count up and back off (5 s, then 10 s), and failing again for the same reason
+    // is no new event.
+    let start = Instant::now();
+    agent.wait_for("a second attempt", Duration::from_secs(30), |_| {
+        agent.ok(&["ps"]).contains("(2 attempts;")
+    });
+    let second = start.elapsed();
+    assert!(
+        second >= Duration::from_secs(3),
+        "retried after {second:?}, not after its backoff"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let text = agent.ok(&["ps"]);
+    assert!(
+        !text.contains("(3 attempts;"),
+        "the third attempt came before the doubled backoff:\n{text}"
+    );
+    let status = agent.status();
+    assert_eq!(
+        events_of(&status, "foreign", "image-pull-failed").len(),
+        1,
+        "{:#?}",
+        status.events
+    );
+    let pulling = status
+        .events
+        .iter()
+        .filter(|e| e.reason.as_str() == "image-pulling")
+        .count();
+    assert_eq!(
+        pulling, 2,
+        "one `pulling` event per image: {:#?}",
+        status.events
+    );
+
+    // Importing the image, as the message says, starts the workload without waiting for
+    // the next attempt (10 s after the second).
+    let archive = agent.root.join("foreign.tar");
+    let mut layout = OciLayout::create(&agent.root.join("foreign-layout"));
+    let descriptor = layout.add_image(&Image::new(vec![busybox_layer()]));
+    layout.tag(&images.foreign, &descriptor);
+    layout.to_tar(&archive);
+    agent.ok(&["images", "import", &archive.display().to_string()]);
+    agent.wait_for(
+        "foreign running once imported",
+        Duration::from_secs(4),
+        |rows| running(rows, "foreign"),
+    );
 }

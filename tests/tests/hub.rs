@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_model::wire::{self, Event, EventReason, Limits, NodeStatus, NodeUsage, Severity};
-use shoal_tests::agent::{cell, shell_workload, Agent, Row};
+use shoal_tests::agent::{cell, image_workload, shell_workload, Agent, Row};
 use shoal_tests::hub::{free_port, Hub};
+use shoal_tests::images::UnpullableImages;
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
@@ -889,5 +890,37 @@ fn an_agent_whose_clock_says_1970_connects_over_tls_and_runs_what_the_hub_signs(
         stamps.iter().all(|&ms| ms < 365 * 24 * 3_600_000),
         "the agent's clock was not in 1970: {stamps:?}"
     );
+    clean_up(&hub, &[&agent]);
+}
+
+#[test]
+fn a_failed_pull_says_why_in_describe_workload() {
+    let images = UnpullableImages::start();
+    let hub = Hub::start("pull");
+    let mut agent = hub.agent_configured("pull-a", "", &images.agent_config());
+    agent.start();
+    hub.wait_for("node pull-a online", CONVERGE, || {
+        hub.node("pull-a").filter(|n| n["online"] == true)
+    });
+    apply(&hub, "foreign", &image_workload("foreign", &images.foreign));
+    apply(&hub, "corrupt", &image_workload("corrupt", &images.corrupt));
+    let foreign = format!("no image for linux/{}", shoal_tests::images::host_arch());
+    for (workload, why) in [
+        ("foreign", foreign.as_str()),
+        ("corrupt", "digest mismatch"),
+    ] {
+        let text = hub.wait_for(
+            &format!("why {workload} cannot be pulled, in describe workload"),
+            CONVERGE,
+            || {
+                let text = hub.ok(&["describe", "workload", workload]);
+                let (containers, events) = text.split_once("\nEvents:")?;
+                (containers.contains(why) && events.contains(why)).then_some(text)
+            },
+        );
+        eprintln!("[describe workload {workload}]\n{text}");
+        let (_, events) = text.split_once("\nEvents:").expect("an events section");
+        assert!(events.contains("image-pull-failed"), "{text}");
+    }
     clean_up(&hub, &[&agent]);
 }

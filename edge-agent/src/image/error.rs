@@ -59,7 +59,7 @@ pub enum ImageError {
     BadArchive { path: PathBuf, reason: String },
 
     /// An index has no manifest for the node's platform.
-    #[error("no image for {wanted} in {reference} (available: {available})")]
+    #[error("no image for {wanted} in {reference} (available: {available}): push one for {wanted} to it, or use an image built for this node")]
     NoMatchingPlatform {
         reference: String,
         wanted: String,

@@ -661,7 +661,7 @@ fn a_multi_arch_index_without_the_nodes_architecture_is_refused_with_the_availab
 
     assert_eq!(
         err.to_string(),
-        format!("no image for linux/arm/v7 in {wanted} (available: linux/amd64, linux/arm64)")
+        format!("no image for linux/arm/v7 in {wanted} (available: linux/amd64, linux/arm64): push one for linux/arm/v7 to it, or use an image built for this node")
     );
     assert!(store.list().is_empty());
 }

@@ -84,11 +84,17 @@ impl Exit {
 }
 
 /// The state of an image in the local store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImageState {
     Present,
     Pulling,
-    Failed { at_ms: u64, attempts: u32 },
+    /// The last pull failed, `attempts` in a row; `reason` says why, for `ps` and the hub
+    /// (the plan does not look at it).
+    Failed {
+        at_ms: u64,
+        attempts: u32,
+        reason: String,
+    },
 }
 
 /// Everything the agent observed, as plain data.
@@ -266,7 +272,9 @@ fn plan_workload(w: &Workload, observed: &Observed, now_ms: u64, plan: &mut Plan
                 });
             }
             Some(ImageState::Pulling) => {}
-            Some(ImageState::Failed { at_ms, attempts }) => {
+            Some(ImageState::Failed {
+                at_ms, attempts, ..
+            }) => {
                 let retry_at = at_ms.saturating_add(
                     backoff(PULL_RETRY_BASE, attempts.saturating_sub(1)).as_millis() as u64,
                 );

@@ -318,6 +318,7 @@ fn a_failed_pull_is_retried_with_backoff() {
             ImageState::Failed {
                 at_ms: 1_000,
                 attempts,
+                reason: "no image for linux/amd64".into(),
             },
         )]
         .into(),

@@ -51,6 +51,10 @@ use crate::state::{ContainerRecord, Source, Store};
 /// How often the loop looks at its containers when nothing else happens.
 pub const TICK: Duration = Duration::from_secs(1);
 
+/// The longest pull failure reason kept for `ps`, the hub and events: registry answers are
+/// outside input, and the reason is repeated in every waiting container's status.
+const MAX_PULL_REASON: usize = 512;
+
 /// A container as the runtime sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveContainer {
@@ -530,7 +534,13 @@ impl Supervisor {
         for d in &self.desired {
             for c in &d.workload.spec.containers {
                 let name = c.image.to_string();
-                if !images.contains_key(&name) && self.images.present(&c.image) {
+                if self.busy.contains(&pull_key(&name)) {
+                    // A worker is pulling it, whatever the last attempt said.
+                    images.insert(name, ImageState::Pulling);
+                } else if images.get(&name) != Some(&ImageState::Present)
+                    && self.images.present(&c.image)
+                {
+                    // Also after failed pulls, once the image was imported.
                     images.insert(name, ImageState::Present);
                 }
             }
@@ -593,20 +603,32 @@ impl Supervisor {
         });
     }
 
+    /// Pulls `image` on a worker. The state of the last attempt stays while it runs (the
+    /// planner sees the image as pulling), so failures count up and back off.
     fn pull(&mut self, image: String) {
+        let busy = pull_key(&image);
+        if self.busy.contains(&busy) {
+            return;
+        }
         let Ok(reference) = ImageRef::parse(&image) else {
             return;
         };
-        self.images_state.insert(image.clone(), ImageState::Pulling);
-        self.note(
-            Severity::Info,
-            None,
-            None,
-            EventReason::ImagePulling,
-            format!("pulling {image}"),
-        );
+        match self.images_state.get(&image) {
+            // A retry is no news: the failure was an event, the next outcome will be one
+            // if it differs.
+            Some(ImageState::Failed { attempts, .. }) => {
+                tracing::info!(image = %image, attempt = attempts.saturating_add(1), "pulling the image again");
+            }
+            _ => self.note(
+                Severity::Info,
+                None,
+                None,
+                EventReason::ImagePulling,
+                format!("pulling {image}"),
+            ),
+        }
         let images = Arc::clone(&self.images);
-        self.spawn(format!("image {image}"), move || {
+        self.spawn(busy, move || {
             let result = images.pull(&reference).map_err(|e| format!("{e:#}"));
             Outcome::Pulled { image, result }
         });
@@ -787,7 +809,7 @@ impl Supervisor {
     fn done(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Pulled { image, result } => {
-                self.busy.remove(&format!("image {image}"));
+                self.busy.remove(&pull_key(&image));
                 match result {
                     Ok(()) => {
                         self.images_state.insert(image.clone(), ImageState::Present);
@@ -801,24 +823,28 @@ impl Supervisor {
                         self.collect_garbage();
                     }
                     Err(e) => {
-                        let attempts = match self.images_state.get(&image) {
-                            Some(ImageState::Failed { attempts, .. }) => attempts.saturating_add(1),
-                            _ => 1,
+                        let reason = shorten(&e, MAX_PULL_REASON);
+                        let (attempts, repeated) = match self.images_state.get(&image) {
+                            Some(ImageState::Failed {
+                                attempts,
+                                reason: last,
+                                ..
+                            }) => (attempts.saturating_add(1), *last == reason),
+                            _ => (1, false),
                         };
                         self.images_state.insert(
                             image.clone(),
                             ImageState::Failed {
                                 at_ms: self.now(),
                                 attempts,
+                                reason: reason.clone(),
                             },
                         );
-                        self.note(
-                            Severity::Warning,
-                            None,
-                            None,
-                            EventReason::ImagePullFailed,
-                            format!("cannot pull {image}: {e}"),
-                        );
+                        if repeated {
+                            tracing::warn!(image = %image, attempts, reason = %reason, "the image still cannot be pulled");
+                        } else {
+                            self.note_pull_failed(&image, attempts, &reason);
+                        }
                     }
                 }
             }
@@ -1038,6 +1064,46 @@ impl Supervisor {
             .find(|w| w.name == name)
     }
 
+    /// A failed pull, as one event for every desired container that uses the image (so
+    /// `shoal describe workload` shows it too), or for the node when none does.
+    fn note_pull_failed(&self, image: &str, attempts: u32, reason: &str) {
+        let message = if attempts == 1 {
+            format!("cannot pull {image}: {reason}")
+        } else {
+            format!("cannot pull {image} (attempt {attempts}): {reason}")
+        };
+        let waiting: Vec<(&str, &str)> = self
+            .desired
+            .iter()
+            .flat_map(|d| {
+                d.workload
+                    .spec
+                    .containers
+                    .iter()
+                    .filter(|c| c.image.to_string() == image)
+                    .map(|c| (d.workload.name.as_str(), c.name.as_str()))
+            })
+            .collect();
+        if waiting.is_empty() {
+            self.note(
+                Severity::Warning,
+                None,
+                None,
+                EventReason::ImagePullFailed,
+                message.clone(),
+            );
+        }
+        for (workload, container) in waiting {
+            self.note(
+                Severity::Warning,
+                Some(workload),
+                Some(container),
+                EventReason::ImagePullFailed,
+                message.clone(),
+            );
+        }
+    }
+
     /// Records an event in the bounded log and the agent's log.
     fn note(
         &self,
@@ -1077,6 +1143,23 @@ impl Supervisor {
             Err(e) => tracing::error!(error = %e, "cannot record an event"),
         }
     }
+}
+
+/// The busy mark of a pull of `image`.
+fn pull_key(image: &str) -> String {
+    format!("image {image}")
+}
+
+/// `text`, cut to at most `max` bytes (on a character boundary) with `…` when it was longer.
+fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 fn busy_key(key: &Key) -> String {

@@ -139,16 +139,34 @@ impl Supervisor {
     /// A desired container that does not exist yet: waiting for its image or its turn.
     fn waiting_status(&self, key: &Key, image: &str) -> ContainerStatus {
         let record = self.records.get(key);
-        let (state, message) = match self.images_state.get(image) {
-            Some(ImageState::Pulling) => (ContainerState::Pulling, Some(format!("pulling {image}"))),
-            Some(ImageState::Failed { attempts, .. }) => (
+        let pulling = self.busy.contains(&super::pull_key(image));
+        let (state, message) = match (pulling, self.images_state.get(image)) {
+            (
+                true,
+                Some(ImageState::Failed {
+                    attempts, reason, ..
+                }),
+            ) => (
+                ContainerState::Pulling,
+                Some(format!(
+                    "pulling {image} again (attempt {}); the last attempt failed: {reason}",
+                    attempts.saturating_add(1)
+                )),
+            ),
+            (true, _) => (ContainerState::Pulling, Some(format!("pulling {image}"))),
+            (
+                false,
+                Some(ImageState::Failed {
+                    attempts, reason, ..
+                }),
+            ) => (
                 ContainerState::Failed,
                 Some(format!(
-                    "cannot pull {image} ({attempts} attempt{}); retrying, or import it with `shoal-agent images import`",
+                    "cannot pull {image}: {reason} ({attempts} attempt{}; retrying, or import it with `shoal-agent images import`)",
                     if *attempts == 1 { "" } else { "s" }
                 )),
             ),
-            _ => (ContainerState::Pending, None),
+            (false, _) => (ContainerState::Pending, None),
         };
         ContainerStatus {
             name: key.1.clone(),
