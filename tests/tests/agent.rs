@@ -88,6 +88,8 @@ fn an_applied_workload_runs_and_ps_and_logs_show_it() {
 #[test]
 fn a_crashing_container_is_restarted_with_a_growing_backoff() {
     let agent = started("e2e-crash", "");
+    let records = image_records(&agent);
+    assert!(!records.is_empty(), "no image record found");
     agent.apply(
         "crash",
         &shell_workload("crash", "echo boom; exit 3", "", ""),
@@ -103,6 +105,32 @@ fn a_crashing_container_is_restarted_with_a_growing_backoff() {
         "restarts after 8 s: {restarts}\n{rows:?}"
     );
     assert_eq!(cell(&rows, "crash", "main", "LAST EXIT"), "code 3");
+    // Starting again and again from an image imported a moment ago rewrites nothing of it.
+    assert_eq!(
+        image_records(&agent),
+        records,
+        "image records rewritten by restarts (flash wear)"
+    );
+}
+
+/// The image store's records (`images/images/*.json` in the data dir), with inode and mtime:
+/// a rewrite (a new file renamed over the old) changes both.
+fn image_records(
+    agent: &Agent,
+) -> std::collections::BTreeMap<String, (u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(agent.root.join("data/images/images"))
+        .expect("the image store's records")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| {
+            let meta = e.metadata().expect("metadata");
+            (
+                e.path().display().to_string(),
+                (meta.ino(), meta.modified().expect("mtime")),
+            )
+        })
+        .collect()
 }
 
 #[test]

@@ -49,7 +49,8 @@ pub(super) struct Record {
     pub config_size: u64,
     pub config: ImageConfig,
     pub layers: Vec<LayerRecord>,
-    /// Milliseconds since the epoch of the last pull, import or `mark_used`.
+    /// Milliseconds since the epoch of the last pull or import, or of a start (to within
+    /// [`USE_MARK_INTERVAL_MS`]: see `mark_used`).
     pub last_used: u64,
 }
 
@@ -99,6 +100,17 @@ pub(super) fn canonical_key(reference: &ImageRef) -> String {
         Some(digest) => format!("{registry}/{repository}@{digest}"),
         None => format!("{registry}/{repository}:{}", reference.tag_or_latest()),
     }
+}
+
+/// How old a stored last use may get before a start writes it again. Pruning orders images
+/// that no desired workload uses, by when they were last used: an hour is fine grain for that.
+pub(super) const USE_MARK_INTERVAL_MS: u64 = 3_600_000;
+
+/// Whether a start at `now_ms` rewrites a record whose last use is `stored_ms`: when that is
+/// at least [`USE_MARK_INTERVAL_MS`] old. Not when the clock went back: an older time would
+/// make the image look less recently used than it is. Pure.
+pub(super) fn use_mark_due(stored_ms: u64, now_ms: u64) -> bool {
+    now_ms.saturating_sub(stored_ms) >= USE_MARK_INTERVAL_MS
 }
 
 fn now() -> u64 {
@@ -241,11 +253,17 @@ impl ImageStore {
         Ok(digest)
     }
 
-    /// Records that a container started from the image, for least-recently-used pruning.
+    /// Records that a container started from the image, for least-recently-used pruning:
+    /// only when the stored time is [`USE_MARK_INTERVAL_MS`] old or more, so a crash-looping
+    /// container does not rewrite the record on every restart (flash wear).
     pub fn mark_used(&self, digest: &ImageDigest) -> Result<(), ImageError> {
         let _meta = self.meta();
         let mut record = self.load_record(digest)?;
-        record.last_used = now();
+        let now = now();
+        if !use_mark_due(record.last_used, now) {
+            return Ok(());
+        }
+        record.last_used = now;
         self.save_record(&record)
     }
 

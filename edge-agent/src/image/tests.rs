@@ -985,6 +985,66 @@ fn pull_policy_never_uses_only_the_local_store() {
 // ---- garbage collection and crashes ----
 
 #[test]
+fn a_start_rewrites_the_image_record_only_when_its_last_use_is_an_hour_old() {
+    let hour = store::USE_MARK_INTERVAL_MS;
+    for (stored, now, due) in [
+        (1_000, 1_000, false),
+        (1_000, 1_000 + hour - 1, false),
+        (1_000, 1_000 + hour, true),
+        (0, 1_700_000_000_000, true),
+        // The clock went back (a device that rebooted into 1970): keep the newer time.
+        (1_700_000_000_000, 86_400_000, false),
+    ] {
+        assert_eq!(
+            store::use_mark_due(stored, now),
+            due,
+            "stored {stored}, now {now}"
+        );
+    }
+}
+
+#[test]
+fn a_crash_looping_container_does_not_rewrite_its_image_record_on_every_start() {
+    let (dir, store) = store();
+    let archive = oci_archive(dir.path(), "a.tar", "example.org/a:1", &small_image("a"));
+    let image = store.import_archive(&archive).expect("import").remove(0);
+    let record = store
+        .root()
+        .join("images")
+        .join(format!("{}.json", image.digest.hex()));
+    let identity = |path: &Path| {
+        let meta = fs::metadata(path).expect("the image record");
+        (
+            meta.ino(),
+            meta.modified().expect("mtime"),
+            fs::read(path).expect("read"),
+        )
+    };
+    let imported = identity(&record);
+
+    // A hundred starts right after the import: the record stays as it was.
+    for _ in 0..100 {
+        store.mark_used(&image.digest).expect("mark used");
+    }
+    assert!(identity(&record) == imported, "the record was rewritten");
+
+    // Last used two hours ago: the next start records it, once.
+    let mut json: serde_json::Value = serde_json::from_slice(&imported.2).expect("a JSON record");
+    let two_hours_ago =
+        json["last_used"].as_u64().expect("last_used") - 2 * store::USE_MARK_INTERVAL_MS;
+    json["last_used"] = two_hours_ago.into();
+    fs::write(&record, serde_json::to_vec(&json).expect("serialise")).expect("write");
+    let aged = identity(&record);
+    store.mark_used(&image.digest).expect("mark used");
+    let marked = identity(&record);
+    assert!(marked != aged, "an hour-old last use was not refreshed");
+    let json: serde_json::Value = serde_json::from_slice(&marked.2).expect("a JSON record");
+    assert!(json["last_used"].as_u64().expect("last_used") > two_hours_ago);
+    store.mark_used(&image.digest).expect("mark used");
+    assert!(identity(&record) == marked, "refreshed twice");
+}
+
+#[test]
 fn prune_under_a_budget_removes_least_recently_used_images_but_never_those_in_use() {
     let (dir, store) = store();
     let mut images = Vec::new();
