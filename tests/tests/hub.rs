@@ -849,19 +849,46 @@ fn a_key_rotation_reaches_every_node_before_the_new_key_signs() {
     clean_up(&hub, &[&agent]);
 }
 
+/// libfaketime's preload library (Debian package libfaketime, pulled in by faketime).
+fn libfaketime() -> std::path::PathBuf {
+    let mut candidates: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .collect();
+    candidates.extend(
+        ["/usr/lib/faketime", "/usr/local/lib/faketime"]
+            .iter()
+            .map(|dir| Path::new(dir).join("libfaketime.so.1")),
+    );
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .expect("libfaketime.so.1: install the Debian package faketime")
+}
+
 #[test]
 fn an_agent_whose_clock_says_1970_connects_over_tls_and_runs_what_the_hub_signs() {
     let hub = Hub::start("clock");
     let mut agent = hub.agent("clock-a", "");
     // A device without a battery-backed clock: libfaketime (LD_PRELOAD, so the dynamically
     // linked test build) sets its wall clock to 1970-01-02; monotonic time stays real, as on
-    // a device that just booted.
-    let mut command = Command::new("faketime");
+    // a device that just booted. Preloaded into the agent itself rather than through the
+    // `faketime` wrapper, which forks: killing the wrapper left the agent running.
+    let mut command = Command::new(shoal_tests::binary("shoal-agent"));
     command
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .args(["-f", "@1970-01-02 00:00:00"])
-        .arg(shoal_tests::binary("shoal-agent"));
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME", "@1970-01-02 00:00:00")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
     agent.start_with(command);
+    let pid = agent.pid().expect("the agent runs");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the agent's executable");
+    assert!(
+        exe.ends_with("shoal-agent"),
+        "the process the harness holds is {}, not the agent",
+        exe.display()
+    );
     agent.import_busybox();
     hub.wait_for("clock-a online over TLS", CONVERGE, || {
         hub.node("clock-a").filter(|n| n["online"] == true)
@@ -891,6 +918,17 @@ fn an_agent_whose_clock_says_1970_connects_over_tls_and_runs_what_the_hub_signs(
         "the agent's clock was not in 1970: {stamps:?}"
     );
     clean_up(&hub, &[&agent]);
+    // Nothing outlives the test: the agent the harness stops is the one that ran.
+    agent.kill9();
+    let dir = agent.root.display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&dir))
+        .collect();
+    assert!(left.is_empty(), "still running after the test: {left:?}");
 }
 
 #[test]
