@@ -1,6 +1,7 @@
 //! The Shoal hub: `shoal serve` (store, scheduler, broker, MQTT client, HTTP API) and the CLI
 //! that talks to it.
 
+pub mod admission;
 pub mod api;
 pub mod broker;
 pub mod cli;

@@ -274,16 +274,21 @@ fn mosquitto_pub(
 /// sequence numbers are far above what a real agent reaches in a test, so the hub never takes
 /// it for a repeat of one of the agent's own.
 fn status_payload(node: &str, message: &str) -> Vec<u8> {
-    const FAR: u64 = 1_000_000;
+    status_numbered(node, 1_000_000, 0, message)
+}
+
+/// A valid status of `node` numbered `sequence` (its one event too), claiming desired-state
+/// generation `observed_generation`, carrying one event with `message`, encoded for the wire.
+fn status_numbered(node: &str, sequence: u64, observed_generation: u64, message: &str) -> Vec<u8> {
     let status = NodeStatus {
         node_id: node.into(),
-        observed_generation: 0,
-        sequence: FAR,
+        observed_generation,
+        sequence,
         sent_at_ms: 1,
         workloads: Vec::new(),
         usage: NodeUsage::default(),
         events: vec![Event {
-            sequence: FAR,
+            sequence,
             at_ms: 1,
             severity: Severity::Warning,
             workload: None,
@@ -961,4 +966,129 @@ fn a_failed_pull_says_why_in_describe_workload() {
         assert!(events.contains("image-pull-failed"), "{text}");
     }
     clean_up(&hub, &[&agent]);
+}
+
+/// The MQTT password `shoal-agent enroll` kept for `agent` (its `enrollment.toml`).
+fn enrolled_password(agent: &Agent) -> String {
+    let file = agent.root.join("data/enrollment.toml");
+    let text = std::fs::read_to_string(&file).expect("the agent's enrollment.toml");
+    let quoted = text
+        .lines()
+        .find_map(|l| l.strip_prefix("password = "))
+        .unwrap_or_else(|| panic!("no password in {}", file.display()));
+    serde_json::from_str(quoted).expect("a quoted password")
+}
+
+/// Publishes `payload` on `node`'s status topic with `password`, as something holding the
+/// node's credentials would.
+fn publish_status(hub: &Hub, node: &str, password: &str, payload: &[u8]) {
+    let file = hub.root.join(format!("{node}-status.bin"));
+    std::fs::write(&file, payload).expect("write payload");
+    let sent = mosquitto_pub(
+        &hub.ca_path(),
+        hub.mqtt_port,
+        node,
+        password,
+        &format!("shoal/v1/node/{node}/status"),
+        &file,
+    );
+    assert!(sent.status.success(), "{sent:?}");
+}
+
+#[test]
+fn a_status_numbered_far_off_does_not_silence_the_nodes_real_ones() {
+    let hub = Hub::start("seq");
+    let agent = started(&hub, "seq-a", "");
+    let password = enrolled_password(&agent);
+    apply(
+        &hub,
+        "before",
+        &shell_workload("before", "while true; do sleep 1; done", "", ""),
+    );
+    hub.wait_for("before ready", CONVERGE, || {
+        hub.workload("before").filter(|w| ready(w, 1))
+    });
+
+    // A number no agent reaches is refused, and the hub says so.
+    publish_status(
+        &hub,
+        "seq-a",
+        &password,
+        &status_numbered("seq-a", u64::MAX, 0, "absurd-sequence"),
+    );
+    let describe = hub.wait_for("the refusal in describe node", CONVERGE, || {
+        let text = hub.ok(&["describe", "node", "seq-a"]);
+        text.contains("status-refused").then_some(text)
+    });
+    assert!(
+        !describe.contains("absurd-sequence") && describe.contains("18446744073709551615"),
+        "{describe}"
+    );
+
+    // A number far off but possible gets through, with its empty workload list...
+    publish_status(
+        &hub,
+        "seq-a",
+        &password,
+        &status_numbered("seq-a", 1_000_000_000, 0, "far-off-sequence"),
+    );
+    hub.wait_for("the far-off status taken", CONVERGE, || {
+        hub.ok(&["describe", "node", "seq-a"])
+            .contains("far-off-sequence")
+            .then_some(())
+    });
+    // ...and the node's own statuses, numbered far below it, still land: a new workload
+    // becomes ready and the old one is ready again.
+    apply(
+        &hub,
+        "after",
+        &shell_workload("after", "while true; do sleep 1; done", "", ""),
+    );
+    hub.wait_for("after and before ready at the hub", CONVERGE, || {
+        let after = hub.workload("after").filter(|w| ready(w, 1))?;
+        hub.workload("before").filter(|w| ready(w, 1))?;
+        Some(after)
+    });
+    assert!(
+        hub.log().contains("numbered afresh"),
+        "the hub did not log the restarted numbering"
+    );
+    clean_up(&hub, &[&agent]);
+}
+
+#[test]
+fn a_status_claiming_a_generation_the_hub_never_published_is_refused() {
+    let hub = Hub::start("gen");
+    let password = hub.enroll("gen-b", "");
+    let generation = hub.wait_for("gen-b's desired state published", CONVERGE, || {
+        hub.node("gen-b")
+            .and_then(|n| n["desired_generation"].as_u64())
+            .filter(|&g| g != 0)
+    });
+    publish_status(
+        &hub,
+        "gen-b",
+        &password,
+        &status_numbered("gen-b", 1, generation + 1_000, "ahead-of-the-hub"),
+    );
+    let describe = hub.wait_for("the refusal in describe node", CONVERGE, || {
+        let text = hub.ok(&["describe", "node", "gen-b"]);
+        text.contains("status-refused").then_some(text)
+    });
+    assert!(
+        !describe.contains("ahead-of-the-hub") && describe.contains("shoal-agent enroll"),
+        "{describe}"
+    );
+    assert_eq!(hub.node("gen-b").expect("node")["observed_generation"], 0);
+    // The generation the hub did publish is taken.
+    publish_status(
+        &hub,
+        "gen-b",
+        &password,
+        &status_numbered("gen-b", 2, generation, "as-published"),
+    );
+    hub.wait_for("the genuine status taken", CONVERGE, || {
+        hub.node("gen-b")
+            .filter(|n| n["observed_generation"] == generation)
+    });
 }

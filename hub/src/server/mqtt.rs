@@ -13,6 +13,7 @@ use shoal_model::topic::{Channel, NodeId};
 use shoal_model::wire::{self, NodeStatus, Presence, RpcResponse};
 
 use super::{wall_ms, Hub};
+use crate::admission::Admission;
 use crate::broker::{BrokerUrl, HUB_USERNAME};
 
 /// Room above the largest message for the MQTT header and topic.
@@ -170,9 +171,20 @@ fn status(hub: &Hub, node: &NodeId, payload: &[u8]) -> Result<(), String> {
         return Err("no such node is registered".into());
     }
     tracing::debug!(node = %node, sequence = status.sequence, events = status.events.len(), "status");
-    hub.store
+    let admission = hub
+        .store
         .record_status(node.as_str(), &status, wall_ms())
         .map_err(|e| e.to_string())?;
+    match admission {
+        Admission::Refused(refusal) => tracing::warn!(node = %node, "{refusal}"),
+        Admission::Restarted { previous } => tracing::info!(
+            node = %node,
+            sequence = status.sequence,
+            previous,
+            "the node's statuses are numbered afresh: taken as its newest"
+        ),
+        Admission::Newest | Admission::Older => {}
+    }
     Ok(())
 }
 

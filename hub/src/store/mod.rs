@@ -18,8 +18,9 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use shoal_model::manifest::Workload;
 use shoal_model::node::NodeFacts;
-use shoal_model::wire::{Event, NodeStatus};
+use shoal_model::wire::{Event, EventReason, NodeStatus, Severity};
 
+use crate::admission::{self, Admission, Claim, Kept};
 use crate::scheduler::{Placement, Schedulable};
 
 pub use security::{key_ring, EnrollError, KeyState, StoredKey};
@@ -603,17 +604,55 @@ impl Store {
 
     // ---- what nodes report ----
 
-    /// Stores a node's status (its events once each, however often the status is resent) and
-    /// marks the node seen. A status older than the stored one only adds its events.
+    /// Stores a node's status, as [`admission::admit`] decides: kept as the newest (with its
+    /// events, once each however often the status is resent), only its events (an older
+    /// status), or nothing (refused: then a `status-refused` event of the hub's own says so,
+    /// at most one per node every [`REFUSAL_EVENT_EVERY_MS`]). Marks the node seen unless the
+    /// status was refused.
     pub fn record_status(
         &self,
         name: &str,
         status: &NodeStatus,
         now_ms: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Admission, StoreError> {
         let mut conn = self.conn();
         let failed = query("recording a status");
-        let tx = conn.transaction().map_err(failed)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        let kept = tx
+            .query_row(
+                "SELECT sequence, received_at FROM node_status WHERE node = ?1",
+                [name],
+                |row| {
+                    Ok(Kept {
+                        sequence: to_u64(row.get(0)?),
+                        received_at_ms: to_u64(row.get(1)?),
+                    })
+                },
+            )
+            .optional()
+            .map_err(failed)?;
+        let published: i64 = tx
+            .query_row(
+                "SELECT generation FROM node_desired WHERE node = ?1",
+                [name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(failed)?
+            .unwrap_or(0);
+        let claim = Claim {
+            sequence: status.sequence,
+            observed_generation: status.observed_generation,
+            published_generation: to_u64(published),
+        };
+        let admission = admission::admit(kept, claim, now_ms);
+        if let Admission::Refused(refusal) = admission {
+            record_refusal(&tx, name, &refusal.to_string(), now_ms)?;
+            tx.commit().map_err(failed)?;
+            return Ok(admission);
+        }
         for event in &status.events {
             tx.execute(
                 "INSERT OR IGNORE INTO events (node, sequence, workload, at, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -627,21 +666,22 @@ impl Store {
             )
             .map_err(failed)?;
         }
-        let mut snapshot = status.clone();
-        snapshot.events.clear();
-        tx.execute(
-            "INSERT INTO node_status (node, sequence, payload, received_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (node) DO UPDATE SET sequence = ?2, payload = ?3, received_at = ?4 \
-             WHERE excluded.sequence >= node_status.sequence",
-            params![name, to_i64(status.sequence), encode(&snapshot)?, to_i64(now_ms)],
-        )
-        .map_err(failed)?;
+        if admission != Admission::Older {
+            let mut snapshot = status.clone();
+            snapshot.events.clear();
+            tx.execute(
+                "INSERT OR REPLACE INTO node_status (node, sequence, payload, received_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, to_i64(status.sequence), encode(&snapshot)?, to_i64(now_ms)],
+            )
+            .map_err(failed)?;
+        }
         tx.execute(
             "UPDATE nodes SET last_seen = ?2 WHERE name = ?1",
             params![name, to_i64(now_ms)],
         )
         .map_err(failed)?;
-        tx.commit().map_err(failed)
+        tx.commit().map_err(failed)?;
+        Ok(admission)
     }
 
     /// The newest status of every node that reported one.
@@ -693,6 +733,52 @@ impl Store {
         out.reverse();
         Ok(out)
     }
+}
+
+/// The least time between two `status-refused` events of one node: a node that keeps sending
+/// what the hub refuses must not flood the event log (the hub's log has every refusal).
+pub const REFUSAL_EVENT_EVERY_MS: u64 = 60_000;
+
+/// Records the hub's own `status-refused` event for `node`, unless it recorded one less than
+/// [`REFUSAL_EVENT_EVERY_MS`] ago. The hub's events are numbered below zero, apart from the
+/// node's own numbering (which starts at 1), and carry the hub's clock.
+fn record_refusal(
+    tx: &rusqlite::Transaction<'_>,
+    node: &str,
+    message: &str,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let failed = query("recording a refused status");
+    let (lowest, last_at): (Option<i64>, Option<i64>) = tx
+        .query_row(
+            "SELECT MIN(sequence), MAX(at) FROM events WHERE node = ?1 AND sequence < 0",
+            [node],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(failed)?;
+    if last_at.is_some_and(|at| now_ms.saturating_sub(to_u64(at)) < REFUSAL_EVENT_EVERY_MS) {
+        return Ok(());
+    }
+    let event = Event {
+        sequence: 0,
+        at_ms: now_ms,
+        severity: Severity::Warning,
+        workload: None,
+        container: None,
+        reason: EventReason::StatusRefused,
+        message: message.to_string(),
+    };
+    tx.execute(
+        "INSERT INTO events (node, sequence, workload, at, payload) VALUES (?1, ?2, NULL, ?3, ?4)",
+        params![
+            node,
+            lowest.unwrap_or(0).min(0) - 1,
+            to_i64(now_ms),
+            encode(&event)?
+        ],
+    )
+    .map_err(failed)?;
+    Ok(())
 }
 
 fn query(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + Copy {

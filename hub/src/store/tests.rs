@@ -31,7 +31,7 @@ fn event(sequence: u64) -> Event {
 fn status(sequence: u64, events: Vec<Event>) -> NodeStatus {
     NodeStatus {
         node_id: "a".into(),
-        observed_generation: 1,
+        observed_generation: 0,
         sequence,
         sent_at_ms: 0,
         workloads: Vec::new(),
@@ -187,6 +187,122 @@ fn an_older_status_does_not_replace_a_newer_one() {
         .expect("old");
     assert_eq!(store.statuses().expect("statuses")["a"].sequence, 5);
     assert_eq!(store.events(Some("a"), None, 10).expect("events").len(), 1);
+}
+
+#[test]
+fn a_refused_status_changes_nothing_but_one_hub_event_a_minute() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store.add_node("a", "h", &BTreeMap::new(), 1).expect("add");
+    store
+        .record_status("a", &status(7, vec![event(7)]), 1_000)
+        .expect("status");
+    let mut absurd = status(u64::MAX, vec![event(8)]);
+    absurd.workloads.push(shoal_model::wire::WorkloadStatus {
+        name: "forged".into(),
+        revision: 1,
+        containers: Vec::new(),
+    });
+    let mut ahead = status(8, vec![event(9)]);
+    ahead.observed_generation = 3;
+    for (what, forged, now) in [
+        ("an absurd sequence", &absurd, 2_000),
+        ("a generation never published", &ahead, 3_000),
+        (
+            "an absurd sequence, later",
+            &absurd,
+            2_000 + REFUSAL_EVENT_EVERY_MS,
+        ),
+    ] {
+        let admission = store.record_status("a", forged, now).expect("record");
+        assert!(
+            matches!(admission, Admission::Refused(_)),
+            "{what}: {admission:?}"
+        );
+    }
+    let kept = &store.statuses().expect("statuses")["a"];
+    assert_eq!((kept.sequence, kept.workloads.len()), (7, 0));
+    assert_eq!(store.node("a").expect("node").last_seen_ms, Some(1_000));
+    let events = store.events(Some("a"), None, 10).expect("events");
+    let shown: Vec<(EventReason, u64)> = events
+        .iter()
+        .map(|e| (e.event.reason, e.event.at_ms))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (EventReason::Started, 1_007),
+            (EventReason::StatusRefused, 2_000),
+            (EventReason::StatusRefused, 2_000 + REFUSAL_EVENT_EVERY_MS),
+        ],
+        "the node's events of refused statuses are not kept; the refusals, once a minute"
+    );
+    assert!(
+        events[1].event.message.contains("18446744073709551615"),
+        "{:?}",
+        events[1]
+    );
+
+    // A generation the hub did publish is fine.
+    store
+        .save_node_desired(
+            &NodeDesired {
+                node: "a".into(),
+                generation: 3,
+                digest: "d".into(),
+                payload: Vec::new(),
+                signing_keys: Vec::new(),
+            },
+            4_000,
+        )
+        .expect("publish");
+    assert_eq!(
+        store.record_status("a", &ahead, 5_000).expect("record"),
+        Admission::Newest
+    );
+}
+
+#[test]
+fn statuses_numbered_far_below_a_far_off_one_are_the_nodes_own_and_are_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store.add_node("a", "h", &BTreeMap::new(), 1).expect("add");
+    store
+        .record_status("a", &status(7, Vec::new()), 1_000)
+        .expect("status");
+    assert_eq!(
+        store
+            .record_status(
+                "a",
+                &status(1_000_000_000, vec![event(1_000_000_000)]),
+                2_000
+            )
+            .expect("far-off"),
+        Admission::Newest,
+        "possible for an agent, so taken"
+    );
+    assert_eq!(
+        store
+            .record_status("a", &status(8, vec![event(8)]), 3_000)
+            .expect("real"),
+        Admission::Restarted {
+            previous: 1_000_000_000
+        }
+    );
+    assert_eq!(
+        store
+            .record_status("a", &status(9, Vec::new()), 4_000)
+            .expect("real"),
+        Admission::Newest
+    );
+    assert_eq!(store.statuses().expect("statuses")["a"].sequence, 9);
+    let sequences: Vec<u64> = store
+        .events(Some("a"), None, 10)
+        .expect("events")
+        .iter()
+        .map(|e| e.event.sequence)
+        .collect();
+    assert_eq!(sequences, [8, 1_000_000_000]);
 }
 
 // ---- enrollment and signing keys ----

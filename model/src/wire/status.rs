@@ -10,9 +10,10 @@ pub struct NodeStatus {
     pub node_id: String,
     /// The newest desired-state generation the agent has accepted.
     pub observed_generation: u64,
-    /// Increases with every status the agent sends, across restarts: the hub keeps the highest
-    /// it has seen and drops anything older or equal (duplicates, reordering, replays from the
-    /// agent's offline buffer that were already delivered).
+    /// Increases by one with every status the agent sends, across restarts: the hub keeps the
+    /// newest and takes only the events of older ones (duplicates, replays from the agent's
+    /// offline buffer that were already delivered); it refuses numbers no agent reaches and
+    /// takes numbers far below the newest as a fresh start (see the hub's `admission`).
     pub sequence: u64,
     /// The agent's clock when it sent this status, in ms since the Unix epoch. Informative only:
     /// device clocks drift and jump.
@@ -163,11 +164,14 @@ pub enum EventReason {
     Unhealthy,
     Stopped,
     Removed,
+    /// Recorded by the hub, not the agent: a status from the node that it refused (a sequence
+    /// number or a desired-state generation no genuine agent can have).
+    StatusRefused,
 }
 
 impl EventReason {
     /// Every reason, in declaration order.
-    pub const ALL: [EventReason; 21] = [
+    pub const ALL: [EventReason; 22] = [
         EventReason::AgentStarted,
         EventReason::DesiredStateAccepted,
         EventReason::DesiredStateRejected,
@@ -189,6 +193,7 @@ impl EventReason {
         EventReason::Unhealthy,
         EventReason::Stopped,
         EventReason::Removed,
+        EventReason::StatusRefused,
     ];
 
     /// A stable name, for storage and display (`oom-killed`).
@@ -215,6 +220,7 @@ impl EventReason {
             EventReason::Unhealthy => "unhealthy",
             EventReason::Stopped => "stopped",
             EventReason::Removed => "removed",
+            EventReason::StatusRefused => "status-refused",
         }
     }
 
