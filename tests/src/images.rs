@@ -670,3 +670,100 @@ impl UnpullableImages {
         format!("insecure_registries = [\"{}\"]\n", self.registry.addr)
     }
 }
+
+/// How GNU tar stores a sparse file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SparseFormat {
+    /// `--format=gnu`: old GNU `S` entries, the map in the headers.
+    OldGnu,
+    /// `--format=pax --sparse-version=0.0`: the map in repeated PAX records.
+    Pax00,
+    /// `--format=pax --sparse-version=0.1`: the map in one PAX record, the name in another.
+    Pax01,
+    /// `--format=pax` (version 1.0, GNU tar's default): the map at the start of the data.
+    Pax10,
+}
+
+impl SparseFormat {
+    pub const ALL: [SparseFormat; 4] = [
+        SparseFormat::OldGnu,
+        SparseFormat::Pax00,
+        SparseFormat::Pax01,
+        SparseFormat::Pax10,
+    ];
+
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            SparseFormat::OldGnu => &["--format=gnu"],
+            SparseFormat::Pax00 => &["--format=pax", "--sparse-version=0.0"],
+            SparseFormat::Pax01 => &["--format=pax", "--sparse-version=0.1"],
+            SparseFormat::Pax10 => &["--format=pax", "--sparse-version=1.0"],
+        }
+    }
+}
+
+/// A layer tar written by GNU tar (`tar --sparse`, in `format`) holding the directory `d`, the
+/// sparse file `d/sparse` (made with `truncate -s size`, then each of `writes` written at its
+/// offset) and the plain file `d/after` (`after`). Needs GNU tar.
+pub fn gnu_sparse_layer(format: SparseFormat, size: u64, writes: &[(u64, &[u8])]) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let dir = std::env::temp_dir().join(format!(
+        "shoal-sparse-{}-{format:?}-{size}",
+        std::process::id()
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("d")).expect("create the sparse file's dir");
+    let sparse = dir.join("d/sparse");
+    let status = Command::new("truncate")
+        .arg("-s")
+        .arg(size.to_string())
+        .arg(&sparse)
+        .status()
+        .expect("run truncate");
+    assert!(status.success(), "truncate failed");
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&sparse)
+        .expect("open the sparse file");
+    for (offset, bytes) in writes {
+        file.write_all_at(bytes, *offset)
+            .expect("write into the sparse file");
+    }
+    drop(file);
+    fs::write(dir.join("d/after"), "after the sparse file").expect("write d/after");
+    let output = Command::new("tar")
+        .arg("--sparse")
+        .args(format.args())
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--mtime=@1700000000",
+            "-cf",
+            "-",
+            "-C",
+        ])
+        .arg(&dir)
+        .arg("d")
+        .output()
+        .expect("run GNU tar");
+    assert!(
+        output.status.success(),
+        "tar --sparse {:?} failed: {}",
+        format.args(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = fs::remove_dir_all(&dir);
+    output.stdout
+}
+
+/// What `d/sparse` of [`gnu_sparse_layer`] reads as.
+pub fn sparse_content(size: u64, writes: &[(u64, &[u8])]) -> Vec<u8> {
+    let mut content = vec![0u8; usize::try_from(size).expect("a test size")];
+    for (offset, bytes) in writes {
+        let at = usize::try_from(*offset).expect("a test offset");
+        content[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+    content
+}

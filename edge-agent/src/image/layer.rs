@@ -9,15 +9,21 @@
 //!   hardlink to a symlink puts the same target at another depth;
 //! - device nodes are refused; the only ones in a layer dir are the 0:0 whiteouts made here;
 //! - the layer is unpacked into `<dir>.partial-…` and renamed into place only when complete and
-//!   its content matched the diff id; on any error the partial dir is deleted.
+//!   its content matched the diff id; on any error the partial dir is deleted;
+//! - the files of a layer add up to at most its size limit, sparse files at their full size:
+//!   a sparse map (GNU's old `S` entries, which the tar crate expands, and the PAX formats
+//!   0.0, 0.1 and 1.0, which it does not know, read here) cannot make a small tar write or
+//!   allocate without bound. Sparse files are written with their holes.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use flate2::read::MultiGzDecoder;
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags, CWD};
@@ -31,6 +37,11 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// More entries than this in one layer is an inode-exhaustion attack, not an image.
 const MAX_ENTRIES: u64 = 1_000_000;
+/// More data segments than this in one sparse file is an attack on memory, not a file: its
+/// map is held while the file is written (16 bytes a segment).
+const MAX_SPARSE_SEGMENTS: u64 = 65_536;
+/// Reads and writes of file content go in pieces of this size.
+const CHUNK: usize = 64 * 1024;
 
 /// Limits and identity of one layer to unpack.
 #[derive(Debug)]
@@ -218,6 +229,43 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// What the tar reader may read between two entries: headers, PAX records, GNU long names
+/// and old GNU sparse maps, all of which it keeps in memory, whole, before it yields the entry
+/// they describe. 4 MiB holds the longest names and the largest sparse map written here
+/// ([`MAX_SPARSE_SEGMENTS`] in PAX records) many times over.
+const MAX_HEADER_BYTES: u64 = 4 << 20;
+
+/// Counts the bytes read outside entry content (see [`MAX_HEADER_BYTES`]).
+#[derive(Debug, Default)]
+struct HeaderBudget {
+    in_content: Cell<bool>,
+    used: Cell<u64>,
+}
+
+/// A reader that fails once more than [`MAX_HEADER_BYTES`] were read outside entry content
+/// since the budget was last reset: a small, well-compressed layer cannot make the tar reader
+/// allocate without bound.
+struct Budgeted<R> {
+    inner: R,
+    budget: Rc<HeaderBudget>,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if !self.budget.in_content.get() {
+            let used = self.budget.used.get().saturating_add(n as u64);
+            self.budget.used.set(used);
+            if used > MAX_HEADER_BYTES {
+                return Err(io::Error::other(format!(
+                    "more than {MAX_HEADER_BYTES} bytes of headers (PAX records, long names, sparse maps) before one entry"
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
 fn unpack_into(source: &LayerSource<'_>, root: &Path) -> Result<u64, ImageError> {
     let bad = |reason: String| ImageError::BadLayer {
         layer: source.name.clone(),
@@ -230,13 +278,18 @@ fn unpack_into(source: &LayerSource<'_>, root: &Path) -> Result<u64, ImageError>
         limit: source.max_bytes,
     };
     fs::create_dir(root).ctx("cannot create layer dir", root)?;
-    let mut archive = tar::Archive::new(hashing);
+    let budget = Rc::new(HeaderBudget::default());
+    let mut archive = tar::Archive::new(Budgeted {
+        inner: hashing,
+        budget: Rc::clone(&budget),
+    });
     let mut unpacker = Unpacker {
         root,
         layer: &source.name,
         dir_times: Vec::new(),
         made: HashSet::new(),
         content_bytes: 0,
+        max_bytes: source.max_bytes,
     };
     let entries = archive
         .entries()
@@ -249,12 +302,16 @@ fn unpack_into(source: &LayerSource<'_>, root: &Path) -> Result<u64, ImageError>
         }
         let mut entry =
             entry.map_err(|e| bad(format!("corrupt tar after {count} entries: {e}")))?;
+        budget.in_content.set(true);
         unpacker.entry(&mut entry)?;
+        budget.in_content.set(false);
+        budget.used.set(0);
     }
     // Read what is left (end-of-archive blocks, padding) so the digest covers the whole tar.
+    budget.in_content.set(true);
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| bad(format!("corrupt tar end: {e}")))?;
-    let actual = ImageDigest::from_hasher(rest.hasher);
+    let actual = ImageDigest::from_hasher(rest.inner.hasher);
     if &actual != source.diff_id {
         return Err(ImageError::DigestMismatch {
             what: format!(
@@ -276,7 +333,10 @@ struct Unpacker<'a> {
     dir_times: Vec<(PathBuf, i64)>,
     /// Parent dirs known to be real directories inside the layer.
     made: HashSet<PathBuf>,
+    /// Bytes of file content so far, sparse files at their full size.
     content_bytes: u64,
+    /// The most `content_bytes` may reach: the layer's size limit.
+    max_bytes: u64,
 }
 
 impl Unpacker<'_> {
@@ -289,7 +349,19 @@ impl Unpacker<'_> {
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ImageError> {
-        let raw = entry.path_bytes().into_owned();
+        let sparse = match entry.header().entry_type() {
+            EntryType::Regular | EntryType::Continuous => pax_sparse(entry).map_err(|reason| {
+                let raw = entry.path_bytes();
+                self.refuse(&String::from_utf8_lossy(&raw), reason)
+            })?,
+            _ => None,
+        };
+        // A PAX sparse file's header names `…/GNUSparseFile.<pid>/<name>`; its real name is
+        // in its records (format 0.0 keeps the real name in the header).
+        let raw = match sparse.as_ref().and_then(|s| s.name.clone()) {
+            Some(name) => name,
+            None => entry.path_bytes().into_owned(),
+        };
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let components = self.components(&raw, &shown)?;
         let header = entry.header();
@@ -365,7 +437,7 @@ impl Unpacker<'_> {
                 self.dir_times.push((target, mtime));
                 Ok(())
             }
-            EntryType::Regular | EntryType::Continuous => {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.clear(&target, &shown)?;
                 let mut file = OpenOptions::new()
                     .write(true)
@@ -374,11 +446,21 @@ impl Unpacker<'_> {
                     .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                     .open(&target)
                     .ctx("cannot create file", &target)?;
-                let copied = io::copy(entry, &mut file).map_err(|e| ImageError::BadLayer {
-                    layer: self.layer.to_string(),
-                    reason: format!("cannot read the content of `{}`: {e}", truncate(&shown)),
-                })?;
-                self.content_bytes += copied;
+                match sparse {
+                    Some(sparse) => self.write_pax_sparse(entry, &mut file, sparse, &target, &shown)?,
+                    // Old GNU sparse: the tar crate reads the map and yields the holes as
+                    // zeros; they become holes again here.
+                    None if kind == EntryType::GNUSparse => {
+                        self.count(entry.size(), &shown)?;
+                        copy_with_holes(entry, &mut file, entry.size())
+                            .map_err(|e| self.unreadable(&shown, e))?;
+                    }
+                    None => {
+                        let copied = io::copy(entry, &mut file)
+                            .map_err(|e| self.unreadable(&shown, e))?;
+                        self.count(copied, &shown)?;
+                    }
+                }
                 drop(file);
                 self.own(&target, uid, gid, Some(mode))?;
                 self.set_mtime(&target, mtime)
@@ -491,6 +573,60 @@ impl Unpacker<'_> {
         }
     }
 
+    fn unreadable(&self, shown: &str, e: impl std::fmt::Display) -> ImageError {
+        ImageError::BadLayer {
+            layer: self.layer.to_string(),
+            reason: format!("cannot read the content of `{}`: {e}", truncate(shown)),
+        }
+    }
+
+    /// Counts `bytes` of file content toward the layer's size limit.
+    fn count(&mut self, bytes: u64, shown: &str) -> Result<(), ImageError> {
+        self.content_bytes = self.content_bytes.saturating_add(bytes);
+        if self.content_bytes > self.max_bytes {
+            return Err(ImageError::BadLayer {
+                layer: self.layer.to_string(),
+                reason: format!(
+                    "`{}` takes its files past the layer limit of {} bytes (a sparse file counts at its full size)",
+                    truncate(shown),
+                    self.max_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes a PAX sparse file: its data segments at their offsets, holes between them, and
+    /// its full size; the map must be in order, inside the file, and account for exactly the
+    /// entry's data.
+    fn write_pax_sparse<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        file: &mut File,
+        sparse: PaxSparse,
+        target: &Path,
+        shown: &str,
+    ) -> Result<(), ImageError> {
+        let size = entry.size();
+        let (map, map_bytes) = match sparse.map {
+            Some(map) => (map, 0),
+            None => read_sparse_map(entry, size).map_err(|reason| self.refuse(shown, reason))?,
+        };
+        check_sparse_map(&map, sparse.real_size, size - map_bytes)
+            .map_err(|reason| self.refuse(shown, reason))?;
+        self.count(sparse.real_size, shown)?;
+        for segment in &map {
+            file.seek(SeekFrom::Start(segment.offset))
+                .ctx("cannot write", target)?;
+            let copied = io::copy(&mut Read::take(&mut *entry, segment.len), file)
+                .map_err(|e| self.unreadable(shown, e))?;
+            if copied != segment.len {
+                return Err(self.unreadable(shown, "the data ends before its sparse map does"));
+            }
+        }
+        file.set_len(sparse.real_size).ctx("cannot write", target)
+    }
+
     /// Splits an entry path into normal components, refusing absolute paths and `..`.
     fn components(&self, raw: &[u8], shown: &str) -> Result<Vec<PathBuf>, ImageError> {
         if raw.starts_with(b"/") {
@@ -600,6 +736,247 @@ impl Unpacker<'_> {
         }
         Ok(())
     }
+}
+
+/// One data segment of a sparse file: `len` bytes at `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Segment {
+    offset: u64,
+    len: u64,
+}
+
+/// A GNU sparse file in PAX records (formats 0.0, 0.1 and 1.0).
+#[derive(Debug, PartialEq, Eq)]
+struct PaxSparse {
+    /// The real name (0.1, 1.0); 0.0 keeps it in the header.
+    name: Option<Vec<u8>>,
+    real_size: u64,
+    /// The map, when the records hold it (0.0, 0.1); 1.0 puts it at the start of the data.
+    map: Option<Vec<Segment>>,
+}
+
+/// The entry's GNU sparse PAX records, if it has any, checked for shape (the map against the
+/// data is checked in [`check_sparse_map`]).
+fn pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<PaxSparse>, String> {
+    let Some(records) = entry
+        .pax_extensions()
+        .map_err(|e| format!("has unreadable PAX records: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let mut seen = false;
+    let (mut major, mut minor, mut name, mut size, mut map) = (None, None, None, None, None);
+    let mut numblocks = None;
+    // Format 0.0 repeats `offset` and `numbytes`, in turn.
+    let mut pairs: Vec<u64> = Vec::new();
+    for record in records {
+        let record = record.map_err(|e| format!("has unreadable PAX records: {e}"))?;
+        let Some(key) = record.key_bytes().strip_prefix(b"GNU.sparse.") else {
+            continue;
+        };
+        seen = true;
+        let value = record.value_bytes();
+        let text = || {
+            std::str::from_utf8(value)
+                .map_err(|_| "has a GNU sparse record that is not text".to_string())
+        };
+        match key {
+            b"major" => major = Some(text()?.to_string()),
+            b"minor" => minor = Some(text()?.to_string()),
+            b"name" => name = Some(value.to_vec()),
+            b"size" | b"realsize" => size = Some(sparse_number(text()?)?),
+            b"numblocks" => numblocks = Some(sparse_number(text()?)?),
+            b"map" => map = Some(text()?.to_string()),
+            b"offset" | b"numbytes" => {
+                if (key == b"offset") != pairs.len().is_multiple_of(2) {
+                    return Err(
+                        "has a GNU sparse map whose offsets and sizes are out of turn".into(),
+                    );
+                }
+                if pairs.len() as u64 >= 2 * MAX_SPARSE_SEGMENTS {
+                    return Err(format!(
+                        "is a sparse file of more than {MAX_SPARSE_SEGMENTS} segments"
+                    ));
+                }
+                pairs.push(sparse_number(text()?)?);
+            }
+            _ => {}
+        }
+    }
+    if !seen {
+        return Ok(None);
+    }
+    let in_records = match (major.as_deref(), minor.as_deref()) {
+        (Some("1"), Some("0")) => false,
+        (Some("0"), Some("0" | "1")) | (None, None) => true,
+        (major, minor) => {
+            return Err(format!(
+                "uses GNU sparse format {}.{}, which this agent does not know (0.0, 0.1 and 1.0 it does)",
+                truncate(major.unwrap_or("?")),
+                truncate(minor.unwrap_or("?"))
+            ))
+        }
+    };
+    let real_size = size.ok_or("is a GNU sparse file without its real size")?;
+    let map = if in_records {
+        let numbers = match map {
+            Some(map) if pairs.is_empty() => map
+                .split(',')
+                .take(2 * MAX_SPARSE_SEGMENTS as usize + 1)
+                .map(sparse_number)
+                .collect::<Result<Vec<u64>, String>>()?,
+            None => pairs,
+            Some(_) => return Err("has two GNU sparse maps".into()),
+        };
+        if numbers.len() as u64 > 2 * MAX_SPARSE_SEGMENTS {
+            return Err(format!(
+                "is a sparse file of more than {MAX_SPARSE_SEGMENTS} segments"
+            ));
+        }
+        if numbers.len() % 2 != 0
+            || numblocks.is_some_and(|n| n.saturating_mul(2) != numbers.len() as u64)
+        {
+            return Err("has a GNU sparse map that does not add up (an offset without a size, or another count than announced)".into());
+        }
+        Some(
+            numbers
+                .chunks_exact(2)
+                .map(|pair| Segment {
+                    offset: pair[0],
+                    len: pair[1],
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
+    Ok(Some(PaxSparse {
+        name,
+        real_size,
+        map,
+    }))
+}
+
+/// A decimal number of a sparse map: at most 20 digits, no sign, no spaces.
+fn sparse_number(text: &str) -> Result<u64, String> {
+    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "has a GNU sparse map with `{}` for a number",
+            truncate(text)
+        ));
+    }
+    text.parse().map_err(|_| {
+        format!(
+            "has a GNU sparse map with `{}` for a number",
+            truncate(text)
+        )
+    })
+}
+
+/// Reads a format 1.0 sparse map from the start of an entry of `size` bytes: the number of
+/// segments, then each one's offset and size, one decimal number a line, padded to 512-byte
+/// blocks. Returns the map and the bytes it took.
+fn read_sparse_map(entry: &mut impl Read, size: u64) -> Result<(Vec<Segment>, u64), String> {
+    let mut numbers: Vec<u64> = Vec::new();
+    let mut wanted = None;
+    let (mut value, mut digits) = (0u64, 0usize);
+    let mut block = [0u8; 512];
+    let mut read = 0u64;
+    loop {
+        if read + 512 > size {
+            return Err("has a GNU sparse map that runs past its data".into());
+        }
+        entry
+            .read_exact(&mut block)
+            .map_err(|e| format!("has a GNU sparse map that cannot be read: {e}"))?;
+        read += 512;
+        for &byte in &block {
+            match byte {
+                b'0'..=b'9' if digits < 20 => {
+                    value = value
+                        .checked_mul(10)
+                        .and_then(|v| v.checked_add(u64::from(byte - b'0')))
+                        .ok_or("has a GNU sparse map with a number too large")?;
+                    digits += 1;
+                }
+                b'\n' if digits > 0 => {
+                    numbers.push(value);
+                    (value, digits) = (0, 0);
+                    if numbers.len() == 1 {
+                        if numbers[0] > MAX_SPARSE_SEGMENTS {
+                            return Err(format!(
+                                "is a sparse file of more than {MAX_SPARSE_SEGMENTS} segments"
+                            ));
+                        }
+                        wanted = Some(1 + 2 * numbers[0] as usize);
+                    }
+                }
+                _ => return Err("has a GNU sparse map that is not one number a line".into()),
+            }
+            if Some(numbers.len()) == wanted {
+                let map = numbers[1..]
+                    .chunks_exact(2)
+                    .map(|pair| Segment {
+                        offset: pair[0],
+                        len: pair[1],
+                    })
+                    .collect();
+                return Ok((map, read));
+            }
+        }
+    }
+}
+
+/// Checks a sparse map: segments in order, not overlapping, inside a file of `real_size`
+/// bytes, and holding exactly the `data` bytes the entry has after its map. Pure.
+fn check_sparse_map(map: &[Segment], real_size: u64, data: u64) -> Result<(), String> {
+    let mut end = 0u64;
+    let mut total = 0u64;
+    for segment in map {
+        if segment.offset < end {
+            return Err("has a GNU sparse map whose segments overlap or are out of order".into());
+        }
+        end = segment
+            .offset
+            .checked_add(segment.len)
+            .filter(|&e| e <= real_size)
+            .ok_or_else(|| {
+                format!("has a GNU sparse map that reaches past its size of {real_size} bytes")
+            })?;
+        total = total.saturating_add(segment.len);
+    }
+    if total != data {
+        return Err(format!(
+            "has a GNU sparse map of {total} bytes of data, but {data} bytes follow it"
+        ));
+    }
+    Ok(())
+}
+
+/// Copies `size` bytes from `from` to `to`, seeking over runs of zeros (they read back as
+/// zeros: holes), then sets the file's length to `size`.
+fn copy_with_holes(from: &mut impl Read, to: &mut File, size: u64) -> io::Result<()> {
+    let mut chunk = vec![0u8; CHUNK];
+    let mut at = 0u64;
+    loop {
+        let n = from.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        if chunk[..n].iter().all(|&b| b == 0) {
+            to.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            io::Write::write_all(to, &chunk[..n])?;
+        }
+        at += n as u64;
+    }
+    if at != size {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the content ends after {at} of its {size} bytes"),
+        ));
+    }
+    to.set_len(size)
 }
 
 /// Whether a relative symlink target, resolved from an entry `depth` directories below the

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use shoal_model::manifest::image::ImageRef;
 use shoal_tests::images::{
-    busybox_layer, digest, docker_save, skopeo_copy, skopeo_copy_as, Entry, Image as TestImage,
-    Layer, OciLayout, Registry,
+    busybox_layer, digest, docker_save, gnu_sparse_layer, skopeo_copy, skopeo_copy_as,
+    sparse_content, Entry, Image as TestImage, Layer, OciLayout, Registry, SparseFormat,
 };
 use tempfile::TempDir;
 
@@ -315,6 +315,409 @@ fn a_layer_in_memory_unpacks_plain_or_gzipped_and_one_refused_or_too_large_leave
         .collect();
     names.sort();
     assert_eq!(names, ["gzip", "plain"]);
+}
+
+// ---- sparse files ----
+
+/// The offsets and bytes written into the sparse test file: a few bytes in the middle and at
+/// the very end, so that the holes around them must be kept.
+fn sparse_writes(size: u64) -> Vec<(u64, &'static [u8])> {
+    vec![(100_000, &b"hello"[..]), (size - 5, &b"tail!"[..])]
+}
+
+#[test]
+fn gnu_sparse_files_of_every_format_unpack_under_their_own_name_with_their_holes() {
+    let dir = TempDir::new().expect("temp dir");
+    let size = 3 << 20;
+    let writes = sparse_writes(size);
+    for format in SparseFormat::ALL {
+        let tar = gnu_sparse_layer(format, size, &writes);
+        assert!(
+            tar.len() < 64 * 1024,
+            "{format:?}: GNU tar did not store it sparse"
+        );
+        let dest = dir.path().join(format!("{format:?}"));
+        let content =
+            unpack_layer(&tar, &dest, 16 << 20).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        let file = dest.join("d/sparse");
+        let meta = fs::metadata(&file).unwrap_or_else(|e| panic!("{format:?}: d/sparse: {e}"));
+        assert_eq!(meta.len(), size, "{format:?}");
+        assert!(
+            fs::read(&file).expect("read") == sparse_content(size, &writes),
+            "{format:?}: the content differs"
+        );
+        assert!(
+            meta.blocks() * 512 < 1 << 20,
+            "{format:?}: {} bytes allocated for {size} bytes of mostly holes",
+            meta.blocks() * 512
+        );
+        assert_eq!(
+            fs::read_to_string(dest.join("d/after")).expect("the entry after it"),
+            "after the sparse file",
+            "{format:?}"
+        );
+        assert_eq!(content, size + 21, "{format:?}: content bytes");
+        let mut names: Vec<String> = fs::read_dir(dest.join("d"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["after", "sparse"], "{format:?}");
+    }
+}
+
+#[test]
+fn a_sparse_file_counts_at_its_full_size_toward_the_layer_limit() {
+    let dir = TempDir::new().expect("temp dir");
+    // 1 GiB of holes in a tar of a few KiB.
+    let size = 1 << 30;
+    for format in SparseFormat::ALL {
+        let tar = gnu_sparse_layer(format, size, &sparse_writes(size));
+        let dest = dir.path().join(format!("{format:?}"));
+        let err = unpack_layer(&tar, &dest, 16 << 20).expect_err("over the limit");
+        assert!(
+            matches!(err, ImageError::BadLayer { .. }) && err.to_string().contains("full size"),
+            "{format:?}: {err}"
+        );
+        assert!(!dest.exists(), "{format:?}: left {}", dest.display());
+    }
+    assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 0);
+}
+
+/// A tar of one regular entry `name` with `data`, after a PAX header of `records`.
+fn pax_sparse_tar(records: &[(&str, &str)], name: &str, data: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions(records.iter().map(|(k, v)| (*k, v.as_bytes())))
+        .expect("pax records");
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_700_000_000);
+    header.set_size(data.len() as u64);
+    header.set_path(name).expect("a short name");
+    header.set_cksum();
+    builder.append(&header, data).expect("append");
+    builder.into_inner().expect("finish")
+}
+
+/// A format 1.0 map (`numbers`, one a line) padded to a block, then `data`.
+fn map_1x0(numbers: &[&str], data: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = numbers
+        .iter()
+        .flat_map(|n| format!("{n}\n").into_bytes())
+        .collect();
+    out.resize(out.len().next_multiple_of(512), 0);
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn hostile_sparse_maps_are_refused_and_leave_nothing() {
+    let v01 = |map: &str, size: &str| {
+        vec![
+            ("GNU.sparse.major", "0"),
+            ("GNU.sparse.minor", "1"),
+            ("GNU.sparse.name", "f"),
+            ("GNU.sparse.size", size),
+        ]
+        .into_iter()
+        .chain([("GNU.sparse.map", map)])
+        .map(|(k, v)| (k, v.to_string()))
+        .collect::<Vec<_>>()
+    };
+    let v10 = |name: &str| {
+        vec![
+            ("GNU.sparse.major", "1".to_string()),
+            ("GNU.sparse.minor", "0".to_string()),
+            ("GNU.sparse.name", name.to_string()),
+            ("GNU.sparse.realsize", "1000".to_string()),
+        ]
+    };
+    let huge_count = format!("{}", u64::MAX / 2);
+    /// What a case is, its PAX records, the entry's data, and what the refusal says.
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "overlapping segments",
+            v01("0,10,5,10", "100"),
+            vec![1; 20],
+            "overlap",
+        ),
+        (
+            "out of order",
+            v01("50,10,0,10", "100"),
+            vec![1; 20],
+            "overlap",
+        ),
+        (
+            "past the real size",
+            v01("95,10", "100"),
+            vec![1; 10],
+            "past its size",
+        ),
+        (
+            "an offset that overflows",
+            v01(&format!("{},10", u64::MAX), "100"),
+            vec![1; 10],
+            "past its size",
+        ),
+        (
+            "more data than mapped",
+            v01("0,10", "100"),
+            vec![1; 30],
+            "bytes follow it",
+        ),
+        (
+            "less data than mapped",
+            v01("0,10,20,10", "100"),
+            vec![1; 10],
+            "bytes follow it",
+        ),
+        (
+            "an offset without a size",
+            v01("0,10,20", "100"),
+            vec![1; 10],
+            "does not add up",
+        ),
+        ("not a number", v01("0,1a", "100"), vec![1], "for a number"),
+        (
+            "a signed number",
+            v01("-0,1", "100"),
+            vec![1],
+            "for a number",
+        ),
+        (
+            "no real size",
+            v01("0,1", "")
+                .into_iter()
+                .filter(|(k, _)| *k != "GNU.sparse.size")
+                .collect(),
+            vec![1],
+            "real size",
+        ),
+        (
+            "an unknown version",
+            vec![
+                ("GNU.sparse.major", "2".into()),
+                ("GNU.sparse.minor", "0".into()),
+                ("GNU.sparse.realsize", "1".into()),
+            ],
+            vec![1],
+            "format 2.0",
+        ),
+        (
+            "0.0 numbers out of turn",
+            vec![
+                ("GNU.sparse.size", "100".into()),
+                ("GNU.sparse.numbytes", "1".into()),
+            ],
+            vec![1],
+            "out of turn",
+        ),
+        (
+            "0.0 with another count than announced",
+            vec![
+                ("GNU.sparse.size", "100".into()),
+                ("GNU.sparse.numblocks", "2".into()),
+                ("GNU.sparse.offset", "0".into()),
+                ("GNU.sparse.numbytes", "1".into()),
+            ],
+            vec![1],
+            "does not add up",
+        ),
+        (
+            "a 1.0 map of absurdly many segments",
+            v10("f"),
+            map_1x0(&[&huge_count], b""),
+            "segments",
+        ),
+        (
+            "a 1.0 map past its data",
+            v10("f"),
+            b"3\n0\n1\n".to_vec(),
+            "runs past",
+        ),
+        (
+            "a 1.0 map that is not numbers",
+            v10("f"),
+            map_1x0(&["1", "0", "x"], b"x"),
+            "one number a line",
+        ),
+        (
+            "a 1.0 number too large",
+            v10("f"),
+            map_1x0(&["1", &"9".repeat(20), "1"], b"x"),
+            "too large",
+        ),
+        (
+            "a 1.0 number of too many digits",
+            v10("f"),
+            map_1x0(&["1", &format!("{}1", "0".repeat(20)), "1"], b"x"),
+            "one number a line",
+        ),
+        (
+            "a real name that escapes",
+            v10("../evil"),
+            map_1x0(&["1", "0", "1"], b"x"),
+            "`..`",
+        ),
+        (
+            "an absolute real name",
+            v10("/tmp/shoal-sparse-evil"),
+            map_1x0(&["1", "0", "1"], b"x"),
+            "absolute",
+        ),
+    ];
+    let dir = TempDir::new().expect("temp dir");
+    for (i, (what, records, data, says)) in cases.into_iter().enumerate() {
+        let records: Vec<(&str, &str)> = records.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let tar = pax_sparse_tar(&records, "GNUSparseFile.1/f", &data);
+        let dest = dir.path().join(format!("case-{i}"));
+        let err = unpack_layer(&tar, &dest, 1 << 20).expect_err(what);
+        assert!(
+            matches!(
+                err,
+                ImageError::UnsafeEntry { .. } | ImageError::BadLayer { .. }
+            ) && err.to_string().contains(says),
+            "{what}: {err}"
+        );
+        assert!(!dest.exists(), "{what}: left {}", dest.display());
+    }
+    assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 0);
+    assert!(find_named(Path::new("/tmp"), "shoal-sparse-evil").is_empty());
+}
+
+#[test]
+fn a_fully_sparse_file_and_an_empty_map_unpack() {
+    let dir = TempDir::new().expect("temp dir");
+    for (what, records, data) in [
+        (
+            "1.0, no segment",
+            vec![
+                ("GNU.sparse.major", "1"),
+                ("GNU.sparse.minor", "0"),
+                ("GNU.sparse.name", "holes"),
+                ("GNU.sparse.realsize", "4096"),
+            ],
+            map_1x0(&["0"], b""),
+        ),
+        (
+            "0.1, one empty segment at the end",
+            vec![
+                ("GNU.sparse.major", "0"),
+                ("GNU.sparse.minor", "1"),
+                ("GNU.sparse.name", "holes"),
+                ("GNU.sparse.size", "4096"),
+                ("GNU.sparse.map", "4096,0"),
+            ],
+            Vec::new(),
+        ),
+    ] {
+        let tar = pax_sparse_tar(&records, "GNUSparseFile.1/holes", &data);
+        let dest = dir.path().join(what.replace([' ', ','], "-"));
+        assert_eq!(
+            unpack_layer(&tar, &dest, 1 << 20).expect(what),
+            4096,
+            "{what}"
+        );
+        assert_eq!(
+            fs::read(dest.join("holes")).expect(what),
+            vec![0; 4096],
+            "{what}"
+        );
+        assert!(!dest.join("GNUSparseFile.1").exists(), "{what}");
+    }
+}
+
+/// `value` as a NUL-terminated octal tar field.
+fn octal(field: &mut [u8], value: u64) {
+    let text = format!("{value:0width$o}", width = field.len() - 1);
+    field[..text.len()].copy_from_slice(text.as_bytes());
+    field[text.len()..].fill(0);
+}
+
+/// An old GNU sparse entry whose map goes on for `extensions` extension headers of 21 empty
+/// segments each, all at offset 0 (the tar reader accepts that): nothing to unpack, but a map
+/// the tar reader holds whole, and that compresses to next to nothing.
+fn sparse_map_chain(extensions: usize) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::GNUSparse);
+    header.set_path("chain").expect("name");
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_700_000_000);
+    header.set_size(0);
+    let empty = |s: &mut tar::GnuSparseHeader| {
+        octal(&mut s.offset, 0);
+        octal(&mut s.numbytes, 0);
+    };
+    let gnu = header.as_gnu_mut().expect("a GNU header");
+    gnu.sparse.iter_mut().for_each(empty);
+    gnu.isextended[0] = u8::from(extensions > 0);
+    octal(&mut gnu.realsize, 0);
+    header.set_cksum();
+    let mut tar = header.as_bytes().to_vec();
+    for i in 0..extensions {
+        let mut ext = tar::GnuExtSparseHeader::new();
+        ext.sparse_mut().iter_mut().for_each(empty);
+        ext.isextended[0] = u8::from(i + 1 < extensions);
+        tar.extend_from_slice(ext.as_bytes());
+    }
+    tar.extend_from_slice(&[0; 1024]);
+    tar
+}
+
+#[test]
+fn a_layer_whose_headers_would_fill_memory_is_refused() {
+    let dir = TempDir::new().expect("temp dir");
+    // A short map is fine.
+    let dest = dir.path().join("short");
+    unpack_layer(&sparse_map_chain(3), &dest, 1 << 20).expect("a short map");
+    assert_eq!(fs::metadata(dest.join("chain")).expect("chain").len(), 0);
+
+    let huge = 5 << 20;
+    let mut long_name = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.set_size(huge as u64);
+    header.set_cksum();
+    long_name
+        .append(&header, &vec![b'a'; huge][..])
+        .expect("append");
+    let cases = [
+        (
+            "an old GNU sparse map of 10000 extensions",
+            sparse_map_chain(10_000),
+        ),
+        (
+            "a 5 MiB PAX record",
+            pax_sparse_tar(&[("comment", &"x".repeat(huge))], "f", b""),
+        ),
+        (
+            "a 5 MiB GNU long name",
+            long_name.into_inner().expect("tar"),
+        ),
+    ];
+    for (what, tar) in cases {
+        let blob = shoal_tests::images::gzip(&tar);
+        assert!(
+            blob.len() * 32 < tar.len(),
+            "{what}: {} bytes gzip'd, of {}",
+            blob.len(),
+            tar.len()
+        );
+        let dest = dir.path().join("refused");
+        let err = unpack_layer(&blob, &dest, 64 << 20).expect_err(what);
+        assert!(
+            err.to_string().contains("bytes of headers"),
+            "{what}: {err}"
+        );
+        assert!(!dest.exists(), "{what}");
+    }
 }
 
 // ---- hostile layers ----

@@ -9,8 +9,8 @@
 //! - `constraint`: the constraints of the examples and one of each operator;
 //! - `broker_acl`, `hub_password`: lines in each target's input format;
 //! - `layer`: small layer tars (files, dirs, symlinks, hardlinks, fifos, whiteouts, replaced
-//!   entries, long names) and each path-traversal shape the unpacker refuses, behind the
-//!   target's mode byte.
+//!   entries, long names, sparse files in each of GNU tar's formats: it needs GNU tar) and
+//!   each path-traversal shape the unpacker refuses, behind the target's mode byte.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -24,7 +24,7 @@ use shoal_model::wire::{
     EventReason, ExitInfo, Health, ImageSummary, Limits, Message, NodeStatus, NodeUsage, Presence,
     RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody, Severity, WorkloadStatus,
 };
-use shoal_tests::images::{gzip, Entry, Layer};
+use shoal_tests::images::{gnu_sparse_layer, gzip, Entry, Layer, SparseFormat};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
 
@@ -558,6 +558,15 @@ fn layer_seeds(seeds: &mut Seeds) -> Result {
         Entry::file("file/evil", "below a file"),
     ]);
     write("refused-below-a-file.tar", FIX, &tar(&through_file))?;
+
+    // Sparse files as GNU tar writes them, in each format: small ones that unpack, and ones
+    // whose full size (1 GiB of holes) is over the target's limit.
+    for format in SparseFormat::ALL {
+        let small = gnu_sparse_layer(format, 12_288, &[(5_000, b"hello"), (12_283, b"tail!")]);
+        write(&format!("sparse-{format:?}.tar"), FIX, &small)?;
+        let huge = gnu_sparse_layer(format, 1 << 30, &[(1 << 29, b"middle")]);
+        write(&format!("sparse-{format:?}-over-the-limit.tar"), FIX, &huge)?;
+    }
 
     // Streams the tar reader or the decompressor refuses.
     let basic = Layer::new(vec![Entry::file("f", "content")]).tar();
