@@ -18,6 +18,8 @@ mod runtime;
 mod state;
 mod supervisor;
 mod telemetry;
+#[cfg(test)]
+mod testing;
 mod wiring;
 
 pub use cli::main;

@@ -224,6 +224,9 @@ pub fn ps_table(status: &NodeStatus, now_ms: u64) -> String {
             }
         }
     }
+    if let Some(full) = crate::state::disk::condition(&status.events) {
+        notes.push(full.message.clone());
+    }
     let mut out = table(&rows);
     for note in notes {
         out.push_str(&note);
@@ -353,5 +356,35 @@ app       side       BackOff  -        0          code 3     -    -       -     
 app/side: exited with status 3
 ";
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn ps_says_the_data_disk_is_full_until_it_has_space_again() {
+        use crate::state::disk::{event, Change};
+        let dir = std::path::Path::new("/var/lib/shoal");
+        let mut status = NodeStatus {
+            node_id: "n".into(),
+            observed_generation: 1,
+            sequence: 0,
+            sent_at_ms: 0,
+            workloads: vec![],
+            usage: NodeUsage::default(),
+            events: vec![event(Change::Full, 0, dir, 1)],
+            dropped_events: 0,
+        };
+        let out = ps_table(&status, 2);
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            [
+                "WORKLOAD  CONTAINER  STATE  HEALTH  RESTARTS  LAST EXIT  PID  UPTIME  MEMORY  CPU",
+                "the data disk is full (0 free on /var/lib/shoal): running workloads keep running, \
+                 but new images, desired states, records and logs may not be stored; free space, \
+                 e.g. `shoal-agent images prune`",
+            ]
+        );
+        status
+            .events
+            .push(event(Change::SpaceAgain, 64 << 20, dir, 3));
+        assert_eq!(ps_table(&status, 4).lines().count(), 1, "only the header");
     }
 }

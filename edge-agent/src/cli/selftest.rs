@@ -176,6 +176,17 @@ fn privileges() -> Check {
 fn database(data_dir: &Path) -> Check {
     let store = match state::Store::open(data_dir) {
         Ok(store) => store,
+        // The running agent holds its database exclusively (so that it opens on a full disk).
+        Err(err) if err.is_busy() => {
+            return Check::warn(
+                "database",
+                format!(
+                    "{} is in use by a running `shoal-agent run`, which checked it when it \
+                     opened it; stop the agent to check it here",
+                    data_dir.join(state::DB_FILE).display()
+                ),
+            )
+        }
         Err(err) => return Check::fail("database", chain(err)),
     };
     let migrated = store.migrated();

@@ -68,11 +68,11 @@ pub fn migrate(
     check_not_newer(from, latest, path)?;
     for (index, migration) in migrations.iter().enumerate().skip(from as usize) {
         let version = latest_version(&migrations[..=index]);
-        let failed = |source| StateError::Migrate {
+        let failed = |cause| StateError::Migrate {
             path: path.to_owned(),
             version,
             name: migration.name,
-            source,
+            cause,
         };
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -108,9 +108,9 @@ fn check_not_newer(found: u32, supported: u32, path: &Path) -> Result<(), StateE
 
 pub fn user_version(conn: &Connection, path: &Path) -> Result<u32, StateError> {
     conn.pragma_query_value(None, "user_version", |row| row.get::<_, u32>(0))
-        .map_err(|source| StateError::Query {
+        .map_err(|cause| StateError::Query {
             path: path.to_owned(),
-            what: "the schema version",
-            source,
+            action: "read the schema version",
+            cause,
         })
 }

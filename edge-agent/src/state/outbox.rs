@@ -70,7 +70,7 @@ impl Store {
         (reported, lost): (u64, u64),
         now_ms: u64,
     ) -> Result<ReportCursor, StateError> {
-        let failed = |source| self.query_failed("writing the outbox", source);
+        let failed = |cause| self.query_failed("write the outbox", cause);
         let tx = self.conn.unchecked_transaction().map_err(failed)?;
         tx.execute(
             "UPDATE meta SET value = CAST(max(CAST(value AS INTEGER) - ?1, 0) + ?2 AS TEXT) WHERE key = ?3",
@@ -103,7 +103,7 @@ impl Store {
 
     /// At most `limit` messages with an id above `after`, oldest first.
     pub fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxRow>, StateError> {
-        let failed = |source| self.query_failed("the outbox", source);
+        let failed = |cause| self.query_failed("read the outbox", cause);
         let mut statement = self
             .conn
             .prepare("SELECT id, topic, payload FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2")
@@ -124,7 +124,7 @@ impl Store {
     pub fn remove_outbox(&self, id: u64) -> Result<(), StateError> {
         self.conn
             .execute("DELETE FROM outbox WHERE id = ?1", [to_i64(id)])
-            .map_err(|source| self.query_failed("removing an outbox message", source))?;
+            .map_err(|cause| self.query_failed("remove an outbox message", cause))?;
         Ok(())
     }
 
@@ -133,7 +133,7 @@ impl Store {
         let count: i64 = self
             .conn
             .query_row("SELECT count(*) FROM outbox", [], |row| row.get(0))
-            .map_err(|source| self.query_failed("the outbox size", source))?;
+            .map_err(|cause| self.query_failed("count the outbox", cause))?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
@@ -144,7 +144,7 @@ impl Store {
                 row.get(0)
             })
             .optional()
-            .map_err(|source| self.query_failed("the reporter's cursor", source))?;
+            .map_err(|cause| self.query_failed("read the reporter's cursor", cause))?;
         Ok(value.and_then(|v| v.trim().parse().ok()).unwrap_or(0))
     }
 }

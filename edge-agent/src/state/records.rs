@@ -81,7 +81,7 @@ impl Store {
             what: "desired state",
             reason: e.to_string(),
         })?;
-        let failed = |source| self.query_failed("saving the desired state", source);
+        let failed = |cause| self.query_failed("save the desired state", cause);
         let tx = self.conn.unchecked_transaction().map_err(failed)?;
         tx.execute(
             "INSERT OR REPLACE INTO desired_state (generation, source, payload, received_at) VALUES (?1, ?2, ?3, ?4)",
@@ -104,7 +104,7 @@ impl Store {
     /// enrollment: the hub may have forgotten this node), while the newest one stays what
     /// the node runs until then.
     pub fn forget_hub_generation(&self) -> Result<(), StateError> {
-        let failed = |source| self.query_failed("resetting the hub's generation", source);
+        let failed = |cause| self.query_failed("reset the hub's generation", cause);
         let tx = self.conn.unchecked_transaction().map_err(failed)?;
         tx.execute(
             "DELETE FROM desired_state WHERE source = 'hub' AND id NOT IN \
@@ -122,7 +122,7 @@ impl Store {
 
     /// The hub keys this node trusts.
     pub fn trusted_keys(&self) -> Result<Vec<PublicKey>, StateError> {
-        let failed = |source| self.query_failed("the trusted hub keys", source);
+        let failed = |cause| self.query_failed("read the trusted hub keys", cause);
         let mut statement = self
             .conn
             .prepare("SELECT public FROM hub_keys ORDER BY public")
@@ -148,7 +148,7 @@ impl Store {
 
     /// Replaces the hub keys this node trusts (enrollment, or the configured seed).
     pub fn set_trusted_keys(&self, keys: &[PublicKey], now_ms: u64) -> Result<(), StateError> {
-        let failed = |source| self.query_failed("storing the trusted hub keys", source);
+        let failed = |cause| self.query_failed("store the trusted hub keys", cause);
         let tx = self.conn.unchecked_transaction().map_err(failed)?;
         replace_keys(&tx, keys, now_ms).map_err(failed)?;
         tx.commit().map_err(failed)
@@ -167,7 +167,7 @@ impl Store {
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
-            .map_err(|source| self.query_failed("the desired state", source))?;
+            .map_err(|cause| self.query_failed("read the desired state", cause))?;
         let Some((generation, payload)) = row else {
             return Ok(None);
         };
@@ -210,13 +210,13 @@ impl Store {
                         .map(|g| i64::try_from(g.as_millis()).unwrap_or(i64::MAX)),
                 ],
             )
-            .map_err(|source| self.query_failed("saving a container", source))?;
+            .map_err(|cause| self.query_failed("save a container record", cause))?;
         Ok(())
     }
 
     /// Every container record.
     pub fn containers(&self) -> Result<Vec<ContainerRecord>, StateError> {
-        let failed = |source| self.query_failed("the containers", source);
+        let failed = |cause| self.query_failed("read the container records", cause);
         let mut statement = self
             .conn
             .prepare(
@@ -255,7 +255,7 @@ impl Store {
     pub fn delete_container(&self, id: &str) -> Result<(), StateError> {
         self.conn
             .execute("DELETE FROM containers WHERE id = ?1", [id])
-            .map_err(|source| self.query_failed("deleting a container", source))?;
+            .map_err(|cause| self.query_failed("delete a container record", cause))?;
         Ok(())
     }
 
@@ -273,7 +273,7 @@ impl Store {
                     event.message,
                 ],
             )
-            .map_err(|source| self.query_failed("recording an event", source))?;
+            .map_err(|cause| self.query_failed("record an event", cause))?;
         Ok(u64::try_from(self.conn.last_insert_rowid()).unwrap_or(0))
     }
 
@@ -306,7 +306,7 @@ impl Store {
                 |row| row.get(0),
             )
             .optional()
-            .map_err(|source| self.query_failed("the last event", source))?;
+            .map_err(|cause| self.query_failed("read the last event sequence", cause))?;
         Ok(last.map_or(0, |seq| u64::try_from(seq).unwrap_or(0)))
     }
 
@@ -315,7 +315,7 @@ impl Store {
         sql: &str,
         params: impl rusqlite::Params,
     ) -> Result<Vec<Event>, StateError> {
-        let failed = |source| self.query_failed("the events", source);
+        let failed = |cause| self.query_failed("read the events", cause);
         let mut statement = self.conn.prepare(sql).map_err(failed)?;
         let rows = statement
             .query_map(params, |row| {

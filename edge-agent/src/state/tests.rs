@@ -250,3 +250,192 @@ fn an_unwritable_data_dir_is_reported_with_its_path() {
     assert!(matches!(err, StateError::CreateDir { .. }), "{err:?}");
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
+
+fn container(id: &str) -> ContainerRecord {
+    ContainerRecord {
+        id: id.into(),
+        workload: "app".into(),
+        name: "main".into(),
+        image: "busybox".into(),
+        spec_hash: "h".into(),
+        restarts: 2,
+        crash_streak: 0,
+        oom_kills: 0,
+        last_exit: None,
+        stop_grace: None,
+    }
+}
+
+fn event(message: &str) -> shoal_model::wire::Event {
+    shoal_model::wire::Event {
+        sequence: 0,
+        at_ms: 1,
+        severity: shoal_model::wire::Severity::Info,
+        workload: None,
+        container: None,
+        reason: shoal_model::wire::EventReason::Started,
+        message: message.into(),
+    }
+}
+
+const FULL: &str =
+    "the disk is full (no space left on device); free space, e.g. `shoal-agent images prune`";
+
+#[test]
+fn on_a_full_disk_the_database_opens_reads_all_it_holds_and_refuses_writes_saying_why() {
+    let disk = crate::testing::SmallDisk::mount(2);
+    let data = disk.path().join("data");
+    let path = data.join(DB_FILE);
+    {
+        let store = Store::open(&data).expect("open");
+        store
+            .save_desired(Source::Local, 3, &[], &[], 1)
+            .expect("desired");
+        store
+            .save_container(&container("app.main"), 1)
+            .expect("container");
+        store.record_event(&event("before")).expect("event");
+    }
+    disk.fill();
+
+    // The root of "disk I/O error" on restart: SQLite's default VFS must write its -shm file.
+    let default_vfs = Connection::open(&path).expect("open with the default VFS");
+    let err = default_vfs
+        .query_row("SELECT count(*) FROM containers", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .expect_err("the default VFS needs space for its shared memory");
+    assert_eq!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::SystemIoFailure),
+        "{err}"
+    );
+    drop(default_vfs);
+
+    let store = Store::open(&data).expect("opens on a full disk");
+    assert!(
+        EXCLUSIVE.lock().expect("lock").contains(&path),
+        "with no room for the -shm file, the WAL index is in this process"
+    );
+    // The hub link's connection shares it.
+    let second = Store::open(&data).expect("a second connection of the agent");
+    assert_eq!(
+        store.latest_desired(Source::Local).expect("read"),
+        Some((3, vec![]))
+    );
+    assert_eq!(store.containers().expect("read"), [container("app.main")]);
+    assert_eq!(store.recent_events(10).expect("read")[0].message, "before");
+    let err = store
+        .save_desired(Source::Local, 4, &[], &[], 2)
+        .expect_err("no room");
+    assert!(err.is_disk_full(), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot save the desired state in {}: {FULL}",
+            path.display()
+        )
+    );
+    let err = store
+        .save_container(&container("app.side"), 2)
+        .expect_err("no room");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot save a container record in {}: {FULL}",
+            path.display()
+        )
+    );
+    assert!(store.record_event(&event("during")).is_err());
+    let cursor = store.report_cursor().expect("cursor");
+    assert!(store
+        .push_outbox(
+            &[OutboxMessage {
+                topic: "t".into(),
+                payload: vec![1],
+                events: 1
+            }],
+            9,
+            9,
+            (0, 0),
+            2
+        )
+        .is_err());
+
+    // Nothing stored changed, and with room again writes work.
+    assert_eq!(
+        store.latest_desired(Source::Local).expect("read"),
+        Some((3, vec![]))
+    );
+    assert_eq!(store.containers().expect("read"), [container("app.main")]);
+    assert_eq!(store.report_cursor().expect("cursor"), cursor);
+    assert_eq!(store.outbox_len().expect("outbox"), 0);
+    disk.unfill();
+    store
+        .save_desired(Source::Local, 4, &[], &[], 3)
+        .expect("room again");
+    assert_eq!(
+        store.latest_desired(Source::Local).expect("read"),
+        Some((4, vec![]))
+    );
+    assert_eq!(
+        second.latest_desired(Source::Local).expect("read"),
+        Some((4, vec![])),
+        "both connections see one database"
+    );
+    assert!(store.integrity_problems().expect("check").is_empty());
+}
+
+#[test]
+fn with_room_on_the_disk_other_connections_read_the_database_beside_the_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store.record_event(&event("one")).expect("write");
+    let reader = Connection::open_with_flags(
+        dir.path().join(DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open read-only");
+    let count: i64 = reader
+        .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+        .expect("read beside the agent");
+    assert_eq!(count, 1);
+    assert!(!EXCLUSIVE
+        .lock()
+        .expect("lock")
+        .contains(&dir.path().join(DB_FILE)));
+}
+
+#[test]
+fn sqlite_errors_are_explained_in_words_an_operator_can_act_on() {
+    use rusqlite::ffi;
+    let path = Path::new("/var/lib/shoal/agent.db");
+    let failed = |code| StateError::Query {
+        path: path.to_owned(),
+        action: "record an event",
+        cause: rusqlite::Error::SqliteFailure(ffi::Error::new(code), None),
+    };
+    let cases = [
+        (ffi::SQLITE_FULL, FULL),
+        (ffi::SQLITE_BUSY, "another process holds the database"),
+        (ffi::SQLITE_READONLY, "mounted read-write"),
+        (ffi::SQLITE_CORRUPT, "restore a backup, or move it away"),
+        (ffi::SQLITE_NOTADB, "restore a backup, or move it away"),
+        (ffi::SQLITE_IOERR, "check the device"),
+    ];
+    for (code, words) in cases {
+        let message = failed(code).to_string();
+        assert!(
+            message.starts_with("cannot record an event in /var/lib/shoal/agent.db: ")
+                && message.contains(words),
+            "{code}: {message}"
+        );
+    }
+    assert!(failed(ffi::SQLITE_FULL).is_disk_full());
+    assert!(!failed(ffi::SQLITE_BUSY).is_disk_full());
+    assert!(failed(ffi::SQLITE_BUSY).is_busy());
+    assert_eq!(
+        StateError::disk_full(path, "save the desired state").to_string(),
+        format!("cannot save the desired state in /var/lib/shoal/agent.db: {FULL}")
+    );
+}

@@ -133,13 +133,19 @@ impl Supervisor {
             &state.signing_keys,
             wall_ms(),
         ) {
+            let retry = if e.is_disk_full() {
+                self.waiting_for_space = Some((Box::new(envelope.clone()), state));
+                "it is taken once the disk has space again"
+            } else {
+                "the next delivery is tried again"
+            };
             self.note(
                 Severity::Error,
                 None,
                 None,
                 EventReason::DesiredStateRejected,
                 format!(
-                    "cannot store desired generation {generation} ({e}); generation {} keeps running and the next delivery is tried again",
+                    "cannot store desired generation {generation} ({e}); generation {} keeps running and {retry}",
                     self.generation
                 ),
             );

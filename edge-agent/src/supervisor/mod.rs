@@ -18,6 +18,7 @@
 //! every heartbeat (`report.rs`).
 
 mod desired;
+mod disk;
 mod health;
 mod report;
 mod requests;
@@ -46,6 +47,7 @@ pub use report::HubMode;
 
 use crate::api::Incoming;
 use crate::reconcile::{self, Action, Exit, ImageState, ObservedContainer, Run, StopReason};
+use crate::state::disk::DataDisk;
 use crate::state::{ContainerRecord, Source, Store};
 
 /// How often the loop looks at its containers when nothing else happens.
@@ -218,6 +220,11 @@ pub struct Supervisor {
     last_event: Cell<u64>,
     /// The hub keys a desired state must be signed with.
     trusted: Vec<PublicKey>,
+    /// Whether the data disk is full, and the reserve that lets the agent say so.
+    disk: DataDisk,
+    /// The hub's desired state that could not be stored for lack of space: taken again once
+    /// the disk has space.
+    waiting_for_space: Option<(Box<Envelope>, DesiredState)>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -276,6 +283,7 @@ impl Supervisor {
             .map(|r| ((r.workload.clone(), r.name.clone()), r))
             .collect();
         let pods = containers.pods()?.into_iter().collect();
+        let disk = DataDisk::new(store.data_dir());
         let mut supervisor = Supervisor {
             node_name,
             node,
@@ -294,7 +302,11 @@ impl Supervisor {
             hub,
             last_event,
             trusted,
+            disk,
+            waiting_for_space: None,
         };
+        // First, so that on a full disk the reserve is given up before anything is recorded.
+        supervisor.watch_disk();
         supervisor.adopt()?;
         let from = if supervisor.hub.is_some() {
             "the hub's"
@@ -420,6 +432,7 @@ impl Supervisor {
 
     /// Observes, plans and dispatches; returns how long to sleep at most.
     fn step(&mut self) -> Duration {
+        self.watch_disk();
         self.observe();
         let plan = reconcile::plan(&self.desired, &self.observed(), self.now());
         self.dispatch(plan.actions);

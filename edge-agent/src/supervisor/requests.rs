@@ -14,7 +14,7 @@ use super::{wall_ms, Supervisor};
 use crate::api::Incoming;
 use crate::reconcile::placement;
 use crate::runtime::logs::{self, LogFollower};
-use crate::state::Source;
+use crate::state::{Source, StateError};
 
 /// Largest log chunk sent in one response.
 const LOG_CHUNK: usize = 64 * 1024;
@@ -169,7 +169,23 @@ impl Supervisor {
         if let Err(message) = self.fits(&next) {
             return RpcResponseBody::Error { message };
         }
-        self.replace_desired(next, changes)
+        if self.disk.is_full() && grows(&self.desired, &next) {
+            // The reserve the agent gave up is for its own records and for deletes that free
+            // space, not for more workloads that would need more.
+            let error = StateError::disk_full(self.store.path(), "save the desired state");
+            return RpcResponseBody::Error {
+                message: format!("nothing was applied: {error}, then apply again"),
+            };
+        }
+        match self.replace_desired(next, &changes) {
+            Ok(generation) => RpcResponseBody::Applied {
+                generation,
+                changes,
+            },
+            Err(e) => RpcResponseBody::Error {
+                message: format!("nothing was applied: {e}"),
+            },
+        }
     }
 
     fn delete(&mut self, workload: &str) -> RpcResponseBody {
@@ -184,35 +200,29 @@ impl Supervisor {
             .filter(|d| d.workload.name != workload)
             .cloned()
             .collect();
-        match self.replace_desired(next, vec![format!("{workload}: deleted")]) {
-            RpcResponseBody::Applied { .. } => RpcResponseBody::Done {
+        match self.replace_desired(next, &[format!("{workload}: deleted")]) {
+            Ok(_) => RpcResponseBody::Done {
                 message: format!("{workload}: deleted; its containers are being stopped"),
             },
-            other => other,
+            Err(e) => RpcResponseBody::Error {
+                message: format!("{workload} was not deleted: {e}"),
+            },
         }
     }
 
-    /// Stores a new local desired state, then makes it the one the loop converges to.
+    /// Stores a new local desired state, then makes it the one the loop converges to;
+    /// returns its generation. Nothing changes, stored or in memory, when storing fails.
     fn replace_desired(
         &mut self,
         next: Vec<DesiredWorkload>,
-        changes: Vec<String>,
-    ) -> RpcResponseBody {
+        changes: &[String],
+    ) -> Result<u64, StateError> {
         if next == self.desired {
-            return RpcResponseBody::Applied {
-                generation: self.generation,
-                changes,
-            };
+            return Ok(self.generation);
         }
         let generation = self.generation.saturating_add(1);
-        if let Err(e) = self
-            .store
-            .save_desired(Source::Local, generation, &next, &[], wall_ms())
-        {
-            return RpcResponseBody::Error {
-                message: format!("nothing was applied: {e}"),
-            };
-        }
+        self.store
+            .save_desired(Source::Local, generation, &next, &[], wall_ms())?;
         self.desired = next;
         self.generation = generation;
         let summary = changes.join("; ");
@@ -223,10 +233,7 @@ impl Supervisor {
             EventReason::DesiredStateAccepted,
             format!("generation {generation}: {summary}"),
         );
-        RpcResponseBody::Applied {
-            generation,
-            changes,
-        }
+        Ok(generation)
     }
 
     /// Refuses a desired state whose memory limits add up to more than the node has.
@@ -307,6 +314,15 @@ impl Supervisor {
         }
         text
     }
+}
+
+/// Whether `next` adds a workload to `current` or changes one (a delete does neither). Pure.
+pub(super) fn grows(current: &[DesiredWorkload], next: &[DesiredWorkload]) -> bool {
+    next.iter().any(|n| {
+        !current
+            .iter()
+            .any(|c| c.workload.name == n.workload.name && c.workload == n.workload)
+    })
 }
 
 /// Runs `work` on a worker thread and sends its answer (or its error).

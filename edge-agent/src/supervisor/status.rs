@@ -15,6 +15,7 @@ impl Supervisor {
     pub(super) fn status(&self) -> NodeStatus {
         let mut status = self.node_status(true);
         status.events = self.store.recent_events(20).unwrap_or_default();
+        self.add_disk_condition(&mut status.events);
         status
     }
 
