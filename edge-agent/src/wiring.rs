@@ -14,7 +14,7 @@ use shoal_model::wire::{ExitInfo, ImageSummary};
 
 use crate::config::{AgentConfig, Registry};
 use crate::image::{
-    Image, ImageDigest, ImageStore, Platform, PullPolicy, RegistryAuth, StoreConfig,
+    DataKept, Image, ImageDigest, ImageStore, Platform, PullPolicy, RegistryAuth, StoreConfig,
 };
 use crate::runtime::shim::ExecResult;
 use crate::runtime::spec::ProcessDefaults;
@@ -114,10 +114,21 @@ impl Images for StoreImages {
         Ok(images.iter().map(|i| summary(i, &[])).collect())
     }
 
-    fn remove(&self, reference: &str) -> anyhow::Result<()> {
-        let reference = ImageRef::parse(reference).map_err(anyhow::Error::msg)?;
-        self.store.remove(&reference)?;
-        Ok(())
+    fn remove(&self, reference: &str, in_use: &[ImageRef]) -> anyhow::Result<String> {
+        let parsed = ImageRef::parse(reference).map_err(anyhow::Error::msg)?;
+        let removed = self.store.remove(&parsed, &self.digests(in_use))?;
+        Ok(match removed.data_kept {
+            None => format!(
+                "removed {reference}; freed {}",
+                format_bytes(removed.freed_bytes)
+            ),
+            Some(DataKept::NamedBy(other)) => {
+                format!("removed {reference}; its image stays, as {other} names it too")
+            }
+            Some(DataKept::InUse) => {
+                format!("removed {reference}; its image stays, as a workload uses it")
+            }
+        })
     }
 
     fn prune(&self, in_use: &[ImageRef]) -> anyhow::Result<String> {

@@ -90,6 +90,10 @@ pub enum ImageError {
     #[error("invalid image reference `{reference}`: {reason}")]
     BadReference { reference: String, reason: String },
 
+    /// The disk is full and the operation would need space without freeing any.
+    #[error("cannot {action}: the disk is full; {hint}")]
+    NoSpace { action: String, hint: String },
+
     /// The image is for a different platform than the node.
     #[error("image {reference} is for {found}, but this node is {wanted}: push an image for {wanted} or a multi-arch index")]
     WrongPlatform {
@@ -100,6 +104,15 @@ pub enum ImageError {
 }
 
 impl ImageError {
+    /// Whether it failed because the disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            ImageError::Io { source, .. } => source.kind() == io::ErrorKind::StorageFull,
+            ImageError::NoSpace { .. } => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         ImageError::Io {
             action,

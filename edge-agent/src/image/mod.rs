@@ -35,7 +35,7 @@ use std::time::Duration;
 pub use document::ImageDigest;
 pub use error::ImageError;
 pub use layer::unpack_layer;
-pub use store::ImageStore;
+pub use store::{DataKept, ImageStore};
 
 /// An image in the store, ready to run.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -239,18 +239,75 @@ impl ImageStore {
         images
     }
 
-    /// Removes a reference (tag or digest). The image's data goes at the next `prune` once no
-    /// reference names it and no container uses it.
-    pub fn remove(&self, reference: &ImageRef) -> Result<ImageDigest, ImageError> {
+    /// Removes a reference (tag or digest) and, when no other reference names the image and
+    /// no container in `in_use` uses it, the image with its blobs and layers no other image
+    /// needs. Otherwise the image's data stays (a later `prune` removes it once unused).
+    ///
+    /// Works on a full disk: the data goes first (only deletions), then the reference list is
+    /// rewritten in the space just freed. A crash in between leaves a reference to an image
+    /// that is gone, which every reader takes for no reference (and `prune` drops).
+    pub fn remove(
+        &self,
+        reference: &ImageRef,
+        in_use: &[ImageDigest],
+    ) -> Result<Removed, ImageError> {
         let key = canonical_key(reference);
+        let _gc = self.gc_exclusive();
         let _meta = self.meta();
         let mut refs = self.load_refs()?;
         let digest = refs.remove(&key).ok_or_else(|| ImageError::NotFound {
             reference: key.clone(),
         })?;
-        self.save_refs(&refs)?;
-        tracing::info!(reference = %key, digest = %digest, "image reference removed");
-        Ok(digest)
+        let named_by: Vec<String> = refs
+            .iter()
+            .filter(|(_, d)| **d == digest)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let used = self
+            .load_record(&digest)
+            .is_ok_and(|record| in_use.iter().any(|d| record_is(&record, d)));
+        let mut removed = Removed {
+            digest: digest.clone(),
+            data_kept: None,
+            freed_bytes: 0,
+        };
+        if let Some(name) = named_by.first() {
+            removed.data_kept = Some(DataKept::NamedBy(name.clone()));
+        } else if used {
+            removed.data_kept = Some(DataKept::InUse);
+        } else {
+            let before = self.usage()?.0;
+            self.delete_record(&digest)?;
+            let mut report = PruneReport::default();
+            self.collect(&self.records()?, &mut report)?;
+            removed.freed_bytes = before.saturating_sub(self.usage()?.0);
+        }
+        match self.save_refs(&refs) {
+            Ok(()) => {}
+            // The image is gone, so the reference already reads as removed.
+            Err(e) if removed.data_kept.is_none() => {
+                tracing::warn!(error = %e, reference = %key, "the image is removed but its name stays in the reference list until the next prune")
+            }
+            Err(e) if e.is_disk_full() => {
+                return Err(ImageError::NoSpace {
+                    action: format!("remove {key}"),
+                    hint: match &removed.data_kept {
+                        Some(DataKept::NamedBy(other)) => format!(
+                            "removing it would free nothing, as {other} names the same image: \
+                             remove every name of the image, or prune unused images \
+                             (`shoal-agent images prune`)"
+                        ),
+                        _ => "removing it would free nothing, as a workload uses the image: \
+                              prune unused images (`shoal-agent images prune`) or delete \
+                              workloads"
+                            .into(),
+                    },
+                })
+            }
+            Err(e) => return Err(e),
+        }
+        tracing::info!(reference = %key, digest = %digest, freed = removed.freed_bytes, "image reference removed");
+        Ok(removed)
     }
 
     /// Records that a container started from the image, for least-recently-used pruning:
@@ -278,14 +335,11 @@ impl ImageStore {
         let _gc = self.gc_exclusive();
         let _meta = self.meta();
         let mut report = PruneReport::default();
-        let used = |r: &Record| {
-            in_use
-                .iter()
-                .any(|d| d == &r.digest || r.index_digest.as_ref() == Some(d))
-        };
+        let used = |r: &Record| in_use.iter().any(|d| record_is(r, d));
         let before = self.usage()?.0;
 
-        let mut refs = self.load_refs()?;
+        let loaded_refs = self.load_refs()?;
+        let mut refs = loaded_refs.clone();
         let mut records = self.records()?;
         refs.retain(|_, digest| records.iter().any(|r| &r.digest == digest));
         let named: HashSet<ImageDigest> = refs.values().cloned().collect();
@@ -293,11 +347,13 @@ impl ImageStore {
             .into_iter()
             .partition(|r| !named.contains(&r.digest) && !used(r));
         records = kept;
+        // Deletions only, until the end: on a full disk there is no room for the new
+        // reference list before something is freed, and a reference to a deleted image
+        // reads as no reference.
         for record in dangling {
             self.delete_record(&record.digest)?;
             report.removed_images.push(record.digest.to_string());
         }
-        self.save_refs(&refs)?;
         self.collect(&records, &mut report)?;
 
         let mut candidates: Vec<Record> = records.iter().filter(|r| !used(r)).cloned().collect();
@@ -324,7 +380,6 @@ impl ImageStore {
                 .map(|(k, _)| k.clone())
                 .collect();
             refs.retain(|_, d| *d != victim.digest);
-            self.save_refs(&refs)?;
             self.delete_record(&victim.digest)?;
             records.retain(|r| r.digest != victim.digest);
             tracing::info!(image = %victim.digest, references = ?names, "pruned least recently used image");
@@ -336,6 +391,12 @@ impl ImageStore {
             self.collect(&records, &mut report)?;
         }
         report.freed_bytes = before.saturating_sub(report.used_bytes);
+        if refs != loaded_refs {
+            if let Err(e) = self.save_refs(&refs) {
+                // What it names is gone: the stale names read as absent until the next try.
+                tracing::warn!(error = %e, "cannot rewrite the image reference list; it is retried at the next prune");
+            }
+        }
         Ok(report)
     }
 
@@ -655,6 +716,9 @@ impl ImageStore {
         let _meta = self.meta();
         self.save_record(&record)?;
         let mut refs = self.load_refs()?;
+        // Names of images deleted without rewriting the list (a crash, a full disk) go now,
+        // before an image with the same digest could bring them back.
+        refs.retain(|_, digest| self.record_path(digest).exists());
         for key in &new.refs {
             refs.insert(key.clone(), record.digest.clone());
         }
@@ -782,6 +846,31 @@ impl ImageStore {
         }
         Ok(records)
     }
+}
+
+/// Whether `record` is the image `digest` names (its manifest, or the index it came from).
+fn record_is(record: &Record, digest: &ImageDigest) -> bool {
+    &record.digest == digest || record.index_digest.as_ref() == Some(digest)
+}
+
+/// What [`ImageStore::remove`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// The image the reference named.
+    pub digest: ImageDigest,
+    /// Why the image's data stays, when it does.
+    pub data_kept: Option<DataKept>,
+    /// Disk space given back.
+    pub freed_bytes: u64,
+}
+
+/// Why removing a reference kept the image's data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataKept {
+    /// Another reference names the image.
+    NamedBy(String),
+    /// A container uses it.
+    InUse,
 }
 
 /// Layer dirs get short names so that many fit into overlay's one-page mount options.

@@ -1493,15 +1493,20 @@ fn prune_under_a_budget_removes_least_recently_used_images_but_never_those_in_us
 }
 
 #[test]
-fn a_removed_tag_leaves_a_dangling_image_that_prune_deletes_unless_in_use() {
+fn a_removed_tag_of_an_image_in_use_keeps_its_data_until_prune_finds_it_unused() {
     let (dir, store) = store();
     let archive = oci_archive(dir.path(), "a.tar", "example.org/a:1", &small_image("a"));
     let image = store.import_archive(&archive).expect("import").remove(0);
-    assert_eq!(
-        store.remove(&reference("example.org/a:1")).expect("untag"),
-        image.digest
-    );
+    let removed = store
+        .remove(
+            &reference("example.org/a:1"),
+            std::slice::from_ref(&image.digest),
+        )
+        .expect("untag");
+    assert_eq!(removed.digest, image.digest);
+    assert_eq!(removed.data_kept, Some(DataKept::InUse));
     assert!(store.resolve(&reference("example.org/a:1")).is_none());
+    assert!(image.layers[0].exists());
 
     let kept = store
         .prune(std::slice::from_ref(&image.digest), u64::MAX)
@@ -1519,6 +1524,139 @@ fn a_removed_tag_leaves_a_dangling_image_that_prune_deletes_unless_in_use() {
             .count(),
         0
     );
+}
+
+#[test]
+fn removing_the_last_name_of_an_unused_image_frees_its_data_at_once() {
+    let (dir, store) = store();
+    let layout_dir = dir.path().join("two-names.layout");
+    let mut layout = OciLayout::create(&layout_dir);
+    let descriptor = layout.add_image(&small_image("a"));
+    layout.tag("example.org/a:1", &descriptor);
+    layout.tag("example.org/a:latest", &descriptor);
+    let archive = dir.path().join("two-names.tar");
+    layout.to_tar(&archive);
+    let other = oci_archive(dir.path(), "b.tar", "example.org/b:1", &small_image("b"));
+    let image = store.import_archive(&archive).expect("import").remove(0);
+    let b = store.import_archive(&other).expect("import").remove(0);
+
+    let first = store
+        .remove(&reference("example.org/a:1"), &[])
+        .expect("remove one name");
+    assert_eq!(
+        first.data_kept,
+        Some(DataKept::NamedBy("example.org/a:latest".into()))
+    );
+    assert!(image.layers[0].exists());
+    let last = store
+        .remove(&reference("example.org/a:latest"), &[])
+        .expect("remove the last name");
+    assert_eq!(last.data_kept, None);
+    assert!(last.freed_bytes > 0, "{last:?}");
+    assert!(!image.layers[0].exists(), "its layer went with it");
+    assert!(store.resolve(&reference("example.org/a:latest")).is_none());
+    assert!(b.layers[0].exists(), "other images keep theirs");
+    assert_eq!(store.list().len(), 1);
+    let err = store
+        .remove(&reference("example.org/a:latest"), &[])
+        .expect_err("gone");
+    assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
+}
+
+#[test]
+fn a_name_left_pointing_at_a_deleted_image_reads_as_no_name_and_goes_at_the_next_write() {
+    let (dir, store) = store();
+    let a = oci_archive(dir.path(), "a.tar", "example.org/a:1", &small_image("a"));
+    let image = store.import_archive(&a).expect("import").remove(0);
+    // What a crash between deleting the image and rewriting the names leaves.
+    fs::remove_file(
+        store
+            .root()
+            .join("images")
+            .join(format!("{}.json", image.digest.hex())),
+    )
+    .expect("delete the record");
+
+    assert!(store.resolve(&reference("example.org/a:1")).is_none());
+    assert!(store.list().is_empty());
+    let b = oci_archive(dir.path(), "b.tar", "example.org/b:1", &small_image("b"));
+    store.import_archive(&b).expect("import another");
+    let refs = fs::read_to_string(store.root().join("refs.json")).expect("refs");
+    assert!(!refs.contains("example.org/a:1"), "{refs}");
+    // The same image imported again does not bring the old name back.
+    let again = oci_archive(
+        dir.path(),
+        "again.tar",
+        "example.org/again:1",
+        &small_image("a"),
+    );
+    store.import_archive(&again).expect("import the same image");
+    assert!(store.resolve(&reference("example.org/a:1")).is_none());
+}
+
+#[test]
+fn on_a_full_disk_rm_and_prune_free_space_instead_of_needing_it() {
+    let disk = crate::testing::SmallDisk::mount(8);
+    let dir = TempDir::new().expect("temp dir");
+    let store = ImageStore::open(&disk.path().join("images")).expect("open store");
+    let mut images = Vec::new();
+    for name in ["a", "b", "c"] {
+        let archive = oci_archive(
+            dir.path(),
+            &format!("{name}.tar"),
+            &format!("example.org/{name}:1"),
+            &small_image(name),
+        );
+        images.push(store.import_archive(&archive).expect("import").remove(0));
+    }
+    let shared = TestImage::new(vec![Layer::new(vec![Entry::file("x", vec![1u8; 100])])]);
+    let layout_dir = dir.path().join("d.layout");
+    let mut layout = OciLayout::create(&layout_dir);
+    let descriptor = layout.add_image(&shared);
+    layout.tag("example.org/d:1", &descriptor);
+    layout.tag("example.org/d:2", &descriptor);
+    layout.to_tar(&dir.path().join("d.tar"));
+    store
+        .import_archive(&dir.path().join("d.tar"))
+        .expect("import d");
+    let free = || crate::state::disk::free_bytes(disk.path()).expect("statvfs");
+    disk.fill();
+
+    let removed = store
+        .remove(&reference("example.org/a:1"), &[])
+        .expect("rm works on a full disk");
+    assert!(removed.freed_bytes > 0 && free() > 0, "{removed:?}");
+    assert!(!images[0].layers[0].exists());
+    let refs = fs::read_to_string(store.root().join("refs.json")).expect("refs");
+    assert!(
+        !refs.contains("example.org/a:1"),
+        "the names were rewritten: {refs}"
+    );
+
+    disk.fill();
+    // Removing one of two names frees nothing and needs room: refused, nothing changes.
+    let err = store
+        .remove(&reference("example.org/d:1"), &[])
+        .expect_err("needs room");
+    assert!(err.is_disk_full(), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with("cannot remove example.org/d:1: the disk is full; ")
+            && message.contains("example.org/d:2 names the same image"),
+        "{message}"
+    );
+    assert!(store.resolve(&reference("example.org/d:1")).is_some());
+
+    let report = store
+        .prune(std::slice::from_ref(&images[2].digest), 0)
+        .expect("prune works on a full disk");
+    assert!(report.freed_bytes > 0 && free() > 0, "{report:?}");
+    assert!(store.resolve(&reference("example.org/b:1")).is_none());
+    assert!(
+        store.resolve(&reference("example.org/c:1")).is_some(),
+        "in use"
+    );
+    assert!(leftovers(&store).is_empty(), "{:?}", leftovers(&store));
 }
 
 #[test]

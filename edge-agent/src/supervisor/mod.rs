@@ -121,7 +121,9 @@ pub trait Images: Send + Sync + 'static {
     /// Every image, with how many desired containers use it.
     fn list(&self, in_use: &[ImageRef]) -> anyhow::Result<Vec<ImageSummary>>;
     fn import(&self, archive: &std::path::Path) -> anyhow::Result<Vec<ImageSummary>>;
-    fn remove(&self, reference: &str) -> anyhow::Result<()>;
+    /// Removes a reference, and the image's data when nothing else needs it (not named
+    /// otherwise, not used by `in_use`); says what it freed.
+    fn remove(&self, reference: &str, in_use: &[ImageRef]) -> anyhow::Result<String>;
     /// Removes images no desired container uses; says what it freed.
     fn prune(&self, in_use: &[ImageRef]) -> anyhow::Result<String>;
 }

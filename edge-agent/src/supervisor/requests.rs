@@ -116,9 +116,8 @@ impl Supervisor {
                 }
                 let images = Arc::clone(&self.images);
                 blocking(reply, move || {
-                    images.remove(&reference)?;
                     Ok(RpcResponseBody::Done {
-                        message: format!("removed {reference}"),
+                        message: images.remove(&reference, &in_use)?,
                     })
                 });
             }
@@ -278,12 +277,18 @@ impl Supervisor {
         }
     }
 
-    /// The images desired workloads run.
+    /// The images desired workloads run, and those of containers still there (being
+    /// stopped, or not yet removed): their layers are mounted.
     pub(super) fn images_in_use(&self) -> Vec<ImageRef> {
-        self.desired
+        let desired = self
+            .desired
             .iter()
-            .flat_map(|d| d.workload.spec.containers.iter().map(|c| c.image.clone()))
-            .collect()
+            .flat_map(|d| d.workload.spec.containers.iter().map(|c| c.image.clone()));
+        let live = self
+            .tracked
+            .values()
+            .filter_map(|t| ImageRef::parse(&t.record.image).ok());
+        desired.chain(live).collect()
     }
 
     fn diagnostics(&self) -> String {

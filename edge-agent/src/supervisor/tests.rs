@@ -521,8 +521,8 @@ impl Images for FakeImages {
     fn import(&self, _: &Path) -> anyhow::Result<Vec<ImageSummary>> {
         anyhow::bail!("no import in the fake")
     }
-    fn remove(&self, _: &str) -> anyhow::Result<()> {
-        Ok(())
+    fn remove(&self, _: &str, _: &[ImageRef]) -> anyhow::Result<String> {
+        Ok(String::new())
     }
     fn prune(&self, _: &[ImageRef]) -> anyhow::Result<String> {
         Ok(String::new())
