@@ -14,7 +14,8 @@ use shoal_model::wire::{ExitInfo, ImageSummary};
 
 use crate::config::{AgentConfig, Registry};
 use crate::image::{
-    DataKept, Image, ImageDigest, ImageStore, Platform, PullPolicy, RegistryAuth, StoreConfig,
+    DataKept, Image, ImageDigest, ImageStore, Platform, PruneReport, PullPolicy, RegistryAuth,
+    StoreConfig,
 };
 use crate::runtime::shim::ExecResult;
 use crate::runtime::spec::ProcessDefaults;
@@ -133,6 +134,18 @@ impl Images for StoreImages {
 
     fn prune(&self, in_use: &[ImageRef]) -> anyhow::Result<String> {
         let report = self.store.prune(&self.digests(in_use), self.budget_bytes)?;
+        Ok(self.pruned(&report))
+    }
+
+    fn prune_unused(&self, in_use: &[ImageRef]) -> anyhow::Result<String> {
+        let report = self.store.prune_unused(&self.digests(in_use))?;
+        Ok(self.pruned(&report))
+    }
+}
+
+impl StoreImages {
+    /// What a prune did, in words.
+    fn pruned(&self, report: &PruneReport) -> String {
         let mut message = format!(
             "removed {} images, {} layers and {} blobs; freed {}, {} in use",
             report.removed_images.len(),
@@ -141,13 +154,13 @@ impl Images for StoreImages {
             format_bytes(report.freed_bytes),
             format_bytes(report.used_bytes)
         );
-        if report.still_over_budget {
+        if report.used_bytes > self.budget_bytes {
             message.push_str(&format!(
                 "; still over the disk budget of {}: the images in use need more",
                 format_bytes(self.budget_bytes)
             ));
         }
-        Ok(message)
+        message
     }
 }
 

@@ -332,6 +332,21 @@ impl ImageStore {
         in_use: &[ImageDigest],
         budget_bytes: u64,
     ) -> Result<PruneReport, ImageError> {
+        self.prune_to(in_use, Some(budget_bytes))
+    }
+
+    /// Removes every image not in `in_use`, named or not, with the blobs and layers no
+    /// remaining image needs (`shoal-agent images prune`).
+    pub fn prune_unused(&self, in_use: &[ImageDigest]) -> Result<PruneReport, ImageError> {
+        self.prune_to(in_use, None)
+    }
+
+    /// [`ImageStore::prune`] with a budget, [`ImageStore::prune_unused`] without.
+    fn prune_to(
+        &self,
+        in_use: &[ImageDigest],
+        budget_bytes: Option<u64>,
+    ) -> Result<PruneReport, ImageError> {
         let _gc = self.gc_exclusive();
         let _meta = self.meta();
         let mut report = PruneReport::default();
@@ -362,16 +377,18 @@ impl ImageStore {
         loop {
             let (total, _) = self.usage()?;
             report.used_bytes = total;
-            if total <= budget_bytes {
+            if budget_bytes.is_some_and(|budget| total <= budget) {
                 break;
             }
             let Some(victim) = candidates.next() else {
-                report.still_over_budget = true;
-                tracing::warn!(
-                    used = total,
-                    budget = budget_bytes,
-                    "images in use alone exceed the disk budget"
-                );
+                if let Some(budget) = budget_bytes {
+                    report.still_over_budget = true;
+                    tracing::warn!(
+                        used = total,
+                        budget,
+                        "images in use alone exceed the disk budget"
+                    );
+                }
                 break;
             };
             let names: Vec<String> = refs

@@ -1527,6 +1527,31 @@ fn a_removed_tag_of_an_image_in_use_keeps_its_data_until_prune_finds_it_unused()
 }
 
 #[test]
+fn pruning_every_unused_image_removes_named_ones_too_but_never_those_in_use() {
+    let (dir, store) = store();
+    let mut images = Vec::new();
+    for name in ["a", "b"] {
+        let archive = oci_archive(
+            dir.path(),
+            &format!("{name}.tar"),
+            &format!("example.org/{name}:1"),
+            &small_image(name),
+        );
+        images.push(store.import_archive(&archive).expect("import").remove(0));
+    }
+    let report = store
+        .prune_unused(std::slice::from_ref(&images[0].digest))
+        .expect("prune");
+    assert_eq!(report.removed_images, ["example.org/b:1"]);
+    assert!(
+        !report.still_over_budget && report.freed_bytes > 0,
+        "{report:?}"
+    );
+    assert!(store.resolve(&reference("example.org/a:1")).is_some());
+    assert!(!images[1].layers[0].exists());
+}
+
+#[test]
 fn removing_the_last_name_of_an_unused_image_frees_its_data_at_once() {
     let (dir, store) = store();
     let layout_dir = dir.path().join("two-names.layout");

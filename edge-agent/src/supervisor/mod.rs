@@ -124,8 +124,11 @@ pub trait Images: Send + Sync + 'static {
     /// Removes a reference, and the image's data when nothing else needs it (not named
     /// otherwise, not used by `in_use`); says what it freed.
     fn remove(&self, reference: &str, in_use: &[ImageRef]) -> anyhow::Result<String>;
-    /// Removes images no desired container uses; says what it freed.
+    /// Removes unnamed images no desired container uses, then unused ones while the store is
+    /// over its disk budget; says what it freed.
     fn prune(&self, in_use: &[ImageRef]) -> anyhow::Result<String>;
+    /// Removes every image no container in `in_use` uses (`shoal-agent images prune`).
+    fn prune_unused(&self, in_use: &[ImageRef]) -> anyhow::Result<String>;
 }
 
 /// Everything that can happen to the supervisor.

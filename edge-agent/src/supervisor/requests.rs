@@ -125,7 +125,7 @@ impl Supervisor {
                 let (images, in_use) = (Arc::clone(&self.images), self.images_in_use());
                 blocking(reply, move || {
                     Ok(RpcResponseBody::Done {
-                        message: images.prune(&in_use)?,
+                        message: images.prune_unused(&in_use)?,
                     })
                 });
             }

@@ -527,6 +527,9 @@ impl Images for FakeImages {
     fn prune(&self, _: &[ImageRef]) -> anyhow::Result<String> {
         Ok(String::new())
     }
+    fn prune_unused(&self, _: &[ImageRef]) -> anyhow::Result<String> {
+        Ok(String::new())
+    }
 }
 
 struct Rig {
