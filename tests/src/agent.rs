@@ -140,6 +140,20 @@ impl Agent {
         panic!("the agent ignored SIGTERM for 60 s:\n{}", self.log_tail());
     }
 
+    /// A power cut: the agent, every shim and container of this agent (`pids`: the
+    /// containers' init processes, from `ps`) die at once, and the tmpfs run dir is gone.
+    /// The data dir stays as it was, mounts included.
+    pub fn power_cut(&mut self, pids: &[String]) {
+        self.kill9();
+        kill_processes_mentioning(&self.root.display().to_string());
+        for pid in pids {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+        let run = self.root.join("run");
+        unmount_under(&run);
+        std::fs::remove_dir_all(&run).expect("clear the run dir");
+    }
+
     /// The process id of the running `shoal-agent run`.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -418,6 +432,118 @@ impl Agent {
             .find_map(|l| l.strip_prefix("Threads:"))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
+    }
+}
+
+/// A small tmpfs mounted as an agent's data dir, to fill up the way an SD card fills;
+/// unmounted when dropped (the agent's own drop unmounts it too, also after a panic).
+#[derive(Debug)]
+pub struct SmallDisk {
+    pub path: PathBuf,
+    filler: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mib` MiB at `path` (created when missing).
+    pub fn mount(path: &Path, mib: u32) -> SmallDisk {
+        std::fs::create_dir_all(path).expect("mount point");
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs at {}", path.display());
+        SmallDisk {
+            path: path.to_owned(),
+            filler: path.join("filler"),
+        }
+    }
+
+    /// Bytes an unprivileged writer could still write (`stat -f`).
+    pub fn free_bytes(&self) -> u64 {
+        let out = Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(&self.path)
+            .output()
+            .expect("run stat");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut fields = text
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
+        fields.next().unwrap_or(0) * fields.next().unwrap_or(0)
+    }
+
+    /// Writes to a file until the disk is full, to the last byte.
+    pub fn fill(&self) {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.filler)
+            .expect("filler");
+        for chunk in [1 << 20, 4096, 1] {
+            let bytes = vec![0x5a_u8; chunk];
+            while std::io::Write::write_all(&mut file, &bytes).is_ok() {}
+        }
+        assert_eq!(self.free_bytes(), 0, "the disk is full");
+    }
+
+    /// Removes what [`SmallDisk::fill`] wrote.
+    pub fn unfill(&self) {
+        std::fs::remove_file(&self.filler).expect("remove the filler");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// An OCI archive of an image named `name` holding `bytes` of incompressible data (so that
+/// removing it frees about twice that: the blob and the unpacked layer).
+pub fn filler_image(dir: &Path, name: &str, bytes: usize) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let mut data = Vec::with_capacity(bytes + 32);
+    let mut block = Sha256::digest(name.as_bytes());
+    while data.len() < bytes {
+        data.extend_from_slice(&block);
+        block = Sha256::digest(block);
+    }
+    data.truncate(bytes);
+    let safe: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let layout_dir = dir.join(format!("{safe}.layout"));
+    let mut layout = OciLayout::create(&layout_dir);
+    let image = Image::new(vec![crate::images::Layer::new(vec![
+        crate::images::Entry::file("filler.bin", data),
+    ])]);
+    let descriptor = layout.add_image(&image);
+    layout.tag(name, &descriptor);
+    let archive = dir.join(format!("{safe}.tar"));
+    layout.to_tar(&archive);
+    archive
+}
+
+/// SIGKILLs every process whose command line mentions `text` (the shims of one agent).
+pub fn kill_processes_mentioning(text: &str) {
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == me || !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(text) {
+            let _ = Command::new("kill").args(["-9", &name]).status();
+        }
     }
 }
 
