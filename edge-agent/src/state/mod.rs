@@ -184,7 +184,7 @@ impl StateError {
 }
 
 /// Whether SQLite failed for lack of space (`SQLITE_FULL`: a write got ENOSPC).
-pub fn is_disk_full(error: &rusqlite::Error) -> bool {
+fn is_disk_full(error: &rusqlite::Error) -> bool {
     error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
 }
 

@@ -411,3 +411,42 @@ async fn send_chunks(reply: &Reply, data: &[u8]) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use shoal_model::manifest::parse_manifest;
+
+    use super::*;
+
+    fn workload(name: &str, command: &str) -> DesiredWorkload {
+        let text = format!(
+            "apiVersion: shoal/v1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec:\n  containers: [{{ name: a, image: busybox, command: [{command}] }}]\n"
+        );
+        let (mut loaded, problems) = parse_manifest(std::path::Path::new("t.yaml"), &text);
+        assert!(problems.is_empty(), "{problems:?}");
+        DesiredWorkload {
+            workload: loaded.remove(0).workload,
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn on_a_full_disk_only_a_desired_state_that_adds_or_changes_a_workload_grows() {
+        let a = workload("a", "sleep");
+        let b = workload("b", "sleep");
+        let a_changed = workload("a", "true");
+        let current = [a.clone(), b.clone()];
+        let cases: [(&[DesiredWorkload], bool); 5] = [
+            (&[a.clone(), b.clone()], false),
+            (&[b.clone(), a.clone()], false),
+            (std::slice::from_ref(&a), false),
+            (&[a_changed, b.clone()], true),
+            (&[a.clone(), b.clone(), workload("c", "sleep")], true),
+        ];
+        for (next, expected) in cases {
+            let names: Vec<&str> = next.iter().map(|d| d.workload.name.as_str()).collect();
+            assert_eq!(grows(&current, next), expected, "{names:?}");
+        }
+        assert!(!grows(&current, &[]), "deleting everything");
+    }
+}
