@@ -38,6 +38,22 @@ fn wait_for_ps(agent: &Agent, what: &str, timeout: Duration, done: impl Fn(&str)
     }
 }
 
+/// How many lines of the agent's shims' logs contain `text`.
+fn shim_log_lines(agent: &Agent, text: &str) -> usize {
+    let dir = agent.root.join("run/containers");
+    std::fs::read_dir(&dir)
+        .expect("containers dir")
+        .flatten()
+        .map(|entry| {
+            std::fs::read_to_string(entry.path().join("shim.log"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(text))
+                .count()
+        })
+        .sum()
+}
+
 /// How many events about the disk's condition the agent logged.
 fn logged(agent: &Agent, what: &str) -> usize {
     agent
@@ -57,7 +73,9 @@ fn on_a_full_data_disk_the_agent_keeps_running_frees_space_survives_a_power_cut_
         let archive = filler_image(&agent.root, name, 1 << 20);
         agent.ok(&["images", "import", &archive.display().to_string()]);
     }
-    agent.apply("one", &shell_workload("one", "sleep 300", "", ""));
+    let chatty =
+        "while true; do yes tick-tick-tick-tick-tick-tick-tick-tick | head -n 50; sleep 0.05; done";
+    agent.apply("one", &shell_workload("one", chatty, "", ""));
     agent.apply(
         "two",
         &shell_workload("two", "sleep 300", "  stopGracePeriod: 1s\n", ""),
@@ -117,8 +135,15 @@ fn on_a_full_data_disk_the_agent_keeps_running_frees_space_survives_a_power_cut_
         cell(rows, "two", "main", "STATE").is_empty()
     });
 
-    // kill -9 on the full disk: the containers are re-adopted.
+    // A container writing all the while: its log writes fail, and its shim says so once per
+    // streak of failures, not once per write (the shim's log is in the run dir, in memory).
     disk.fill();
+    std::thread::sleep(Duration::from_secs(3));
+    let failures = shim_log_lines(&agent, "cannot write the container log");
+    eprintln!("[shim log lines about failed log writes: {failures}]");
+    assert!((1..10).contains(&failures), "{failures} complaints");
+
+    // kill -9 on the full disk: the containers are re-adopted.
     agent.kill9();
     agent.start();
     let adopted = agent.wait_for("one re-adopted", Duration::from_secs(20), |rows| {
@@ -254,14 +279,40 @@ fn the_hub_hears_once_that_a_nodes_data_disk_filled_and_once_that_it_has_space_a
         describe.contains("shoal-agent images prune"),
         "the hub sees what to do:\n{describe}"
     );
+
+    // A new desired state while not even the agent's reserve is left: not stored, so not
+    // run, until there is room again; then taken without a new delivery from the hub.
+    disk.fill();
+    let file = hub.root.join("later.yaml");
+    std::fs::write(&file, shell_workload("later", "sleep 300", "", "")).expect("write");
+    hub.ok(&["apply", "-f", &file.display().to_string()]);
+    let start = Instant::now();
+    while !agent.log().contains("cannot store desired generation") {
+        assert!(
+            start.elapsed() < CONVERGE,
+            "the agent did not get the new desired state:\n{}",
+            agent.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        agent
+            .log()
+            .contains("it is taken once the disk has space again"),
+        "{}",
+        agent.log_tail()
+    );
+    assert!(cell(&agent.ps(), "later", "main", "STATE").is_empty());
     disk.unfill();
+    agent.wait_for("later running once there is room", CONVERGE, |rows| {
+        running(rows, "later") && running(rows, "steady")
+    });
     let describe = hub.wait_for("space again at the hub", CONVERGE, || {
         let text = hub.ok(&["describe", "node", name]);
         text.contains(SPACE_AGAIN).then_some(text)
     });
     assert_eq!(describe.matches(FULL).count(), 1, "{describe}");
     assert_eq!(describe.matches(SPACE_AGAIN).count(), 1, "{describe}");
-    assert!(running(&agent.ps(), "steady"));
 
     for workload in hub.get("workloads") {
         let name = workload["name"].as_str().unwrap_or_default().to_string();

@@ -241,6 +241,9 @@ fn supervise(args: &RunArgs, running: &Running) -> ExitStatus {
     let mut open = [true, true];
     let mut buf = vec![0u8; 64 * 1024];
     let mut exited_at: Option<Instant> = None;
+    // Said once per streak of failures (a full disk fails every write), not once per chunk:
+    // this log is in the run dir, in memory.
+    let mut log_failing = false;
     loop {
         let timeout = exited_at.map(|at| DRAIN_AFTER_EXIT.saturating_sub(at.elapsed()));
         if exited_at.is_some() && (open == [false, false] || timeout == Some(Duration::ZERO)) {
@@ -284,8 +287,16 @@ fn supervise(args: &RunArgs, running: &Running) -> ExitStatus {
                 Ok(0) => open[i] = false,
                 Ok(n) => {
                     if let Some(log) = &mut log {
-                        if let Err(err) = log.write(&buf[..n]) {
-                            tracing::error!(%err, "cannot write the container log");
+                        match log.write(&buf[..n]) {
+                            Err(err) if !log_failing => {
+                                tracing::error!(%err, "cannot write the container log; output is dropped until it can");
+                                log_failing = true;
+                            }
+                            Ok(()) if log_failing => {
+                                tracing::info!("the container log is written again");
+                                log_failing = false;
+                            }
+                            _ => {}
                         }
                     }
                 }
