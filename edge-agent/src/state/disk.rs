@@ -223,7 +223,7 @@ impl DataDisk {
                 return None;
             }
         };
-        let (step, change) = decide(self.reserve, free);
+        let (step, mut change) = decide(self.reserve, free);
         let path = self.dir.join(RESERVE_FILE);
         match step {
             Step::Keep => {}
@@ -242,7 +242,7 @@ impl DataDisk {
                     tracing::debug!(path = %path.display(), error = %e, "cannot take the disk reserve yet");
                     // Not held: the disk stays as it was (full, or without a reserve).
                     let _ = release_if_partial(&path, self.reserve);
-                    return None;
+                    change = None;
                 }
             },
         }
