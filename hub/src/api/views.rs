@@ -7,8 +7,8 @@ use shoal_model::api::{EventInfo, Instance, NodeDetail, NodeInfo, WorkloadDetail
 use shoal_model::manifest::PlacementMode;
 use shoal_model::wire::{ContainerState, NodeStatus};
 
-use crate::scheduler::{Placement, Schedulable};
 use crate::server::Hub;
+use crate::scheduler::{Placement, Schedulable};
 use crate::store::{StoreError, StoredEvent, StoredNode, StoredWorkload};
 
 /// Events shown by `describe`.
@@ -116,7 +116,7 @@ pub fn workload(hub: &Hub, name: &str) -> Result<Option<WorkloadDetail>, StoreEr
         .unwrap_or_else(|p| p.into_inner())
         .as_ref()
         .and_then(|d| d.reasons.get(name))
-        .map(|r| (r.placed_on.clone(), r.not_placed.clone()))
+        .map(|r| (rendered(&r.placed_on), rendered(&r.not_placed)))
         .unwrap_or_default();
     Ok(Some(WorkloadDetail {
         workload: workload_info(hub, &stored, &placement, &statuses),
@@ -148,7 +148,7 @@ fn workload_info(
         .unwrap_or_else(|p| p.into_inner())
         .as_ref()
         .and_then(|d| d.reasons.get(name))
-        .map(|r| (r.wanted, r.summary.clone()));
+        .map(|r| (r.wanted, r.summary.to_string()));
     let mode = match stored.workload.spec.placement.mode {
         PlacementMode::Every => "every".to_string(),
         PlacementMode::Replicas(n) => format!("replicas: {n}"),
@@ -178,6 +178,14 @@ fn workload_info(
         summary,
         updated_ms: stored.updated_ms,
     }
+}
+
+/// Reasons per node, in words.
+fn rendered<T: std::fmt::Display>(reasons: &BTreeMap<String, T>) -> BTreeMap<String, String> {
+    reasons
+        .iter()
+        .map(|(node, reason)| (node.clone(), reason.to_string()))
+        .collect()
 }
 
 /// Whether `status` shows every container of `workload` running at `revision`.

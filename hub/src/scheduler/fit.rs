@@ -13,7 +13,7 @@ use super::{NodeView, Schedulable};
 
 /// One rule a node fails for a workload.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Unfit {
+pub enum Unfit {
     Selector {
         key: String,
         wanted: String,
@@ -49,23 +49,6 @@ pub(super) enum Unfit {
     },
     /// The node ran the workload but is no longer in the fleet.
     Gone,
-}
-
-impl Unfit {
-    /// The kind of rule, counted in the one-line summary (`2 nodeSelector, 1 cordoned`).
-    pub(super) fn kind(&self) -> String {
-        match self {
-            Unfit::Selector { .. } => "nodeSelector".into(),
-            Unfit::Constraint { .. } => "constraint".into(),
-            Unfit::Cordoned => "cordoned".into(),
-            Unfit::Drained => "drained".into(),
-            Unfit::Lost { .. } => "offline".into(),
-            Unfit::With { .. } => "with".into(),
-            Unfit::NotWith(_) | Unfit::ExcludedBy { .. } => "notWith".into(),
-            Unfit::Insufficient { resource, .. } => format!("insufficient {resource}"),
-            Unfit::Gone => "gone".into(),
-        }
-    }
 }
 
 impl fmt::Display for Unfit {

@@ -66,7 +66,9 @@
 //! room for the workloads decided before it; the next pass (the hub reschedules on every
 //! change) can use that room.
 //!
-//! **Reasons.** Selector and constraint wording is the agent's (`nodeSelector role=gateway
+//! **Reasons** are data ([`WorkloadReasons`], [`NotPlaced`], [`PlacedOn`], [`Summary`]), for a
+//! dashboard or a rollout to branch on; their `Display` wording follows. Selector and constraint
+//! wording is the agent's (`nodeSelector role=gateway
 //! (node has role=sensor)`, ``constraint `arch in (arm64)` (arch is amd64)``); the other
 //! reasons read `cordoned`, `drained`, `offline for 12m, rescheduleAfter 10m`, `with X (not
 //! placed here)`, `notWith X (placed here)`, `X (placed here) has notWith W`, `insufficient
@@ -82,6 +84,7 @@
 
 mod fit;
 mod order;
+mod reasons;
 
 #[cfg(test)]
 mod tests;
@@ -91,9 +94,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_model::manifest::{PlacementMode, Workload};
 use shoal_model::node::NodeFacts;
-use shoal_model::quantity::format_bytes;
 
-use fit::{plural, Unfit, Used};
+pub use fit::Unfit;
+use fit::Used;
+pub use reasons::{NotPlaced, Note, PlacedOn, Rule, Short, Spread, Summary, WorkloadReasons};
 
 /// Workload name -> ids of the nodes that run it (never an empty set in a [`Decision`]).
 pub type Placement = BTreeMap<String, BTreeSet<String>>;
@@ -125,20 +129,6 @@ pub struct NodeView {
 pub struct Decision {
     pub placement: Placement,
     pub reasons: BTreeMap<String, WorkloadReasons>,
-}
-
-/// Why one workload runs where it runs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WorkloadReasons {
-    /// `replicas`, or the number of eligible nodes for `every`.
-    pub wanted: usize,
-    pub placed: usize,
-    /// One line, kubectl-like: `3/3 placed`, `1/2 placed: only 1 node matches (2 nodeSelector)`.
-    pub summary: String,
-    /// Why each node that does not run it does not: node id -> reason.
-    pub not_placed: BTreeMap<String, String>,
-    /// Why the nodes that run it were chosen or kept (short): node id -> reason.
-    pub placed_on: BTreeMap<String, String>,
 }
 
 /// Decides where every workload runs. See the module documentation for the rules.
@@ -305,7 +295,7 @@ impl<'a> Run<'a> {
         for gone in runs.iter().filter(|id| !self.fleet.contains_key(**id)) {
             reasons
                 .not_placed
-                .insert((*gone).to_string(), Unfit::Gone.to_string());
+                .insert((*gone).to_string(), NotPlaced::Unfit(vec![Unfit::Gone]));
         }
         let mut kept: Vec<&'a NodeView> = Vec::new();
         let mut fresh: Vec<&'a NodeView> = Vec::new();
@@ -329,15 +319,17 @@ impl<'a> Run<'a> {
             }
         };
         reasons.placed = placed.len();
-        reasons.summary = summary(
-            &reasons,
+        reasons.summary = Summary::new(
+            reasons.placed,
+            reasons.wanted,
             w.spec.placement.is_every(),
             self.fleet.is_empty(),
-            &unfit_nodes,
+            unfit_nodes.values().map(Vec::as_slice),
         );
         for (id, unfit) in unfit_nodes {
-            let text: Vec<String> = unfit.iter().map(ToString::to_string).collect();
-            reasons.not_placed.insert(id.to_string(), text.join("; "));
+            reasons
+                .not_placed
+                .insert(id.to_string(), NotPlaced::Unfit(unfit));
         }
         self.commit(w, placed.clone());
         (placed, reasons)
@@ -355,18 +347,18 @@ impl<'a> Run<'a> {
             let notes = self.kept_notes(w, node);
             reasons
                 .placed_on
-                .insert(node.id.clone(), with_notes("kept", &notes));
+                .insert(node.id.clone(), PlacedOn::Kept(notes));
             placed.insert(node.id.as_str());
         }
         for node in fresh {
             let notes = if node.online {
                 Vec::new()
             } else {
-                vec!["offline, gets it on reconnect".to_string()]
+                vec![Note::OnReconnect]
             };
             reasons
                 .placed_on
-                .insert(node.id.clone(), with_notes("new", &notes));
+                .insert(node.id.clone(), PlacedOn::New(notes));
             placed.insert(node.id.as_str());
         }
         reasons.wanted = placed.len();
@@ -383,7 +375,6 @@ impl<'a> Run<'a> {
     ) -> BTreeSet<&'a str> {
         reasons.wanted = wanted;
         let spread = w.spec.placement.spread.as_deref();
-        let met = |count: usize| format!("replicas already met ({count}/{wanted})");
         let mut surplus = Vec::new();
         while kept.len() > wanted {
             let counts = spread_counts(spread, &kept);
@@ -411,7 +402,7 @@ impl<'a> Run<'a> {
             let notes = self.kept_notes(w, node);
             reasons
                 .placed_on
-                .insert(node.id.clone(), with_notes("kept", &notes));
+                .insert(node.id.clone(), PlacedOn::Kept(notes));
         }
         let mut chosen = kept;
         while chosen.len() < wanted && !fresh.is_empty() {
@@ -435,101 +426,85 @@ impl<'a> Run<'a> {
                 .map(|(i, _)| i);
             let Some(i) = best else { break };
             let node = fresh.remove(i);
-            let mut notes = vec![if node.online { "online" } else { "offline" }.to_string()];
+            let mut notes = vec![if node.online {
+                Note::Online
+            } else {
+                Note::Offline
+            }];
             if let Some(key) = spread {
                 let value = spread_value(spread, node);
                 let count = counts.get(&value).copied().unwrap_or(0);
-                notes.push(format!(
-                    "spread {} had {}",
-                    spread_text(key, value),
-                    plural(count, "replica")
-                ));
+                notes.push(Note::Spread(Spread {
+                    key: key.to_string(),
+                    value: value.map(str::to_string),
+                    count,
+                }));
             }
             let used = self.used(&node.id);
-            notes.push(plural(used.workloads, "workload"));
+            notes.push(Note::Workloads(used.workloads));
             if node.facts.capacity.memory_bytes > 0 {
-                notes.push(format!(
-                    "{} free",
-                    format_bytes(used.free_memory(node.facts.capacity))
-                ));
+                notes.push(Note::FreeMemory(used.free_memory(node.facts.capacity)));
             }
             reasons
                 .placed_on
-                .insert(node.id.clone(), with_notes("new", &notes));
+                .insert(node.id.clone(), PlacedOn::New(notes));
             chosen.push(node);
         }
         let counts = spread_counts(spread, &chosen);
+        let placed = chosen.len();
         for node in surplus {
             reasons
                 .not_placed
-                .insert(node.id.clone(), format!("removed: {}", met(chosen.len())));
+                .insert(node.id.clone(), NotPlaced::Removed { placed, wanted });
         }
         for node in fresh {
-            let mut text = format!("not chosen: {}", met(chosen.len()));
-            if let Some(key) = spread {
-                let value = spread_value(spread, node);
+            let spread = spread.and_then(|key| {
+                let value = spread_value(Some(key), node);
                 let count = counts.get(&value).copied().unwrap_or(0);
-                if count > 0 {
-                    let has = if value.is_some() { "has" } else { "have" };
-                    text.push_str(&format!(
-                        "; spread {} already {has} {}",
-                        spread_text(key, value),
-                        plural(count, "replica")
-                    ));
-                }
-            }
-            reasons.not_placed.insert(node.id.clone(), text);
+                (count > 0).then(|| Spread {
+                    key: key.to_string(),
+                    value: value.map(str::to_string),
+                    count,
+                })
+            });
+            reasons.not_placed.insert(
+                node.id.clone(),
+                NotPlaced::NotChosen {
+                    placed,
+                    wanted,
+                    spread,
+                },
+            );
         }
         chosen.iter().map(|node| node.id.as_str()).collect()
     }
 
     /// Why a copy on a node that is not simply online and schedulable stays there.
-    fn kept_notes(&self, w: &Workload, node: &NodeView) -> Vec<String> {
+    fn kept_notes(&self, w: &Workload, node: &NodeView) -> Vec<Note> {
         let mut notes = Vec::new();
         if !node.online {
-            let offline = fit::offline_for(node, self.now_ms);
+            let offline_ms = fit::offline_for(node, self.now_ms);
             notes.push(match w.spec.placement.mode {
-                PlacementMode::Every => {
-                    format!(
-                        "offline for {}, every workloads never move",
-                        fit::age(offline)
-                    )
-                }
-                PlacementMode::Replicas(_) => format!(
-                    "offline for {}, rescheduleAfter {}",
-                    fit::age(offline),
-                    fit::reschedule_text(w.spec.placement.reschedule_after)
-                ),
+                PlacementMode::Every => Note::OfflineEvery { offline_ms },
+                PlacementMode::Replicas(_) => Note::OfflineWithin {
+                    offline_ms,
+                    after: w.spec.placement.reschedule_after,
+                },
             });
         }
         match node.schedulable {
             Schedulable::Yes => {}
-            Schedulable::Cordoned => notes.push("cordoned".to_string()),
+            Schedulable::Cordoned => notes.push(Note::Cordoned),
             // Only `every` copies stay on a drained node.
-            Schedulable::Drained => notes.push("drained, every workloads stay".to_string()),
+            Schedulable::Drained => notes.push(Note::DrainedEveryStays),
         }
         notes
-    }
-}
-
-fn with_notes(what: &str, notes: &[String]) -> String {
-    if notes.is_empty() {
-        what.to_string()
-    } else {
-        format!("{what}: {}", notes.join(", "))
     }
 }
 
 /// The node's value of the spread label; `None` for a node without it (its own value).
 fn spread_value<'n>(spread: Option<&str>, node: &'n NodeView) -> Option<&'n str> {
     spread.and_then(|key| node.facts.labels.get(key).map(String::as_str))
-}
-
-fn spread_text(key: &str, value: Option<&str>) -> String {
-    match value {
-        Some(value) => format!("{key}={value}"),
-        None => format!("nodes with no label {key}"),
-    }
 }
 
 fn spread_counts<'n>(
@@ -541,45 +516,4 @@ fn spread_counts<'n>(
         *counts.entry(spread_value(spread, node)).or_insert(0) += 1;
     }
     counts
-}
-
-/// `3/3 placed`, or what kept the count short: `1/2 placed: only 1 node matches (2
-/// nodeSelector, 1 cordoned)`, each node counted once, under the first rule it fails (as
-/// `kubectl describe` counts them), so the counts add up to the nodes that do not match.
-/// An `every` workload that matches no node is short too (`0/0 placed: no node matches`).
-fn summary(
-    reasons: &WorkloadReasons,
-    every: bool,
-    no_nodes: bool,
-    unfit_nodes: &BTreeMap<&str, Vec<Unfit>>,
-) -> String {
-    let (placed, wanted) = (reasons.placed, reasons.wanted);
-    let head = format!("{placed}/{wanted} placed");
-    let short = placed < wanted || (every && wanted == 0);
-    if !short {
-        return head;
-    }
-    if no_nodes {
-        return format!("{head}: no nodes in the fleet");
-    }
-    let matches = match placed {
-        0 => "no node matches".to_string(),
-        1 => "only 1 node matches".to_string(),
-        n => format!("only {n} nodes match"),
-    };
-    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-    for kind in unfit_nodes.values().filter_map(|unfit| unfit.first()) {
-        *kinds.entry(kind.kind()).or_insert(0) += 1;
-    }
-    let mut kinds: Vec<(String, usize)> = kinds.into_iter().collect();
-    kinds.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let kinds: Vec<String> = kinds
-        .into_iter()
-        .map(|(kind, count)| format!("{count} {kind}"))
-        .collect();
-    if kinds.is_empty() {
-        format!("{head}: {matches}")
-    } else {
-        format!("{head}: {matches} ({})", kinds.join(", "))
-    }
 }

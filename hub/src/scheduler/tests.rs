@@ -156,7 +156,11 @@ fn check(case: Case<'_>) {
     };
     for (w, node, expected) in case.why_not {
         assert_eq!(
-            reasons(w).not_placed.get(*node).map(String::as_str),
+            reasons(w)
+                .not_placed
+                .get(*node)
+                .map(ToString::to_string)
+                .as_deref(),
             Some(*expected),
             "why {w} is not on {node}; all: {:#?}",
             reasons(w)
@@ -164,14 +168,18 @@ fn check(case: Case<'_>) {
     }
     for (w, node, expected) in case.why {
         assert_eq!(
-            reasons(w).placed_on.get(*node).map(String::as_str),
+            reasons(w)
+                .placed_on
+                .get(*node)
+                .map(ToString::to_string)
+                .as_deref(),
             Some(*expected),
             "why {w} is on {node}; all: {:#?}",
             reasons(w)
         );
     }
     for (w, expected) in case.summary {
-        assert_eq!(reasons(w).summary, *expected, "summary of {w}");
+        assert_eq!(reasons(w).summary.to_string(), *expected, "summary of {w}");
     }
     // Every workload is explained on every node: placed_on where it runs, not_placed elsewhere.
     let names: BTreeSet<&str> = case.workloads.iter().map(|w| w.name.as_str()).collect();
