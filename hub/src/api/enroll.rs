@@ -23,8 +23,9 @@ use shoal_model::wire::signing::SigningKey;
 
 use super::{check_labels, Answer, Failure};
 use crate::broker::password;
+use crate::clock::wall_ms;
+use crate::context::Hub;
 use crate::server::controller::has_keys;
-use crate::server::{wall_ms, Hub};
 use crate::store::{self, EnrollError, KeyState};
 
 /// The SHA-256 of a token secret, as stored.
@@ -65,7 +66,7 @@ pub async fn add_node(
         now,
     )?;
     tracing::info!(node = request.name, ttl_s, "enrollment token issued");
-    hub.changed.notify_one();
+    hub.wake.changed();
     Ok(Json(NodeEnrollment {
         token: format!(
             "{TOKEN_PREFIX}.{}.{secret}.{}",
@@ -126,7 +127,7 @@ pub async fn enroll(
         .map(|(_, announced)| announced)
         .unwrap_or_default();
     tracing::info!(node, "node enrolled");
-    hub.changed.notify_one();
+    hub.wake.changed();
     Ok(Json(EnrollResponse {
         node_name: node,
         password,
@@ -172,7 +173,7 @@ pub async fn remove_node(
         }
     }
     tracing::info!(node = name, "node removed");
-    hub.changed.notify_one();
+    hub.wake.changed();
     Ok(Json(Done { message }))
 }
 
@@ -217,7 +218,7 @@ pub async fn rotate(
             tracing::info!(key = %key.public().id(), "key rotation started");
         }
     }
-    hub.changed.notify_one();
+    hub.wake.changed();
     Ok(Json(key_infos(&hub)?))
 }
 

@@ -30,8 +30,10 @@ use shoal_model::manifest::Loaded;
 use shoal_model::wire::{RpcRequestBody, RpcResponseBody};
 
 use crate::broker::{self, password};
+use crate::clock::wall_ms;
+use crate::context::Hub;
+use crate::rpc;
 use crate::scheduler::Schedulable;
-use crate::server::{rpc, wall_ms, Hub};
 use crate::store::StoreError;
 
 /// How long a node has to answer the first part of an RPC.
@@ -192,7 +194,7 @@ async fn apply(
     }
     if !request.dry_run && changes.iter().any(|c| c.action != ChangeAction::Unchanged) {
         tracing::info!(workloads = changes.len(), "applied");
-        hub.changed.notify_one();
+        hub.wake.changed();
     }
     Ok(Json(ApplyResponse {
         dry_run: request.dry_run,
@@ -228,7 +230,7 @@ async fn delete_workload(
         ));
     }
     tracing::info!(workload = name, "deleted");
-    hub.changed.notify_one();
+    hub.wake.changed();
     Ok(Json(Done {
         message: format!("workload/{name} deleted; its nodes stop its containers"),
     }))
@@ -276,7 +278,7 @@ async fn label_node(
 ) -> Answer<NodeInfo> {
     check_labels(&request.set)?;
     hub.store.label_node(&name, &request.set, &request.remove)?;
-    hub.changed.notify_one();
+    hub.wake.changed();
     Ok(Json(views::node(&hub, &name)?.node))
 }
 
@@ -297,7 +299,7 @@ async fn schedule_node(
     };
     hub.store.set_schedulable(&name, schedulable)?;
     tracing::info!(node = name, action, "node scheduling changed");
-    hub.changed.notify_one();
+    hub.wake.changed();
     Ok(Json(views::node(&hub, &name)?.node))
 }
 
@@ -364,7 +366,7 @@ async fn logs(
         ));
     }
     let mut call = rpc::call(
-        &hub,
+        &hub.rpc,
         &node,
         RpcRequestBody::Logs {
             workload: query.workload.clone(),
@@ -483,7 +485,7 @@ async fn mosquitto(
         "::1".to_string(),
     ];
     for url in [&hub.broker, &hub.advertised] {
-        if let Some(host) = crate::server::url_host(url)
+        if let Some(host) = crate::pki::url_host(url)
             .map(|host| host.trim_matches(|c| c == '[' || c == ']').to_string())
         {
             if !names.contains(&host) {

@@ -7,7 +7,7 @@ use shoal_model::api::{EventInfo, Instance, NodeDetail, NodeInfo, WorkloadDetail
 use shoal_model::manifest::PlacementMode;
 use shoal_model::wire::{ContainerState, NodeStatus};
 
-use crate::server::Hub;
+use crate::context::Hub;
 use crate::scheduler::{Placement, Schedulable};
 use crate::store::{StoreError, StoredEvent, StoredNode, StoredWorkload};
 

@@ -14,7 +14,8 @@ use rumqttc::QoS;
 use shoal_model::topic::NodeId;
 use shoal_model::wire::Envelope;
 
-use super::{wall_ms, Hub};
+use crate::clock::wall_ms;
+use crate::context::Hub;
 use crate::desired;
 use crate::scheduler::{self, NodeView};
 use crate::store::{self, NodeDesired};
@@ -38,7 +39,7 @@ pub async fn run(hub: Arc<Hub>) {
             tracing::error!("placement failed: {error}");
         }
         tokio::select! {
-            () = hub.changed.notified() => {}
+            () = hub.wake.next_changed() => {}
             () = tokio::time::sleep(PERIOD) => {}
         }
     }
@@ -127,7 +128,7 @@ pub async fn step(hub: &Hub) -> anyhow::Result<()> {
             retired = announced_ids[0],
             "every enrolled node has the next signing key: it signs from now on"
         );
-        hub.changed.notify_one();
+        hub.wake.changed();
     }
     Ok(())
 }

@@ -11,33 +11,27 @@
 
 pub mod controller;
 pub mod mqtt;
-pub mod rpc;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use shoal_model::topic::Topics;
 use shoal_model::wire::signing::SigningKey;
 use shoal_model::wire::Limits;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::broker::{
     self, Authenticator, BrokerUrl, EmbeddedBroker, EmbeddedConfig, Identity, TlsFiles,
 };
-use crate::pki::Ca;
-use crate::scheduler::Decision;
+use crate::clock::wall_ms;
+use crate::context::{Hub, Wake};
+use crate::pki::{url_host, Ca};
+use crate::rpc::Rpc;
 use crate::store::{self, KeyState, Store};
-
-/// Wall-clock ms since the Unix epoch.
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// What `shoal serve` is told.
 #[derive(Clone, Debug)]
@@ -71,36 +65,6 @@ pub struct Ready {
     /// The broker URL agents use.
     pub broker: String,
     pub token: String,
-}
-
-/// Everything the hub's tasks share.
-#[derive(Debug)]
-pub struct Hub {
-    /// Shared with the embedded broker's authentication.
-    pub store: Arc<Store>,
-    pub topics: Topics,
-    pub limits: Limits,
-    pub client: rumqttc::AsyncClient,
-    /// The broker as the hub connects to it.
-    pub broker: String,
-    /// The broker URL given to agents.
-    pub advertised: String,
-    /// Wakes the controller.
-    pub changed: Notify,
-    /// Whether the hub's client is connected and subscribed.
-    pub subscribed: watch::Sender<bool>,
-    /// Generation of the desired state the broker retains, per node.
-    pub retained: Mutex<BTreeMap<String, u64>>,
-    /// The scheduler's last decision, with its reasons.
-    pub decision: Mutex<Option<Decision>>,
-    pub rpc: rpc::Pending,
-    pub token: String,
-    pub hub_password: String,
-    pub embedded: Option<EmbeddedBroker>,
-    /// The hub's certificate authority: signs the server certificate, pinned by tokens.
-    pub ca: Ca,
-    /// The API URL devices enroll at.
-    pub advertised_api: String,
 }
 
 /// The broker asks the store who is connecting.
@@ -281,6 +245,7 @@ pub async fn serve(
         };
         format!("{scheme}://{host}:{}", api.port())
     });
+    let rpc = Arc::new(Rpc::new(client.clone(), topics.clone(), limits));
     let hub = Arc::new(Hub {
         store,
         topics,
@@ -288,11 +253,11 @@ pub async fn serve(
         client,
         broker: broker_url.to_string(),
         advertised: advertised.clone(),
-        changed: Notify::new(),
+        wake: Wake::default(),
         subscribed: watch::channel(false).0,
         retained: Mutex::new(BTreeMap::new()),
         decision: Mutex::new(None),
-        rpc: rpc::Pending::default(),
+        rpc,
         token: token.clone(),
         hub_password,
         embedded,
@@ -354,18 +319,6 @@ fn certificate_names(options: &ServeOptions) -> Vec<String> {
     names
 }
 
-/// The host of `scheme://host[:port][/...]`, IPv6 with its brackets.
-pub fn url_host(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    let host = if authority.starts_with('[') {
-        &authority[..=authority.find(']')?]
-    } else {
-        authority.split(':').next()?
-    };
-    (!host.is_empty()).then_some(host)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,20 +373,5 @@ mod tests {
             v6.iter().any(|n| n == "fd00::1") && v6.iter().any(|n| n == "fd00::2"),
             "{v6:?}"
         );
-    }
-
-    #[test]
-    fn url_hosts_keep_ipv6_brackets_and_drop_ports_and_paths() {
-        let rows = [
-            ("mqtts://hub.example:8883", Some("hub.example")),
-            ("https://10.0.0.1:7440/v1", Some("10.0.0.1")),
-            ("mqtt://[fd00::1]:1883", Some("[fd00::1]")),
-            ("mqtts://hub.example", Some("hub.example")),
-            ("no-scheme", None),
-            ("mqtt://:1883", None),
-        ];
-        for (url, expected) in rows {
-            assert_eq!(url_host(url), expected, "{url}");
-        }
     }
 }

@@ -12,9 +12,10 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Transport
 use shoal_model::topic::{Channel, NodeId};
 use shoal_model::wire::{self, NodeStatus, Presence, RpcResponse};
 
-use super::{wall_ms, Hub};
 use crate::admission::Admission;
 use crate::broker::{BrokerUrl, HUB_USERNAME};
+use crate::clock::wall_ms;
+use crate::context::Hub;
 
 /// Room above the largest message for the MQTT header and topic.
 const PACKET_HEADROOM: usize = 4096;
@@ -157,7 +158,7 @@ fn presence(hub: &Hub, node: &NodeId, payload: &[u8]) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     tracing::info!(node = %node, online = presence.online, "presence");
     if changed {
-        hub.changed.notify_one();
+        hub.wake.changed();
     }
     Ok(())
 }
@@ -192,7 +193,7 @@ fn rpc_response(hub: &Hub, node: &NodeId, payload: &[u8]) -> Result<(), String> 
     let (envelope, response) =
         wire::decode::<RpcResponse>(payload, &hub.limits).map_err(|e| e.to_string())?;
     check_node(node, &envelope.node_id)?;
-    hub.rpc.deliver(node.as_str(), response);
+    hub.rpc.pending.deliver(node.as_str(), response);
     Ok(())
 }
 

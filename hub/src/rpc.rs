@@ -3,14 +3,34 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use rumqttc::QoS;
-use shoal_model::topic::NodeId;
-use shoal_model::wire::{self, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody};
+use rumqttc::{AsyncClient, QoS};
+use shoal_model::topic::{NodeId, Topics};
+use shoal_model::wire::{self, Limits, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody};
 use tokio::sync::mpsc;
 
-use super::{wall_ms, Hub};
+use crate::clock::wall_ms;
+
+/// RPC to agents: the requests in flight and the client that sends them.
+#[derive(Debug)]
+pub struct Rpc {
+    pub pending: Pending,
+    client: AsyncClient,
+    topics: Topics,
+    limits: Limits,
+}
+
+impl Rpc {
+    pub fn new(client: AsyncClient, topics: Topics, limits: Limits) -> Rpc {
+        Rpc {
+            pending: Pending::default(),
+            client,
+            topics,
+            limits,
+        }
+    }
+}
 
 /// Answers buffered per request before the agent's further answers are dropped.
 const BUFFERED: usize = 256;
@@ -81,19 +101,19 @@ pub struct Call {
     pub id: u64,
     pub node: String,
     pub answers: mpsc::Receiver<RpcResponseBody>,
-    hub: std::sync::Arc<Hub>,
+    rpc: Arc<Rpc>,
     cancel_on_drop: bool,
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        self.hub.rpc.forget(self.id);
+        self.rpc.pending.forget(self.id);
         if self.cancel_on_drop {
-            let hub = std::sync::Arc::clone(&self.hub);
+            let rpc = Arc::clone(&self.rpc);
             let (node, id) = (self.node.clone(), self.id);
             tokio::spawn(async move {
                 let _ = send(
-                    &hub,
+                    &rpc,
                     &node,
                     id.wrapping_add(1 << 62),
                     RpcRequestBody::Cancel { id },
@@ -105,30 +125,26 @@ impl Drop for Call {
 }
 
 /// Sends `body` to `node`; its answers arrive on the returned call.
-pub async fn call(
-    hub: &std::sync::Arc<Hub>,
-    node: &str,
-    body: RpcRequestBody,
-) -> anyhow::Result<Call> {
+pub async fn call(rpc: &Arc<Rpc>, node: &str, body: RpcRequestBody) -> anyhow::Result<Call> {
     let cancel_on_drop = matches!(body, RpcRequestBody::Logs { follow: true, .. });
-    let (id, answers) = hub.rpc.register(node);
+    let (id, answers) = rpc.pending.register(node);
     let call = Call {
         id,
         node: node.to_string(),
         answers,
-        hub: std::sync::Arc::clone(hub),
+        rpc: Arc::clone(rpc),
         cancel_on_drop,
     };
-    send(hub, node, id, body).await?;
+    send(rpc, node, id, body).await?;
     Ok(call)
 }
 
-async fn send(hub: &Hub, node: &str, id: u64, body: RpcRequestBody) -> anyhow::Result<()> {
+async fn send(rpc: &Rpc, node: &str, id: u64, body: RpcRequestBody) -> anyhow::Result<()> {
     let node_id = NodeId::new(node)?;
-    let payload = wire::encode(node, &RpcRequest { id, body }, &hub.limits)?;
-    hub.client
+    let payload = wire::encode(node, &RpcRequest { id, body }, &rpc.limits)?;
+    rpc.client
         .publish(
-            hub.topics.rpc_req(&node_id),
+            rpc.topics.rpc_req(&node_id),
             QoS::AtLeastOnce,
             false,
             payload,
