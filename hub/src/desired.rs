@@ -12,7 +12,7 @@ use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::{DesiredState, DesiredWorkload};
 
 use crate::scheduler::Placement;
-use crate::store::{NodeDesired, StoredWorkload};
+use crate::store::{Published, StoredWorkload};
 
 /// The workloads each node should run, in name order; every node in `nodes` has an entry.
 pub fn per_node(
@@ -53,7 +53,7 @@ pub fn next(
     node: &str,
     workloads: Vec<DesiredWorkload>,
     signing_keys: &[PublicKey],
-    previous: Option<&NodeDesired>,
+    previous: Option<&Published>,
 ) -> Option<(DesiredState, String)> {
     let digest = digest(&workloads, signing_keys);
     if previous.is_some_and(|p| p.digest == digest) {
@@ -104,12 +104,10 @@ mod tests {
             .collect()
     }
 
-    fn published(node: &str, generation: u64, workloads: &[DesiredWorkload]) -> NodeDesired {
-        NodeDesired {
-            node: node.into(),
+    fn published(generation: u64, workloads: &[DesiredWorkload]) -> Published {
+        Published {
             generation,
             digest: digest(workloads, &[]),
-            payload: Vec::new(),
             signing_keys: Vec::new(),
         }
     }
@@ -152,7 +150,7 @@ mod tests {
             &placement(&[("web", &["a"])]),
             &["a".into()],
         );
-        let previous = published("a", 4, &lists["a"]);
+        let previous = published(4, &lists["a"]);
         assert_eq!(next("a", lists["a"].clone(), &[], Some(&previous)), None);
     }
 
@@ -163,7 +161,7 @@ mod tests {
             &placement(&[("web", &["a"])]),
             &["a".into()],
         );
-        let previous = published("a", 4, &before["a"]);
+        let previous = published(4, &before["a"]);
         let after = per_node(
             &[stored("web", 2)],
             &placement(&[("web", &["a"])]),
@@ -180,7 +178,7 @@ mod tests {
             &placement(&[("web", &["a"])]),
             &["a".into()],
         );
-        let previous = published("a", 4, &lists["a"]);
+        let previous = published(4, &lists["a"]);
         let key = PublicKey([7; 32]);
         let (state, _) = next("a", lists["a"].clone(), &[key], Some(&previous)).expect("changed");
         assert_eq!((state.generation, state.signing_keys), (5, vec![key]));

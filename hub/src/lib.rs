@@ -7,6 +7,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod context;
+pub mod control;
 pub mod demo;
 pub mod desired;
 pub mod pki;

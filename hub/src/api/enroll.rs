@@ -25,7 +25,7 @@ use super::{check_labels, Answer, Failure};
 use crate::broker::password;
 use crate::clock::wall_ms;
 use crate::context::Hub;
-use crate::server::controller::has_keys;
+use crate::control::{self, Fleet, Rotation};
 use crate::store::{self, EnrollError, KeyState};
 
 /// The SHA-256 of a token secret, as stored.
@@ -222,25 +222,26 @@ pub async fn rotate(
     Ok(Json(key_infos(&hub)?))
 }
 
+/// Every key, newest first; the next key with the nodes that have it and those the rotation
+/// waits for, by the rule the controller promotes it by.
 fn key_infos(hub: &Hub) -> Result<Vec<KeyInfo>, Failure> {
-    let keys = hub.store.signing_keys()?;
-    let published = hub.store.node_desired()?;
-    let statuses = hub.store.statuses()?;
-    let nodes = hub.store.nodes()?;
-    Ok(keys
+    let fleet = Fleet::new(hub.store.snapshot()?, None);
+    let (confirmed, waiting) = match control::rotation(&fleet) {
+        Rotation::Idle => (Vec::new(), Vec::new()),
+        Rotation::Waiting {
+            confirmed, waiting, ..
+        } => (confirmed, waiting),
+        Rotation::Promote { confirmed, .. } => (confirmed, Vec::new()),
+    };
+    Ok(fleet
+        .keys
         .into_iter()
         .map(|key| {
-            let (mut confirmed, mut waiting) = (Vec::new(), Vec::new());
-            if key.state == KeyState::Next {
-                for node in nodes.iter().filter(|n| n.enrolled) {
-                    let ids = std::slice::from_ref(&key.id);
-                    if has_keys(&node.name, ids, &published, &statuses) {
-                        confirmed.push(node.name.clone());
-                    } else {
-                        waiting.push(node.name.clone());
-                    }
-                }
-            }
+            let (confirmed, waiting) = if key.state == KeyState::Next {
+                (confirmed.clone(), waiting.clone())
+            } else {
+                (Vec::new(), Vec::new())
+            };
             KeyInfo {
                 id: key.id,
                 public: key.public.to_string(),

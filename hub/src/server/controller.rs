@@ -1,171 +1,257 @@
-//! The hub's one decision loop: on every change (apply, delete, label, cordon, presence) and
-//! every few seconds (for `rescheduleAfter`), it runs the scheduler over the stored fleet,
-//! stores the placement, and publishes a new desired state to each node whose list changed.
+//! The shell around the hub's decisions ([`crate::control`]): one loop that, on every change,
+//! report and tick, reads the fleet from the store in one transaction, decides, signs the new
+//! desired states, stores the plan in one transaction, and publishes through [`Publish`].
 //!
-//! Published desired states are stored before they are sent; after a restart the loop first
-//! compares the stored generations with what the broker retains and republishes only what the
-//! broker lost, so agents see no change and restart nothing.
+//! Published desired states are stored before they are sent, so what the broker gets is never
+//! newer than what the hub remembers. The first pass after the hub starts also compares the
+//! stored generations with what the broker retains, and republishes only what it lost.
+//!
+//! Wake-ups: a store change (apply, delete, labels, cordon, enrollment, keys, a node's facts
+//! or online state) runs a pass at once; a report (status, presence) runs one no sooner than
+//! [`REPORTED_SPACING`] after the previous pass started, and no sooner than
+//! [`REPORTED_SHARE`] times that pass's duration, so a herd of statuses costs a few passes and
+//! the steady stream of a large fleet's heartbeats at most a tenth of a core; and every
+//! [`PERIOD`] one runs anyway (offline nodes age past `rescheduleAfter` with no message).
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rumqttc::QoS;
 use shoal_model::topic::NodeId;
-use shoal_model::wire::Envelope;
+use shoal_model::wire::{Envelope, Limits};
+use tokio::time::Instant;
 
 use crate::clock::wall_ms;
-use crate::context::Hub;
-use crate::desired;
-use crate::scheduler::{self, NodeView};
-use crate::store::{self, NodeDesired};
+use crate::context::{Hub, Wake};
+use crate::control::{self, Fleet, Plan};
+use crate::store::{self, NodeDesired, PlanWrite, Store};
 
-/// How often placement is recomputed with no change (offline nodes age past
-/// `rescheduleAfter` without any message arriving).
-const PERIOD: Duration = Duration::from_secs(5);
+/// How often a pass runs with no wake-up.
+pub const PERIOD: Duration = Duration::from_secs(5);
+/// The least time from one pass to the next when only reports woke the controller.
+pub const REPORTED_SPACING: Duration = Duration::from_millis(250);
+/// When only reports woke the controller, the next pass starts no sooner than this many times
+/// the previous pass's duration after it started: passes woken by reports take at most that
+/// share of the time.
+pub const REPORTED_SHARE: u32 = 10;
 /// How long the broker has to deliver its retained desired states after the subscription.
 const RETAINED_SETTLE: Duration = Duration::from_millis(700);
 
-pub async fn run(hub: Arc<Hub>) {
+/// Where desired states go: the broker, retained, in production ([`super::mqtt::Publisher`]).
+pub trait Publish: Send + Sync {
+    /// Publishes `payload` as `node`'s retained desired state.
+    fn desired(
+        &self,
+        node: &NodeId,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Runs passes forever.
+pub async fn run<P: Publish + 'static>(hub: Arc<Hub>, publisher: P) {
     let mut subscribed = hub.subscribed.subscribe();
     // Wait for the first subscription so the retained desired states are known.
     let _ = subscribed.wait_for(|s| *s).await;
     tokio::time::sleep(RETAINED_SETTLE).await;
-    if let Err(error) = republish_lost(&hub).await {
-        tracing::error!("cannot compare desired states with the broker's: {error}");
-    }
+    let mut retained = Some(
+        hub.retained
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+    );
     loop {
-        if let Err(error) = step(&hub).await {
-            tracing::error!("placement failed: {error}");
+        let started = Instant::now();
+        match pass(&hub.store, &hub.limits, &publisher, retained.clone()).await {
+            Ok(plan) => {
+                retained = None;
+                *hub.decision.lock().unwrap_or_else(|p| p.into_inner()) = Some(plan.placement);
+            }
+            Err(error) => {
+                tracing::error!("controller pass failed: {error:#}");
+                // What was stored may not have reached the broker: the next pass compares.
+                retained = Some(
+                    hub.retained
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone(),
+                );
+            }
         }
-        tokio::select! {
-            () = hub.wake.next_changed() => {}
-            () = tokio::time::sleep(PERIOD) => {}
+        pace(&hub.wake, started).await;
+    }
+}
+
+/// Waits until the next pass is due, after a pass that started at `started` and just ended.
+pub async fn pace(wake: &Wake, started: Instant) {
+    let took = started.elapsed();
+    tokio::select! {
+        () = wake.next_changed() => {}
+        () = tokio::time::sleep(PERIOD) => {}
+        () = wake.next_reported() => {
+            // Reports coalesce; a change cuts the wait short.
+            let due = started + REPORTED_SPACING.max(took * REPORTED_SHARE);
+            tokio::select! {
+                () = wake.next_changed() => {}
+                () = tokio::time::sleep_until(due) => {}
+            }
         }
     }
 }
 
-/// Republishes each stored desired state the broker does not retain at its generation.
-async fn republish_lost(hub: &Hub) -> anyhow::Result<()> {
-    let retained = hub
-        .retained
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    for (node, stored) in hub.store.node_desired()? {
-        if retained.get(&node) == Some(&stored.generation) {
-            continue;
-        }
-        tracing::info!(
-            node,
-            generation = stored.generation,
-            "republishing a desired state the broker lost"
-        );
-        publish(hub, &node, stored.payload).await?;
+/// One pass: snapshot, decide, sign, store, publish. `retained`: what the broker retains per
+/// node, for the first pass after the hub starts. Returns the plan, with its reasons.
+pub async fn pass<P: Publish>(
+    store: &Arc<Store>,
+    limits: &Limits,
+    publisher: &P,
+    retained: Option<BTreeMap<String, u64>>,
+) -> anyhow::Result<Plan> {
+    let prepared = {
+        let store = Arc::clone(store);
+        let limits = *limits;
+        tokio::task::spawn_blocking(move || prepare(&store, &limits, retained, wall_ms()))
+            .await
+            .context("the controller's pass panicked")??
+    };
+    let Prepared {
+        plan,
+        saved,
+        republish,
+    } = prepared;
+    for (node, payload) in saved {
+        publisher.desired(&NodeId::new(&node)?, payload).await?;
     }
-    Ok(())
+    for (node, payload) in republish {
+        publisher.desired(&NodeId::new(&node)?, payload).await?;
+    }
+    Ok(plan)
 }
 
-/// One pass: schedule, store the placement, publish what changed.
-pub async fn step(hub: &Hub) -> anyhow::Result<()> {
-    let now = wall_ms();
-    let workloads = hub.store.workloads()?;
-    let nodes = hub.store.nodes()?;
-    let current = hub.store.placement()?;
-    let views: Vec<NodeView> = nodes
-        .iter()
-        .map(|n| NodeView {
-            id: n.name.clone(),
-            facts: n.effective_facts(),
-            online: n.online,
-            offline_since_ms: n.offline_since_ms,
-            schedulable: n.schedulable,
-        })
+/// What a pass publishes, once decided and stored.
+struct Prepared {
+    plan: Plan,
+    /// New desired states, stored: node and payload.
+    saved: Vec<(String, Vec<u8>)>,
+    /// Stored desired states the broker lost: node and payload.
+    republish: Vec<(String, Vec<u8>)>,
+}
+
+/// The blocking part of a pass: everything but publishing.
+fn prepare(
+    store: &Store,
+    limits: &Limits,
+    retained: Option<BTreeMap<String, u64>>,
+    now_ms: u64,
+) -> anyhow::Result<Prepared> {
+    let fleet = Fleet::new(store.snapshot()?, retained);
+    let plan = control::decide(&fleet, now_ms);
+    if plan.is_settled() {
+        return Ok(Prepared {
+            plan,
+            saved: Vec::new(),
+            republish: Vec::new(),
+        });
+    }
+    let signed = sign(&fleet, &plan, limits)?;
+    let written = store.save_plan(
+        PlanWrite {
+            placement: (&fleet.placement, &plan.placement.placement),
+            desired: &signed,
+            promote: plan.promote(),
+        },
+        now_ms,
+    )?;
+    log(&plan, &written);
+    let saved = signed
+        .into_iter()
+        .filter(|d| written.contains(&d.node))
+        .map(|d| (d.node, d.payload))
         .collect();
-    let specs: Vec<_> = workloads.iter().map(|w| w.workload.clone()).collect();
-    let decision = scheduler::schedule(&specs, &views, &current, now);
-    if decision.placement != current {
-        tracing::info!(placement = ?decision.placement, "placement changed");
-        hub.store.set_placement(&decision.placement)?;
-    }
-    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
-    let lists = desired::per_node(&workloads, &decision.placement, &names);
-    *hub.decision.lock().unwrap_or_else(|p| p.into_inner()) = Some(decision);
-    let (key, announced) = store::key_ring(&hub.store.signing_keys()?)?
-        .context("the hub has no active signing key")?;
-    let announced_ids: Vec<String> = announced.iter().map(|k| k.id().to_string()).collect();
-    let published = hub.store.node_desired()?;
-    for (node, list) in lists {
-        let Some((state, digest)) = desired::next(&node, list, &announced, published.get(&node))
-        else {
-            continue;
-        };
-        let mut envelope = Envelope::seal(&node, &state)?;
-        key.sign(&mut envelope);
-        let payload = envelope.encode(&hub.limits)?;
-        hub.store.save_node_desired(
-            &NodeDesired {
-                node: node.clone(),
-                generation: state.generation,
-                digest,
-                payload: payload.clone(),
-                signing_keys: announced_ids.clone(),
-            },
-            now,
-        )?;
-        tracing::info!(
-            node,
-            generation = state.generation,
-            workloads = state.workloads.len(),
-            "publishing desired state"
-        );
-        publish(hub, &node, payload).await?;
-    }
-    if announced.len() > 1 && rotation_confirmed(hub, &announced_ids)? {
-        hub.store.promote_next_key(now)?;
-        tracing::info!(
-            key = announced_ids[1],
-            retired = announced_ids[0],
-            "every enrolled node has the next signing key: it signs from now on"
-        );
-        hub.wake.changed();
-    }
-    Ok(())
-}
-
-/// Whether every enrolled node has accepted a desired state announcing all of `announced`
-/// (the active key and the next one).
-fn rotation_confirmed(hub: &Hub, announced: &[String]) -> anyhow::Result<bool> {
-    let published = hub.store.node_desired()?;
-    let statuses = hub.store.statuses()?;
-    Ok(hub
-        .store
-        .nodes()?
-        .iter()
-        .filter(|n| n.enrolled)
-        .all(|node| has_keys(&node.name, announced, &published, &statuses)))
-}
-
-/// Whether `node` has accepted (reported at least) a desired state announcing every key of
-/// `ids`. Pure.
-pub fn has_keys(
-    node: &str,
-    ids: &[String],
-    published: &std::collections::BTreeMap<String, NodeDesired>,
-    statuses: &std::collections::BTreeMap<String, shoal_model::wire::NodeStatus>,
-) -> bool {
-    published.get(node).is_some_and(|desired| {
-        ids.iter().all(|id| desired.signing_keys.contains(id))
-            && statuses
-                .get(node)
-                .is_some_and(|s| s.observed_generation >= desired.generation)
+    let republish = if plan.republish.is_empty() {
+        Vec::new()
+    } else {
+        let mut stored = store.node_desired()?;
+        plan.republish
+            .iter()
+            .filter_map(|r| {
+                tracing::info!(
+                    node = r.node,
+                    generation = r.generation,
+                    "republishing: {r}"
+                );
+                stored
+                    .remove(&r.node)
+                    .filter(|d| d.generation == r.generation)
+                    .map(|d| (d.node, d.payload))
+            })
+            .collect()
+    };
+    Ok(Prepared {
+        plan,
+        saved,
+        republish,
     })
 }
 
-async fn publish(hub: &Hub, node: &str, payload: Vec<u8>) -> anyhow::Result<()> {
-    let topic = hub.topics.desired(&NodeId::new(node)?);
-    hub.client
-        .publish(topic, QoS::AtLeastOnce, true, payload)
-        .await?;
-    Ok(())
+/// Seals and signs the plan's new desired states with its signer.
+fn sign(fleet: &Fleet, plan: &Plan, limits: &Limits) -> anyhow::Result<Vec<NodeDesired>> {
+    if plan.desired.is_empty() {
+        return Ok(Vec::new());
+    }
+    let signer = plan
+        .keys
+        .signer
+        .as_deref()
+        .and_then(|id| fleet.keys.iter().find(|k| k.id == id))
+        .context("the hub has no active signing key")?;
+    let key = store::signing_key(signer)?;
+    let ids: Vec<String> = plan
+        .keys
+        .announced
+        .iter()
+        .map(|k| k.id().to_string())
+        .collect();
+    plan.desired
+        .iter()
+        .map(|d| {
+            let node = &d.state.node_id;
+            let mut envelope = Envelope::seal(node, &d.state)?;
+            key.sign(&mut envelope);
+            Ok(NodeDesired {
+                node: node.clone(),
+                generation: d.state.generation,
+                digest: d.digest.clone(),
+                payload: envelope.encode(limits)?,
+                signing_keys: ids.clone(),
+            })
+        })
+        .collect()
 }
+
+/// What an operator reads of a stored plan.
+fn log(plan: &Plan, written: &BTreeSet<String>) {
+    if plan.placement_changed {
+        tracing::info!(placement = ?plan.placement.placement, "placement changed");
+    }
+    for desired in plan
+        .desired
+        .iter()
+        .filter(|d| written.contains(&d.state.node_id))
+    {
+        tracing::info!(
+            node = desired.state.node_id,
+            generation = desired.state.generation,
+            workloads = desired.state.workloads.len(),
+            "publishing desired state: {}",
+            desired.reason
+        );
+    }
+    if plan.promote().is_some() {
+        tracing::info!("{}", plan.keys.rotation);
+    }
+}
+
+#[cfg(test)]
+mod tests;

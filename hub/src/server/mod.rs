@@ -265,7 +265,8 @@ pub async fn serve(
         advertised_api: advertised_api.clone(),
     });
     tokio::spawn(mqtt::run(Arc::clone(&hub), events));
-    tokio::spawn(controller::run(Arc::clone(&hub)));
+    let publisher = mqtt::Publisher::new(hub.client.clone(), hub.topics.clone());
+    tokio::spawn(controller::run(Arc::clone(&hub), publisher));
     tracing::info!(%api, api_url = %advertised_api, broker = %advertised, data_dir = %options.data_dir.display(), "hub serving");
     if let Some(ready) = ready {
         let _ = ready.send(Ready {

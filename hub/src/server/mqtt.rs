@@ -5,13 +5,15 @@
 //! Every payload is hostile until decoded: a message that does not decode, or whose envelope
 //! names another node than its topic, is logged and dropped; nothing stored changes.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Transport};
-use shoal_model::topic::{Channel, NodeId};
+use shoal_model::topic::{Channel, NodeId, Topics};
 use shoal_model::wire::{self, NodeStatus, Presence, RpcResponse};
 
+use super::controller::Publish;
 use crate::admission::Admission;
 use crate::broker::{BrokerUrl, HUB_USERNAME};
 use crate::clock::wall_ms;
@@ -62,6 +64,35 @@ pub fn client(options: &ClientOptions, limits: &wire::Limits) -> (AsyncClient, E
         mqtt.set_transport(transport);
     }
     AsyncClient::new(mqtt, 1024)
+}
+
+/// Publishes desired states, retained, through the hub's client.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    client: AsyncClient,
+    topics: Topics,
+}
+
+impl Publisher {
+    pub fn new(client: AsyncClient, topics: Topics) -> Publisher {
+        Publisher { client, topics }
+    }
+}
+
+impl Publish for Publisher {
+    fn desired(
+        &self,
+        node: &NodeId,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        let topic = self.topics.desired(node);
+        async move {
+            self.client
+                .publish(topic, QoS::AtLeastOnce, true, payload)
+                .await?;
+            Ok(())
+        }
+    }
 }
 
 /// Polls the event loop forever: reconnects with a capped backoff (rumqttc retries at once
@@ -159,6 +190,8 @@ fn presence(hub: &Hub, node: &NodeId, payload: &[u8]) -> Result<(), String> {
     tracing::info!(node = %node, online = presence.online, "presence");
     if changed {
         hub.wake.changed();
+    } else {
+        hub.wake.reported();
     }
     Ok(())
 }
@@ -185,6 +218,10 @@ fn status(hub: &Hub, node: &NodeId, payload: &[u8]) -> Result<(), String> {
             "the node's statuses are numbered afresh: taken as its newest"
         ),
         Admission::Newest | Admission::Older => {}
+    }
+    // A status kept as the node's newest may change a decision (key rotation, health).
+    if matches!(admission, Admission::Newest | Admission::Restarted { .. }) {
+        hub.wake.reported();
     }
     Ok(())
 }

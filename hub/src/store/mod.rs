@@ -8,6 +8,7 @@
 #[cfg(test)]
 mod released;
 mod security;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -23,7 +24,8 @@ use shoal_model::wire::{Event, EventReason, NodeStatus, Severity};
 use crate::admission::{self, Admission, Claim, Kept};
 use crate::scheduler::{Placement, Schedulable};
 
-pub use security::{key_ring, EnrollError, KeyState, StoredKey};
+pub use security::{key_ring, signing_key, EnrollError, KeyState, StoredKey};
+pub use snapshot::{PlanWrite, Snapshot};
 
 /// The schema, one entry per version (`PRAGMA user_version`).
 const MIGRATIONS: &[&str] = &[
@@ -116,6 +118,16 @@ pub struct NodeDesired {
     pub signing_keys: Vec<String>,
 }
 
+/// What a node's published desired state says, without its payload: what decisions compare.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub generation: u64,
+    /// Hash of the workloads it lists and the keys it announces.
+    pub digest: String,
+    /// Ids of the signing keys it announces.
+    pub signing_keys: Vec<String>,
+}
+
 /// One stored event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -204,7 +216,13 @@ impl Store {
 
     /// Every workload, or only the one named: one query either way.
     fn workloads_named(&self, name: Option<&str>) -> Result<Vec<StoredWorkload>, StoreError> {
-        let conn = self.conn();
+        Self::read_workloads(&self.conn(), name)
+    }
+
+    fn read_workloads(
+        conn: &Connection,
+        name: Option<&str>,
+    ) -> Result<Vec<StoredWorkload>, StoreError> {
         let mut statement = conn
             .prepare(
                 "SELECT revision, spec, created_at, updated_at FROM workloads \
@@ -379,7 +397,10 @@ impl Store {
     /// Every node, or only the one named: one query either way (the MQTT client looks up the
     /// sender of every status and presence message).
     fn nodes_named(&self, name: Option<&str>) -> Result<Vec<StoredNode>, StoreError> {
-        let conn = self.conn();
+        Self::read_nodes(&self.conn(), name)
+    }
+
+    fn read_nodes(conn: &Connection, name: Option<&str>) -> Result<Vec<StoredNode>, StoreError> {
         let mut statement = conn
             .prepare(
                 "SELECT name, labels, schedulable, created_at, facts, online, last_seen, offline_since, \
@@ -527,7 +548,10 @@ impl Store {
     // ---- placement and desired state ----
 
     pub fn placement(&self) -> Result<Placement, StoreError> {
-        let conn = self.conn();
+        Self::read_placement(&self.conn())
+    }
+
+    fn read_placement(conn: &Connection) -> Result<Placement, StoreError> {
         let mut statement = conn
             .prepare("SELECT workload, node FROM placement")
             .map_err(query("reading the placement"))?;
@@ -686,7 +710,10 @@ impl Store {
 
     /// The newest status of every node that reported one.
     pub fn statuses(&self) -> Result<BTreeMap<String, NodeStatus>, StoreError> {
-        let conn = self.conn();
+        Self::read_statuses(&self.conn())
+    }
+
+    fn read_statuses(conn: &Connection) -> Result<BTreeMap<String, NodeStatus>, StoreError> {
         let mut statement = conn
             .prepare("SELECT node, payload FROM node_status")
             .map_err(query("reading statuses"))?;

@@ -207,7 +207,7 @@ fn a_hub_upgraded_on_a_released_database_publishes_nothing_new() {
             key_ring(&read(version, "the signing keys", store.signing_keys())),
         )
         .expect("an active signing key");
-        let published = read(version, "the desired states", store.node_desired());
+        let published = read(version, "the fleet's snapshot", store.snapshot()).published;
         for (node, list) in desired::per_node(&workloads, &placement, &names) {
             let previous = published.get(&node);
             assert!(

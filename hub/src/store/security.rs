@@ -5,7 +5,7 @@
 //!   password hash and forgets what the node reported before, all in one transaction.
 //! - Signing keys: exactly one `active` key once the hub has started, at most one `next`.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use shoal_model::wire::signing::{PublicKey, SigningKey};
 
 use super::{query, to_i64, to_u64, Store, StoreError};
@@ -190,7 +190,10 @@ impl Store {
 
     /// Every signing key, newest first.
     pub fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let conn = self.conn();
+        Self::read_signing_keys(&self.conn())
+    }
+
+    pub(super) fn read_signing_keys(conn: &Connection) -> Result<Vec<StoredKey>, StoreError> {
         let failed = query("reading signing keys");
         let mut statement = conn
             .prepare(
@@ -278,20 +281,51 @@ impl Store {
         let Some(next) = next else {
             return Ok(false);
         };
-        tx.execute(
-            "UPDATE signing_keys SET state = 'retired', pkcs8 = NULL, changed_at = ?1 \
-             WHERE state = 'active'",
-            [to_i64(now_ms)],
-        )
-        .map_err(failed)?;
-        tx.execute(
-            "UPDATE signing_keys SET state = 'active', changed_at = ?2 WHERE id = ?1",
-            params![next, to_i64(now_ms)],
-        )
-        .map_err(failed)?;
+        promote(&tx, &next, now_ms)?;
         tx.commit().map_err(failed)?;
         Ok(true)
     }
+}
+
+/// Makes key `next` active and retires the active one (its private half erased), if `next` is
+/// still the next key; says whether it was.
+pub(super) fn promote(conn: &Connection, next: &str, now_ms: u64) -> Result<bool, StoreError> {
+    let failed = query("promoting the next signing key");
+    let state: Option<String> = conn
+        .query_row(
+            "SELECT state FROM signing_keys WHERE id = ?1",
+            [next],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(failed)?;
+    if state.as_deref() != Some(KeyState::Next.as_str()) {
+        return Ok(false);
+    }
+    conn.execute(
+        "UPDATE signing_keys SET state = 'retired', pkcs8 = NULL, changed_at = ?1 \
+         WHERE state = 'active'",
+        [to_i64(now_ms)],
+    )
+    .map_err(failed)?;
+    conn.execute(
+        "UPDATE signing_keys SET state = 'active', changed_at = ?2 WHERE id = ?1",
+        params![next, to_i64(now_ms)],
+    )
+    .map_err(failed)?;
+    Ok(true)
+}
+
+/// The private half of `key`, to sign with.
+pub fn signing_key(key: &StoredKey) -> Result<SigningKey, StoreError> {
+    let pkcs8 = key.pkcs8.as_deref().ok_or(StoreError::Decode {
+        what: "signing key",
+        reason: format!("the private half of key {} is missing", key.id),
+    })?;
+    SigningKey::from_pkcs8(pkcs8).map_err(|e| StoreError::Decode {
+        what: "signing key",
+        reason: e.to_string(),
+    })
 }
 
 /// The active key's private half, and the public keys to announce (active first, then next).
@@ -299,14 +333,7 @@ pub fn key_ring(keys: &[StoredKey]) -> Result<Option<(SigningKey, Vec<PublicKey>
     let Some(active) = keys.iter().find(|k| k.state == KeyState::Active) else {
         return Ok(None);
     };
-    let pkcs8 = active.pkcs8.as_deref().ok_or(StoreError::Decode {
-        what: "active signing key",
-        reason: "its private key is missing".into(),
-    })?;
-    let signing = SigningKey::from_pkcs8(pkcs8).map_err(|e| StoreError::Decode {
-        what: "active signing key",
-        reason: e.to_string(),
-    })?;
+    let signing = signing_key(active)?;
     let mut announced = vec![active.public];
     announced.extend(
         keys.iter()

@@ -1,0 +1,255 @@
+//! The hub's decisions as one pure function: [`decide`]`(&Fleet, now) -> Plan`. Where every
+//! workload runs, what each node is sent and with which generation, and when the next signing
+//! key takes over, each with a structured reason ([`plan`]).
+//!
+//! `server/controller.rs` is its shell: it reads a [`Fleet`] from the store in one
+//! transaction, calls [`decide`], signs the new desired states, stores the [`Plan`] in one
+//! transaction, and publishes. Everything that needs a rule lives here, so a rollout, a
+//! dashboard or a simulator of ten thousand nodes can run the same decisions without a broker
+//! or a database.
+//!
+//! **Invariants.** No IO, no clock (the time is the `now_ms` argument), no logging. The order
+//! of the fleet's lists does not matter. Deciding again on the fleet a plan leaves behind (its
+//! placement, desired states and promotion stored, what it publishes retained) moves nothing:
+//! the controller runs on every change, report and tick, and a settled fleet costs no writes
+//! and no messages.
+//!
+//! # Rules
+//!
+//! **Placement** is [`scheduler::schedule`] over every stored workload and node (the hub's
+//! labels laid over the agent's), from the stored placement; its rules are in `scheduler`.
+//!
+//! **Desired states.** Every registered node, enrolled or not, has one: the workloads placed on
+//! it ([`desired::per_node`]) and the keys the hub announces. A node gets a new one, at the
+//! generation after its published one (1 for its first), exactly when the digest of that list
+//! and those keys differs from the published digest ([`desired::next`]): a generation only
+//! grows, and grows only when what the node should run or trust changed.
+//!
+//! **What the broker retains.** When the shell knows what the broker retains
+//! ([`Fleet::retained`], the first pass after the hub starts), a node whose published
+//! generation the broker does not hold is published again as stored: same generation, same
+//! bytes, so its agent restarts nothing.
+//!
+//! **Keys.** The active key signs; during a rotation the next key is announced beside it. A
+//! node *has* the keys when its published desired state announces them and its newest status
+//! reports at least that generation. Once every enrolled node has both, the next key is
+//! promoted in the same pass: it signs this pass's desired states, which announce it alone
+//! (every node trusts it already). With no enrolled node the promotion is immediate; a node
+//! that never reports holds the rotation until `shoal key rotate --finish`. With no active
+//! key nothing is signed, so no desired state is issued.
+
+pub mod plan;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use shoal_model::wire::NodeStatus;
+
+use crate::desired;
+use crate::scheduler::{self, NodeView, Placement};
+use crate::store::{KeyState, Published, Snapshot, StoredKey, StoredNode, StoredWorkload};
+
+pub use plan::{DesiredReason, KeyPlan, NodePlan, Plan, Republish, Rotation};
+
+/// What decisions read: the stored fleet, and what the broker retains when that is known.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fleet {
+    /// Every workload at its current revision.
+    pub workloads: Vec<StoredWorkload>,
+    /// Every registered node: facts, hub labels, presence, cordon, enrollment.
+    pub nodes: Vec<StoredNode>,
+    /// The stored placement (the previous decision).
+    pub placement: Placement,
+    /// The desired state last published per node.
+    pub published: BTreeMap<String, Published>,
+    /// The newest status per node that reported one.
+    pub statuses: BTreeMap<String, NodeStatus>,
+    /// The hub's signing keys (their private halves are not used here).
+    pub keys: Vec<StoredKey>,
+    /// The generation of the desired state the broker retains per node (absent: none), when
+    /// known; `None`: not compared.
+    pub retained: Option<BTreeMap<String, u64>>,
+}
+
+impl Fleet {
+    pub fn new(snapshot: Snapshot, retained: Option<BTreeMap<String, u64>>) -> Fleet {
+        let Snapshot {
+            workloads,
+            nodes,
+            placement,
+            published,
+            statuses,
+            keys,
+        } = snapshot;
+        Fleet {
+            workloads,
+            nodes,
+            placement,
+            published,
+            statuses,
+            keys,
+            retained,
+        }
+    }
+
+    /// The nodes by name (the first of a name wins).
+    fn nodes_by_name(&self) -> BTreeMap<&str, &StoredNode> {
+        let mut nodes = BTreeMap::new();
+        for node in &self.nodes {
+            nodes.entry(node.name.as_str()).or_insert(node);
+        }
+        nodes
+    }
+}
+
+/// Decides everything for one pass. See the module documentation for the rules.
+pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
+    let nodes = fleet.nodes_by_name();
+    let views: Vec<NodeView> = nodes
+        .values()
+        .map(|n| NodeView {
+            id: n.name.clone(),
+            facts: n.effective_facts(),
+            online: n.online,
+            offline_since_ms: n.offline_since_ms,
+            schedulable: n.schedulable,
+        })
+        .collect();
+    let specs: Vec<_> = fleet.workloads.iter().map(|w| w.workload.clone()).collect();
+    let placement = scheduler::schedule(&specs, &views, &fleet.placement, now_ms);
+    let keys = KeyPlan::new(&fleet.keys, rotation(fleet));
+    let mut plan = Plan {
+        placement_changed: placement.placement != fleet.placement,
+        placement,
+        desired: Vec::new(),
+        republish: Vec::new(),
+        keys,
+    };
+    if plan.keys.signer.is_none() {
+        return plan;
+    }
+    let names: Vec<String> = nodes.keys().map(|n| (*n).to_string()).collect();
+    let announced_ids: Vec<String> = plan
+        .keys
+        .announced
+        .iter()
+        .map(|k| k.id().to_string())
+        .collect();
+    let lists = desired::per_node(&fleet.workloads, &plan.placement.placement, &names);
+    for (node, list) in lists {
+        let previous = fleet.published.get(&node);
+        match desired::next(&node, list, &plan.keys.announced, previous) {
+            Some((state, digest)) => {
+                let reason = why_new(
+                    &node,
+                    previous,
+                    &fleet.placement,
+                    &plan.placement.placement,
+                    &announced_ids,
+                );
+                plan.desired.push(NodePlan {
+                    state,
+                    digest,
+                    reason,
+                });
+            }
+            None => {
+                let (Some(retained), Some(previous)) = (&fleet.retained, previous) else {
+                    continue;
+                };
+                let holds = retained.get(&node).copied().filter(|g| *g != 0);
+                if holds != Some(previous.generation) {
+                    plan.republish.push(Republish {
+                        node,
+                        generation: previous.generation,
+                        retained: holds,
+                    });
+                }
+            }
+        }
+    }
+    plan
+}
+
+/// Where a rotation stands: which enrolled nodes have the active and the next key.
+pub fn rotation(fleet: &Fleet) -> Rotation {
+    let with = |state: KeyState| {
+        fleet
+            .keys
+            .iter()
+            .filter(|k| k.state == state)
+            .min_by(|a, b| a.id.cmp(&b.id))
+    };
+    let Some(next) = with(KeyState::Next) else {
+        return Rotation::Idle;
+    };
+    let active = with(KeyState::Active);
+    let ids: Vec<&str> = active
+        .into_iter()
+        .chain([next])
+        .map(|k| k.id.as_str())
+        .collect();
+    let (mut confirmed, mut waiting) = (Vec::new(), Vec::new());
+    for node in fleet.nodes_by_name().values().filter(|n| n.enrolled) {
+        if has_keys(fleet, &node.name, &ids) {
+            confirmed.push(node.name.clone());
+        } else {
+            waiting.push(node.name.clone());
+        }
+    }
+    if waiting.is_empty() {
+        Rotation::Promote {
+            next: next.id.clone(),
+            retired: active.map(|k| k.id.clone()),
+            confirmed,
+        }
+    } else {
+        Rotation::Waiting {
+            next: next.id.clone(),
+            confirmed,
+            waiting,
+        }
+    }
+}
+
+/// Whether `node` has accepted a desired state announcing every key of `ids`: its published
+/// state announces them and its newest status reports at least that generation.
+fn has_keys(fleet: &Fleet, node: &str, ids: &[&str]) -> bool {
+    fleet.published.get(node).is_some_and(|published| {
+        ids.iter()
+            .all(|id| published.signing_keys.iter().any(|k| k == id))
+            && fleet
+                .statuses
+                .get(node)
+                .is_some_and(|s| s.observed_generation >= published.generation)
+    })
+}
+
+/// Why `node` gets a new desired state: its first, or what changed since `previous`.
+fn why_new(
+    node: &str,
+    previous: Option<&Published>,
+    before: &Placement,
+    after: &Placement,
+    announced: &[String],
+) -> DesiredReason {
+    let Some(previous) = previous else {
+        return DesiredReason::First;
+    };
+    let on = |placement: &Placement| -> BTreeSet<String> {
+        placement
+            .iter()
+            .filter(|(_, nodes)| nodes.contains(node))
+            .map(|(w, _)| w.clone())
+            .collect()
+    };
+    let (before, after) = (on(before), on(after));
+    DesiredReason::Changed {
+        previous: previous.generation,
+        added: after.difference(&before).cloned().collect(),
+        removed: before.difference(&after).cloned().collect(),
+        keys: (previous.signing_keys != announced).then(|| announced.to_vec()),
+    }
+}

@@ -1,0 +1,169 @@
+//! The controller's two store calls: everything a decision reads, in one read transaction,
+//! and everything a decision writes, in one write transaction. Every table is read once per
+//! snapshot (no query per node), so a pass costs the same few queries for ten nodes or ten
+//! thousand.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{params, Connection, TransactionBehavior};
+use shoal_model::wire::NodeStatus;
+
+use super::{
+    query, security, to_i64, to_u64, NodeDesired, Published, Store, StoreError, StoredKey,
+    StoredNode, StoredWorkload,
+};
+use crate::scheduler::Placement;
+
+/// What the store holds that decisions depend on, read in one transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub workloads: Vec<StoredWorkload>,
+    pub nodes: Vec<StoredNode>,
+    pub placement: Placement,
+    /// The desired state last published per node, without its payload.
+    pub published: BTreeMap<String, Published>,
+    /// The newest status per node that reported one (without its events).
+    pub statuses: BTreeMap<String, NodeStatus>,
+    pub keys: Vec<StoredKey>,
+}
+
+/// What one pass of the controller stores, in one transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanWrite<'a> {
+    /// The placement the pass read, and the one it decided: only the difference is written.
+    pub placement: (&'a Placement, &'a Placement),
+    /// New desired states, signed and encoded.
+    pub desired: &'a [NodeDesired],
+    /// The id of the next signing key, to make active.
+    pub promote: Option<&'a str>,
+}
+
+impl Store {
+    /// Reads everything a decision depends on, in one read transaction.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut conn = self.conn();
+        let failed = query("reading the fleet");
+        let tx = conn.transaction().map_err(failed)?;
+        let snapshot = Snapshot {
+            workloads: Self::read_workloads(&tx, None)?,
+            nodes: Self::read_nodes(&tx, None)?,
+            placement: Self::read_placement(&tx)?,
+            published: read_published(&tx)?,
+            statuses: Self::read_statuses(&tx)?,
+            keys: Self::read_signing_keys(&tx)?,
+        };
+        tx.commit().map_err(failed)?;
+        Ok(snapshot)
+    }
+
+    /// Stores one pass's decisions in one transaction: the placement's changes, the new
+    /// desired states of nodes still registered (a node removed since the snapshot gets none),
+    /// and the promotion of the next key if it is still next. Returns the nodes whose desired
+    /// state was stored: only those are published.
+    pub fn save_plan(
+        &self,
+        write: PlanWrite<'_>,
+        now_ms: u64,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let mut conn = self.conn();
+        let failed = query("saving the controller's decisions");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        let (before, after) = write.placement;
+        save_placement_changes(&tx, before, after)?;
+        let mut saved = BTreeSet::new();
+        {
+            let mut statement = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO node_desired (node, generation, digest, payload, updated_at, signing_keys) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM nodes WHERE name = ?1)",
+                )
+                .map_err(failed)?;
+            for desired in write.desired {
+                let written = statement
+                    .execute(params![
+                        desired.node,
+                        to_i64(desired.generation),
+                        desired.digest,
+                        desired.payload,
+                        to_i64(now_ms),
+                        desired.signing_keys.join(",")
+                    ])
+                    .map_err(failed)?;
+                if written > 0 {
+                    saved.insert(desired.node.clone());
+                }
+            }
+        }
+        if let Some(next) = write.promote {
+            security::promote(&tx, next, now_ms)?;
+        }
+        tx.commit().map_err(failed)?;
+        Ok(saved)
+    }
+}
+
+/// Every node's published desired state, without the payloads.
+fn read_published(conn: &Connection) -> Result<BTreeMap<String, Published>, StoreError> {
+    let failed = query("reading desired states");
+    let mut statement = conn
+        .prepare("SELECT node, generation, digest, signing_keys FROM node_desired")
+        .map_err(failed)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                Published {
+                    generation: to_u64(row.get(1)?),
+                    digest: row.get(2)?,
+                    signing_keys: split_ids(&row.get::<_, String>(3)?),
+                },
+            ))
+        })
+        .map_err(failed)?;
+    rows.collect::<Result<_, _>>().map_err(failed)
+}
+
+/// The key ids of a `signing_keys` column (comma separated).
+pub(super) fn split_ids(ids: &str) -> Vec<String> {
+    ids.split(',')
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Writes the rows of `after` missing from `before` and removes those gone: a settled fleet's
+/// pass writes nothing, and a change writes only its own rows.
+fn save_placement_changes(
+    conn: &Connection,
+    before: &Placement,
+    after: &Placement,
+) -> Result<(), StoreError> {
+    if before == after {
+        return Ok(());
+    }
+    let failed = query("saving the placement");
+    let pairs = |p: &Placement| -> BTreeSet<(String, String)> {
+        p.iter()
+            .flat_map(|(w, nodes)| nodes.iter().map(move |n| (w.clone(), n.clone())))
+            .collect()
+    };
+    let (before, after) = (pairs(before), pairs(after));
+    let mut remove = conn
+        .prepare("DELETE FROM placement WHERE workload = ?1 AND node = ?2")
+        .map_err(failed)?;
+    for (workload, node) in before.difference(&after) {
+        remove.execute(params![workload, node]).map_err(failed)?;
+    }
+    let mut add = conn
+        .prepare("INSERT OR IGNORE INTO placement (workload, node) VALUES (?1, ?2)")
+        .map_err(failed)?;
+    for (workload, node) in after.difference(&before) {
+        add.execute(params![workload, node]).map_err(failed)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
