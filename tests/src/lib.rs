@@ -23,8 +23,7 @@ pub fn workspace() -> PathBuf {
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        let status = cargo()
             .current_dir(workspace())
             .args(["build", "--quiet", "--bin", "shoal", "--bin", "shoal-agent"])
             .status()
@@ -38,4 +37,30 @@ pub fn binary(name: &str) -> PathBuf {
             .to_path_buf()
     });
     dir.join(name)
+}
+
+/// `cargo` as a shell runs it, for a build started from inside a test: without the variables
+/// cargo sets for the test process itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...). Build
+/// scripts track some of them (ring's reruns when `CARGO_MANIFEST_DIR` changes), so a build
+/// that inherited them would rebuild ring and every crate above it, and the next ordinary
+/// `cargo` run would rebuild them all again.
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let set_by_cargo = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*key,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            );
+        if set_by_cargo {
+            command.env_remove(&*key);
+        }
+    }
+    command
 }
