@@ -42,9 +42,14 @@ pub type Row = BTreeMap<String, String>;
 
 #[derive(Debug)]
 pub struct Agent {
+    /// The node's name (`node_name` in agent.toml), which also names its cgroups.
+    pub name: String,
     pub root: PathBuf,
     pub config: PathBuf,
     pub socket: PathBuf,
+    /// The `shoal-agent` that [`Agent::start`] runs and whose CLI talks to it: this tree's,
+    /// unless [`Agent::install`] put another one in place.
+    pub binary: PathBuf,
     child: Option<Child>,
 }
 
@@ -63,16 +68,32 @@ impl Agent {
         std::fs::write(&config, text).expect("write config");
         let socket = root.join("run/agent.sock");
         Agent {
+            name: name.to_string(),
             root,
             config,
             socket,
+            binary: binary("shoal-agent"),
             child: None,
         }
     }
 
+    /// Installs `from` as this device's `shoal-agent` (`ROOT/bin/shoal-agent`), as a package
+    /// manager does: copied beside it, then renamed over it, so processes still running the
+    /// previous file (the agent, its shims) keep it. The next [`Agent::start`] runs the new one.
+    pub fn install(&mut self, from: &Path) {
+        let dir = self.root.join("bin");
+        std::fs::create_dir_all(&dir).expect("the agent's bin dir");
+        let installed = dir.join("shoal-agent");
+        let partial = dir.join("shoal-agent.partial");
+        std::fs::copy(from, &partial)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), partial.display()));
+        std::fs::rename(&partial, &installed).expect("install shoal-agent");
+        self.binary = installed;
+    }
+
     /// Starts `shoal-agent run` and waits until it answers.
     pub fn start(&mut self) {
-        self.start_with(Command::new(binary("shoal-agent")));
+        self.start_with(Command::new(&self.binary));
     }
 
     /// Starts the agent through `command` (for example `unshare --net shoal-agent`), which gets
@@ -145,7 +166,8 @@ impl Agent {
     /// The data dir stays as it was, mounts included.
     pub fn power_cut(&mut self, pids: &[String]) {
         self.kill9();
-        kill_processes_mentioning(&self.root.display().to_string());
+        let root = format!("{}/", self.root.display());
+        kill_until_gone(|| processes_mentioning(&root));
         for pid in pids {
             let _ = Command::new("kill").args(["-9", pid]).status();
         }
@@ -168,7 +190,7 @@ impl Agent {
 
     /// Runs a local CLI command against this agent.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(binary("shoal-agent"))
+        Command::new(&self.binary)
             .args(args)
             .arg("--socket")
             .arg(&self.socket)
@@ -290,7 +312,11 @@ impl Agent {
             .collect();
         workloads.dedup();
         for w in &workloads {
-            let _ = self.cli(&["delete", w]);
+            // Refused in hub mode (workloads are deleted through the hub there): nothing would
+            // go away by waiting, and `kill_everything` removes it all.
+            if !self.cli(&["delete", w]).status.success() {
+                return;
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -310,8 +336,8 @@ impl Drop for Agent {
         if self.child.is_some() {
             self.delete_all();
         }
-        self.kill9();
-        unmount_under(&self.root);
+        // Whatever is left (a hub-managed node, a failed test): killed, as a power cut would.
+        self.kill_everything();
         // Kept when the test failed, for its agent log and data.
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.root);
@@ -532,18 +558,109 @@ pub fn filler_image(dir: &Path, name: &str, bytes: usize) -> PathBuf {
     archive
 }
 
-/// SIGKILLs every process whose command line mentions `text` (the shims of one agent).
-pub fn kill_processes_mentioning(text: &str) {
-    let me = std::process::id().to_string();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name == me || !name.chars().all(|c| c.is_ascii_digit()) {
-            continue;
+impl Agent {
+    /// SIGKILLs the agent, then every process that mentions its dirs (shims, helpers) or sits
+    /// in its node's cgroups (containers), until none is left; removes those cgroups and
+    /// unmounts everything under its dirs: what a power cut leaves, with the data dir kept.
+    pub fn kill_everything(&mut self) {
+        self.kill9();
+        let root = format!("{}/", self.root.display());
+        kill_until_gone(|| {
+            let mut pids = processes_mentioning(&root);
+            pids.extend(processes_in(&node_cgroups(&self.name)));
+            pids
+        });
+        remove_cgroups(&self.name);
+        unmount_under(&self.root);
+    }
+}
+
+/// Every cgroup of node `node`'s workloads: `shoal/NODE` and everything under it, in every
+/// hierarchy, deepest first.
+pub fn node_cgroups(node: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return Vec::new();
+    };
+    let mut roots: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.is_symlink())
+        .map(|p| p.join("shoal").join(node))
+        .collect();
+    roots.push(Path::new("/sys/fs/cgroup/shoal").join(node));
+    roots.sort();
+    roots.dedup();
+    let mut cgroups = Vec::new();
+    let mut stack: Vec<PathBuf> = roots.into_iter().filter(|d| d.is_dir()).collect();
+    while let Some(dir) = stack.pop() {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
+                }
+            }
         }
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(text) {
-            let _ = Command::new("kill").args(["-9", &name]).status();
+        cgroups.push(dir);
+    }
+    cgroups.sort_by_key(|c| std::cmp::Reverse(c.components().count()));
+    cgroups
+}
+
+/// The processes in `cgroups` (their `cgroup.procs`), this test process excluded.
+pub fn processes_in(cgroups: &[PathBuf]) -> Vec<u32> {
+    let me = std::process::id();
+    cgroups
+        .iter()
+        .flat_map(|c| {
+            std::fs::read_to_string(c.join("cgroup.procs"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| *p != me)
+        .collect()
+}
+
+/// Removes node `node`'s cgroups, deepest first (only empty ones can go).
+pub fn remove_cgroups(node: &str) {
+    for cgroup in node_cgroups(node) {
+        let _ = std::fs::remove_dir(cgroup);
+    }
+}
+
+/// The processes whose command line mentions `text`, this test process excluded.
+pub fn processes_mentioning(text: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            (pid != me && String::from_utf8_lossy(&cmdline).contains(text)).then_some(pid)
+        })
+        .collect()
+}
+
+/// SIGKILLs the processes `find` returns until it returns none, for at most 10 s.
+pub fn kill_until_gone(find: impl Fn() -> Vec<u32>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut pids = find();
+        pids.sort_unstable();
+        pids.dedup();
+        if pids.is_empty() || Instant::now() > deadline {
+            return;
         }
+        let _ = Command::new("kill")
+            .arg("-9")
+            .args(pids.iter().map(u32::to_string))
+            .stderr(Stdio::null())
+            .status();
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

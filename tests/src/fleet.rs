@@ -30,7 +30,6 @@
 //! dir is kept when the test failed.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -38,7 +37,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::agent::{unmount_under, Agent, Row};
+use crate::agent::{
+    kill_until_gone, node_cgroups, processes_in, remove_cgroups, unmount_under, Agent, Row,
+};
 use crate::binary;
 use crate::hub::{tail, Hub};
 
@@ -213,22 +214,6 @@ impl Node {
         self.agent.start_with(command);
     }
 
-    /// The cgroup dirs of this node's workloads, one per hierarchy (`shoal/NODE`).
-    fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
-            return Vec::new();
-        };
-        let mut dirs: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| !p.is_symlink())
-            .map(|p| p.join("shoal").join(&self.name))
-            .collect();
-        dirs.push(Path::new("/sys/fs/cgroup/shoal").join(&self.name));
-        dirs.retain(|d| d.is_dir());
-        dirs
-    }
-
     /// Every process of this node: in its network namespace (agent, shims, host-network
     /// containers) or in its cgroups (isolated containers too).
     fn processes(&self) -> Vec<u32> {
@@ -242,21 +227,9 @@ impl Node {
                     .collect()
             })
             .unwrap_or_default();
-        for dir in self.cgroup_dirs() {
-            for cgroup in tree(&dir) {
-                let procs =
-                    std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
-                pids.extend(
-                    procs
-                        .split_whitespace()
-                        .filter_map(|p| p.parse::<u32>().ok()),
-                );
-            }
-        }
+        pids.extend(processes_in(&node_cgroups(&self.name)));
         let me = std::process::id();
         pids.retain(|p| *p != me);
-        pids.sort_unstable();
-        pids.dedup();
         pids
     }
 
@@ -264,27 +237,8 @@ impl Node {
     /// removes its cgroups: what a power cut leaves.
     fn kill_everything(&mut self) {
         self.agent.kill9();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let pids = self.processes();
-            if pids.is_empty() || Instant::now() > deadline {
-                break;
-            }
-            for pid in pids {
-                let _ = Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .stderr(std::process::Stdio::null())
-                    .status();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for dir in self.cgroup_dirs() {
-            let mut cgroups = tree(&dir);
-            cgroups.sort_by_key(|c| std::cmp::Reverse(c.components().count()));
-            for cgroup in cgroups {
-                let _ = std::fs::remove_dir(cgroup);
-            }
-        }
+        kill_until_gone(|| self.processes());
+        remove_cgroups(&self.name);
     }
 }
 
@@ -296,23 +250,6 @@ impl Drop for Node {
         ip_quiet(&["netns", "del", &self.netns]);
         ip_quiet(&["link", "del", &self.veth]);
     }
-}
-
-/// A dir and every dir under it.
-fn tree(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        if let Ok(entries) = std::fs::read_dir(&d) {
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(entry.path());
-                }
-            }
-        }
-        out.push(d);
-    }
-    out
 }
 
 struct NodeSpec<'a> {

@@ -32,6 +32,9 @@ pub struct Hub {
     pub mqtt_port: u16,
     /// `--broker URL` for an external broker; `None` runs the embedded one.
     pub broker: Option<String>,
+    /// The `shoal` that [`Hub::restart`] serves with and the CLI runs: this tree's unless a
+    /// test sets another (a released one, for an upgrade in place).
+    pub binary: PathBuf,
     child: Option<Child>,
 }
 
@@ -51,7 +54,13 @@ impl Hub {
 
     /// Starts a hub; with `broker` it uses that external broker instead of the embedded one.
     pub fn start_with_broker(name: &str, broker: Option<String>) -> Hub {
-        Hub::start_inner(name, broker, "127.0.0.1", "127.0.0.1")
+        Hub::start_inner(name, broker, "127.0.0.1", "127.0.0.1", binary("shoal"))
+    }
+
+    /// Starts a hub with the embedded broker, served by `shoal` (another build of it, such as
+    /// a released one), whose CLI the hub's commands then use too.
+    pub fn start_binary(name: &str, shoal: PathBuf) -> Hub {
+        Hub::start_inner(name, None, "127.0.0.1", "127.0.0.1", shoal)
     }
 
     /// Starts a hub whose embedded broker listens on `listen_host` (`--listen-mqtt`) and tells
@@ -59,10 +68,16 @@ impl Hub {
     /// bridge's, that agents in their own network namespaces reach. The API listens on
     /// `broker_host` too (HTTPS, since it is not loopback), where those agents enroll.
     pub fn start_on(name: &str, listen_host: &str, broker_host: &str) -> Hub {
-        Hub::start_inner(name, None, listen_host, broker_host)
+        Hub::start_inner(name, None, listen_host, broker_host, binary("shoal"))
     }
 
-    fn start_inner(name: &str, broker: Option<String>, mqtt_host: &str, broker_host: &str) -> Hub {
+    fn start_inner(
+        name: &str,
+        broker: Option<String>,
+        mqtt_host: &str,
+        broker_host: &str,
+        binary: PathBuf,
+    ) -> Hub {
         let root = std::env::temp_dir().join(format!("shoal-hub-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("hub dir");
@@ -79,6 +94,7 @@ impl Hub {
             broker_host: broker_host.to_string(),
             mqtt_port: free_port(),
             broker,
+            binary,
             child: None,
         };
         hub.restart();
@@ -120,7 +136,7 @@ impl Hub {
             .append(true)
             .open(self.log_path())
             .expect("hub log");
-        let mut command = Command::new(binary("shoal"));
+        let mut command = Command::new(&self.binary);
         command
             .arg("serve")
             .arg("--data-dir")
@@ -181,7 +197,7 @@ impl Hub {
 
     /// Runs a `shoal` CLI command against this hub.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(binary("shoal"))
+        Command::new(&self.binary)
             .args(args)
             .arg("--hub")
             .arg(&self.api)
@@ -285,15 +301,16 @@ impl Hub {
     }
 
     /// `shoal-agent enroll` for `agent` with `token`, started through `wrapper` (e.g.
-    /// `nsenter --net=... --`), as an operator would on the device.
+    /// `nsenter --net=... --`), as an operator would on the device: with the device's own
+    /// `shoal-agent` ([`Agent::binary`]).
     pub fn enroll_agent(&self, agent: &Agent, token: &str, wrapper: &[String]) {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
-                command.args(args).arg(binary("shoal-agent"));
+                command.args(args).arg(&agent.binary);
                 command
             }
-            None => Command::new(binary("shoal-agent")),
+            None => Command::new(&agent.binary),
         };
         let out = command
             .arg("enroll")
@@ -409,6 +426,10 @@ impl Hub {
 impl Drop for Hub {
     fn drop(&mut self) {
         self.kill9();
+        // Kept when the test failed, for the hub's log and database.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 }
 

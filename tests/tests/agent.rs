@@ -6,7 +6,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shoal_model::wire::NodeStatus;
-use shoal_tests::agent::{cell, image_workload, row, shell_workload, Agent, Row};
+use shoal_tests::agent::{
+    cell, image_workload, kill_until_gone, processes_mentioning, row, shell_workload, Agent, Row,
+};
 use shoal_tests::images::{busybox_layer, Image, OciLayout, UnpullableImages};
 
 const RUNNING: &str = "Running";
@@ -227,8 +229,8 @@ fn after_a_power_cut_with_no_network_every_workload_runs_again_from_sqlite_alone
 
     // The power cut: the agent, every shim and container die, and the tmpfs run dir is gone.
     agent.kill9();
-    let root = agent.root.display().to_string();
-    kill_processes_mentioning(&root);
+    let root = format!("{}/", agent.root.display());
+    kill_until_gone(|| processes_mentioning(&root));
     for workload in ["one", "two"] {
         let _ = Command::new("kill")
             .args(["-9", &pid(&before, workload)])
@@ -445,21 +447,6 @@ fn data_files(agent: &Agent) -> std::collections::BTreeMap<String, (u64, std::ti
         }
     }
     files
-}
-
-/// SIGKILLs every process whose command line mentions `text` (the shims of one agent).
-fn kill_processes_mentioning(text: &str) {
-    let me = std::process::id().to_string();
-    for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name == me || !name.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(text) {
-            let _ = Command::new("kill").args(["-9", &name]).status();
-        }
-    }
 }
 
 /// The events of `status` about `workload` with `reason` (`image-pull-failed`, ...).
