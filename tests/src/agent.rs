@@ -438,6 +438,23 @@ impl Agent {
         left
     }
 
+    /// Waits for the host to be clean of this agent's containers (removal finishes just
+    /// after `ps` stops listing them), then asserts it: see [`Agent::leftovers`].
+    pub fn assert_nothing_left(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut left = self.leftovers(&self.name);
+        while !left.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            left = self.leftovers(&self.name);
+        }
+        assert!(
+            left.is_empty(),
+            "left behind after every workload was deleted:\n{}\nagent log:\n{}",
+            left.join("\n"),
+            self.log_tail()
+        );
+    }
+
     /// The agent process's resident memory, in KiB.
     pub fn rss_kib(&self) -> u64 {
         let pid = self.pid().expect("the agent runs");

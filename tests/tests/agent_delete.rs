@@ -102,23 +102,6 @@ fn delete_all_and_time(agent: &Agent, names: &[String]) -> Duration {
     start.elapsed()
 }
 
-/// Waits for the host to be clean of this agent's containers (removal finishes just after
-/// `ps` stops listing them), then asserts it.
-fn assert_nothing_left(agent: &Agent, node: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut left = agent.leftovers(node);
-    while !left.is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        left = agent.leftovers(node);
-    }
-    assert!(
-        left.is_empty(),
-        "left behind after every workload was deleted:\n{}\nagent log:\n{}",
-        left.join("\n"),
-        agent.log_tail()
-    );
-}
-
 #[test]
 fn deleting_many_workloads_of_every_kind_at_once_takes_one_grace_period_and_leaves_nothing() {
     let node = "e2e-mass-delete";
@@ -138,7 +121,7 @@ fn deleting_many_workloads_of_every_kind_at_once_takes_one_grace_period_and_leav
         names.len(),
         agent.log_tail()
     );
-    assert_nothing_left(&agent, node);
+    agent.assert_nothing_left();
 
     // What a delete of one container may record: stopped/exited, removed, and the odd
     // crash-loop restart or exit that raced with the delete. Nothing per loop iteration.
@@ -221,7 +204,7 @@ fn fifty_workloads_that_ignore_sigterm_are_all_deleted_within_one_default_grace_
     assert!(took < Duration::from_secs(20), "took {took:?}");
     // Exited and removed for each.
     assert!(events <= 50 * 3, "{events} events for 50 deletes");
-    assert_nothing_left(&agent, node);
+    agent.assert_nothing_left();
 }
 
 #[test]
@@ -292,7 +275,7 @@ fn repeated_apply_and_delete_cycles_keep_memory_and_events_bounded_and_the_datab
         let names = apply_mix(&agent, &format!("s{cycle}"), 4, "2s");
         wait_until_all_ran(&agent, &names);
         delete_all_and_time(&agent, &names);
-        assert_nothing_left(&agent, node);
+        agent.assert_nothing_left();
         events_per_cycle.push(agent.events_recorded() - before);
         rss.push(agent.rss_kib());
     }
@@ -352,5 +335,5 @@ fn an_agent_stopped_during_a_long_stop_exits_at_once_and_the_next_one_finishes_t
         Duration::from_secs(20),
         |rows| row(rows, "slow", "main").is_none(),
     );
-    assert_nothing_left(&agent, "e2e-delete-term");
+    agent.assert_nothing_left();
 }

@@ -324,8 +324,7 @@ fn clean_up(hub: &Hub, agent: &Agent) {
         hub.ok(&["delete", "workload", &name]);
     }
     agent.wait_for("nothing left running", CONVERGE, |rows| rows.is_empty());
-    let left = agent.leftovers(&agent.name);
-    assert!(left.is_empty(), "left behind: {left:#?}");
+    agent.assert_nothing_left();
 }
 
 const LONG_RUNNING: [&str; 3] = ["steady", "checked", "stateful"];
