@@ -316,15 +316,18 @@ fn hub_events(hub: &Hub, name: &str, since_ms: u64) -> Vec<Value> {
     }
 }
 
-/// Deletes every workload through the hub, waits until the agent runs nothing and checks
-/// that none of its processes, mounts, cgroups or container state is left.
-fn clean_up(hub: &Hub, agent: &Agent) {
+/// Deletes every workload through the hub and waits until the agent runs nothing.
+///
+/// Only today's agent is then held to leave the host clean ([`Agent::assert_nothing_left`]):
+/// release 0.1.0's sometimes leaves a deleted workload's empty cgroup behind when a health
+/// check runs into the stop (2 deletes in 15 here, none in 15 with today's), which no test can
+/// change now; the harness removes it when the agent is dropped.
+fn delete_everything(hub: &Hub, agent: &Agent) {
     for workload in hub.get("workloads") {
         let name = workload["name"].as_str().unwrap_or_default().to_string();
         hub.ok(&["delete", "workload", &name]);
     }
     agent.wait_for("nothing left running", CONVERGE, |rows| rows.is_empty());
-    agent.assert_nothing_left();
 }
 
 const LONG_RUNNING: [&str; 3] = ["steady", "checked", "stateful"];
@@ -572,7 +575,9 @@ fn an_agent_upgraded_in_place_keeps_its_containers_and_their_pids_and_reports_to
         hub.node(&agent.name)
             .filter(|n| n["observed_generation"] == n["desired_generation"])
     });
-    clean_up(&hub, &agent);
+    // Today's agent removes what the old one created: processes, mounts, cgroups, state.
+    delete_everything(&hub, &agent);
+    agent.assert_nothing_left();
 }
 
 #[test]
@@ -647,7 +652,7 @@ fn a_new_hub_keeps_an_agent_of_the_previous_release_converging_through_apply_upd
                 && n["workloads"].as_array().is_some_and(Vec::is_empty)
         })
     });
-    clean_up(&hub, &agent);
+    delete_everything(&hub, &agent);
 }
 
 #[test]
@@ -755,5 +760,5 @@ fn a_hub_upgraded_in_place_reads_its_old_store_republishes_nothing_and_restarts_
                 && cell(rows, "steady", "main", "PID") != before["steady"].pid.to_string()
         },
     );
-    clean_up(&hub, &agent);
+    delete_everything(&hub, &agent);
 }
