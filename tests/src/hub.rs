@@ -249,6 +249,23 @@ impl Hub {
         self.get("nodes").into_iter().find(|n| n["name"] == name)
     }
 
+    /// Waits until node `name` is online, for at most a minute; returns its entry.
+    pub fn wait_node_online(&self, name: &str) -> Value {
+        self.wait_for(
+            &format!("node {name} online"),
+            Duration::from_secs(60),
+            || self.node(name).filter(|n| n["online"] == true),
+        )
+    }
+
+    /// `shoal apply -f FILE` of manifest text (written to `ROOT/NAME.yaml` first, as an
+    /// operator would); its output.
+    pub fn apply(&self, name: &str, manifest: &str) -> String {
+        let file = self.root.join(format!("{name}.yaml"));
+        std::fs::write(&file, manifest).expect("write manifest");
+        self.ok(&["apply", "-f", &file.display().to_string()])
+    }
+
     /// Registers a node with `shoal node add` and returns its one-time enrollment token.
     pub fn add_node(&self, name: &str, labels: &str) -> String {
         let mut args = vec!["node", "add", name];
@@ -431,6 +448,14 @@ impl Drop for Hub {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
+}
+
+/// Whether a `shoal get workloads -o json` entry is at `revision` and ready on every node
+/// it should run on.
+pub fn ready(workload: &Value, revision: u64) -> bool {
+    workload["revision"] == revision
+        && workload["ready"] == workload["wanted"]
+        && workload["wanted"] != 0
 }
 
 /// The last `n` lines of `text`.

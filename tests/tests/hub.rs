@@ -7,10 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use shoal_model::wire::{self, Event, EventReason, Limits, NodeStatus, NodeUsage, Severity};
 use shoal_tests::agent::{cell, image_workload, shell_workload, Agent, Row};
-use shoal_tests::hub::{free_port, Hub};
+use shoal_tests::hub::{free_port, ready, Hub};
 use shoal_tests::images::UnpullableImages;
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -29,17 +28,8 @@ fn started(hub: &Hub, name: &str, labels: &str) -> Agent {
     let mut agent = hub.agent(name, labels);
     agent.start();
     agent.import_busybox();
-    hub.wait_for(&format!("node {name} online"), CONVERGE, || {
-        hub.node(name).filter(|n| n["online"] == true)
-    });
+    hub.wait_node_online(name);
     agent
-}
-
-/// `shoal apply -f FILE` of manifest text.
-fn apply(hub: &Hub, name: &str, manifest: &str) -> String {
-    let file = hub.root.join(format!("{name}.yaml"));
-    std::fs::write(&file, manifest).expect("write manifest");
-    hub.ok(&["apply", "-f", &file.display().to_string()])
 }
 
 /// Deletes every workload through the hub and waits until the agents run nothing.
@@ -51,12 +41,6 @@ fn clean_up(hub: &Hub, agents: &[&Agent]) {
     for agent in agents {
         agent.wait_for("nothing left running", CONVERGE, |rows| rows.is_empty());
     }
-}
-
-fn ready(workload: &Value, revision: u64) -> bool {
-    workload["revision"] == revision
-        && workload["ready"] == workload["wanted"]
-        && workload["wanted"] != 0
 }
 
 #[test]
@@ -72,7 +56,7 @@ fn apply_places_by_labels_updates_converge_logs_flow_and_delete_removes() {
         "",
     );
     let start = Instant::now();
-    let out = apply(&hub, "gw-app", &v1);
+    let out = hub.apply("gw-app", &v1);
     assert!(out.contains("workload/gw-app created"), "{out}");
     gateway.wait_for("gw-app running on the gateway", CONVERGE, |rows| {
         running(rows, "gw-app")
@@ -105,7 +89,7 @@ fn apply_places_by_labels_updates_converge_logs_flow_and_delete_removes() {
 
     // An update converges to the new revision.
     let v2 = v1.replace("gw-app v1", "gw-app v2");
-    let out = apply(&hub, "gw-app", &v2);
+    let out = hub.apply("gw-app", &v2);
     assert!(out.contains("configured"), "{out}");
     hub.wait_for("gw-app revision 2 ready", CONVERGE, || {
         hub.workload("gw-app").filter(|w| ready(w, 2))
@@ -182,8 +166,7 @@ fn apply_stores_a_workload_with_a_rollout_and_warns_that_the_rollout_is_not_enfo
 fn a_hub_killed_with_sigkill_loses_no_workload_and_restarts_no_container() {
     let mut hub = Hub::start("crash");
     let agent = started(&hub, "crash-a", "");
-    apply(
-        &hub,
+    hub.apply(
         "steady",
         &shell_workload("steady", "while true; do sleep 1; done", "", ""),
     );
@@ -401,8 +384,7 @@ fn a_payload_over_the_size_limit_is_refused_without_wedging_the_hub_or_the_agent
         out.status
     );
     // The hub and the agent keep working: a new workload still converges.
-    apply(
-        &hub,
+    hub.apply(
         "after-big",
         &shell_workload("after-big", "while true; do sleep 1; done", "", ""),
     );
@@ -485,8 +467,7 @@ fn the_same_agent_works_against_mosquitto_configured_by_shoal_broker_config() {
     hub.wait_for("mosq-a online through mosquitto", CONVERGE, || {
         hub.node("mosq-a").filter(|n| n["online"] == true)
     });
-    apply(
-        &hub,
+    hub.apply(
         "via-mosquitto",
         &shell_workload("via-mosquitto", "while true; do sleep 1; done", "", ""),
     );
@@ -806,8 +787,7 @@ fn a_removed_node_is_disconnected_at_once_and_its_credentials_stop_working() {
 fn a_key_rotation_reaches_every_node_before_the_new_key_signs() {
     let hub = Hub::start("rotate");
     let agent = started(&hub, "rot-a", "");
-    apply(
-        &hub,
+    hub.apply(
         "before-rotation",
         &shell_workload("before-rotation", "while true; do sleep 1; done", "", ""),
     );
@@ -839,8 +819,7 @@ fn a_key_rotation_reaches_every_node_before_the_new_key_signs() {
         "{promoted}"
     );
     // The node verifies states signed with the new key: a change still converges.
-    apply(
-        &hub,
+    hub.apply(
         "after-rotation",
         &shell_workload("after-rotation", "while true; do sleep 1; done", "", ""),
     );
@@ -898,8 +877,7 @@ fn an_agent_whose_clock_says_1970_connects_over_tls_and_runs_what_the_hub_signs(
     hub.wait_for("clock-a online over TLS", CONVERGE, || {
         hub.node("clock-a").filter(|n| n["online"] == true)
     });
-    apply(
-        &hub,
+    hub.apply(
         "in-1970",
         &shell_workload("in-1970", "while true; do sleep 1; done", "", ""),
     );
@@ -945,8 +923,8 @@ fn a_failed_pull_says_why_in_describe_workload() {
     hub.wait_for("node pull-a online", CONVERGE, || {
         hub.node("pull-a").filter(|n| n["online"] == true)
     });
-    apply(&hub, "foreign", &image_workload("foreign", &images.foreign));
-    apply(&hub, "corrupt", &image_workload("corrupt", &images.corrupt));
+    hub.apply("foreign", &image_workload("foreign", &images.foreign));
+    hub.apply("corrupt", &image_workload("corrupt", &images.corrupt));
     let foreign = format!("no image for linux/{}", shoal_tests::images::host_arch());
     for (workload, why) in [
         ("foreign", foreign.as_str()),
@@ -1000,8 +978,7 @@ fn a_status_numbered_far_off_does_not_silence_the_nodes_real_ones() {
     let hub = Hub::start("seq");
     let agent = started(&hub, "seq-a", "");
     let password = enrolled_password(&agent);
-    apply(
-        &hub,
+    hub.apply(
         "before",
         &shell_workload("before", "while true; do sleep 1; done", "", ""),
     );
@@ -1039,8 +1016,7 @@ fn a_status_numbered_far_off_does_not_silence_the_nodes_real_ones() {
     });
     // ...and the node's own statuses, numbered far below it, still land: a new workload
     // becomes ready and the old one is ready again.
-    apply(
-        &hub,
+    hub.apply(
         "after",
         &shell_workload("after", "while true; do sleep 1; done", "", ""),
     );

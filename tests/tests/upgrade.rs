@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shoal_tests::agent::{cell, shell_workload, Agent, Row};
 use shoal_tests::fleet::now_ms;
-use shoal_tests::hub::Hub;
+use shoal_tests::hub::{ready, Hub};
 use shoal_tests::{binary, workspace};
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -190,23 +190,8 @@ fn agent_of(release: &Path, hub: &Hub, name: &str) -> Agent {
     hub.enroll_agent(&agent, &token, &[]);
     agent.start();
     agent.import_busybox();
-    hub.wait_for(&format!("node {name} online"), CONVERGE, || {
-        hub.node(name).filter(|n| n["online"] == true)
-    });
+    hub.wait_node_online(name);
     agent
-}
-
-/// `shoal apply -f FILE` of manifest text.
-fn apply(hub: &Hub, name: &str, manifest: &str) -> String {
-    let file = hub.root.join(format!("{name}.yaml"));
-    std::fs::write(&file, manifest).expect("write manifest");
-    hub.ok(&["apply", "-f", &file.display().to_string()])
-}
-
-fn ready(workload: &Value, revision: u64) -> bool {
-    workload["revision"] == revision
-        && workload["ready"] == workload["wanted"]
-        && workload["wanted"] != 0
 }
 
 fn wait_ready(hub: &Hub, workload: &str, revision: u64) {
@@ -347,8 +332,7 @@ fn an_agent_upgraded_in_place_keeps_its_containers_and_their_pids_and_reports_to
 
     // A long-running container, one health-checked over HTTP inside its own network
     // namespace, one that crashes every second, and one writing to a named volume.
-    apply(
-        &hub,
+    hub.apply(
         "steady",
         &shell_workload(
             "steady",
@@ -361,18 +345,15 @@ fn an_agent_upgraded_in_place_keeps_its_containers_and_their_pids_and_reports_to
         "mkdir -p /tmp/www && echo ok > /tmp/www/healthz && httpd -f -p 18090 -h /tmp/www & wait",
     );
     let http = "      health: { http: { port: 18090, path: /healthz }, interval: 1s, timeout: 1s, retries: 2 }\n";
-    apply(
-        &hub,
+    hub.apply(
         "checked",
         &shell_workload("checked", &web, "  network: isolated\n", http),
     );
-    apply(
-        &hub,
+    hub.apply(
         "crashy",
         &shell_workload("crashy", "sleep 1; exit 1", "  restartPolicy: always\n", ""),
     );
-    apply(
-        &hub,
+    hub.apply(
         "stateful",
         &shell_workload(
             "stateful",
@@ -543,8 +524,7 @@ fn an_agent_upgraded_in_place_keeps_its_containers_and_their_pids_and_reports_to
     );
 
     // An update through the hub converges on the new agent and replaces only its workload.
-    apply(
-        &hub,
+    hub.apply(
         "steady",
         &shell_workload(
             "steady",
@@ -592,7 +572,7 @@ fn a_new_hub_keeps_an_agent_of_the_previous_release_converging_through_apply_upd
         "      health: { exec: [\"/bin/true\"], interval: 1s, timeout: 1s, retries: 2 }\n",
     );
 
-    apply(&hub, "mixed", &v1);
+    hub.apply("mixed", &v1);
     wait_ready(&hub, "mixed", 1);
     let rows = agent.wait_for("mixed running on the old agent", CONVERGE, |rows| {
         running(rows, "mixed") && cell(rows, "mixed", "main", "HEALTH") == "Healthy"
@@ -615,7 +595,7 @@ fn a_new_hub_keeps_an_agent_of_the_previous_release_converging_through_apply_upd
             .then_some(())
     });
 
-    apply(&hub, "mixed", &v1.replace("mixed v1", "mixed v2"));
+    hub.apply("mixed", &v1.replace("mixed v1", "mixed v2"));
     wait_ready(&hub, "mixed", 2);
     let rows = agent.wait_for("revision 2 on the old agent", CONVERGE, |rows| {
         running(rows, "mixed") && cell(rows, "mixed", "main", "PID") != first
@@ -660,8 +640,7 @@ fn a_hub_upgraded_in_place_reads_its_old_store_republishes_nothing_and_restarts_
     let release = previous();
     let mut hub = Hub::start_binary("upgrade-hub", release.shoal());
     let agent = agent_of(&release.agent(), &hub, "upgrade-hub");
-    apply(
-        &hub,
+    hub.apply(
         "steady",
         &shell_workload(
             "steady",
@@ -741,8 +720,7 @@ fn a_hub_upgraded_in_place_reads_its_old_store_republishes_nothing_and_restarts_
     assert!(describe.contains(&agent.name), "{describe}");
     let logs = hub.ok(&["logs", "steady", "--tail", "5"]);
     assert!(logs.contains("up"), "{logs}");
-    apply(
-        &hub,
+    hub.apply(
         "steady",
         &shell_workload(
             "steady",
