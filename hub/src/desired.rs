@@ -183,4 +183,81 @@ mod tests {
         let (state, _) = next("a", lists["a"].clone(), &[key], Some(&previous)).expect("changed");
         assert_eq!((state.generation, state.signing_keys), (5, vec![key]));
     }
+
+    /// A manifest that sets nearly every field a desired state carries.
+    const DIGEST_MANIFEST: &str = r#"
+apiVersion: shoal/v1
+kind: Workload
+metadata:
+  name: camera
+  labels: { app: camera, tier: edge }
+spec:
+  placement:
+    mode: replicas
+    replicas: 2
+    nodeSelector: { role: camera }
+    constraints: ["arch in (arm64, armv7)", "memory >= 256Mi", "label.serial exists"]
+    spread: site
+    notWith: [batch]
+    rescheduleAfter: 90s
+  rollout: { maxUnavailable: 1, canary: 1, healthyFor: 45s, autoRollback: false }
+  restartPolicy: on-failure
+  network: isolated
+  stopGracePeriod: 20s
+  volumes:
+    - name: frames
+    - name: config
+      hostPath: /etc/camera
+  containers:
+    - name: server
+      image: registry.example:5000/camera/server:2.1
+      command: ["/bin/server"]
+      args: ["--listen", ":8080"]
+      env: { LOG_LEVEL: info }
+      workingDir: /srv
+      user: "1000:1000"
+      resources: { memory: 96Mi, cpu: 500m, pids: 64 }
+      devices: ["/dev/video0"]
+      mounts: [{ volume: frames, path: /frames }, { volume: config, path: /etc/server, readOnly: true }]
+      readOnlyRootfs: true
+      capabilities: { add: [NET_ADMIN], drop: [MKNOD] }
+      health:
+        http: { port: 8080, path: /healthz }
+        startPeriod: 15s
+    - name: debug
+      image: busybox@sha256:abababababababababababababababababababababababababababababababab
+      privileged: true
+      health:
+        tcp: { port: 7000 }
+"#;
+
+    /// The digest release 0.1.0 stored for a node: a change here gives every node a new
+    /// generation after the hub upgrades, so this value never changes (see the digest rule
+    /// beside `digest`).
+    #[test]
+    fn the_digest_is_the_one_release_0_1_0_computed() {
+        let (mut loaded, diagnostics) = parse_manifest(Path::new("camera.yaml"), DIGEST_MANIFEST);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let workloads = vec![
+            DesiredWorkload {
+                workload: stored("web", 3).workload,
+                revision: 3,
+            },
+            DesiredWorkload {
+                workload: loaded.remove(0).workload,
+                revision: 12,
+            },
+        ];
+        let keys = [PublicKey([0xa5; 32]), PublicKey([0x5a; 32])];
+        assert_eq!(
+            (digest(&workloads, &keys), digest(&[], &[])),
+            (
+                "e0cd6d9240cf31d2bd69ca59c6ba994db878752fb8bedd890e1bef8eb43d0356".to_string(),
+                "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7".to_string()
+            ),
+            "the desired-state digest changed: every node would get a new generation after \
+             the hub upgrades. Do not edit these values: keep digest v1 as it is and add new \
+             fields as the rule beside desired::digest says"
+        );
+    }
 }

@@ -455,3 +455,97 @@ fn a_deleted_workloads_containers_stop_with_the_grace_period_they_were_started_w
         }]
     );
 }
+
+/// A manifest that sets nearly every field that shapes a container or a pod.
+const IDENTITY_MANIFEST: &str = r#"
+apiVersion: shoal/v1
+kind: Workload
+metadata:
+  name: camera
+  labels: { app: camera, tier: edge }
+spec:
+  placement:
+    mode: replicas
+    replicas: 2
+    nodeSelector: { role: camera }
+    constraints: ["arch in (arm64, armv7)", "memory >= 256Mi", "label.serial exists"]
+    spread: site
+    notWith: [batch]
+    rescheduleAfter: 90s
+  rollout: { maxUnavailable: 1, canary: 1, healthyFor: 45s, autoRollback: false }
+  restartPolicy: on-failure
+  network: isolated
+  stopGracePeriod: 20s
+  volumes:
+    - name: frames
+    - name: config
+      hostPath: /etc/camera
+  containers:
+    - name: server
+      image: registry.example:5000/camera/server:2.1
+      command: ["/bin/server"]
+      args: ["--listen", ":8080", "--frames", "/frames"]
+      env: { LOG_LEVEL: info, SAMPLE_HZ: 10 }
+      workingDir: /srv
+      user: "1000:1000"
+      resources: { memory: 96Mi, cpu: 500m, pids: 64 }
+      devices: ["/dev/video0"]
+      mounts: [{ volume: frames, path: /frames }, { volume: config, path: /etc/server, readOnly: true }]
+      readOnlyRootfs: true
+      capabilities: { add: [NET_ADMIN], drop: [MKNOD] }
+      health:
+        http: { port: 8080, path: /healthz }
+        interval: 10s
+        timeout: 2s
+        retries: 3
+        startPeriod: 15s
+    - name: uploader
+      image: registry.example:5000/camera/uploader@sha256:abababababababababababababababababababababababababababababababab
+      env: { UPLOAD_URL: "https://ingest.example/frames" }
+      mounts: [{ volume: frames, path: /frames, readOnly: true }]
+      health:
+        exec: ["/bin/uploader", "--check"]
+    - name: debug
+      image: busybox
+      user: "0"
+      privileged: true
+      health:
+        tcp: { port: 7000 }
+"#;
+
+/// The identity of every container that release 0.1.0 started: a change here restarts every
+/// container on every node that upgrades, so these values never change (see the identity rule
+/// beside `spec_hash`).
+#[test]
+fn container_and_pod_identities_are_the_ones_release_0_1_0_computed() {
+    let (mut loaded, diagnostics) = parse_manifest(Path::new("camera.yaml"), IDENTITY_MANIFEST);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let w = loaded.remove(0).workload;
+    let hashes: Vec<(String, String)> = w
+        .spec
+        .containers
+        .iter()
+        .map(|c| (c.name.clone(), spec_hash(&w, c)))
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("server", "3c67306f760c4280"),
+        ("uploader", "2d31e55dbe0e4d8c"),
+        ("debug", "78a27662a3d29463"),
+    ]
+    .iter()
+    .map(|(n, h)| (n.to_string(), h.to_string()))
+    .collect();
+    assert_eq!(
+        hashes, expected,
+        "container identity changed: every container on every upgraded node would restart. \
+         Do not edit these values: keep identity v1 as it is and add new fields as the rule \
+         beside reconcile::spec_hash says"
+    );
+    assert_eq!(
+        pod_hash(&w),
+        "9802d06b3d426603",
+        "pod identity changed: every isolated workload's namespaces would be rebuilt. \
+         Do not edit this value: keep identity v1 as it is and add new fields as the rule \
+         beside reconcile::pod_hash says"
+    );
+}
