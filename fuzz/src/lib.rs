@@ -5,14 +5,14 @@
 
 use std::fmt::Debug;
 
-use shoal_model::wire::{decode, encode, Envelope, Limits, Message, WireError};
+use shoal_model::wire::{decode, encode, Envelope, Limits, Message, WireError, WIRE_VERSION};
 
 /// Feeds `data` to the wire decoders of `M`, twice:
 ///
 /// 1. as the bytes of an MQTT payload: [`Envelope::decode`] and [`decode`] never panic, and
 ///    whatever they accept survives the round trip (re-encoding succeeds under the same limits,
 ///    decoding that gives the same value);
-/// 2. as the postcard payload inside a well-formed envelope, so mutations reach
+/// 2. as the payload inside a well-formed envelope, so mutations reach
 ///    [`Envelope::open`] and the message's checks without first having to keep the envelope
 ///    around them intact.
 pub fn wire<M: Message + PartialEq + Debug>(data: &[u8]) {
@@ -58,16 +58,17 @@ fn as_mqtt_payload<M: Message + PartialEq + Debug>(data: &[u8], limits: &Limits)
 }
 
 fn as_message_payload<M: Message + PartialEq + Debug>(data: &[u8], limits: &Limits) {
-    // Address the envelope to whatever node the payload names, if postcard can tell, so the
-    // node and generation checks do not stop every input before `check` runs.
-    let (node_id, generation) = match postcard::take_from_bytes::<M>(data) {
-        Ok((message, _)) => (
+    // Address the envelope to whatever node the payload names, if it decodes, so the node
+    // and generation checks do not stop every input before `check` runs.
+    let (node_id, generation) = match M::from_payload(WIRE_VERSION, data) {
+        Ok(message) => (
             message.node_id().unwrap_or("fuzz-node").to_string(),
             message.generation(),
         ),
         Err(_) => ("fuzz-node".to_string(), 0),
     };
     let envelope = Envelope {
+        version: WIRE_VERSION,
         kind: M::KIND,
         node_id,
         generation,

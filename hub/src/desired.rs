@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
+use shoal_model::wire::identity;
 use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::{DesiredState, DesiredWorkload};
 
@@ -40,10 +41,16 @@ pub fn per_node(
     out
 }
 
-/// A stable hash of a node's workload list and the signing keys announced with it.
+/// A stable hash of a node's workload list and the signing keys announced with it: SHA-256
+/// (lower-case hex) of their canonical identity, `shoal_model::wire::identity::desired`.
+///
+/// Digest v1, frozen: it is what release 0.1.0 stored in `node_desired.digest`, so an
+/// upgraded hub finds every node's digest unchanged and publishes nothing new. A field added
+/// to a workload later takes part only when it is not at its default (the rule in
+/// `identity`), so adding an optional field gives no node a new generation; setting it
+/// gives a new generation to exactly the nodes that run that workload.
 pub fn digest(workloads: &[DesiredWorkload], signing_keys: &[PublicKey]) -> String {
-    let bytes = postcard::to_allocvec(&(workloads, signing_keys)).unwrap_or_default();
-    let hash = Sha256::digest(&bytes);
+    let hash = Sha256::digest(identity::desired(workloads, signing_keys));
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -1,5 +1,8 @@
 //! What the fleet knows about a node: the facts an agent reports in its presence message and
 //! that placement constraints are evaluated against.
+//!
+//! Domain types: their serde derives are for JSON only; presence and the hub's database carry
+//! them through `crate::wire`'s frozen shapes.
 
 use std::collections::BTreeMap;
 

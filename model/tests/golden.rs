@@ -11,14 +11,28 @@
 
 mod samples;
 
+use std::fmt::Debug;
+
 use samples::*;
-use shoal_model::wire::{self, Limits};
+use shoal_model::wire::stored::{self, RecordError, Row};
+use shoal_model::wire::{self, identity, Limits, Message};
 
 const KEEP_V2: &str = "Do not edit this golden value: put the new shape in a new wire version \
                        (see model/src/wire/mod.rs) and keep v2 as it is";
 
+const DEPLOYED: &str = "every deployed node";
+const HUB_DB: &str = "every hub database";
+const AGENT_DB: &str = "every agent database";
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("golden values are hex"))
+        .collect()
 }
 
 /// Fails with what breaks and what to do when `bytes` differ from the golden `expected` hex.
@@ -31,24 +45,66 @@ fn check(what: &str, breaks: &str, bytes: &[u8], expected: &str) {
     );
 }
 
-const DEPLOYED: &str = "every deployed node";
+/// Fails when golden bytes no longer read back as the value they were made from.
+fn check_read<T: PartialEq + Debug, E: std::fmt::Display>(
+    what: &str,
+    breaks: &str,
+    read: Result<T, E>,
+    expected: &T,
+) {
+    match read {
+        Ok(value) => assert!(
+            value == *expected,
+            "the v2 bytes of {what} read back as another value: this breaks {breaks}. \
+             Keep the conversion from v2 as it was (see model/src/wire/v2).\n\
+             read: {value:?}\nwritten: {expected:?}"
+        ),
+        Err(e) => panic!(
+            "the v2 bytes of {what} no longer decode ({e}): this breaks {breaks}. \
+             Keep reading version 2 (see model/src/wire/mod.rs)"
+        ),
+    }
+}
 
-fn wire_bytes<M: wire::Message>(node: &str, message: &M) -> Vec<u8> {
-    wire::encode(node, message, &Limits::default()).expect("a sample message encodes")
+/// The bytes of a row written in format 2, after checking that it is format 2.
+fn row(written: Result<Row, RecordError>) -> Vec<u8> {
+    let row = written.expect("a sample row encodes");
+    assert_eq!(row.format, 2, "release 0.1.0 wrote format 2");
+    row.bytes
+}
+
+fn wire_bytes<M: Message>(message: &M) -> Vec<u8> {
+    wire::encode(NODE, message, &Limits::default()).expect("a sample message encodes")
+}
+
+/// A message kind: its encoding is the golden value, and the golden value decodes to it.
+fn check_message<M: Message + PartialEq + Debug>(what: &str, message: &M, expected: &str) {
+    check(what, DEPLOYED, &wire_bytes(message), expected);
+    let read = wire::decode::<M>(&unhex(expected), &Limits::default()).map(|(_, m)| m);
+    check_read(what, DEPLOYED, read, message);
 }
 
 // ---- wire messages ----------------------------------------------------------------------
 
 #[test]
 fn the_v2_encoding_of_a_signed_desired_state_is_frozen() {
-    let bytes = signed_desired_bytes();
-    check("DesiredState", DEPLOYED, &bytes, GOLDEN_DESIRED);
+    check(
+        "DesiredState",
+        DEPLOYED,
+        &signed_desired_bytes(),
+        GOLDEN_DESIRED,
+    );
+    let read = wire::decode::<wire::DesiredState>(&unhex(GOLDEN_DESIRED), &Limits::default());
+    let (envelope, state) = read.expect("the golden desired state decodes");
+    assert_eq!(state, desired());
+    assert_eq!(envelope.version, 2);
+    assert_eq!(envelope.signature.map(|s| s.len()), Some(72));
 }
 
 #[test]
 fn the_v2_bytes_a_desired_state_signature_covers_are_frozen() {
     let (envelope, _) =
-        wire::decode::<wire::DesiredState>(&signed_desired_bytes(), &Limits::default())
+        wire::decode::<wire::DesiredState>(&unhex(GOLDEN_DESIRED), &Limits::default())
             .expect("decodes");
     check(
         "the signed bytes of a desired state",
@@ -60,22 +116,12 @@ fn the_v2_bytes_a_desired_state_signature_covers_are_frozen() {
 
 #[test]
 fn the_v2_encoding_of_a_status_is_frozen() {
-    check(
-        "NodeStatus",
-        DEPLOYED,
-        &wire_bytes(NODE, &status()),
-        GOLDEN_STATUS,
-    );
+    check_message("NodeStatus", &status(), GOLDEN_STATUS);
 }
 
 #[test]
 fn the_v2_encoding_of_presence_is_frozen() {
-    check(
-        "Presence",
-        DEPLOYED,
-        &wire_bytes(NODE, &presence()),
-        GOLDEN_PRESENCE,
-    );
+    check_message("Presence", &presence(), GOLDEN_PRESENCE);
 }
 
 #[test]
@@ -83,15 +129,11 @@ fn the_v2_encoding_of_every_rpc_request_is_frozen() {
     let requests = rpc_requests();
     assert_eq!(requests.len(), GOLDEN_RPC_REQUESTS.len());
     for (request, expected) in requests.iter().zip(GOLDEN_RPC_REQUESTS) {
-        check(
-            &format!("RpcRequest {:?}", request.body)
-                .chars()
-                .take(60)
-                .collect::<String>(),
-            DEPLOYED,
-            &wire_bytes(NODE, request),
-            expected,
-        );
+        let what: String = format!("RpcRequest {:?}", request.body)
+            .chars()
+            .take(60)
+            .collect();
+        check_message(&what, request, expected);
     }
 }
 
@@ -100,15 +142,11 @@ fn the_v2_encoding_of_every_rpc_response_is_frozen() {
     let responses = rpc_responses();
     assert_eq!(responses.len(), GOLDEN_RPC_RESPONSES.len());
     for (response, expected) in responses.iter().zip(GOLDEN_RPC_RESPONSES) {
-        check(
-            &format!("RpcResponse {:?}", response.body)
-                .chars()
-                .take(60)
-                .collect::<String>(),
-            DEPLOYED,
-            &wire_bytes(NODE, response),
-            expected,
-        );
+        let what: String = format!("RpcResponse {:?}", response.body)
+            .chars()
+            .take(60)
+            .collect();
+        check_message(&what, response, expected);
     }
 }
 
@@ -116,44 +154,74 @@ fn the_v2_encoding_of_every_rpc_response_is_frozen() {
 
 #[test]
 fn the_hub_workload_row_format_2_is_frozen() {
-    check(
-        "a hub workloads/workload_revisions spec row",
-        "every hub database",
-        &postcard::to_allocvec(&sensor_workload()).expect("encodes"),
-        GOLDEN_HUB_WORKLOAD,
-    );
+    let what = "a hub workloads/workload_revisions spec row";
+    let workload = sensor_workload();
+    let bytes = row(stored::write_workload(&workload));
+    check(what, HUB_DB, &bytes, GOLDEN_HUB_WORKLOAD);
+    let read = stored::read_workload(2, &unhex(GOLDEN_HUB_WORKLOAD));
+    check_read(what, HUB_DB, read, &workload);
 }
 
 #[test]
 fn the_hub_node_facts_row_format_2_is_frozen() {
+    let what = "a hub nodes.facts row";
     check(
-        "a hub nodes.facts row",
-        "every hub database",
-        &postcard::to_allocvec(&facts()).expect("encodes"),
+        what,
+        HUB_DB,
+        &row(stored::write_facts(&facts())),
         GOLDEN_HUB_FACTS,
     );
+    let read = stored::read_facts(2, &unhex(GOLDEN_HUB_FACTS));
+    check_read(what, HUB_DB, read, &facts());
 }
 
 #[test]
 fn the_hub_event_row_format_2_is_frozen() {
+    let what = "a hub events row";
+    let event = status().events.swap_remove(3);
     check(
-        "a hub events row",
-        "every hub database",
-        &postcard::to_allocvec(&status().events[3]).expect("encodes"),
+        what,
+        HUB_DB,
+        &row(stored::write_event(&event)),
         GOLDEN_HUB_EVENT,
     );
+    let read = stored::read_event(2, &unhex(GOLDEN_HUB_EVENT));
+    check_read(what, HUB_DB, read, &event);
+}
+
+#[test]
+fn the_hub_refusal_event_row_format_2_is_frozen() {
+    // The hub's own `status-refused` event: appended to v2 after 0.1.0 (see
+    // model/src/wire/v2/mod.rs), held only by the hub's database.
+    let what = "a hub events row of the hub's own";
+    let event = wire::Event {
+        sequence: 0,
+        at_ms: 1_700_000_003_000,
+        severity: wire::Severity::Warning,
+        workload: None,
+        container: None,
+        reason: wire::EventReason::StatusRefused,
+        message: "status 18446744073709551615 of gw-7 refused".into(),
+    };
+    let bytes = row(stored::write_event(&event));
+    check(what, HUB_DB, &bytes, GOLDEN_HUB_REFUSAL_EVENT);
+    let read = stored::read_event(2, &unhex(GOLDEN_HUB_REFUSAL_EVENT));
+    check_read(what, HUB_DB, read, &event);
 }
 
 #[test]
 fn the_hub_status_row_format_2_is_frozen() {
+    let what = "a hub node_status row";
     let mut snapshot = status();
     snapshot.events.clear();
     check(
-        "a hub node_status row",
-        "every hub database",
-        &postcard::to_allocvec(&snapshot).expect("encodes"),
+        what,
+        HUB_DB,
+        &row(stored::write_status(&snapshot)),
         GOLDEN_HUB_STATUS,
     );
+    let read = stored::read_status(2, &unhex(GOLDEN_HUB_STATUS));
+    check_read(what, HUB_DB, read, &snapshot);
 }
 
 #[test]
@@ -161,7 +229,7 @@ fn the_hub_desired_row_is_the_published_wire_message() {
     // `node_desired.payload` holds the envelope as published, version byte first.
     check(
         "a hub node_desired row",
-        "every hub database",
+        HUB_DB,
         &signed_desired_bytes(),
         GOLDEN_DESIRED,
     );
@@ -169,12 +237,12 @@ fn the_hub_desired_row_is_the_published_wire_message() {
 
 #[test]
 fn the_agent_desired_state_row_format_2_is_frozen() {
-    check(
-        "an agent desired_state row",
-        "every agent database",
-        &postcard::to_allocvec(&desired().workloads).expect("encodes"),
-        GOLDEN_AGENT_DESIRED,
-    );
+    let what = "an agent desired_state row";
+    let workloads = desired().workloads;
+    let bytes = row(stored::write_desired(&workloads));
+    check(what, AGENT_DB, &bytes, GOLDEN_AGENT_DESIRED);
+    let read = stored::read_desired(2, &unhex(GOLDEN_AGENT_DESIRED));
+    check_read(what, AGENT_DB, read, &workloads);
 }
 
 #[test]
@@ -182,8 +250,8 @@ fn the_agent_outbox_row_is_the_wire_message() {
     // `outbox.payload` holds the status as it will be published, version byte first.
     check(
         "an agent outbox row",
-        "every agent database",
-        &wire_bytes(NODE, &status()),
+        AGENT_DB,
+        &wire_bytes(&status()),
         GOLDEN_STATUS,
     );
 }
@@ -200,16 +268,10 @@ fn container_identity_v1_bytes_are_frozen() {
     ];
     assert_eq!(workload.spec.containers.len(), expected.len());
     for (container, expected) in workload.spec.containers.iter().zip(expected) {
-        let shape = (
-            container,
-            workload.spec.network,
-            &workload.spec.volumes,
-            workload.spec.restart_policy,
-        );
         check(
             &format!("the identity of container `{}`", container.name),
             "container identity: every container on every node would restart",
-            &postcard::to_allocvec(&shape).expect("encodes"),
+            &identity::container(&workload, container),
             expected,
         );
     }
@@ -217,11 +279,10 @@ fn container_identity_v1_bytes_are_frozen() {
 
 #[test]
 fn pod_identity_v1_bytes_are_frozen() {
-    let workload = sensor_workload();
     check(
         "the identity of a pod",
         "pod identity: every isolated workload's namespaces would be rebuilt",
-        &postcard::to_allocvec(&(workload.spec.network, &workload.spec.volumes)).expect("encodes"),
+        &identity::pod(&sensor_workload()),
         GOLDEN_IDENTITY_POD,
     );
 }
@@ -232,7 +293,7 @@ fn desired_digest_v1_bytes_are_frozen() {
     check(
         "the desired-state digest input",
         "the hub's digest: every node would get a new generation after an upgrade",
-        &postcard::to_allocvec(&(&state.workloads, &state.signing_keys)).expect("encodes"),
+        &identity::desired(&state.workloads, &state.signing_keys),
         GOLDEN_DIGEST_INPUT,
     );
 }
@@ -374,6 +435,9 @@ const GOLDEN_HUB_FACTS: &str = "\
 const GOLDEN_HUB_EVENT: &str = "\
     eb07fdd795ffbc3100010d73656e736f722d7265616465720106726561646572031a63617061636974792d657863\
     65656465642068617070656e6564";
+const GOLDEN_HUB_REFUSAL_EVENT: &str = "\
+    00b8e795ffbc31010000152b737461747573203138343436373434303733373039353531363135206f662067772d\
+    372072656675736564";
 const GOLDEN_HUB_STATUS: &str = "\
     0467772d37ac02f0a204d0df95ffbc31020d73656e736f722d726561646572810108026330000000000000000000\
     0002633101010301019202000081d095ffbc310001f5d395ffbc3101a11f018080800101aab4de7501096d657373\

@@ -15,7 +15,7 @@ use shoal_model::node::NodeFacts;
 use shoal_model::wire::{
     decode, DesiredState, DesiredWorkload, Envelope, Event, EventReason, Limits, MessageKind,
     NodeStatus, NodeUsage, Part, Presence, RpcRequest, RpcRequestBody, RpcResponse,
-    RpcResponseBody, Severity, WireError, WIRE_VERSION,
+    RpcResponseBody, Severity, WireError, SUPPORTED_WIRE_VERSIONS, WIRE_VERSION,
 };
 
 const NODE: &str = "node-1";
@@ -294,16 +294,16 @@ fn every_truncation_of_a_payload_is_refused_naming_the_payload_kind() {
 // ---- wire: version and kind ---------------------------------------------------------------
 
 #[test]
-fn every_other_version_byte_is_refused_naming_both_versions() {
+fn every_version_byte_not_supported_is_refused_naming_it_and_those_supported() {
     let limits = Limits::default();
     for kind in MessageKind::ALL {
         let bytes = wire_bytes(&padded(kind, 5));
-        for version in (0..=u8::MAX).filter(|&v| v != WIRE_VERSION) {
+        for version in (0..=u8::MAX).filter(|v| !SUPPORTED_WIRE_VERSIONS.contains(v)) {
             let mut forged = bytes.clone();
             forged[0] = version;
             let expected = WireError::UnsupportedVersion {
                 seen: version,
-                supported: WIRE_VERSION,
+                supported: SUPPORTED_WIRE_VERSIONS,
             };
             assert_eq!(decode_as(kind, &forged, &limits), Err(expected.clone()));
             assert_mentions(
@@ -326,7 +326,7 @@ fn the_version_byte_is_checked_before_the_size() {
             decode_as(kind, &over, &limits),
             Err(WireError::UnsupportedVersion {
                 seen: WIRE_VERSION + 1,
-                supported: WIRE_VERSION
+                supported: SUPPORTED_WIRE_VERSIONS
             }),
             "{kind}"
         );

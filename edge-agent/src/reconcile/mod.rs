@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use shoal_model::manifest::{Container, RestartPolicy, Workload};
-use shoal_model::wire::{DesiredWorkload, Health};
+use shoal_model::wire::{identity, DesiredWorkload, Health};
 
 /// First delay before restarting a container that stopped.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -395,24 +395,26 @@ pub fn next_crash_streak(previous: u32, started_ms: u64, exited_ms: u64) -> u32 
 
 /// A stable fingerprint of everything that shapes one container: when it changes, the
 /// container is replaced. Covers the container and the workload fields it depends on.
+///
+/// FNV-1a (64 bit, 16 hex digits) of the container's canonical identity,
+/// `shoal_model::wire::identity::container`. Identity v1, frozen: every container release
+/// 0.1.0 started keeps its hash, so an upgraded agent restarts nothing. A field added to
+/// `Container` (or to the workload fields above) later takes part only when it is not at its
+/// default, as tagged entries after the v1 bytes (the rule in `identity`): adding an optional
+/// field restarts nothing, setting it restarts exactly the containers that use it.
 pub fn spec_hash(w: &Workload, container: &Container) -> String {
-    let shape = (
-        container,
-        w.spec.network,
-        &w.spec.volumes,
-        w.spec.restart_policy,
-    );
-    fingerprint(&shape)
+    fingerprint(&identity::container(w, container))
 }
 
-/// A stable fingerprint of what the workload's shared namespaces depend on.
+/// A stable fingerprint of what the workload's shared namespaces depend on: FNV-1a of the
+/// pod's canonical identity, `shoal_model::wire::identity::pod`, under the same rule as
+/// [`spec_hash`] (identity v1 frozen; later fields only when not at their default).
 pub fn pod_hash(w: &Workload) -> String {
-    fingerprint(&(w.spec.network, &w.spec.volumes))
+    fingerprint(&identity::pod(w))
 }
 
-/// FNV-1a over the postcard encoding, which is deterministic for our types.
-fn fingerprint<T: serde::Serialize>(value: &T) -> String {
-    let bytes = postcard::to_allocvec(value).unwrap_or_default();
+/// FNV-1a over canonical identity bytes.
+fn fingerprint(bytes: &[u8]) -> String {
     let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     });

@@ -41,6 +41,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "stop grace periods",
         sql: include_str!("migrations/0005_stop_grace.sql"),
     },
+    Migration {
+        name: "stored formats",
+        sql: include_str!("migrations/0006_formats.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

@@ -111,8 +111,13 @@ pub enum StateError {
     },
     #[error("cannot encode the {what}: {reason}")]
     Encode { what: &'static str, reason: String },
-    #[error("the stored {what} cannot be decoded ({reason}): it was written by another agent version or damaged")]
-    Decode { what: &'static str, reason: String },
+    /// A stored postcard row (see `shoal_model::wire::stored`) that cannot be read or written.
+    #[error("the agent database's {table} row {row}: {cause}")]
+    Row {
+        table: &'static str,
+        row: String,
+        cause: shoal_model::wire::stored::RecordError,
+    },
     /// A statement failed; `action` says what it was for (`save the desired state`).
     #[error("cannot {action} in {path}: {}", explain(.cause))]
     Query {

@@ -3,9 +3,15 @@
 //! are the events' sequence numbers).
 //!
 //! Written on changes only (an apply, a start, an exit), never per tick.
+//!
+//! A desired state's workloads are written through `shoal_model::wire::stored`, with their
+//! format number in `payload_format` (migration 0006 labelled the rows written before as
+//! format 2). One this agent cannot read fails with [`StateError::Row`] naming the row and
+//! its format; the agent refuses to start rather than run an empty desired state.
 
 use rusqlite::{params, OptionalExtension};
 use shoal_model::wire::signing::PublicKey;
+use shoal_model::wire::stored;
 use shoal_model::wire::{DesiredWorkload, Event, EventReason, ExitInfo, Severity};
 
 use super::{StateError, Store};
@@ -77,15 +83,23 @@ impl Store {
         trusted_keys: &[PublicKey],
         now_ms: u64,
     ) -> Result<(), StateError> {
-        let payload = postcard::to_allocvec(workloads).map_err(|e| StateError::Encode {
-            what: "desired state",
-            reason: e.to_string(),
+        let payload = stored::write_desired(workloads).map_err(|record| StateError::Row {
+            table: "desired_state",
+            row: format!("({} generation {generation})", source.as_str()),
+            cause: record,
         })?;
         let failed = |cause| self.query_failed("save the desired state", cause);
         let tx = self.conn.unchecked_transaction().map_err(failed)?;
         tx.execute(
-            "INSERT OR REPLACE INTO desired_state (generation, source, payload, received_at) VALUES (?1, ?2, ?3, ?4)",
-            params![to_i64(generation), source.as_str(), payload, to_i64(now_ms)],
+            "INSERT OR REPLACE INTO desired_state (generation, source, payload_format, payload, received_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                to_i64(generation),
+                source.as_str(),
+                payload.format,
+                payload.bytes,
+                to_i64(now_ms)
+            ],
         )
         .map_err(failed)?;
         tx.execute(
@@ -159,22 +173,25 @@ impl Store {
         &self,
         source: Source,
     ) -> Result<Option<(u64, Vec<DesiredWorkload>)>, StateError> {
-        let row: Option<(i64, Vec<u8>)> = self
+        let row: Option<(i64, i64, i64, Vec<u8>)> = self
             .conn
             .query_row(
-                "SELECT generation, payload FROM desired_state WHERE source = ?1 ORDER BY generation DESC LIMIT 1",
+                "SELECT id, generation, payload_format, payload FROM desired_state WHERE source = ?1 \
+                 ORDER BY generation DESC LIMIT 1",
                 [source.as_str()],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
             )
             .optional()
             .map_err(|cause| self.query_failed("read the desired state", cause))?;
-        let Some((generation, payload)) = row else {
+        let Some((id, generation, format, payload)) = row else {
             return Ok(None);
         };
-        let workloads = postcard::from_bytes(&payload).map_err(|e| StateError::Decode {
-            what: "desired state",
-            reason: e.to_string(),
-        })?;
+        let workloads =
+            stored::read_desired(format, &payload).map_err(|record| StateError::Row {
+                table: "desired_state",
+                row: format!("{id} ({} generation {generation})", source.as_str()),
+                cause: record,
+            })?;
         Ok(Some((u64::try_from(generation).unwrap_or(0), workloads)))
     }
 
@@ -482,6 +499,64 @@ mod tests {
             store.last_event_sequence().expect("last"),
             events[1].sequence
         );
+    }
+
+    #[test]
+    fn a_desired_state_row_names_its_format_and_holds_the_stored_encoding() {
+        let (_dir, store) = store();
+        let written = workloads(&["a", "b"]);
+        store
+            .save_desired(Source::Hub, 4, &written, &[], 1)
+            .expect("save");
+        let row: (i64, Vec<u8>) = store
+            .conn
+            .query_row(
+                "SELECT payload_format, payload FROM desired_state",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("row");
+        let expected = stored::write_desired(&written).expect("encodes");
+        assert_eq!(row, (i64::from(expected.format), expected.bytes));
+        assert_eq!(expected.format, stored::STORED_FORMAT);
+    }
+
+    #[test]
+    fn a_desired_state_in_a_format_this_agent_cannot_read_is_refused_and_kept() {
+        let (_dir, store) = store();
+        store
+            .save_desired(Source::Hub, 4, &workloads(&["a"]), &[], 1)
+            .expect("save");
+        store
+            .conn
+            .execute("UPDATE desired_state SET payload_format = 3", [])
+            .expect("forge a newer row");
+        let error = store.latest_desired(Source::Hub).expect_err("format 3");
+        let text = error.to_string();
+        assert!(
+            matches!(
+                error,
+                StateError::Row {
+                    table: "desired_state",
+                    cause: stored::RecordError::UnknownFormat { format: 3 },
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        for expected in [
+            "desired_state row",
+            "hub generation 4",
+            "format 3",
+            "written by a newer release; upgrade",
+        ] {
+            assert!(text.contains(expected), "{text} should mention {expected}");
+        }
+        let kept: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM desired_state", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(kept, 1, "the row it cannot read stays");
     }
 
     #[test]

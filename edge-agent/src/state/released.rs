@@ -199,6 +199,38 @@ fn every_released_agent_database_opens_at_todays_schema_and_decodes() {
 }
 
 #[test]
+fn the_desired_states_release_0_1_0_stored_are_labelled_format_2_by_the_migration() {
+    for file in agent_fixtures("0.1.0") {
+        let name = file.display().to_string();
+        let (_dir, store) = open_copy(&file);
+        let formats: Vec<(i64, i64)> = {
+            let mut statement = store
+                .conn
+                .prepare(
+                    "SELECT payload_format, count(*) FROM desired_state GROUP BY payload_format",
+                )
+                .expect("prepare");
+            let rows = statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .expect("query");
+            rows.collect::<Result<_, _>>().expect("rows")
+        };
+        assert!(
+            matches!(formats.as_slice(), [(2, n)] if *n > 0),
+            "{name}: desired_state.payload_format should be 2 in every row, found (format, rows) {formats:?}"
+        );
+        for row in read(&name, "the outbox", store.outbox_after(0, u32::MAX)) {
+            assert_eq!(
+                row.payload.first(),
+                Some(&2),
+                "{name}: outbox row {} is a wire version 2 message",
+                row.id
+            );
+        }
+    }
+}
+
+#[test]
 fn stored_containers_keep_their_identity_so_an_upgraded_agent_restarts_nothing() {
     for release in releases() {
         for file in agent_fixtures(&release.version) {

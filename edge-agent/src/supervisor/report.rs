@@ -173,7 +173,7 @@ pub(crate) fn pack(
     let mut size = base_len;
     let mut unsent = 0u64;
     for mut event in events {
-        let mut len = postcard_len(&event);
+        let mut len = wire::status_event_len(&event);
         if size + len + SLACK > limit {
             if !current.events.is_empty() {
                 let next = next_status(&base, &current);
@@ -187,7 +187,7 @@ pub(crate) fn pack(
             }
             if size + len + SLACK > limit {
                 shorten(&mut event, (size + len + SLACK).saturating_sub(limit));
-                len = postcard_len(&event);
+                len = wire::status_event_len(&event);
             }
         }
         size += len;
@@ -261,10 +261,6 @@ fn encoded_len(node: &str, status: &NodeStatus) -> usize {
         // Not encodable at all (a bad name): let `finish` report it.
         Err(_) => 0,
     }
-}
-
-fn postcard_len(event: &Event) -> usize {
-    postcard::to_allocvec(event).map_or(usize::MAX / 4, |bytes| bytes.len())
 }
 
 fn millis(duration: Duration) -> u64 {

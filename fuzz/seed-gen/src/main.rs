@@ -23,6 +23,7 @@ use shoal_model::wire::{
     encode, ContainerState, ContainerStatus, DesiredState, DesiredWorkload, Envelope, Event,
     EventReason, ExitInfo, Health, ImageSummary, Limits, Message, NodeStatus, NodeUsage, Presence,
     RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody, Severity, WorkloadStatus,
+    WIRE_VERSION,
 };
 use shoal_tests::images::{gnu_sparse_layer, gzip, Entry, Layer, SparseFormat};
 
@@ -97,7 +98,7 @@ impl Seeds {
         self.write(
             target,
             &format!("{name}.payload"),
-            &postcard::to_allocvec(message)?,
+            &message.to_payload(WIRE_VERSION)?,
         )
     }
 }
@@ -296,6 +297,7 @@ fn node_status() -> NodeStatus {
         },
         events: EventReason::ALL
             .iter()
+            .filter(|reason| !reason.is_recorded_by_hub())
             .enumerate()
             .map(|(i, &reason)| Event {
                 sequence: 1000 + i as u64,

@@ -4,6 +4,12 @@
 //! One connection behind a mutex: the hub's writes are small and rare next to SQLite's speed,
 //! and one writer keeps every change a single transaction. WAL mode, so a `kill -9` loses at
 //! most the transaction in flight.
+//!
+//! Every postcard blob is written through `shoal_model::wire::stored` with its format number
+//! in the column beside it (`spec_format`, `facts_format`, `payload_format`; migration 0003
+//! labelled the rows release 0.1.0 wrote as format 2). A row in a format this hub cannot read
+//! fails the read with [`StoreError::Row`], naming the table, the row and the format: it is
+//! never skipped, never dropped.
 
 #[cfg(test)]
 mod released;
@@ -19,6 +25,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use shoal_model::manifest::Workload;
 use shoal_model::node::NodeFacts;
+use shoal_model::wire::stored::{self, RecordError, Row};
 use shoal_model::wire::{Event, EventReason, NodeStatus, Severity};
 
 use crate::admission::{self, Admission, Claim, Kept};
@@ -31,6 +38,7 @@ pub use snapshot::{PlanWrite, Snapshot};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_security.sql"),
+    include_str!("migrations/0003_formats.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +61,13 @@ pub enum StoreError {
     },
     #[error("the hub database holds a {what} it cannot read ({reason}); it was written by another version of `shoal`")]
     Decode { what: &'static str, reason: String },
+    /// A stored postcard row (see `shoal_model::wire::stored`) that cannot be read or written.
+    #[error("the hub database's {table} row `{row}`: {cause}")]
+    Row {
+        table: &'static str,
+        row: String,
+        cause: RecordError,
+    },
     #[error("node `{0}` is already registered (`shoal get nodes` lists them)")]
     NodeExists(String),
     #[error("no node `{0}` (`shoal get nodes` lists them)")]
@@ -225,25 +240,28 @@ impl Store {
     ) -> Result<Vec<StoredWorkload>, StoreError> {
         let mut statement = conn
             .prepare(
-                "SELECT revision, spec, created_at, updated_at FROM workloads \
+                "SELECT name, revision, spec_format, spec, created_at, updated_at FROM workloads \
                  WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
             )
             .map_err(query("listing workloads"))?;
         let rows = statement
             .query_map([name], |row| {
                 Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
                     row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, i64>(5)?,
                 ))
             })
             .map_err(query("listing workloads"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (revision, spec, created, updated) = row.map_err(query("listing workloads"))?;
+            let (name, revision, format, spec, created, updated) =
+                row.map_err(query("listing workloads"))?;
             out.push(StoredWorkload {
-                workload: decode(&spec, "workload")?,
+                workload: read_row("workloads", &name, stored::read_workload(format, &spec))?,
                 revision: to_u64(revision),
                 created_ms: to_u64(created),
                 updated_ms: to_u64(updated),
@@ -267,17 +285,21 @@ impl Store {
             .map_err(failed)?;
         let mut out = Vec::new();
         for workload in workloads {
-            let existing: Option<(i64, Vec<u8>)> = tx
+            let existing: Option<(i64, i64, Vec<u8>)> = tx
                 .query_row(
-                    "SELECT revision, spec FROM workloads WHERE name = ?1",
+                    "SELECT revision, spec_format, spec FROM workloads WHERE name = ?1",
                     [&workload.name],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
                 .optional()
                 .map_err(failed)?;
             let previous = match existing {
-                Some((revision, spec)) => {
-                    Some((to_u64(revision), decode::<Workload>(&spec, "workload")?))
+                Some((revision, format, spec)) => {
+                    let read = stored::read_workload(format, &spec);
+                    Some((
+                        to_u64(revision),
+                        read_row("workloads", &workload.name, read)?,
+                    ))
                 }
                 None => None,
             };
@@ -288,16 +310,22 @@ impl Store {
             };
             let changed = previous.as_ref().is_none_or(|(r, _)| *r != revision);
             if changed && !dry_run {
-                let spec = encode(workload)?;
+                let spec = write_row(
+                    "workloads",
+                    &workload.name,
+                    stored::write_workload(workload),
+                )?;
                 tx.execute(
-                    "INSERT INTO workloads (name, revision, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
-                     ON CONFLICT (name) DO UPDATE SET revision = ?2, spec = ?3, updated_at = ?4",
-                    params![workload.name, to_i64(revision), spec, to_i64(now_ms)],
+                    "INSERT INTO workloads (name, revision, spec_format, spec, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
+                     ON CONFLICT (name) DO UPDATE SET revision = ?2, spec_format = ?3, spec = ?4, updated_at = ?5",
+                    params![workload.name, to_i64(revision), spec.format, spec.bytes, to_i64(now_ms)],
                 )
                 .map_err(failed)?;
                 tx.execute(
-                    "INSERT OR REPLACE INTO workload_revisions (name, revision, spec, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![workload.name, to_i64(revision), spec, to_i64(now_ms)],
+                    "INSERT OR REPLACE INTO workload_revisions (name, revision, spec_format, spec, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![workload.name, to_i64(revision), spec.format, spec.bytes, to_i64(now_ms)],
                 )
                 .map_err(failed)?;
             }
@@ -404,7 +432,7 @@ impl Store {
         let mut statement = conn
             .prepare(
                 "SELECT name, labels, schedulable, created_at, facts, online, last_seen, offline_since, \
-                 password_hash != '' FROM nodes WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+                 password_hash != '', facts_format FROM nodes WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
             )
             .map_err(query("listing nodes"))?;
         let rows = statement
@@ -419,6 +447,7 @@ impl Store {
                     row.get::<_, Option<i64>>(6)?,
                     row.get::<_, Option<i64>>(7)?,
                     row.get::<_, bool>(8)?,
+                    row.get::<_, i64>(9)?,
                 ))
             })
             .map_err(query("listing nodes"))?;
@@ -434,7 +463,11 @@ impl Store {
                 last_seen,
                 offline_since,
                 enrolled,
+                facts_format,
             ) = row.map_err(query("listing nodes"))?;
+            let facts = facts
+                .map(|f| read_row("nodes", &name, stored::read_facts(facts_format, &f)))
+                .transpose()?;
             out.push(StoredNode {
                 name,
                 labels: serde_json::from_str(&labels).map_err(|e| StoreError::Decode {
@@ -447,7 +480,7 @@ impl Store {
                     _ => Schedulable::Yes,
                 },
                 created_ms: to_u64(created),
-                facts: facts.map(|f| decode(&f, "node facts")).transpose()?,
+                facts,
                 online,
                 last_seen_ms: last_seen.map(to_u64),
                 offline_since_ms: offline_since.map(to_u64),
@@ -518,13 +551,16 @@ impl Store {
         } else {
             Some(before.offline_since_ms.unwrap_or(now_ms))
         };
+        let facts_row = write_row("nodes", name, stored::write_facts(facts))?;
         self.conn()
             .execute(
-                "UPDATE nodes SET online = ?2, facts = ?3, last_seen = ?4, offline_since = ?5 WHERE name = ?1",
+                "UPDATE nodes SET online = ?2, facts_format = ?3, facts = ?4, last_seen = ?5, offline_since = ?6 \
+                 WHERE name = ?1",
                 params![
                     name,
                     online,
-                    encode(facts)?,
+                    facts_row.format,
+                    facts_row.bytes,
                     to_i64(now_ms),
                     offline_since.map(to_i64)
                 ],
@@ -678,14 +714,18 @@ impl Store {
             return Ok(admission);
         }
         for event in &status.events {
+            let row = format!("{name}#{}", event.sequence);
+            let payload = write_row("events", &row, stored::write_event(event))?;
             tx.execute(
-                "INSERT OR IGNORE INTO events (node, sequence, workload, at, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO events (node, sequence, workload, at, payload_format, payload) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     name,
                     to_i64(event.sequence),
                     event.workload,
                     to_i64(event.at_ms),
-                    encode(event)?
+                    payload.format,
+                    payload.bytes
                 ],
             )
             .map_err(failed)?;
@@ -693,9 +733,17 @@ impl Store {
         if admission != Admission::Older {
             let mut snapshot = status.clone();
             snapshot.events.clear();
+            let payload = write_row("node_status", name, stored::write_status(&snapshot))?;
             tx.execute(
-                "INSERT OR REPLACE INTO node_status (node, sequence, payload, received_at) VALUES (?1, ?2, ?3, ?4)",
-                params![name, to_i64(status.sequence), encode(&snapshot)?, to_i64(now_ms)],
+                "INSERT OR REPLACE INTO node_status (node, sequence, payload_format, payload, received_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    name,
+                    to_i64(status.sequence),
+                    payload.format,
+                    payload.bytes,
+                    to_i64(now_ms)
+                ],
             )
             .map_err(failed)?;
         }
@@ -715,17 +763,22 @@ impl Store {
 
     fn read_statuses(conn: &Connection) -> Result<BTreeMap<String, NodeStatus>, StoreError> {
         let mut statement = conn
-            .prepare("SELECT node, payload FROM node_status")
+            .prepare("SELECT node, payload_format, payload FROM node_status")
             .map_err(query("reading statuses"))?;
         let rows = statement
             .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                ))
             })
             .map_err(query("reading statuses"))?;
         let mut out = BTreeMap::new();
         for row in rows {
-            let (node, payload) = row.map_err(query("reading statuses"))?;
-            out.insert(node, decode(&payload, "node status")?);
+            let (node, format, payload) = row.map_err(query("reading statuses"))?;
+            let status = read_row("node_status", &node, stored::read_status(format, &payload))?;
+            out.insert(node, status);
         }
         Ok(out)
     }
@@ -740,22 +793,27 @@ impl Store {
         let conn = self.conn();
         let mut statement = conn
             .prepare(
-                "SELECT node, payload FROM events WHERE (?1 IS NULL OR node = ?1) AND (?2 IS NULL OR workload = ?2) \
+                "SELECT node, sequence, payload_format, payload FROM events \
+                 WHERE (?1 IS NULL OR node = ?1) AND (?2 IS NULL OR workload = ?2) \
                  ORDER BY at DESC, id DESC LIMIT ?3",
             )
             .map_err(query("reading events"))?;
         let rows = statement
             .query_map(params![node, workload, limit], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                ))
             })
             .map_err(query("reading events"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (node, payload) = row.map_err(query("reading events"))?;
-            out.push(StoredEvent {
-                node,
-                event: decode(&payload, "event")?,
-            });
+            let (node, sequence, format, payload) = row.map_err(query("reading events"))?;
+            let read = stored::read_event(format, &payload);
+            let event = read_row("events", &format!("{node}#{sequence}"), read)?;
+            out.push(StoredEvent { node, event });
         }
         out.reverse();
         Ok(out)
@@ -795,13 +853,18 @@ fn record_refusal(
         reason: EventReason::StatusRefused,
         message: message.to_string(),
     };
+    let sequence = lowest.unwrap_or(0).min(0) - 1;
+    let row = format!("{node}#{sequence}");
+    let payload = write_row("events", &row, stored::write_event(&event))?;
     tx.execute(
-        "INSERT INTO events (node, sequence, workload, at, payload) VALUES (?1, ?2, NULL, ?3, ?4)",
+        "INSERT INTO events (node, sequence, workload, at, payload_format, payload) \
+         VALUES (?1, ?2, NULL, ?3, ?4, ?5)",
         params![
             node,
-            lowest.unwrap_or(0).min(0) - 1,
+            sequence,
             to_i64(now_ms),
-            encode(&event)?
+            payload.format,
+            payload.bytes
         ],
     )
     .map_err(failed)?;
@@ -812,21 +875,26 @@ fn query(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + Copy {
     move |source| StoreError::Query { what, source }
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_allocvec(value).map_err(|e| StoreError::Decode {
-        what: "record",
-        reason: e.to_string(),
+/// A stored row read in its format, or an error naming the table and the row.
+fn read_row<T>(
+    table: &'static str,
+    row: &str,
+    read: Result<T, RecordError>,
+) -> Result<T, StoreError> {
+    read.map_err(|cause| StoreError::Row {
+        table,
+        row: row.to_string(),
+        cause,
     })
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    what: &'static str,
-) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Decode {
-        what,
-        reason: e.to_string(),
-    })
+/// A row to store, in the current format.
+fn write_row(
+    table: &'static str,
+    row: &str,
+    written: Result<Row, RecordError>,
+) -> Result<Row, StoreError> {
+    read_row(table, row, written)
 }
 
 fn to_i64(value: u64) -> i64 {

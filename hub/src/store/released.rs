@@ -98,19 +98,29 @@ fn read<T>(version: &str, what: &str, result: Result<T, StoreError>) -> T {
 
 /// Every stored revision of every workload, the deleted ones included, decoded.
 fn revisions(version: &str, store: &Store) -> BTreeMap<(String, u64), Workload> {
-    let rows: Vec<(String, i64, Vec<u8>)> = {
+    let rows: Vec<(String, i64, i64, Vec<u8>)> = {
         let conn = store.conn();
         let mut statement = conn
-            .prepare("SELECT name, revision, spec FROM workload_revisions ORDER BY name, revision")
+            .prepare(
+                "SELECT name, revision, spec_format, spec FROM workload_revisions \
+                 ORDER BY name, revision",
+            )
             .expect("prepare");
         let rows = statement
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
             .expect("query");
         rows.collect::<Result<_, _>>().expect("rows")
     };
     rows.into_iter()
-        .map(|(name, revision, spec)| {
-            let workload = read(version, "a workload revision", decode(&spec, "workload"));
+        .map(|(name, revision, format, spec)| {
+            let decoded = read_row(
+                "workload_revisions",
+                &name,
+                stored::read_workload(format, &spec),
+            );
+            let workload = read(version, "a workload revision", decoded);
             ((name, to_u64(revision)), workload)
         })
         .collect()
@@ -187,6 +197,43 @@ fn every_released_hub_database_opens_at_todays_schema_and_decodes() {
         for stored in read(version, "the desired states", store.node_desired()).values() {
             published(version, stored, &keys);
         }
+    }
+}
+
+#[test]
+fn the_rows_release_0_1_0_wrote_are_labelled_format_2_by_the_migration() {
+    let (_dir, store) = open_release("0.1.0");
+    let columns = [
+        ("workloads", "spec_format"),
+        ("workload_revisions", "spec_format"),
+        ("nodes", "facts_format"),
+        ("node_status", "payload_format"),
+        ("events", "payload_format"),
+    ];
+    for (table, column) in columns {
+        let formats: Vec<(i64, i64)> = {
+            let conn = store.conn();
+            let mut statement = conn
+                .prepare(&format!(
+                    "SELECT {column}, count(*) FROM {table} GROUP BY {column}"
+                ))
+                .expect("prepare");
+            let rows = statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .expect("query");
+            rows.collect::<Result<_, _>>().expect("rows")
+        };
+        assert!(
+            matches!(formats.as_slice(), [(2, n)] if *n > 0),
+            "0.1.0/hub.db: {table}.{column} should be 2 in every row, found (format, rows) {formats:?}"
+        );
+    }
+    for (node, stored) in read("0.1.0", "the desired states", store.node_desired()) {
+        assert_eq!(
+            stored.payload.first(),
+            Some(&2),
+            "0.1.0/hub.db: the desired state of {node} is a wire version 2 message"
+        );
     }
 }
 

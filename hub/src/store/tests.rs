@@ -456,3 +456,152 @@ fn a_rotation_promotes_the_next_key_and_erases_the_old_private_key() {
         (KeyState::Retired, None)
     );
 }
+
+/// A store holding one workload, one node with facts, its status and one event.
+fn filled() -> (tempfile::TempDir, Store, Workload, NodeFacts, NodeStatus) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let web = workload("web", "busybox:1");
+    store
+        .apply(std::slice::from_ref(&web), 10, false)
+        .expect("apply");
+    store.add_node("a", "h", &BTreeMap::new(), 1).expect("add");
+    let facts = NodeFacts {
+        arch: "arm64".into(),
+        agent_version: "0.2.0".into(),
+        ..NodeFacts::default()
+    };
+    store
+        .record_presence("a", true, &facts, 20)
+        .expect("presence");
+    let status = status(4, vec![event(9)]);
+    store.record_status("a", &status, 30).expect("status");
+    (dir, store, web, facts, status)
+}
+
+/// `(format, bytes)` of every postcard row of `table`, by its key.
+fn raw_rows(store: &Store, sql: &str) -> Vec<(String, i64, Vec<u8>)> {
+    let conn = store.conn();
+    let mut statement = conn.prepare(sql).expect("prepare");
+    let rows = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .expect("query");
+    rows.collect::<Result<_, _>>().expect("rows")
+}
+
+#[test]
+fn every_postcard_row_names_its_format_and_holds_the_stored_encoding() {
+    let (_dir, store, web, facts, status) = filled();
+    let current = i64::from(stored::STORED_FORMAT);
+    let workload_row = stored::write_workload(&web).expect("encodes").bytes;
+    let mut snapshot = status.clone();
+    snapshot.events.clear();
+    let cases = [
+        (
+            "SELECT name, spec_format, spec FROM workloads",
+            ("web", workload_row.clone()),
+        ),
+        (
+            "SELECT name, spec_format, spec FROM workload_revisions",
+            ("web", workload_row),
+        ),
+        (
+            "SELECT name, facts_format, facts FROM nodes",
+            ("a", stored::write_facts(&facts).expect("encodes").bytes),
+        ),
+        (
+            "SELECT node, payload_format, payload FROM node_status",
+            ("a", stored::write_status(&snapshot).expect("encodes").bytes),
+        ),
+        (
+            "SELECT node, payload_format, payload FROM events",
+            (
+                "a",
+                stored::write_event(&status.events[0])
+                    .expect("encodes")
+                    .bytes,
+            ),
+        ),
+    ];
+    for (sql, (key, bytes)) in cases {
+        assert_eq!(
+            raw_rows(&store, sql),
+            vec![(key.to_string(), current, bytes)],
+            "{sql}"
+        );
+    }
+}
+
+#[test]
+fn a_row_in_a_format_this_hub_cannot_read_is_refused_naming_its_table_row_and_format() {
+    type Read = fn(&Store) -> Result<(), StoreError>;
+    let cases: [(&str, Read, &str); 5] = [
+        (
+            "UPDATE workloads SET spec_format = 3",
+            |s| s.workloads().map(drop),
+            "workloads row `web`",
+        ),
+        (
+            "UPDATE workloads SET spec_format = 3",
+            |s| {
+                s.apply(&[workload("web", "busybox:2")], 50, false)
+                    .map(drop)
+            },
+            "workloads row `web`",
+        ),
+        (
+            "UPDATE nodes SET facts_format = 3",
+            |s| s.nodes().map(drop),
+            "nodes row `a`",
+        ),
+        (
+            "UPDATE node_status SET payload_format = 3",
+            |s| s.statuses().map(drop),
+            "node_status row `a`",
+        ),
+        (
+            "UPDATE events SET payload_format = 3",
+            |s| s.events(None, None, 10).map(drop),
+            "events row `a#9`",
+        ),
+    ];
+    for (newer, read, row) in cases {
+        let (_dir, store, _, _, _) = filled();
+        let count = |store: &Store| -> i64 {
+            let conn = store.conn();
+            let table = newer.split_whitespace().nth(1).expect("a table");
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .expect("count")
+        };
+        let before = count(&store);
+        store.conn().execute(newer, []).expect("forge a newer row");
+        let error = read(&store).expect_err(newer);
+        let text = error.to_string();
+        assert!(
+            matches!(
+                error,
+                StoreError::Row {
+                    cause: RecordError::UnknownFormat { format: 3 },
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        for expected in [row, "format 3", "written by a newer release; upgrade"] {
+            assert!(text.contains(expected), "{text} should mention {expected}");
+        }
+        assert_eq!(count(&store), before, "{newer}: the row must stay");
+    }
+}
+
+#[test]
+fn a_damaged_row_is_refused_not_dropped() {
+    let (_dir, store, _, _, _) = filled();
+    store
+        .conn()
+        .execute("UPDATE node_status SET payload = x'ff'", [])
+        .expect("damage");
+    let error = store.statuses().expect_err("damaged").to_string();
+    assert!(error.contains("node_status row `a`"), "{error}");
+    assert!(error.contains("damaged"), "{error}");
+}

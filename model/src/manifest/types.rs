@@ -1,5 +1,9 @@
 //! The typed fleet manifest: what `shoal apply` stores and what travels to nodes inside
 //! `DesiredState`. Built only through [`crate::manifest::parse_manifest`], which validates it.
+//!
+//! These are domain types: they change freely. Their serde derives are for JSON (the hub's
+//! API, `-o json`) only; what is sent or stored goes through the frozen shapes of
+//! `crate::wire` (see the rule in `wire/mod.rs`), never postcard of these.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,15 +2,14 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-
+use super::envelope::sealed::Sealed;
 use super::signing::PublicKey;
-use super::{check_name, Message, MessageKind, WireError};
+use super::{check_name, v2, Message, MessageKind, WireError};
 use crate::manifest::Workload;
 
 /// Everything one node should run. Level-triggered: the newest generation wins and a lower or
 /// equal generation is ignored by the agent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredState {
     pub node_id: String,
     /// Increases with every change the hub makes to this node's desired state.
@@ -27,12 +26,24 @@ pub struct DesiredState {
 pub const MAX_SIGNING_KEYS: usize = 4;
 
 /// One workload as the hub wants it on the node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredWorkload {
     pub workload: Workload,
     /// The hub's revision of this workload; agents report it back so rollouts can tell which
     /// revision a node runs.
     pub revision: u64,
+}
+
+impl Sealed for DesiredState {
+    type V2 = v2::DesiredState;
+
+    fn to_v2(&self) -> v2::DesiredState {
+        self.into()
+    }
+
+    fn from_v2(frozen: v2::DesiredState) -> Result<Self, v2::Invalid> {
+        frozen.try_into()
+    }
 }
 
 impl Message for DesiredState {

@@ -1,19 +1,19 @@
 //! The versioned, signable envelope around every message, and the typed `encode`/`decode`.
+//!
+//! The version byte picks the module that reads the rest (`v2` today): see the rule in
+//! `wire/mod.rs`. Adding a version is a new module, a new arm in each `match version` below
+//! and in [`Message`]'s payload methods.
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-
+use super::v2;
 use super::{check_name, Limits, Part, WireError, WIRE_VERSION};
 
 /// The longest signature an envelope may carry (an ed25519 signature is 64 bytes).
 pub const MAX_SIGNATURE_BYTES: usize = 256;
 
 /// What an envelope carries. One kind per topic channel.
-///
-/// Variants are append-only: postcard encodes them by index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MessageKind {
     Desired,
     Status,
@@ -67,18 +67,23 @@ impl fmt::Display for MessageKind {
     }
 }
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for super::super::DesiredState {}
-    impl Sealed for super::super::NodeStatus {}
-    impl Sealed for super::super::Presence {}
-    impl Sealed for super::super::RpcRequest {}
-    impl Sealed for super::super::RpcResponse {}
+pub(crate) mod sealed {
+    use super::super::v2;
+
+    /// Ties each message to its frozen shape in every wire version this build speaks.
+    pub trait Sealed: Sized {
+        /// The message in wire version 2.
+        type V2: serde::Serialize + serde::de::DeserializeOwned;
+
+        fn to_v2(&self) -> Self::V2;
+
+        fn from_v2(frozen: Self::V2) -> Result<Self, v2::Invalid>;
+    }
 }
 
 /// A message that travels in an [`Envelope`]. Implemented by the five message types of this
 /// module only.
-pub trait Message: Serialize + DeserializeOwned + sealed::Sealed {
+pub trait Message: sealed::Sealed {
     /// The kind every envelope of this message carries.
     const KIND: MessageKind;
 
@@ -94,28 +99,65 @@ pub trait Message: Serialize + DeserializeOwned + sealed::Sealed {
     /// Checks what decoding alone does not: names that the receiver uses as path components,
     /// duplicates, empty commands.
     fn check(&self) -> Result<(), WireError>;
+
+    /// The payload bytes of this message in wire `version`, unchecked.
+    fn to_payload(&self, version: u8) -> Result<Vec<u8>, WireError> {
+        let encode = |source| WireError::Encode {
+            kind: Self::KIND,
+            source,
+        };
+        match version {
+            v2::VERSION => v2::to_bytes(&self.to_v2()).map_err(encode),
+            seen => Err(WireError::unsupported(seen)),
+        }
+    }
+
+    /// The message in exactly `bytes`, a payload in wire `version`, converted but not
+    /// checked (see [`Envelope::open`]).
+    fn from_payload(version: u8, bytes: &[u8]) -> Result<Self, WireError> {
+        let part = Part::Payload(Self::KIND);
+        let invalid = |v2::Invalid(reason)| WireError::Invalid {
+            kind: Self::KIND,
+            reason,
+        };
+        match version {
+            v2::VERSION => {
+                let frozen = v2::from_bytes(bytes).map_err(|e| WireError::from_v2(part, e))?;
+                Self::from_v2(frozen).map_err(invalid)
+            }
+            seen => Err(WireError::unsupported(seen)),
+        }
+    }
 }
 
-/// The signable wrapper around one message. On the wire: [`WIRE_VERSION`], then postcard of
-/// this struct.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The signable wrapper around one message. On the wire: its version byte, then the envelope
+/// in that version (`v2::Envelope`: postcard of these fields but `version`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
+    /// The wire version the envelope and its payload are written in: [`WIRE_VERSION`] for
+    /// what this build seals, the version byte for what it decoded.
+    pub version: u8,
     pub kind: MessageKind,
     /// The node the message is for (desired, rpc requests) or from (status, presence, rpc
     /// responses). Always a DNS label.
     pub node_id: String,
     /// The desired state's generation, the status's sequence, 0 for other kinds.
     pub generation: u64,
-    /// postcard of the message.
+    /// The message, in the envelope's version.
     pub payload: Vec<u8>,
     /// A signature over exactly [`Envelope::signed_bytes`], at most [`MAX_SIGNATURE_BYTES`].
     pub signature: Option<Vec<u8>>,
 }
 
 impl Envelope {
-    /// Wraps `message`, to or from `node_id`, in an unsigned envelope, after checking the
-    /// message as the receiver will.
+    /// Wraps `message`, to or from `node_id`, in an unsigned envelope of [`WIRE_VERSION`],
+    /// after checking the message as the receiver will.
     pub fn seal<M: Message>(node_id: &str, message: &M) -> Result<Envelope, WireError> {
+        Envelope::seal_in(WIRE_VERSION, node_id, message)
+    }
+
+    /// As [`Envelope::seal`], in wire `version`.
+    fn seal_in<M: Message>(version: u8, node_id: &str, message: &M) -> Result<Envelope, WireError> {
         check_name(M::KIND, "node id", node_id)?;
         message.check()?;
         if let Some(inner) = message.node_id() {
@@ -127,11 +169,9 @@ impl Envelope {
                 });
             }
         }
-        let payload = postcard::to_allocvec(message).map_err(|source| WireError::Encode {
-            kind: M::KIND,
-            source,
-        })?;
+        let payload = message.to_payload(version)?;
         Ok(Envelope {
+            version,
             kind: M::KIND,
             node_id: node_id.to_string(),
             generation: message.generation(),
@@ -149,15 +189,7 @@ impl Envelope {
                 found: self.kind,
             });
         }
-        let part = Part::Payload(M::KIND);
-        let (message, rest) = postcard::take_from_bytes::<M>(&self.payload)
-            .map_err(|source| WireError::Malformed { part, source })?;
-        if !rest.is_empty() {
-            return Err(WireError::TrailingBytes {
-                part,
-                count: rest.len(),
-            });
-        }
+        let message = M::from_payload(self.version, &self.payload)?;
         if let Some(inner) = message.node_id() {
             if inner != self.node_id {
                 return Err(WireError::NodeMismatch {
@@ -182,11 +214,16 @@ impl Envelope {
     /// limit for its kind, an invalid node id, an oversized signature.
     pub fn encode(&self, limits: &Limits) -> Result<Vec<u8>, WireError> {
         self.check()?;
-        let bytes =
-            postcard::to_extend(self, vec![WIRE_VERSION]).map_err(|source| WireError::Encode {
-                kind: self.kind,
-                source,
-            })?;
+        let failed = |source| WireError::Encode {
+            kind: self.kind,
+            source,
+        };
+        let bytes = match self.version {
+            v2::VERSION => {
+                v2::to_bytes_after(vec![v2::VERSION], &v2::Envelope::from(self)).map_err(failed)?
+            }
+            seen => return Err(WireError::unsupported(seen)),
+        };
         let limit = limits.for_kind(self.kind);
         if bytes.len() > limit {
             return Err(WireError::TooLarge {
@@ -207,11 +244,8 @@ impl Envelope {
         limits: &Limits,
     ) -> Result<Envelope, WireError> {
         let (&version, rest) = bytes.split_first().ok_or(WireError::Empty)?;
-        if version != WIRE_VERSION {
-            return Err(WireError::UnsupportedVersion {
-                seen: version,
-                supported: WIRE_VERSION,
-            });
+        if !super::SUPPORTED_WIRE_VERSIONS.contains(&version) {
+            return Err(WireError::unsupported(version));
         }
         let limit = limits.for_kind(expected);
         if bytes.len() > limit {
@@ -222,14 +256,12 @@ impl Envelope {
             });
         }
         let part = Part::Envelope;
-        let (envelope, rest) = postcard::take_from_bytes::<Envelope>(rest)
-            .map_err(|source| WireError::Malformed { part, source })?;
-        if !rest.is_empty() {
-            return Err(WireError::TrailingBytes {
-                part,
-                count: rest.len(),
-            });
-        }
+        let envelope = match version {
+            v2::VERSION => v2::from_bytes::<v2::Envelope>(rest)
+                .map_err(|e| WireError::from_v2(part, e))?
+                .into_domain(),
+            seen => return Err(WireError::unsupported(seen)),
+        };
         if envelope.kind != expected {
             return Err(WireError::WrongKind {
                 expected,
@@ -244,7 +276,7 @@ impl Envelope {
     ///
     /// ```text
     /// domain tag    b"shoal/v1 desired\0" (or status, presence, rpc-request, rpc-response)
-    /// version       1 byte, WIRE_VERSION
+    /// version       1 byte, the envelope's wire version
     /// kind          1 byte: desired 1, status 2, presence 3, rpc-request 4, rpc-response 5
     /// node id       u32 big-endian length, then the UTF-8 bytes
     /// generation    u64 big-endian
@@ -259,7 +291,7 @@ impl Envelope {
         let mut out =
             Vec::with_capacity(tag.len() + 2 + 4 + self.node_id.len() + 8 + 8 + self.payload.len());
         out.extend_from_slice(tag);
-        out.push(WIRE_VERSION);
+        out.push(self.version);
         out.push(self.kind.code());
         // A node id is at most 63 bytes and a payload at most a few MiB: the casts cannot
         // truncate anything that `check` accepts, and saturate otherwise.
@@ -309,7 +341,10 @@ pub fn decode<M: Message>(bytes: &[u8], limits: &Limits) -> Result<(Envelope, M)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{DesiredState, NodeStatus, NodeUsage, Presence, RpcRequest, RpcRequestBody};
+    use crate::wire::{
+        DesiredState, NodeStatus, NodeUsage, Presence, RpcRequest, RpcRequestBody,
+        SUPPORTED_WIRE_VERSIONS,
+    };
 
     fn desired(node: &str, generation: u64) -> DesiredState {
         DesiredState {
@@ -342,7 +377,8 @@ mod tests {
 
     /// Re-encodes an envelope without any of `Envelope::encode`'s checks, as an attacker would.
     fn raw(envelope: &Envelope) -> Vec<u8> {
-        postcard::to_extend(envelope, vec![WIRE_VERSION]).expect("an envelope always serializes")
+        v2::to_bytes_after(vec![envelope.version], &v2::Envelope::from(envelope))
+            .expect("an envelope always serializes")
     }
 
     fn sealed_desired(node: &str, generation: u64) -> Envelope {
@@ -397,7 +433,7 @@ mod tests {
             error,
             Err(WireError::UnsupportedVersion {
                 seen: 1,
-                supported: WIRE_VERSION
+                supported: SUPPORTED_WIRE_VERSIONS
             })
         );
     }
@@ -583,6 +619,7 @@ mod tests {
     #[test]
     fn signed_bytes_follow_the_documented_layout() {
         let envelope = Envelope {
+            version: WIRE_VERSION,
             kind: MessageKind::Desired,
             node_id: "n1".into(),
             generation: 0x0102,
@@ -600,6 +637,7 @@ mod tests {
     #[test]
     fn signed_bytes_differ_whenever_a_covered_field_differs() {
         let base = Envelope {
+            version: WIRE_VERSION,
             kind: MessageKind::Desired,
             node_id: "node-1".into(),
             generation: 1,
@@ -607,6 +645,10 @@ mod tests {
             signature: None,
         };
         let variants = [
+            Envelope {
+                version: WIRE_VERSION + 1,
+                ..base.clone()
+            },
             Envelope {
                 kind: MessageKind::Status,
                 ..base.clone()

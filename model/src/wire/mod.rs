@@ -3,10 +3,11 @@
 //!
 //! # On the wire
 //!
-//! Every MQTT payload is one byte, [`WIRE_VERSION`], followed by the postcard encoding of an
-//! [`Envelope`]. The envelope names the [`MessageKind`], the node the message is for or from,
-//! a generation number, the postcard encoding of the message itself, and an optional signature
-//! over [`Envelope::signed_bytes`].
+//! Every MQTT payload is one byte, its wire version ([`WIRE_VERSION`] for what this build
+//! sends), followed by the postcard encoding of that version's [`Envelope`]. The envelope
+//! names the [`MessageKind`], the node the message is for or from, a generation number, the
+//! message itself in the same version, and an optional signature over
+//! [`Envelope::signed_bytes`].
 //!
 //! ```text
 //! hub   --[DesiredState]-->  {prefix}/node/{id}/desired   (retained, signed)
@@ -23,21 +24,60 @@
 //!   publisher never sends what its receiver would drop.
 //! - [`decode`] does not verify signatures. Whoever acts on desired state checks
 //!   [`Envelope::signature`] against [`Envelope::signed_bytes`] first.
+//! - Nothing outside the frozen `vN` modules calls postcard: the domain types here and in
+//!   `manifest` and `node` are never encoded directly (`model/tests/encodings.rs` fails if
+//!   anything in the hub, the agent or the model does).
 //!
-//! # Compatibility
+//! # Compatibility: the rule
 //!
-//! postcard is not self-describing: fields are identified by their position and enum variants
-//! by their index. Appending an enum variant keeps new decoders reading old messages; any other
-//! change to a type in this module (adding, removing or reordering a field or variant) changes
-//! the format and must bump [`WIRE_VERSION`]. For the same reason no type here may use
-//! `skip_serializing_if`, `flatten`, or untagged or internally tagged enums.
+//! postcard is not self-describing: a field is known by its position, a variant by its index.
+//! So every shape that leaves a process has a version, and each version's shapes are frozen
+//! copies of the domain types in a module of their own, `vN/`, with explicit conversions both
+//! ways. [`encode`] and [`decode`] take and return the domain types; the version byte picks
+//! the module in between.
+//!
+//! **What may change without a new version.** Nothing in a frozen `vN/` module, ever: not a
+//! field, its type, its place, a variant's place, a serde attribute. The domain types
+//! (`Workload`, `NodeStatus`, ...) change freely, provided the conversions still produce the
+//! same `vN` bytes from them and still read every `vN` value: `model/tests/golden.rs` holds
+//! those bytes for every message kind, every stored row kind and both identity hashes, and
+//! must never be edited.
+//!
+//! **What needs a new version.** Any change of shape: a new field, a new variant, a removed
+//! or retyped one. It is a new module `vN+1/` with its types and conversions, a new arm in
+//! every `match version` (envelope, payload, stored rows), [`WIRE_VERSION`] set to `N+1`,
+//! and [`SUPPORTED_WIRE_VERSIONS`] listing `N` and `N+1`: hub and agent both read the
+//! version they write and the one before, so either side can be upgraded first. `vN` stays
+//! exactly as it is; stored rows keep the format number they were written with (see
+//! [`stored`]), and a store reads every format it may still hold.
+//!
+//! **How to add an optional field** (a new `Container` setting, say): add it to the domain
+//! type with a default that means "as before"; copy the `vN` types into `vN+1` with the
+//! field; convert domain to `vN+1` as is, and domain to `vN` by dropping the field **only
+//! when it holds its default**. When it does not, the conversion to `vN` refuses with an
+//! error that names the field, and whoever would send it (the hub placing a workload on a
+//! node that only speaks `vN`) turns that into a placement reason instead of sending a
+//! workload the node would run wrongly. Reading `vN` gives the field its default. The
+//! container and desired-state identities take the field only when it is not the default
+//! (see [`identity`]), so adding it restarts nothing and republishes nothing.
+//!
+//! Enum variants here are append-only in the domain as well: a new variant is a new shape,
+//! hence a new version whose conversion to the older one refuses the variant. (`v2` records
+//! the one exception made before this rule, `EventReason::StatusRefused`, which never
+//! crosses the wire; see `v2/mod.rs`.)
+//!
+//! For the same reason no frozen type may use `skip_serializing_if`, `flatten`, or untagged
+//! or internally tagged enums: their bytes would depend on the values.
 
 mod desired;
 mod envelope;
+pub mod identity;
 mod presence;
 mod rpc;
 pub mod signing;
 mod status;
+pub mod stored;
+mod v2;
 
 pub use desired::{DesiredState, DesiredWorkload, MAX_SIGNING_KEYS};
 pub use envelope::{decode, encode, Envelope, Message, MessageKind, MAX_SIGNATURE_BYTES};
@@ -52,9 +92,29 @@ use std::fmt;
 
 use crate::manifest::names::check_dns_label;
 
-/// The format version this build writes and the only one it reads: the first byte of every
-/// message.
+/// The wire version this build writes: the first byte of every message it sends. Release
+/// 0.1.0 wrote version 2.
 pub const WIRE_VERSION: u8 = 2;
+
+/// The wire versions this build reads, oldest first: [`WIRE_VERSION`] and, once there is
+/// one, the version before it.
+pub const SUPPORTED_WIRE_VERSIONS: &[u8] = &[2];
+
+/// The bytes one event adds to a status in [`WIRE_VERSION`] (the agent packs statuses under
+/// their size limit by it).
+pub fn status_event_len(event: &Event) -> usize {
+    v2::encoded_len(&v2::Event::from(event))
+}
+
+/// `2`, `2 and 3`, `1, 2 and 3`.
+pub(crate) fn list_versions(versions: &[u8]) -> String {
+    let text: Vec<String> = versions.iter().map(u8::to_string).collect();
+    match text.split_last() {
+        None => "none".into(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
 
 /// The largest message, in bytes on the wire (version byte included), that is sent or accepted,
 /// per kind. Both sides of a link must use the same limits.
@@ -114,10 +174,11 @@ pub enum WireError {
     #[error("the message is empty")]
     Empty,
     #[error(
-        "wire version {seen} is not supported: this build speaks version {supported}; \
-         run the same Shoal release on the hub and its agents"
+        "wire version {seen} is not supported: this build speaks version {}; \
+         upgrade whichever of the hub and the agent is older",
+        list_versions(supported)
     )]
-    UnsupportedVersion { seen: u8, supported: u8 },
+    UnsupportedVersion { seen: u8, supported: &'static [u8] },
     #[error("the {kind} message is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {
         kind: MessageKind,
@@ -161,6 +222,24 @@ pub enum WireError {
     Invalid { kind: MessageKind, reason: String },
 }
 
+impl WireError {
+    /// A message in a version this build does not read.
+    pub(crate) fn unsupported(seen: u8) -> WireError {
+        WireError::UnsupportedVersion {
+            seen,
+            supported: SUPPORTED_WIRE_VERSIONS,
+        }
+    }
+
+    /// Version-2 bytes of `part` that did not decode.
+    fn from_v2(part: Part, error: v2::DecodeError) -> WireError {
+        match error {
+            v2::DecodeError::Malformed(source) => WireError::Malformed { part, source },
+            v2::DecodeError::Trailing(count) => WireError::TrailingBytes { part, count },
+        }
+    }
+}
+
 /// Checks a name that the receiver will use as a path component, cgroup or topic level.
 fn check_name(kind: MessageKind, what: &str, name: &str) -> Result<(), WireError> {
     check_dns_label(name).map_err(|reason| WireError::Invalid {
@@ -199,7 +278,7 @@ mod tests {
             WireError::Empty,
             WireError::UnsupportedVersion {
                 seen: 2,
-                supported: 1,
+                supported: &[1],
             },
             WireError::TooLarge {
                 kind: MessageKind::Status,
@@ -242,13 +321,22 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_version_names_both_versions() {
-        let text = WireError::UnsupportedVersion {
-            seen: 7,
-            supported: WIRE_VERSION,
-        }
-        .to_string();
+    fn unsupported_version_names_the_version_seen_and_those_supported() {
+        let text = WireError::unsupported(7).to_string();
         assert!(text.contains("version 7"), "{text}");
         assert!(text.contains(&format!("version {WIRE_VERSION}")), "{text}");
+        let text = WireError::UnsupportedVersion {
+            seen: 4,
+            supported: &[2, 3],
+        }
+        .to_string();
+        assert!(text.contains("speaks version 2 and 3;"), "{text}");
+    }
+
+    #[test]
+    fn this_build_reads_the_version_it_writes() {
+        assert!(SUPPORTED_WIRE_VERSIONS.contains(&WIRE_VERSION));
+        assert!(SUPPORTED_WIRE_VERSIONS.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(list_versions(&[1, 2, 3]), "1, 2 and 3");
     }
 }

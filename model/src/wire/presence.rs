@@ -1,19 +1,30 @@
 //! Presence: whether an agent is connected, and the facts placement needs about its node.
 
-use serde::{Deserialize, Serialize};
-
-use super::{check_name, Message, MessageKind, WireError};
+use super::envelope::sealed::Sealed;
+use super::{check_name, v2, Message, MessageKind, WireError};
 use crate::manifest::names::{check_label_key, check_label_value};
 use crate::node::NodeFacts;
 
 /// Sent retained when an agent connects (`online: true`) and registered as its MQTT last will
 /// (`online: false`), so the broker announces a lost link. The agent version, architecture,
 /// kernel, cgroup version, capacity and labels are in `facts`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Presence {
     pub node_id: String,
     pub online: bool,
     pub facts: NodeFacts,
+}
+
+impl Sealed for Presence {
+    type V2 = v2::Presence;
+
+    fn to_v2(&self) -> v2::Presence {
+        self.into()
+    }
+
+    fn from_v2(frozen: v2::Presence) -> Result<Self, v2::Invalid> {
+        Ok(frozen.into())
+    }
 }
 
 impl Message for Presence {

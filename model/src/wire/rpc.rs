@@ -2,15 +2,14 @@
 //! the local CLI (`shoal-agent ps`, `apply`, ...) over the agent's Unix socket. One path for
 //! both; the agent refuses the local-only requests when they come from the network.
 
-use serde::{Deserialize, Serialize};
-
+use super::envelope::sealed::Sealed;
 use super::{
-    check_name, check_optional_name, DesiredState, DesiredWorkload, Message, MessageKind,
+    check_name, check_optional_name, v2, DesiredState, DesiredWorkload, Message, MessageKind,
     NodeStatus, WireError,
 };
 
 /// A request to the agent whose node the topic names.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RpcRequest {
     /// Chosen by the hub, unique among its requests in flight; responses carry it back.
     pub id: u64,
@@ -18,7 +17,7 @@ pub struct RpcRequest {
 }
 
 /// Variants are append-only.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RpcRequestBody {
     /// A container's log; answered by one or more `LogChunk`s, the last with `eof`.
     Logs {
@@ -89,14 +88,14 @@ impl RpcRequestBody {
 }
 
 /// The agent's answer to the request with the same `id`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RpcResponse {
     pub id: u64,
     pub body: RpcResponseBody,
 }
 
 /// Variants are append-only.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RpcResponseBody {
     LogChunk {
         data: Vec<u8>,
@@ -131,7 +130,7 @@ pub enum RpcResponseBody {
 }
 
 /// One image in an agent's store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageSummary {
     pub reference: String,
     /// `sha256:...` of the image manifest.
@@ -139,6 +138,18 @@ pub struct ImageSummary {
     pub size_bytes: u64,
     /// Containers that use it.
     pub in_use: u32,
+}
+
+impl Sealed for RpcRequest {
+    type V2 = v2::RpcRequest;
+
+    fn to_v2(&self) -> v2::RpcRequest {
+        self.into()
+    }
+
+    fn from_v2(frozen: v2::RpcRequest) -> Result<Self, v2::Invalid> {
+        frozen.try_into()
+    }
 }
 
 impl Message for RpcRequest {
@@ -208,6 +219,18 @@ impl Message for RpcRequest {
     }
 }
 
+impl Sealed for RpcResponse {
+    type V2 = v2::RpcResponse;
+
+    fn to_v2(&self) -> v2::RpcResponse {
+        self.into()
+    }
+
+    fn from_v2(frozen: v2::RpcResponse) -> Result<Self, v2::Invalid> {
+        Ok(frozen.into())
+    }
+}
+
 impl Message for RpcResponse {
     const KIND: MessageKind = MessageKind::RpcResponse;
 
@@ -216,7 +239,12 @@ impl Message for RpcResponse {
     }
 
     fn check(&self) -> Result<(), WireError> {
-        Ok(())
+        match &self.body {
+            RpcResponseBody::Status(status) => {
+                super::status::check_reported_by_agent(MessageKind::RpcResponse, &status.events)
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -12,7 +12,6 @@ use std::fmt;
 
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
-use serde::{Deserialize, Serialize};
 
 use super::Envelope;
 
@@ -24,7 +23,7 @@ pub const ED25519_SIGNATURE_BYTES: usize = 64;
 pub const PUBLIC_KEY_BYTES: usize = 32;
 
 /// An ed25519 public key of the hub. Written as `ed25519:` and 64 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PublicKey(pub [u8; PUBLIC_KEY_BYTES]);
 
 /// The first 8 bytes of the SHA-256 of a public key: names the key in signatures and in
@@ -215,10 +214,11 @@ fn parse_hex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::MessageKind;
+    use crate::wire::{MessageKind, WIRE_VERSION};
 
     fn envelope() -> Envelope {
         Envelope {
+            version: WIRE_VERSION,
             kind: MessageKind::Desired,
             node_id: "gw-1".into(),
             generation: 7,

@@ -1,11 +1,15 @@
 //! Node status: what an agent observes, sent on change and as a slow heartbeat.
+//!
+//! The serde derives that some of these types keep are for the hub's JSON API only; the wire
+//! and the databases use the frozen `v2` shapes.
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_name, check_optional_name, Message, MessageKind, WireError};
+use super::envelope::sealed::Sealed;
+use super::{check_name, check_optional_name, v2, Message, MessageKind, WireError};
 
 /// What one agent observes on its node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeStatus {
     pub node_id: String,
     /// The newest desired-state generation the agent has accepted.
@@ -28,7 +32,7 @@ pub struct NodeStatus {
 }
 
 /// One workload as the agent sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkloadStatus {
     pub name: String,
     /// The hub's revision of the workload that these containers run.
@@ -224,9 +228,49 @@ impl EventReason {
         }
     }
 
+    /// Whether only the hub records events of this reason (about a node, in its own
+    /// database): an agent never reports one, and a status carrying one is refused.
+    pub fn is_recorded_by_hub(self) -> bool {
+        self == EventReason::StatusRefused
+    }
+
     /// The reason with this [`EventReason::as_str`] name.
     pub fn from_name(name: &str) -> Option<EventReason> {
         EventReason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+/// Refuses an event only the hub records (`status-refused`): an agent cannot report one, and
+/// wire version 2 readers of release 0.1.0 could not read it.
+pub(super) fn check_reported_by_agent(
+    kind: MessageKind,
+    events: &[Event],
+) -> Result<(), WireError> {
+    match events
+        .iter()
+        .find(|e| e.reason == EventReason::StatusRefused)
+    {
+        Some(event) => Err(WireError::Invalid {
+            kind,
+            reason: format!(
+                "event {} is a `{}` event, which only the hub records",
+                event.sequence,
+                event.reason.as_str()
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Sealed for NodeStatus {
+    type V2 = v2::NodeStatus;
+
+    fn to_v2(&self) -> v2::NodeStatus {
+        self.into()
+    }
+
+    fn from_v2(frozen: v2::NodeStatus) -> Result<Self, v2::Invalid> {
+        Ok(frozen.into())
     }
 }
 
@@ -254,7 +298,7 @@ impl Message for NodeStatus {
             check_optional_name(KIND, "event workload", event.workload.as_deref())?;
             check_optional_name(KIND, "event container", event.container.as_deref())?;
         }
-        Ok(())
+        check_reported_by_agent(KIND, &self.events)
     }
 }
 
@@ -346,6 +390,13 @@ mod tests {
                 "{error} should mention {expected}"
             );
         }
+    }
+
+    #[test]
+    fn a_status_cannot_carry_an_event_only_the_hub_records() {
+        let error =
+            check(|s| s.events[0].reason = EventReason::StatusRefused).expect_err("status-refused");
+        assert!(error.contains("only the hub records"), "{error}");
     }
 
     #[test]

@@ -427,12 +427,12 @@ fn containers() -> Vec<ContainerStatus> {
         .collect()
 }
 
-/// One event per reason an agent reports (all but the hub's own `status-refused`, added
-/// after 0.1.0), cycling through severities.
+/// One event per reason an agent reports (all but the hub's own `status-refused`), cycling
+/// through severities.
 fn events() -> Vec<Event> {
     EventReason::ALL
         .iter()
-        .filter(|reason| **reason != EventReason::StatusRefused)
+        .filter(|reason| !reason.is_recorded_by_hub())
         .enumerate()
         .map(|(i, reason)| Event {
             sequence: 1_000 + i as u64,
