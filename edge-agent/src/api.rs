@@ -86,12 +86,13 @@ async fn connection(mut stream: UnixStream, requests: mpsc::Sender<Incoming>) {
     let limits = Limits::default();
     let request = match read_frame_async(&mut stream, limits.rpc_request).await {
         Ok(bytes) => match wire::decode::<RpcRequest>(&bytes, &limits) {
-            Ok((_, request)) => request,
+            Ok((envelope, request)) => (envelope.version, request),
             Err(e) => {
                 let body = RpcResponseBody::Error {
                     message: format!("bad request: {e}"),
                 };
-                let _ = write_response_async(&mut stream, 0, body, &limits).await;
+                let to = (wire::OLDEST_WIRE_VERSION, 0);
+                let _ = write_response_async(&mut stream, to, body, &limits).await;
                 return;
             }
         },
@@ -100,13 +101,16 @@ async fn connection(mut stream: UnixStream, requests: mpsc::Sender<Incoming>) {
             return;
         }
     };
+    // Answered in the version the CLI wrote: a CLI of another release than the daemon (a
+    // binary replaced on disk before the daemon restarts) still reads the answer.
+    let (version, request) = request;
     let id = request.id;
     let (reply, mut responses) = mpsc::channel(16);
     if requests.send(Incoming { request, reply }).await.is_err() {
         return;
     }
     while let Some(body) = responses.recv().await {
-        if let Err(e) = write_response_async(&mut stream, id, body, &limits).await {
+        if let Err(e) = write_response_async(&mut stream, (version, id), body, &limits).await {
             tracing::debug!(error = %e, "local API client went away");
             return;
         }
@@ -115,11 +119,11 @@ async fn connection(mut stream: UnixStream, requests: mpsc::Sender<Incoming>) {
 
 async fn write_response_async(
     stream: &mut UnixStream,
-    id: u64,
+    (version, id): (u8, u64),
     body: RpcResponseBody,
     limits: &Limits,
 ) -> Result<(), ApiError> {
-    let bytes = wire::encode(LOCAL, &RpcResponse { id, body }, limits)?;
+    let bytes = wire::encode_in(version, LOCAL, &RpcResponse { id, body }, limits)?;
     let len = u32::try_from(bytes.len()).map_err(|_| ApiError::TooLarge(bytes.len()))?;
     stream.write_all(&len.to_be_bytes()).await?;
     stream.write_all(&bytes).await?;
@@ -153,7 +157,10 @@ impl Client {
             source,
         })?;
         let limits = Limits::default();
-        let bytes = wire::encode(LOCAL, &RpcRequest { id: 1, body }, &limits)?;
+        // The oldest version this build writes, which the daemon reads whether it is of this
+        // release or of the one before (after an upgrade on disk, before its restart).
+        let request = RpcRequest { id: 1, body };
+        let bytes = wire::encode_in(wire::OLDEST_WIRE_VERSION, LOCAL, &request, &limits)?;
         let len = u32::try_from(bytes.len()).map_err(|_| ApiError::TooLarge(bytes.len()))?;
         stream.write_all(&len.to_be_bytes())?;
         stream.write_all(&bytes)?;

@@ -40,7 +40,7 @@ use serde::Deserialize;
 use shoal_model::manifest::names::{check_dns_label, check_label_key, check_label_value};
 use shoal_model::quantity::{parse_bytes, parse_duration};
 use shoal_model::topic::Topics;
-use shoal_model::wire::signing::PublicKey;
+use shoal_model::wire::{self, signing::PublicKey};
 
 pub use crate::image::PullPolicy;
 
@@ -330,6 +330,11 @@ pub fn parse_with(
     check_dns_label(&node_name).map_err(|e| format!("node_name: {e}"))?;
     for (key, value) in &file.labels {
         check_label_key(key).map_err(|e| format!("labels: {e}"))?;
+        if key == wire::WIRE_VERSIONS_LABEL {
+            return Err(format!(
+                "labels: `{key}` is reserved: the agent announces the wire versions it reads itself"
+            ));
+        }
         check_label_value(value).map_err(|e| format!("labels.{key}: {e}"))?;
     }
     for path in &file.allowed_host_paths {
@@ -602,6 +607,16 @@ mod tests {
     fn hub(table: &str) -> Result<HubConfig, String> {
         let config = parse(&format!("node_name = \"gw-1\"\n[hub]\n{table}"), "x")?;
         Ok(config.hub.expect("a [hub] table"))
+    }
+
+    #[test]
+    fn the_wire_versions_label_is_reserved_for_the_agent_itself() {
+        let error =
+            parse("labels = { \"shoal.dev/wire-versions\" = \"9\" }", "x").expect_err("reserved");
+        assert!(
+            error.contains("`shoal.dev/wire-versions` is reserved"),
+            "{error}"
+        );
     }
 
     #[test]

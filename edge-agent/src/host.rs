@@ -70,6 +70,7 @@ pub fn facts(
         capacity: capacity(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         labels,
+        wire_versions: shoal_model::wire::SUPPORTED_WIRE_VERSIONS.to_vec(),
     }
 }
 

@@ -27,6 +27,7 @@ fn facts(u: &mut Unstructured<'_>) -> Result<NodeFacts> {
         },
         agent_version: u.arbitrary()?,
         labels: u.arbitrary::<BTreeMap<String, String>>()?,
+        wire_versions: Vec::new(),
     })
 }
 

@@ -86,6 +86,7 @@ fn facts(i: usize) -> NodeFacts {
             ("role".to_string(), role.to_string()),
             ("site".to_string(), format!("s{}", i % 10)),
         ]),
+        wire_versions: Vec::new(),
     }
 }
 

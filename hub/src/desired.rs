@@ -66,8 +66,19 @@ pub fn next(
     if previous.is_some_and(|p| p.digest == digest) {
         return None;
     }
+    Some(after(node, workloads, signing_keys, previous, digest))
+}
+
+/// The desired state after `previous` (generation 1 without one), with its `digest`.
+pub fn after(
+    node: &str,
+    workloads: Vec<DesiredWorkload>,
+    signing_keys: &[PublicKey],
+    previous: Option<&Published>,
+    digest: String,
+) -> (DesiredState, String) {
     let generation = previous.map_or(1, |p| p.generation.saturating_add(1));
-    Some((
+    (
         DesiredState {
             node_id: node.to_string(),
             generation,
@@ -75,7 +86,7 @@ pub fn next(
             signing_keys: signing_keys.to_vec(),
         },
         digest,
-    ))
+    )
 }
 
 #[cfg(test)]
@@ -116,6 +127,7 @@ mod tests {
             generation,
             digest: digest(workloads, &[]),
             signing_keys: Vec::new(),
+            wire_version: shoal_model::wire::WIRE_VERSION,
         }
     }
 

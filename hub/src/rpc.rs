@@ -102,6 +102,8 @@ pub struct Call {
     pub node: String,
     pub answers: mpsc::Receiver<RpcResponseBody>,
     rpc: Arc<Rpc>,
+    /// The wire version the node reads (`wire::version_for` its announced versions).
+    version: u8,
     cancel_on_drop: bool,
 }
 
@@ -110,11 +112,11 @@ impl Drop for Call {
         self.rpc.pending.forget(self.id);
         if self.cancel_on_drop {
             let rpc = Arc::clone(&self.rpc);
-            let (node, id) = (self.node.clone(), self.id);
+            let (node, id, version) = (self.node.clone(), self.id, self.version);
             tokio::spawn(async move {
                 let _ = send(
                     &rpc,
-                    &node,
+                    (version, &node),
                     id.wrapping_add(1 << 62),
                     RpcRequestBody::Cancel { id },
                 )
@@ -124,8 +126,13 @@ impl Drop for Call {
     }
 }
 
-/// Sends `body` to `node`; its answers arrive on the returned call.
-pub async fn call(rpc: &Arc<Rpc>, node: &str, body: RpcRequestBody) -> anyhow::Result<Call> {
+/// Sends `body` to `node`, in wire `version` (the newest the node reads); its answers arrive
+/// on the returned call.
+pub async fn call(
+    rpc: &Arc<Rpc>,
+    (version, node): (u8, &str),
+    body: RpcRequestBody,
+) -> anyhow::Result<Call> {
     let cancel_on_drop = matches!(body, RpcRequestBody::Logs { follow: true, .. });
     let (id, answers) = rpc.pending.register(node);
     let call = Call {
@@ -133,15 +140,21 @@ pub async fn call(rpc: &Arc<Rpc>, node: &str, body: RpcRequestBody) -> anyhow::R
         node: node.to_string(),
         answers,
         rpc: Arc::clone(rpc),
+        version,
         cancel_on_drop,
     };
-    send(rpc, node, id, body).await?;
+    send(rpc, (version, node), id, body).await?;
     Ok(call)
 }
 
-async fn send(rpc: &Rpc, node: &str, id: u64, body: RpcRequestBody) -> anyhow::Result<()> {
+async fn send(
+    rpc: &Rpc,
+    (version, node): (u8, &str),
+    id: u64,
+    body: RpcRequestBody,
+) -> anyhow::Result<()> {
     let node_id = NodeId::new(node)?;
-    let payload = wire::encode(node, &RpcRequest { id, body }, &rpc.limits)?;
+    let payload = wire::encode_in(version, node, &RpcRequest { id, body }, &rpc.limits)?;
     rpc.client
         .publish(
             rpc.topics.rpc_req(&node_id),

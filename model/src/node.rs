@@ -22,6 +22,10 @@ pub struct NodeFacts {
     pub capacity: Capacity,
     pub agent_version: String,
     pub labels: BTreeMap<String, String>,
+    /// The wire versions the agent reads, oldest first. Empty for an agent of release 0.1.0,
+    /// which announced none and reads version 2 only (see `wire::readable_by`).
+    #[serde(default)]
+    pub wire_versions: Vec<u8>,
 }
 
 /// What a node can give to workloads.

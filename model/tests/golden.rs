@@ -14,11 +14,12 @@ mod samples;
 use std::fmt::Debug;
 
 use samples::*;
+use shoal_model::node::NodeFacts;
 use shoal_model::wire::stored::{self, RecordError, Row};
-use shoal_model::wire::{self, identity, Limits, Message};
+use shoal_model::wire::{self, identity, Limits, Message, Presence};
 
 const KEEP_V2: &str = "Do not edit this golden value: put the new shape in a new wire version \
-                       (see model/src/wire/mod.rs) and keep v2 as it is";
+                       (see model/src/wire/mod.rs) and keep v2 and v3 as they are";
 
 const DEPLOYED: &str = "every deployed node";
 const HUB_DB: &str = "every hub database";
@@ -40,7 +41,7 @@ fn check(what: &str, breaks: &str, bytes: &[u8], expected: &str) {
     let actual = hex(bytes);
     assert!(
         actual == expected,
-        "the v2 encoding of {what} changed: this breaks {breaks}. {KEEP_V2}.\n\
+        "the frozen encoding of {what} changed: this breaks {breaks}. {KEEP_V2}.\n\
          expected: {expected}\n  actual: {actual}"
     );
 }
@@ -55,12 +56,12 @@ fn check_read<T: PartialEq + Debug, E: std::fmt::Display>(
     match read {
         Ok(value) => assert!(
             value == *expected,
-            "the v2 bytes of {what} read back as another value: this breaks {breaks}. \
+            "the frozen bytes of {what} read back as another value: this breaks {breaks}. \
              Keep the conversion from v2 as it was (see model/src/wire/v2).\n\
              read: {value:?}\nwritten: {expected:?}"
         ),
         Err(e) => panic!(
-            "the v2 bytes of {what} no longer decode ({e}): this breaks {breaks}. \
+            "the frozen bytes of {what} no longer decode ({e}): this breaks {breaks}. \
              Keep reading version 2 (see model/src/wire/mod.rs)"
         ),
     }
@@ -73,8 +74,10 @@ fn row(written: Result<Row, RecordError>) -> Vec<u8> {
     row.bytes
 }
 
+/// A message in wire version 2, as release 0.1.0 sent it and this release still sends it to
+/// peers that read nothing newer.
 fn wire_bytes<M: Message>(message: &M) -> Vec<u8> {
-    wire::encode(NODE, message, &Limits::default()).expect("a sample message encodes")
+    wire::encode_in(2, NODE, message, &Limits::default()).expect("a sample message encodes")
 }
 
 /// A message kind: its encoding is the golden value, and the golden value decodes to it.
@@ -164,13 +167,10 @@ fn the_hub_workload_row_format_2_is_frozen() {
 
 #[test]
 fn the_hub_node_facts_row_format_2_is_frozen() {
+    // This release writes node facts in format 3 (see below); format 2 is what 0.1.0 wrote
+    // and what the version-2 presence carries, so it must still read, and still be the
+    // version-2 shape inside presence (`the_v2_encoding_of_presence_is_frozen`).
     let what = "a hub nodes.facts row";
-    check(
-        what,
-        HUB_DB,
-        &row(stored::write_facts(&facts())),
-        GOLDEN_HUB_FACTS,
-    );
     let read = stored::read_facts(2, &unhex(GOLDEN_HUB_FACTS));
     check_read(what, HUB_DB, read, &facts());
 }
@@ -254,6 +254,87 @@ fn the_agent_outbox_row_is_the_wire_message() {
         &wire_bytes(&status()),
         GOLDEN_STATUS,
     );
+}
+
+// ---- version 3 --------------------------------------------------------------------------
+//
+// Version 3 changed one shape: node facts carry the agent's wire versions. The golden values
+// below were generated once, from the first release that wrote version 3, and must never be
+// edited either.
+
+/// The sample facts and presence, as an agent of this release announces them.
+fn announcing(versions: &[u8]) -> (NodeFacts, Presence) {
+    let facts = NodeFacts {
+        wire_versions: versions.to_vec(),
+        ..facts()
+    };
+    let presence = Presence {
+        facts: facts.clone(),
+        ..presence()
+    };
+    (facts, presence)
+}
+
+#[test]
+fn the_v3_encoding_of_presence_is_frozen() {
+    let (_, presence) = announcing(&[2, 3]);
+    let bytes = wire::encode_in(3, NODE, &presence, &Limits::default()).expect("encodes");
+    check(
+        "Presence in version 3",
+        DEPLOYED,
+        &bytes,
+        GOLDEN_V3_PRESENCE,
+    );
+    let read = wire::decode::<Presence>(&unhex(GOLDEN_V3_PRESENCE), &Limits::default());
+    check_read(
+        "Presence in version 3",
+        DEPLOYED,
+        read.map(|(_, p)| p),
+        &presence,
+    );
+}
+
+#[test]
+fn a_v2_presence_announces_the_wire_versions_in_a_label_a_0_1_0_hub_reads() {
+    let (_, presence) = announcing(&[2, 3]);
+    let what = "Presence in version 2, announcing versions 2 and 3";
+    check_message(what, &presence, GOLDEN_V2_PRESENCE_ANNOUNCING);
+}
+
+#[test]
+fn the_hub_node_facts_row_format_3_is_frozen() {
+    let what = "a hub nodes.facts row in format 3";
+    let (facts, _) = announcing(&[2, 3]);
+    let row = stored::write_facts(&facts).expect("a sample row encodes");
+    assert_eq!(row.format, 3, "node facts are written in format 3");
+    check(what, HUB_DB, &row.bytes, GOLDEN_HUB_FACTS_V3);
+    let read = stored::read_facts(3, &unhex(GOLDEN_HUB_FACTS_V3));
+    check_read(what, HUB_DB, read, &facts);
+}
+
+#[test]
+fn every_kind_but_presence_is_in_version_3_its_version_2_bytes() {
+    let limits = Limits::default();
+    let same = |what: &str, v2: Vec<u8>, v3: Vec<u8>| {
+        assert_eq!((v2[0], v3[0]), (2, 3), "{what}: the version bytes");
+        assert!(
+            v2[1..] == v3[1..],
+            "{what} changed shape in version 3, which changed only node facts. {KEEP_V2}"
+        );
+    };
+    let both = |message: &dyn Fn(u8) -> Vec<u8>| (message(2), message(3));
+    let (v2, v3) = both(&|v| wire::encode_in(v, NODE, &desired(), &limits).expect("encodes"));
+    same("DesiredState", v2, v3);
+    let (v2, v3) = both(&|v| wire::encode_in(v, NODE, &status(), &limits).expect("encodes"));
+    same("NodeStatus", v2, v3);
+    for request in rpc_requests() {
+        let (v2, v3) = both(&|v| wire::encode_in(v, NODE, &request, &limits).expect("encodes"));
+        same("RpcRequest", v2, v3);
+    }
+    for response in rpc_responses() {
+        let (v2, v3) = both(&|v| wire::encode_in(v, NODE, &response, &limits).expect("encodes"));
+        same("RpcResponse", v2, v3);
+    }
 }
 
 // ---- hashes -----------------------------------------------------------------------------
@@ -590,3 +671,17 @@ const GOLDEN_RPC_RESPONSES: [&str; 9] = [
     "\
     02040467772d37001cf7ffffffffffffffff01081072656d6f766564203220696d6167657300",
 ];
+
+const GOLDEN_V3_PRESENCE: &str = "\
+    03020467772d37005d0467772d37010561726d3634056c696e757811362e312e302d727069372d7270692d7638028080\
+    808010a01f80800205302e312e300204726f6c6507676174657761790e73686f616c2e6465762f7369746507706c616e\
+    742d3102020300";
+
+const GOLDEN_V2_PRESENCE_ANNOUNCING: &str = "\
+    02020467772d3700760467772d37010561726d3634056c696e757811362e312e302d727069372d7270692d7638028080\
+    808010a01f80800205302e312e300304726f6c6507676174657761790e73686f616c2e6465762f7369746507706c616e\
+    742d311773686f616c2e6465762f776972652d76657273696f6e7303322e3300";
+
+const GOLDEN_HUB_FACTS_V3: &str = "\
+    0561726d3634056c696e757811362e312e302d727069372d7270692d7638028080808010a01f80800205302e312e3002\
+    04726f6c6507676174657761790e73686f616c2e6465762f7369746507706c616e742d31020203";

@@ -310,7 +310,7 @@ fn every_version_byte_not_supported_is_refused_naming_it_and_those_supported() {
                 &expected,
                 &[
                     &format!("version {version} "),
-                    &format!("version {WIRE_VERSION}"),
+                    &format!("speaks versions 2 and {WIRE_VERSION};"),
                 ],
             );
         }

@@ -15,10 +15,10 @@ use shoal_model::manifest::{
 };
 use shoal_model::node::{Capacity, NodeFacts};
 use shoal_model::wire::{
-    decode, encode, ContainerState, ContainerStatus, DesiredState, DesiredWorkload, Envelope,
-    Event, EventReason, ExitInfo, Health, ImageSummary, Limits, Message, MessageKind, NodeStatus,
-    NodeUsage, Presence, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody, Severity,
-    WireError, WorkloadStatus, WIRE_VERSION,
+    decode, encode, encode_in, ContainerState, ContainerStatus, DesiredState, DesiredWorkload,
+    Envelope, Event, EventReason, ExitInfo, Health, ImageSummary, Limits, Message, MessageKind,
+    NodeStatus, NodeUsage, Presence, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody,
+    Severity, WireError, WorkloadStatus, SUPPORTED_WIRE_VERSIONS, WIRE_VERSION,
 };
 
 // ---- strategies -------------------------------------------------------------------------
@@ -345,16 +345,20 @@ fn presence() -> impl Strategy<Value = Presence> {
             "[a-zA-Z0-9]{0,8}",
             0..4,
         ),
+        prop::collection::btree_set(2u8..12, 0..4),
     )
         .prop_map(
-            |((arch, os, kernel, cgroup_version), capacity, agent_version, labels)| NodeFacts {
-                arch,
-                os,
-                kernel,
-                cgroup_version,
-                capacity,
-                agent_version,
-                labels,
+            |((arch, os, kernel, cgroup_version), capacity, agent_version, labels, versions)| {
+                NodeFacts {
+                    arch,
+                    os,
+                    kernel,
+                    cgroup_version,
+                    capacity,
+                    agent_version,
+                    labels,
+                    wire_versions: versions.into_iter().collect(),
+                }
             },
         );
     (name(), any::<bool>(), facts).prop_map(|(node_id, online, facts)| Presence {
@@ -497,13 +501,20 @@ fn round_trip<M: Message + PartialEq + std::fmt::Debug>(
     let limits = Limits::default();
     let bytes = encode(node, message, &limits).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(bytes[0], WIRE_VERSION);
-    let (envelope, decoded) =
-        decode::<M>(&bytes, &limits).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert_eq!(&decoded, message);
-    prop_assert_eq!(envelope.kind, M::KIND);
-    prop_assert_eq!(envelope.node_id.as_str(), node);
-    prop_assert_eq!(envelope.generation, message.generation());
-    prop_assert_eq!(envelope.signature, None);
+    // In every version this build writes, the message reads back as itself.
+    for &version in SUPPORTED_WIRE_VERSIONS {
+        let bytes = encode_in(version, node, message, &limits)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(bytes[0], version);
+        let (envelope, decoded) =
+            decode::<M>(&bytes, &limits).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&decoded, message);
+        prop_assert_eq!(envelope.version, version);
+        prop_assert_eq!(envelope.kind, M::KIND);
+        prop_assert_eq!(envelope.node_id.as_str(), node);
+        prop_assert_eq!(envelope.generation, message.generation());
+        prop_assert_eq!(envelope.signature, None);
+    }
     Ok(())
 }
 

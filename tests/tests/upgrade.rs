@@ -181,6 +181,25 @@ fn user_version(database: &Path) -> u32 {
         .expect("PRAGMA user_version")
 }
 
+/// The wire version of the desired state the hub last published for `node`: the first byte
+/// of the stored envelope.
+fn published_wire(hub: &Hub, node: &str) -> u8 {
+    let database = hub.data_dir.join("hub.db");
+    let db = rusqlite::Connection::open_with_flags(
+        &database,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap_or_else(|e| panic!("open {}: {e}", database.display()));
+    let payload: Vec<u8> = db
+        .query_row(
+            "SELECT payload FROM node_desired WHERE node = ?1",
+            [node],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("the desired state published for {node}: {e}"));
+    payload[0]
+}
+
 /// A registered node whose agent is `shoal-agent` of `release`: installed on the device,
 /// enrolled with that binary's own `enroll`, started, with the test image imported.
 fn agent_of(release: &Path, hub: &Hub, name: &str) -> Agent {
@@ -386,6 +405,12 @@ fn an_agent_upgraded_in_place_keeps_its_containers_and_their_pids_and_reports_to
         release.version,
         release.agent_schema
     );
+    assert_eq!(
+        published_wire(&hub, &agent.name),
+        2,
+        "an agent of {} announces no wire versions, so it is written version 2",
+        release.version
+    );
     let ticks_before = ticks(before["stateful"].pid);
     assert!(ticks_before > 0, "stateful writes to its volume");
 
@@ -551,6 +576,9 @@ fn an_agent_upgraded_in_place_keeps_its_containers_and_their_pids_and_reports_to
         node["desired_generation"].as_u64(),
         node_before["desired_generation"].as_u64().map(|g| g + 1)
     );
+    // The new agent announced the versions it reads, so the update went out in the newest.
+    assert_eq!(node["facts"]["wire_versions"], serde_json::json!([2, 3]));
+    assert_eq!(published_wire(&hub, &agent.name), 3);
     hub.wait_for("the update observed", CONVERGE, || {
         hub.node(&agent.name)
             .filter(|n| n["observed_generation"] == n["desired_generation"])
@@ -632,7 +660,46 @@ fn a_new_hub_keeps_an_agent_of_the_previous_release_converging_through_apply_upd
                 && n["workloads"].as_array().is_some_and(Vec::is_empty)
         })
     });
+    assert_eq!(
+        published_wire(&hub, &agent.name),
+        2,
+        "an agent of the previous release reads version 2 only"
+    );
     delete_everything(&hub, &agent);
+}
+
+#[test]
+fn a_hub_of_the_previous_release_keeps_a_new_agent_converging() {
+    // A device upgraded before its hub: the new agent announces its wire versions in the
+    // label version 2 has room for, answers in version 2, and the old hub converges it.
+    let release = previous();
+    let hub = Hub::start_binary("upgrade-oldhub", release.shoal());
+    let agent = agent_of(&binary("shoal-agent"), &hub, "upgrade-oldhub");
+    let node = hub.node(&agent.name).expect("the node");
+    assert_eq!(
+        node["facts"]["labels"]["shoal.dev/wire-versions"], "2.3",
+        "the old hub sees the announcement as a label: {node}"
+    );
+    let workload = shell_workload(
+        "fresh",
+        &until_stopped("echo fresh; while true; do sleep 1; done"),
+        "",
+        "      health: { exec: [\"/bin/true\"], interval: 1s, timeout: 1s, retries: 2 }\n",
+    );
+    hub.apply("fresh", &workload);
+    wait_ready(&hub, "fresh", 1);
+    agent.wait_for("fresh running on the new agent", CONVERGE, |rows| {
+        running(rows, "fresh") && cell(rows, "fresh", "main", "HEALTH") == "Healthy"
+    });
+    assert_eq!(published_wire(&hub, &agent.name), 2);
+    hub.apply("fresh", &workload.replace("echo fresh", "echo fresher"));
+    wait_ready(&hub, "fresh", 2);
+    hub.wait_for("the update observed by the old hub", CONVERGE, || {
+        hub.node(&agent.name)
+            .filter(|n| n["observed_generation"] == n["desired_generation"])
+    });
+    delete_everything(&hub, &agent);
+    agent.assert_nothing_left();
 }
 
 #[test]

@@ -111,7 +111,12 @@ pub fn start(
             online,
             facts: link.facts.clone(),
         };
-        wire::encode(node.as_str(), &presence, &limits).map_err(MqttError::Presence)
+        // In the oldest version this build speaks: presence (and its last will, registered
+        // before anything of the hub is known) must be read by whatever hub is there. Version
+        // 2 carries the wire versions this agent reads in a label, which is how a newer hub
+        // learns that it may write version 3 to this node.
+        wire::encode_in(wire::OLDEST_WIRE_VERSION, node.as_str(), &presence, &limits)
+            .map_err(MqttError::Presence)
     };
     let will = presence(false)?;
     let online = presence(true)?;

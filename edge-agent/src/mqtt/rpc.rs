@@ -26,22 +26,27 @@ pub fn refusal(body: &RpcRequestBody) -> Option<String> {
 /// `RpcResponse { id, body }` encoded for `node`, as one or more messages that each fit
 /// `limits.rpc_response`: a log chunk too big for one message is cut into several (only the
 /// last keeps `eof`), exec output too big keeps its end, anything else too big becomes an
-/// error saying so. Pure.
-pub fn encode(node: &str, id: u64, body: RpcResponseBody, limits: &Limits) -> Vec<Vec<u8>> {
+/// error saying so. In wire `version`: the hub's (see `Session::hub_wire`). Pure.
+pub fn encode(
+    (version, node): (u8, &str),
+    id: u64,
+    body: RpcResponseBody,
+    limits: &Limits,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    encode_into(node, id, body, limits, &mut out);
+    encode_into((version, node), id, body, limits, &mut out);
     out
 }
 
 fn encode_into(
-    node: &str,
+    (version, node): (u8, &str),
     id: u64,
     body: RpcResponseBody,
     limits: &Limits,
     out: &mut Vec<Vec<u8>>,
 ) {
     let response = RpcResponse { id, body };
-    let size = match wire::encode(node, &response, limits) {
+    let size = match wire::encode_in(version, node, &response, limits) {
         Ok(bytes) => {
             out.push(bytes);
             return;
@@ -49,7 +54,7 @@ fn encode_into(
         Err(WireError::TooLarge { size, .. }) => size,
         Err(e) => {
             let message = format!("cannot send the answer: {e}");
-            if let Ok(bytes) = wire::encode(node, &error(id, message), limits) {
+            if let Ok(bytes) = wire::encode_in(version, node, &error(id, message), limits) {
                 out.push(bytes);
             }
             return;
@@ -59,14 +64,14 @@ fn encode_into(
         RpcResponseBody::LogChunk { mut data, eof } if data.len() > 1 => {
             let second = data.split_off(data.len() / 2);
             encode_into(
-                node,
+                (version, node),
                 id,
                 RpcResponseBody::LogChunk { data, eof: false },
                 limits,
                 out,
             );
             encode_into(
-                node,
+                (version, node),
                 id,
                 RpcResponseBody::LogChunk { data: second, eof },
                 limits,
@@ -85,7 +90,7 @@ fn encode_into(
                 (stdout, keep_end(stderr, excess))
             };
             encode_into(
-                node,
+                (version, node),
                 id,
                 RpcResponseBody::ExecResult {
                     exit_code,
@@ -101,7 +106,7 @@ fn encode_into(
                 "the answer is {size} bytes, over the {} bytes an rpc response may have; ask for less (a shorter tail, a narrower command)",
                 limits.rpc_response
             );
-            if let Ok(bytes) = wire::encode(node, &error(id, message), limits) {
+            if let Ok(bytes) = wire::encode_in(version, node, &error(id, message), limits) {
                 out.push(bytes);
             }
         }
@@ -170,7 +175,7 @@ mod tests {
         let limits = limits(1000);
         let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
         let bytes = encode(
-            "n1",
+            (wire::WIRE_VERSION, "n1"),
             9,
             RpcResponseBody::LogChunk {
                 data: data.clone(),
@@ -197,7 +202,7 @@ mod tests {
         let limits = limits(2000);
         let stdout: Vec<u8> = (0..10_000).map(|i| b'a' + (i % 26) as u8).collect();
         let bytes = encode(
-            "n1",
+            (wire::WIRE_VERSION, "n1"),
             3,
             RpcResponseBody::ExecResult {
                 exit_code: 0,
@@ -225,7 +230,7 @@ mod tests {
     fn any_other_answer_too_big_becomes_an_error_that_fits() {
         let limits = limits(300);
         let bytes = encode(
-            "n1",
+            (wire::WIRE_VERSION, "n1"),
             4,
             RpcResponseBody::Diagnostics {
                 text: "x".repeat(1000),
@@ -242,7 +247,12 @@ mod tests {
     #[test]
     fn an_answer_that_fits_is_sent_as_is() {
         let limits = Limits::default();
-        let bytes = encode("n1", 1, RpcResponseBody::Pong, &limits);
+        let bytes = encode(
+            (wire::WIRE_VERSION, "n1"),
+            1,
+            RpcResponseBody::Pong,
+            &limits,
+        );
         assert_eq!(
             decode(&bytes, &limits),
             [RpcResponse {

@@ -80,6 +80,10 @@ pub struct Session {
     /// Requests of the hub whose answers are still coming, by id; aborting the task closes
     /// the reply channel, which ends a followed log.
     running: HashMap<u64, tokio::task::AbortHandle>,
+    /// The wire version answers are written in: the one the hub's newest request or desired
+    /// state came in (a hub writes only versions it reads), the oldest this build speaks
+    /// before any did.
+    hub_wire: u8,
 }
 
 impl Session {
@@ -109,6 +113,7 @@ impl Session {
             last_row: 0,
             queue: VecDeque::new(),
             running: HashMap::new(),
+            hub_wire: wire::OLDEST_WIRE_VERSION,
         }
     }
 
@@ -230,6 +235,7 @@ impl Session {
         let event = match wire::decode::<DesiredState>(payload, &self.limits) {
             Ok((envelope, state)) => {
                 tracing::debug!(generation = state.generation, "desired state received");
+                self.hub_wire = envelope.version;
                 Event::Desired(Box::new(envelope), state)
             }
             Err(e) => Event::Refused {
@@ -245,7 +251,10 @@ impl Session {
 
     async fn on_request(&mut self, payload: &[u8]) {
         let request = match wire::decode::<RpcRequest>(payload, &self.limits) {
-            Ok((_, request)) => request,
+            Ok((envelope, request)) => {
+                self.hub_wire = envelope.version;
+                request
+            }
             Err(e) => {
                 tracing::warn!(error = %e, bytes = payload.len(), "cannot read an rpc request from the hub: dropped");
                 return;
@@ -309,7 +318,8 @@ impl Session {
     /// Queues the answer to request `id`, cut to the size limit.
     fn respond(&mut self, id: u64, body: RpcResponseBody) {
         let topic = self.topics.rpc_resp(&self.node);
-        for payload in rpc::encode(self.node.as_str(), id, body, &self.limits) {
+        let to = (self.hub_wire, self.node.as_str());
+        for payload in rpc::encode(to, id, body, &self.limits) {
             self.queue.push_back(Request::Publish {
                 topic: topic.clone(),
                 payload,

@@ -54,6 +54,7 @@ mod tests {
             },
             agent_version: "0.1.0".into(),
             labels: [("role".to_string(), "gateway".to_string())].into(),
+            wire_versions: Vec::new(),
         }
     }
 

@@ -518,7 +518,10 @@ mod tests {
             .expect("row");
         let expected = stored::write_desired(&written).expect("encodes");
         assert_eq!(row, (i64::from(expected.format), expected.bytes));
-        assert_eq!(expected.format, stored::STORED_FORMAT);
+        assert_eq!(
+            expected.format, 2,
+            "desired workloads did not change shape in version 3"
+        );
     }
 
     #[test]
@@ -529,16 +532,16 @@ mod tests {
             .expect("save");
         store
             .conn
-            .execute("UPDATE desired_state SET payload_format = 3", [])
+            .execute("UPDATE desired_state SET payload_format = 4", [])
             .expect("forge a newer row");
-        let error = store.latest_desired(Source::Hub).expect_err("format 3");
+        let error = store.latest_desired(Source::Hub).expect_err("format 4");
         let text = error.to_string();
         assert!(
             matches!(
                 error,
                 StateError::Row {
                     table: "desired_state",
-                    cause: stored::RecordError::UnknownFormat { format: 3 },
+                    cause: stored::RecordError::UnknownFormat { format: 4 },
                     ..
                 }
             ),
@@ -547,7 +550,7 @@ mod tests {
         for expected in [
             "desired_state row",
             "hub generation 4",
-            "format 3",
+            "format 4",
             "written by a newer release; upgrade",
         ] {
             assert!(text.contains(expected), "{text} should mention {expected}");

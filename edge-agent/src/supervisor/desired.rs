@@ -92,13 +92,17 @@ impl Supervisor {
             );
             return;
         }
-        match judge(
+        let verdict = judge(
             self.node_id(),
             self.generation,
             &self.trusted,
             envelope,
             &state,
-        ) {
+        );
+        if matches!(verdict, Verdict::Accept | Verdict::Ignore(_)) {
+            self.hub_writes(envelope.version);
+        }
+        match verdict {
             Verdict::Ignore(why) => {
                 tracing::debug!("{why}");
                 return;

@@ -56,6 +56,10 @@ pub(super) struct Reporter {
     last: Option<Reported>,
     /// Monotonic ms of the last failure to write the outbox that was logged.
     last_error_ms: Option<u64>,
+    /// The wire version statuses are written in: the hub's, as its newest desired state that
+    /// verified was written (a hub writes only versions it reads), and the oldest this build
+    /// speaks until one arrives (a hub of release 0.1.0 reads version 2 only).
+    pub(super) hub_wire: u8,
 }
 
 impl Reporter {
@@ -65,6 +69,7 @@ impl Reporter {
             cursor,
             last: None,
             last_error_ms: None,
+            hub_wire: wire::OLDEST_WIRE_VERSION,
         }
     }
 }
@@ -151,13 +156,14 @@ pub(crate) struct Packed {
 /// at all (counted as dropped by the caller; only when the node's state alone is too big).
 /// Pure.
 pub(crate) fn pack(
-    node: &str,
+    (version, node): (u8, &str),
     status: &NodeStatus,
     events: Vec<Event>,
     dropped: u64,
     first_sequence: u64,
     limits: &Limits,
 ) -> (Vec<Packed>, u64) {
+    let node = (version, node);
     let limit = limits.status;
     let mut base = status.clone();
     base.events.clear();
@@ -207,8 +213,13 @@ fn next_status(base: &NodeStatus, current: &NodeStatus) -> NodeStatus {
 
 /// Encodes `status` into `out`; returns how many events were lost because it did not fit
 /// after all (never, unless the size estimate is wrong).
-fn finish(node: &str, status: NodeStatus, limits: &Limits, out: &mut Vec<Packed>) -> u64 {
-    match wire::encode(node, &status, limits) {
+fn finish(
+    (version, node): (u8, &str),
+    status: NodeStatus,
+    limits: &Limits,
+    out: &mut Vec<Packed>,
+) -> u64 {
+    match wire::encode_in(version, node, &status, limits) {
         Ok(bytes) => {
             out.push(Packed { status, bytes });
             0
@@ -222,7 +233,7 @@ fn finish(node: &str, status: NodeStatus, limits: &Limits, out: &mut Vec<Packed>
 
 /// Makes a node state too big for one status fit, keeping what matters most: first the
 /// containers' messages go, then whole workloads from the end.
-fn shrink(status: &mut NodeStatus, node: &str, limit: usize) {
+fn shrink(status: &mut NodeStatus, node: (u8, &str), limit: usize) {
     tracing::error!(
         workloads = status.workloads.len(),
         "the node's state is too big for one status: leaving out container messages and, if need be, workloads"
@@ -250,12 +261,12 @@ fn shorten(event: &mut Event, excess: usize) {
 }
 
 /// The size of `status` on the wire, whatever the limit.
-fn encoded_len(node: &str, status: &NodeStatus) -> usize {
+fn encoded_len((version, node): (u8, &str), status: &NodeStatus) -> usize {
     let unlimited = Limits {
         status: usize::MAX,
         ..Limits::default()
     };
-    match wire::encode(node, status, &unlimited) {
+    match wire::encode_in(version, node, status, &unlimited) {
         Ok(bytes) => bytes.len(),
         Err(WireError::TooLarge { size, .. }) => size,
         // Not encodable at all (a bad name): let `finish` report it.
@@ -268,6 +279,22 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl Supervisor {
+    /// Notes the wire version the hub wrote a desired state in that verified: the statuses
+    /// after it are written in that version, the newest the hub reads.
+    pub(super) fn hub_writes(&mut self, version: u8) {
+        let Some(reporter) = &mut self.hub else {
+            return;
+        };
+        if reporter.hub_wire != version {
+            tracing::info!(
+                from = reporter.hub_wire,
+                to = version,
+                "the hub writes wire version {version}: statuses follow"
+            );
+            reporter.hub_wire = version;
+        }
+    }
+
     /// In hub mode, emits a status into the outbox when one is due; returns how long the loop
     /// may sleep before the next one can be due.
     pub(super) fn report(&mut self) -> Duration {
@@ -311,7 +338,7 @@ impl Supervisor {
         let mut status = self.node_status(true);
         status.sent_at_ms = wall_ms();
         let (packed, unsent) = pack(
-            self.node_id(),
+            (reporter.hub_wire, self.node_id()),
             &status,
             events,
             cursor.dropped_events.saturating_add(lost),

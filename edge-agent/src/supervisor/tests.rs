@@ -251,7 +251,7 @@ fn decoded(packed: &[super::report::Packed]) -> Vec<NodeStatus> {
 fn events_that_fit_travel_in_one_status_with_the_dropped_count() {
     let events: Vec<WireEvent> = (1..=3).map(|i| event(i, "started")).collect();
     let (packed, unsent) = pack(
-        "gw-1",
+        (shoal_model::wire::WIRE_VERSION, "gw-1"),
         &running(),
         events.clone(),
         4,
@@ -274,7 +274,14 @@ fn events_too_many_for_one_status_are_spread_over_consecutive_ones_in_order() {
         ..Limits::default()
     };
     let events: Vec<WireEvent> = (1..=100).map(|i| event(i, &"x".repeat(200))).collect();
-    let (packed, unsent) = pack("gw-1", &running(), events.clone(), 3, 50, &limits);
+    let (packed, unsent) = pack(
+        (shoal_model::wire::WIRE_VERSION, "gw-1"),
+        &running(),
+        events.clone(),
+        3,
+        50,
+        &limits,
+    );
     assert_eq!(unsent, 0);
     assert!(packed.len() > 4, "{} statuses", packed.len());
     let statuses: Vec<NodeStatus> = packed
@@ -307,7 +314,14 @@ fn an_event_too_big_for_any_status_is_shortened_not_lost() {
         event(2, &"é".repeat(3000)),
         event(3, "after"),
     ];
-    let (packed, unsent) = pack("gw-1", &running(), events, 0, 1, &limits);
+    let (packed, unsent) = pack(
+        (shoal_model::wire::WIRE_VERSION, "gw-1"),
+        &running(),
+        events,
+        0,
+        1,
+        &limits,
+    );
     assert_eq!(unsent, 0);
     let statuses: Vec<NodeStatus> = packed
         .iter()

@@ -156,6 +156,7 @@ fn wire_seeds(seeds: &mut Seeds, workloads: &[Workload]) -> Result {
             ("site".into(), "plant-1".into()),
             ("example.com/serial".into(), "A1B2".into()),
         ]),
+        wire_versions: Vec::new(),
     };
     for online in [true, false] {
         seeds.message(

@@ -27,11 +27,12 @@ use shoal_model::api::{
 };
 use shoal_model::manifest::names::{check_label_key, check_label_value};
 use shoal_model::manifest::Loaded;
-use shoal_model::wire::{RpcRequestBody, RpcResponseBody};
+use shoal_model::wire::{self, RpcRequestBody, RpcResponseBody};
 
 use crate::broker::{self, password};
 use crate::clock::wall_ms;
 use crate::context::Hub;
+use crate::control::Unreadable;
 use crate::rpc;
 use crate::scheduler::Schedulable;
 use crate::store::StoreError;
@@ -359,15 +360,26 @@ async fn logs(
             )))
         }
     };
-    if !hub.store.node(&node)?.online {
+    let stored = hub.store.node(&node)?;
+    if !stored.online {
         return Err(Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("node `{node}` is offline; its logs stay on the device (`shoal-agent logs {}` there)", query.workload),
         ));
     }
+    let Some(version) = wire::version_for(stored.wire_versions()) else {
+        return Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Unreadable {
+                node: node.clone(),
+                announced: stored.wire_versions().to_vec(),
+            }
+            .to_string(),
+        ));
+    };
     let mut call = rpc::call(
         &hub.rpc,
-        &node,
+        (version, &node),
         RpcRequestBody::Logs {
             workload: query.workload.clone(),
             container: query.container.clone(),

@@ -672,6 +672,7 @@ mod tests {
                 },
                 agent_version: "0.1.0".into(),
                 labels: BTreeMap::new(),
+                wire_versions: Vec::new(),
             }),
             created_ms: NOW - 3 * 86_400_000,
             last_seen_ms: Some(NOW - 5_000),

@@ -261,6 +261,7 @@ mod tests {
                 },
                 agent_version: "0.1.0".into(),
                 labels: Default::default(),
+                wire_versions: Vec::new(),
             }),
             created_ms: NOW - 3 * 86_400_000,
             last_seen_ms: facts.then_some(NOW - 5_000),

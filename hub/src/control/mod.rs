@@ -22,8 +22,18 @@
 //! **Desired states.** Every registered node, enrolled or not, has one: the workloads placed on
 //! it ([`desired::per_node`]) and the keys the hub announces. A node gets a new one, at the
 //! generation after its published one (1 for its first), exactly when the digest of that list
-//! and those keys differs from the published digest ([`desired::next`]): a generation only
-//! grows, and grows only when what the node should run or trust changed.
+//! and those keys differs from the published digest ([`desired::digest`]): a generation only
+//! grows, and grows only when what the node should run or trust changed, or when the node can
+//! no longer read the one published (below).
+//!
+//! **Wire versions.** Each new desired state is written in the newest wire version the node's
+//! agent reads ([`wire::version_for`] its announced `wire_versions`; release 0.1.0 announced
+//! none and reads version 2). A node that starts reading a newer version keeps its published
+//! state until something changes: nothing is republished for an upgrade. A node that no longer
+//! reads the version its state was published in (its agent went back to an older release) gets
+//! the same state again at the next generation in a version it reads
+//! ([`DesiredReason::Rewritten`]): same workloads, so it restarts nothing. A node that reads
+//! none of the versions this hub writes gets nothing ([`Unreadable`]) until the hub is upgraded.
 //!
 //! **What the broker retains.** When the shell knows what the broker retains
 //! ([`Fleet::retained`], the first pass after the hub starts), a node whose published
@@ -45,13 +55,13 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use shoal_model::wire::NodeStatus;
+use shoal_model::wire::{self, NodeStatus};
 
 use crate::desired;
 use crate::scheduler::{self, NodeView, Placement};
 use crate::store::{KeyState, Published, Snapshot, StoredKey, StoredNode, StoredWorkload};
 
-pub use plan::{DesiredReason, KeyPlan, NodePlan, Plan, Republish, Rotation};
+pub use plan::{DesiredReason, KeyPlan, NodePlan, Plan, Republish, Rotation, Unreadable};
 
 /// What decisions read: the stored fleet, and what the broker retains when that is known.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -125,6 +135,7 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
         placement,
         desired: Vec::new(),
         republish: Vec::new(),
+        unreadable: Vec::new(),
         keys,
     };
     if plan.keys.signer.is_none() {
@@ -140,8 +151,54 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
     let lists = desired::per_node(&fleet.workloads, &plan.placement.placement, &names);
     for (node, list) in lists {
         let previous = fleet.published.get(&node);
-        match desired::next(&node, list, &plan.keys.announced, previous) {
-            Some((state, digest)) => {
+        let announced = nodes
+            .get(node.as_str())
+            .map(|n| n.wire_versions().to_vec())
+            .unwrap_or_default();
+        let Some(wire_version) = wire::version_for(&announced) else {
+            plan.unreadable.push(Unreadable { node, announced });
+            continue;
+        };
+        let reads = |version: u8| {
+            if announced.is_empty() {
+                wire::UNANNOUNCED_WIRE_VERSIONS.contains(&version)
+            } else {
+                announced.contains(&version)
+            }
+        };
+        let digest = desired::digest(&list, &plan.keys.announced);
+        let unchanged = previous.filter(|p| p.digest == digest);
+        match (unchanged, previous) {
+            (Some(published), _) if !reads(published.wire_version) => {
+                let (state, digest) =
+                    desired::after(&node, list, &plan.keys.announced, previous, digest);
+                plan.desired.push(NodePlan {
+                    state,
+                    digest,
+                    reason: DesiredReason::Rewritten {
+                        previous: published.generation,
+                        from: published.wire_version,
+                        to: wire_version,
+                    },
+                    wire_version,
+                });
+            }
+            (Some(published), _) => {
+                let Some(retained) = &fleet.retained else {
+                    continue;
+                };
+                let holds = retained.get(&node).copied().filter(|g| *g != 0);
+                if holds != Some(published.generation) {
+                    plan.republish.push(Republish {
+                        node,
+                        generation: published.generation,
+                        retained: holds,
+                    });
+                }
+            }
+            (None, previous) => {
+                let (state, digest) =
+                    desired::after(&node, list, &plan.keys.announced, previous, digest);
                 let reason = why_new(
                     &node,
                     previous,
@@ -153,20 +210,8 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
                     state,
                     digest,
                     reason,
+                    wire_version,
                 });
-            }
-            None => {
-                let (Some(retained), Some(previous)) = (&fleet.retained, previous) else {
-                    continue;
-                };
-                let holds = retained.get(&node).copied().filter(|g| *g != 0);
-                if holds != Some(previous.generation) {
-                    plan.republish.push(Republish {
-                        node,
-                        generation: previous.generation,
-                        retained: holds,
-                    });
-                }
             }
         }
     }

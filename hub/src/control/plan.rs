@@ -4,7 +4,7 @@
 use std::fmt;
 
 use shoal_model::wire::signing::PublicKey;
-use shoal_model::wire::DesiredState;
+use shoal_model::wire::{DesiredState, SUPPORTED_WIRE_VERSIONS};
 
 use crate::scheduler::Decision;
 use crate::store::{KeyState, StoredKey};
@@ -20,6 +20,8 @@ pub struct Plan {
     pub desired: Vec<NodePlan>,
     /// Stored desired states to publish again unchanged: the broker lost them.
     pub republish: Vec<Republish>,
+    /// Nodes that read none of the wire versions this hub writes: they get nothing.
+    pub unreadable: Vec<Unreadable>,
     pub keys: KeyPlan,
 }
 
@@ -48,6 +50,37 @@ pub struct NodePlan {
     /// Its digest, stored to tell whether the next one differs.
     pub digest: String,
     pub reason: DesiredReason,
+    /// The wire version to write it in: the newest the node reads (`wire::version_for`).
+    pub wire_version: u8,
+}
+
+/// A node whose agent announced only wire versions this hub does not write (an agent newer
+/// than the hub by more than one version).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    pub node: String,
+    /// The versions its agent reads.
+    pub announced: Vec<u8>,
+}
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |versions: &[u8]| {
+            versions
+                .iter()
+                .map(u8::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        write!(
+            f,
+            "node `{}` reads wire versions {} and this hub writes {}: nothing can be sent to it \
+             until the hub is upgraded",
+            self.node,
+            list(&self.announced),
+            list(SUPPORTED_WIRE_VERSIONS)
+        )
+    }
 }
 
 /// Why a node gets a new desired state.
@@ -67,6 +100,10 @@ pub enum DesiredReason {
         /// The ids of the keys announced now, when they differ from the published ones.
         keys: Option<Vec<String>>,
     },
+    /// Nothing changed, but generation `previous` is in wire version `from`, which the node
+    /// no longer reads (its agent went back to an older release): the same state again, in
+    /// `to`.
+    Rewritten { previous: u64, from: u8, to: u8 },
 }
 
 /// A stored desired state the broker does not retain as published.
@@ -177,6 +214,11 @@ impl fmt::Display for DesiredReason {
                 }
                 write!(f, ": {}", parts.join("; "))
             }
+            DesiredReason::Rewritten { previous, from, to } => write!(
+                f,
+                "generation {previous} is in wire version {from}, which the node no longer reads: \
+                 the same state in version {to}"
+            ),
         }
     }
 }

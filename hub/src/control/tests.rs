@@ -58,6 +58,7 @@ fn node(name: &str) -> StoredNode {
             },
             agent_version: "0.1.0".into(),
             labels: BTreeMap::new(),
+            wire_versions: Vec::new(),
         }),
         online: true,
         last_seen_ms: Some(NOW),
@@ -72,6 +73,8 @@ trait NodeRow {
     /// Offline for `ms` at [`NOW`].
     fn offline_for(self, ms: u64) -> Self;
     fn not_enrolled(self) -> Self;
+    /// The wire versions its agent announces (none: release 0.1.0).
+    fn reads(self, versions: &[u8]) -> Self;
 }
 
 impl NodeRow for StoredNode {
@@ -88,6 +91,12 @@ impl NodeRow for StoredNode {
     }
     fn not_enrolled(mut self) -> Self {
         self.enrolled = false;
+        self
+    }
+    fn reads(mut self, versions: &[u8]) -> Self {
+        if let Some(facts) = &mut self.facts {
+            facts.wire_versions = versions.to_vec();
+        }
         self
     }
 }
@@ -148,6 +157,7 @@ fn after(fleet: &Fleet, plan: &Plan) -> Fleet {
                     .iter()
                     .map(|k| k.id().to_string())
                     .collect(),
+                wire_version: desired.wire_version,
             },
         );
     }
@@ -205,6 +215,10 @@ struct Case<'a> {
     why_on: Vec<(&'a str, &'a str, PlacedOn)>,
     /// Selected workloads' summaries.
     summary: Vec<(&'a str, Summary)>,
+    /// The wire version of selected nodes' new desired states.
+    wire: &'a [(&'a str, u8)],
+    /// Every node that reads none of the hub's wire versions.
+    unreadable: &'a [&'a str],
 }
 
 fn placement(rows: Nodes<'_>) -> Placement {
@@ -273,6 +287,16 @@ fn check(case: Case<'_>) {
     for (w, expected) in &case.summary {
         assert_eq!(&reasons(w).summary, expected, "summary of {w}");
     }
+    for (node, expected) in case.wire {
+        let desired = plan.desired.iter().find(|d| d.state.node_id == *node);
+        assert_eq!(
+            desired.map(|d| d.wire_version),
+            Some(*expected),
+            "wire of {node}"
+        );
+    }
+    let unreadable: Vec<&str> = plan.unreadable.iter().map(|u| u.node.as_str()).collect();
+    assert_eq!(unreadable, case.unreadable, "unreadable nodes");
     // Every new desired state lists what is placed on its node, in name order, and announces
     // the plan's keys, signer first.
     for desired in &plan.desired {
@@ -690,6 +714,91 @@ fn the_rotation_waits_for_every_enrolled_node_to_have_the_next_key() {
         },
         ..Case::default()
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// wire versions
+
+#[test]
+fn each_node_is_written_the_newest_wire_version_its_agent_reads() {
+    let nodes = vec![
+        node("a").reads(&[2, 3]),
+        node("b"),
+        node("c").reads(&[3, 4]),
+        node("d").reads(&[2]),
+    ];
+    check(Case {
+        fleet: fleet(vec![w("web", "{ mode: every }")], nodes),
+        placed: &[("web", &["a", "b", "c", "d"])],
+        issued: &[("a", 1), ("b", 1), ("c", 1), ("d", 1)],
+        wire: &[("a", 3), ("b", 2), ("c", 3), ("d", 2)],
+        ..Case::default()
+    });
+}
+
+#[test]
+fn a_node_that_reads_none_of_the_hubs_versions_gets_nothing_and_is_named() {
+    let nodes = vec![node("a").reads(&[4, 5]), node("b").reads(&[2, 3])];
+    check(Case {
+        fleet: fleet(vec![w("web", "{ mode: every }")], nodes),
+        placed: &[("web", &["a", "b"])],
+        issued: &[("b", 1)],
+        unreadable: &["a"],
+        ..Case::default()
+    });
+    let text = Unreadable {
+        node: "a".into(),
+        announced: vec![4, 5],
+    }
+    .to_string();
+    assert_eq!(
+        text,
+        "node `a` reads wire versions 4, 5 and this hub writes 2, 3: nothing can be sent to it \
+         until the hub is upgraded"
+    );
+}
+
+#[test]
+fn an_agent_that_starts_reading_a_newer_version_is_sent_nothing_new() {
+    let mut fleet = settled(fleet(vec![w("web", "{ mode: every }")], vec![node("a")]));
+    assert_eq!(fleet.published["a"].wire_version, 2);
+    fleet.nodes[0] = node("a").reads(&[2, 3]);
+    check(Case {
+        fleet,
+        placed: &[("web", &["a"])],
+        ..Case::default()
+    });
+}
+
+#[test]
+fn an_agent_that_went_back_to_an_older_release_gets_the_same_state_in_a_version_it_reads() {
+    let nodes = vec![node("a").reads(&[2, 3]), node("b").reads(&[2, 3])];
+    let mut fleet = settled(fleet(vec![w("web", "{ mode: every }")], nodes));
+    assert_eq!(fleet.published["a"].wire_version, 3);
+    let generation = fleet.published["a"].generation;
+    fleet.nodes[0] = node("a");
+    check(Case {
+        fleet: fleet.clone(),
+        placed: &[("web", &["a", "b"])],
+        issued: &[("a", generation + 1)],
+        wire: &[("a", 2)],
+        why: vec![(
+            "a",
+            DesiredReason::Rewritten {
+                previous: generation,
+                from: 3,
+                to: 2,
+            },
+        )],
+        ..Case::default()
+    });
+    let plan = decide(&fleet, NOW);
+    assert_eq!(
+        plan.desired[0].state.workloads,
+        desired::per_node(&fleet.workloads, &plan.placement.placement, &["a".into()])["a"],
+        "the same workloads, so the agent restarts nothing"
+    );
+    assert_eq!(plan.desired[0].digest, fleet.published["a"].digest);
 }
 
 #[test]

@@ -48,6 +48,7 @@ fn node(id: &str) -> NodeView {
             },
             agent_version: "0.1.0".into(),
             labels: BTreeMap::new(),
+            wire_versions: Vec::new(),
         },
         online: true,
         offline_since_ms: None,

@@ -217,7 +217,7 @@ fn sign(fleet: &Fleet, plan: &Plan, limits: &Limits) -> anyhow::Result<Vec<NodeD
         .iter()
         .map(|d| {
             let node = &d.state.node_id;
-            let mut envelope = Envelope::seal(node, &d.state)?;
+            let mut envelope = Envelope::seal_in(d.wire_version, node, &d.state)?;
             key.sign(&mut envelope);
             Ok(NodeDesired {
                 node: node.clone(),
@@ -234,6 +234,9 @@ fn sign(fleet: &Fleet, plan: &Plan, limits: &Limits) -> anyhow::Result<Vec<NodeD
 fn log(plan: &Plan, written: &BTreeSet<String>) {
     if plan.placement_changed {
         tracing::info!(placement = ?plan.placement.placement, "placement changed");
+    }
+    for unreadable in &plan.unreadable {
+        tracing::error!(node = unreadable.node, "{unreadable}");
     }
     for desired in plan
         .desired

@@ -110,6 +110,12 @@ pub struct StoredNode {
 }
 
 impl StoredNode {
+    /// The wire versions its agent announced: empty before it connected, and for agents of
+    /// release 0.1.0 (see `wire::version_for`).
+    pub fn wire_versions(&self) -> &[u8] {
+        self.facts.as_ref().map_or(&[], |f| &f.wire_versions)
+    }
+
     /// The facts placement matches against: the agent's report with the hub's labels on top.
     pub fn effective_facts(&self) -> NodeFacts {
         let mut facts = self.facts.clone().unwrap_or_default();
@@ -141,6 +147,8 @@ pub struct Published {
     pub digest: String,
     /// Ids of the signing keys it announces.
     pub signing_keys: Vec<String>,
+    /// The wire version it was published in (the first byte of its payload).
+    pub wire_version: u8,
 }
 
 /// One stored event.

@@ -108,7 +108,10 @@ impl Store {
 fn read_published(conn: &Connection) -> Result<BTreeMap<String, Published>, StoreError> {
     let failed = query("reading desired states");
     let mut statement = conn
-        .prepare("SELECT node, generation, digest, signing_keys FROM node_desired")
+        .prepare(
+            "SELECT node, generation, digest, signing_keys, substr(payload, 1, 1) \
+             FROM node_desired",
+        )
         .map_err(failed)?;
     let rows = statement
         .query_map([], |row| {
@@ -118,6 +121,8 @@ fn read_published(conn: &Connection) -> Result<BTreeMap<String, Published>, Stor
                     generation: to_u64(row.get(1)?),
                     digest: row.get(2)?,
                     signing_keys: split_ids(&row.get::<_, String>(3)?),
+                    // An empty payload (never stored) reads as version 0, which no node reads.
+                    wire_version: row.get::<_, Vec<u8>>(4)?.first().copied().unwrap_or(0),
                 },
             ))
         })

@@ -492,8 +492,7 @@ fn raw_rows(store: &Store, sql: &str) -> Vec<(String, i64, Vec<u8>)> {
 #[test]
 fn every_postcard_row_names_its_format_and_holds_the_stored_encoding() {
     let (_dir, store, web, facts, status) = filled();
-    let current = i64::from(stored::STORED_FORMAT);
-    let workload_row = stored::write_workload(&web).expect("encodes").bytes;
+    let workload_row = stored::write_workload(&web).expect("encodes");
     let mut snapshot = status.clone();
     snapshot.events.clear();
     let cases = [
@@ -507,26 +506,24 @@ fn every_postcard_row_names_its_format_and_holds_the_stored_encoding() {
         ),
         (
             "SELECT name, facts_format, facts FROM nodes",
-            ("a", stored::write_facts(&facts).expect("encodes").bytes),
+            ("a", stored::write_facts(&facts).expect("encodes")),
         ),
         (
             "SELECT node, payload_format, payload FROM node_status",
-            ("a", stored::write_status(&snapshot).expect("encodes").bytes),
+            ("a", stored::write_status(&snapshot).expect("encodes")),
         ),
         (
             "SELECT node, payload_format, payload FROM events",
             (
                 "a",
-                stored::write_event(&status.events[0])
-                    .expect("encodes")
-                    .bytes,
+                stored::write_event(&status.events[0]).expect("encodes"),
             ),
         ),
     ];
-    for (sql, (key, bytes)) in cases {
+    for (sql, (key, row)) in cases {
         assert_eq!(
             raw_rows(&store, sql),
-            vec![(key.to_string(), current, bytes)],
+            vec![(key.to_string(), i64::from(row.format), row.bytes)],
             "{sql}"
         );
     }
@@ -537,12 +534,12 @@ fn a_row_in_a_format_this_hub_cannot_read_is_refused_naming_its_table_row_and_fo
     type Read = fn(&Store) -> Result<(), StoreError>;
     let cases: [(&str, Read, &str); 5] = [
         (
-            "UPDATE workloads SET spec_format = 3",
+            "UPDATE workloads SET spec_format = 4",
             |s| s.workloads().map(drop),
             "workloads row `web`",
         ),
         (
-            "UPDATE workloads SET spec_format = 3",
+            "UPDATE workloads SET spec_format = 4",
             |s| {
                 s.apply(&[workload("web", "busybox:2")], 50, false)
                     .map(drop)
@@ -550,17 +547,17 @@ fn a_row_in_a_format_this_hub_cannot_read_is_refused_naming_its_table_row_and_fo
             "workloads row `web`",
         ),
         (
-            "UPDATE nodes SET facts_format = 3",
+            "UPDATE nodes SET facts_format = 4",
             |s| s.nodes().map(drop),
             "nodes row `a`",
         ),
         (
-            "UPDATE node_status SET payload_format = 3",
+            "UPDATE node_status SET payload_format = 4",
             |s| s.statuses().map(drop),
             "node_status row `a`",
         ),
         (
-            "UPDATE events SET payload_format = 3",
+            "UPDATE events SET payload_format = 4",
             |s| s.events(None, None, 10).map(drop),
             "events row `a#9`",
         ),
@@ -581,13 +578,13 @@ fn a_row_in_a_format_this_hub_cannot_read_is_refused_naming_its_table_row_and_fo
             matches!(
                 error,
                 StoreError::Row {
-                    cause: RecordError::UnknownFormat { format: 3 },
+                    cause: RecordError::UnknownFormat { format: 4 },
                     ..
                 }
             ),
             "{text}"
         );
-        for expected in [row, "format 3", "written by a newer release; upgrade"] {
+        for expected in [row, "format 4", "written by a newer release; upgrade"] {
             assert!(text.contains(expected), "{text} should mention {expected}");
         }
         assert_eq!(count(&store), before, "{newer}: the row must stay");

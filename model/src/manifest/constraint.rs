@@ -391,6 +391,7 @@ mod tests {
             },
             agent_version: "0.1.0".into(),
             labels: [("site".to_string(), "plant-1".to_string())].into(),
+            wire_versions: Vec::new(),
         }
     }
 

@@ -36,6 +36,16 @@ pub struct DesiredWorkload {
 
 impl Sealed for DesiredState {
     type V2 = v2::DesiredState;
+    /// Unchanged in version 3.
+    type V3 = v2::DesiredState;
+
+    fn to_v3(&self) -> v2::DesiredState {
+        self.to_v2()
+    }
+
+    fn from_v3(frozen: v2::DesiredState) -> Result<Self, v2::Invalid> {
+        Self::from_v2(frozen)
+    }
 
     fn to_v2(&self) -> v2::DesiredState {
         self.into()

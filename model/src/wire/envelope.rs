@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use super::v2;
 use super::{check_name, Limits, Part, WireError, WIRE_VERSION};
+use super::{v2, v3};
 
 /// The longest signature an envelope may carry (an ed25519 signature is 64 bytes).
 pub const MAX_SIGNATURE_BYTES: usize = 256;
@@ -74,10 +74,16 @@ pub(crate) mod sealed {
     pub trait Sealed: Sized {
         /// The message in wire version 2.
         type V2: serde::Serialize + serde::de::DeserializeOwned;
+        /// The message in wire version 3 (version 2's shape, but for presence).
+        type V3: serde::Serialize + serde::de::DeserializeOwned;
 
         fn to_v2(&self) -> Self::V2;
 
         fn from_v2(frozen: Self::V2) -> Result<Self, v2::Invalid>;
+
+        fn to_v3(&self) -> Self::V3;
+
+        fn from_v3(frozen: Self::V3) -> Result<Self, v2::Invalid>;
     }
 }
 
@@ -108,6 +114,7 @@ pub trait Message: sealed::Sealed {
         };
         match version {
             v2::VERSION => v2::to_bytes(&self.to_v2()).map_err(encode),
+            v3::VERSION => v3::to_bytes(&self.to_v3()).map_err(encode),
             seen => Err(WireError::unsupported(seen)),
         }
     }
@@ -125,13 +132,18 @@ pub trait Message: sealed::Sealed {
                 let frozen = v2::from_bytes(bytes).map_err(|e| WireError::from_v2(part, e))?;
                 Self::from_v2(frozen).map_err(invalid)
             }
+            v3::VERSION => {
+                let frozen = v3::from_bytes(bytes).map_err(|e| WireError::from_v2(part, e))?;
+                Self::from_v3(frozen).map_err(invalid)
+            }
             seen => Err(WireError::unsupported(seen)),
         }
     }
 }
 
 /// The signable wrapper around one message. On the wire: its version byte, then the envelope
-/// in that version (`v2::Envelope`: postcard of these fields but `version`).
+/// in that version (`v2::Envelope`, in versions 2 and 3: postcard of these fields but
+/// `version`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
     /// The wire version the envelope and its payload are written in: [`WIRE_VERSION`] for
@@ -156,8 +168,13 @@ impl Envelope {
         Envelope::seal_in(WIRE_VERSION, node_id, message)
     }
 
-    /// As [`Envelope::seal`], in wire `version`.
-    fn seal_in<M: Message>(version: u8, node_id: &str, message: &M) -> Result<Envelope, WireError> {
+    /// As [`Envelope::seal`], in wire `version` (one of `SUPPORTED_WIRE_VERSIONS`): what a
+    /// peer reads, as `wire::version_for` picks it.
+    pub fn seal_in<M: Message>(
+        version: u8,
+        node_id: &str,
+        message: &M,
+    ) -> Result<Envelope, WireError> {
         check_name(M::KIND, "node id", node_id)?;
         message.check()?;
         if let Some(inner) = message.node_id() {
@@ -219,8 +236,8 @@ impl Envelope {
             source,
         };
         let bytes = match self.version {
-            v2::VERSION => {
-                v2::to_bytes_after(vec![v2::VERSION], &v2::Envelope::from(self)).map_err(failed)?
+            v2::VERSION | v3::VERSION => {
+                v2::to_bytes_after(vec![self.version], &v2::Envelope::from(self)).map_err(failed)?
             }
             seen => return Err(WireError::unsupported(seen)),
         };
@@ -257,9 +274,12 @@ impl Envelope {
         }
         let part = Part::Envelope;
         let envelope = match version {
-            v2::VERSION => v2::from_bytes::<v2::Envelope>(rest)
-                .map_err(|e| WireError::from_v2(part, e))?
-                .into_domain(),
+            v2::VERSION | v3::VERSION => Envelope {
+                version,
+                ..v2::from_bytes::<v2::Envelope>(rest)
+                    .map_err(|e| WireError::from_v2(part, e))?
+                    .into_domain()
+            },
             seen => return Err(WireError::unsupported(seen)),
         };
         if envelope.kind != expected {
@@ -327,6 +347,16 @@ pub fn encode<M: Message>(
     limits: &Limits,
 ) -> Result<Vec<u8>, WireError> {
     Envelope::seal(node_id, message)?.encode(limits)
+}
+
+/// As [`encode`], in wire `version`: to a peer that reads it (see `wire::version_for`).
+pub fn encode_in<M: Message>(
+    version: u8,
+    node_id: &str,
+    message: &M,
+    limits: &Limits,
+) -> Result<Vec<u8>, WireError> {
+    Envelope::seal_in(version, node_id, message)?.encode(limits)
 }
 
 /// Decodes untrusted bytes into a checked message of type `M` and the envelope it came in

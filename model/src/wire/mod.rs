@@ -3,8 +3,8 @@
 //!
 //! # On the wire
 //!
-//! Every MQTT payload is one byte, its wire version ([`WIRE_VERSION`] for what this build
-//! sends), followed by the postcard encoding of that version's [`Envelope`]. The envelope
+//! Every MQTT payload is one byte, its wire version (one of [`SUPPORTED_WIRE_VERSIONS`]: see
+//! *Mixed versions* below), followed by the postcard encoding of that version's [`Envelope`]. The envelope
 //! names the [`MessageKind`], the node the message is for or from, a generation number, the
 //! message itself in the same version, and an optional signature over
 //! [`Envelope::signed_bytes`].
@@ -16,6 +16,27 @@
 //! hub   --[RpcRequest]---->  {prefix}/node/{id}/rpc/req
 //! agent --[RpcResponse]--->  {prefix}/node/{id}/rpc/resp
 //! ```
+//!
+//! # Mixed versions
+//!
+//! A fleet runs several releases at once, for weeks. Each build reads and writes two wire
+//! versions, [`WIRE_VERSION`] and the one before, so the hub and the agents can be upgraded in
+//! any order, one at a time. Who writes which:
+//!
+//! - **The agent announces** the versions it reads in its presence (`NodeFacts::wire_versions`),
+//!   and writes presence (and its last will) in [`OLDEST_WIRE_VERSION`], since it cannot know
+//!   yet what the hub reads. Version 2 has no field for the list, so there it travels as the
+//!   label [`WIRE_VERSIONS_LABEL`] (`2.3`), which a hub of release 0.1.0 keeps as a label and
+//!   a newer hub takes out of the labels.
+//! - **The hub writes each node** desired states and rpc requests in [`version_for`] what the
+//!   node announced: the newest both read. An agent that announced nothing is of release
+//!   0.1.0 and reads version 2. A node that reads none of the hub's versions gets nothing, and
+//!   the hub says which to upgrade. A node that starts reading a newer version keeps its
+//!   published state until something changes (nothing is republished for an upgrade); one
+//!   that no longer reads the version its state is in gets it again in one it reads.
+//! - **The agent answers in the hub's version**: statuses and rpc responses follow the version
+//!   of the hub's newest verified desired state or request (a hub writes only what it reads),
+//!   and [`OLDEST_WIRE_VERSION`] until one arrives.
 //!
 //! # Invariants
 //!
@@ -78,9 +99,12 @@ pub mod signing;
 mod status;
 pub mod stored;
 mod v2;
+mod v3;
 
 pub use desired::{DesiredState, DesiredWorkload, MAX_SIGNING_KEYS};
-pub use envelope::{decode, encode, Envelope, Message, MessageKind, MAX_SIGNATURE_BYTES};
+pub use envelope::{
+    decode, encode, encode_in, Envelope, Message, MessageKind, MAX_SIGNATURE_BYTES,
+};
 pub use presence::Presence;
 pub use rpc::{ImageSummary, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody};
 pub use status::{
@@ -88,22 +112,118 @@ pub use status::{
     Severity, WorkloadStatus,
 };
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::manifest::names::check_dns_label;
 
-/// The wire version this build writes: the first byte of every message it sends. Release
-/// 0.1.0 wrote version 2.
-pub const WIRE_VERSION: u8 = 2;
+/// The newest wire version this build writes, to peers that read it (see [`version_for`]).
+/// Release 0.1.0 wrote version 2; version 3 adds the agent's wire versions to node facts.
+pub const WIRE_VERSION: u8 = 3;
 
-/// The wire versions this build reads, oldest first: [`WIRE_VERSION`] and, once there is
-/// one, the version before it.
-pub const SUPPORTED_WIRE_VERSIONS: &[u8] = &[2];
+/// The wire versions this build reads and writes, oldest first: [`WIRE_VERSION`] and the
+/// version before it, so that either side of a link can be upgraded first.
+pub const SUPPORTED_WIRE_VERSIONS: &[u8] = &[2, 3];
+
+/// The oldest wire version this build writes: what it sends before it knows what its peer
+/// reads (the agent's presence, its first statuses).
+pub const OLDEST_WIRE_VERSION: u8 = SUPPORTED_WIRE_VERSIONS[0];
+
+/// The wire versions a peer that announced none reads: release 0.1.0 read version 2 only.
+pub const UNANNOUNCED_WIRE_VERSIONS: &[u8] = &[2];
+
+/// The label that carries an agent's wire versions in version 2, which has no field for them
+/// (version 3 has: `NodeFacts::wire_versions`). Its value is the versions joined by dots, oldest
+/// first (`2.3`). A hub of release 0.1.0 shows it as one more label; a newer one takes it out
+/// of the labels when it reads the facts, so selectors never see it.
+pub const WIRE_VERSIONS_LABEL: &str = "shoal.dev/wire-versions";
+
+/// The wire version to write to a peer that reads `theirs` (an agent's announced
+/// `NodeFacts::wire_versions`, empty for release 0.1.0): the newest version both sides speak.
+/// `None` when they share none; the caller says which side to upgrade.
+pub fn version_for(theirs: &[u8]) -> Option<u8> {
+    let theirs = if theirs.is_empty() {
+        UNANNOUNCED_WIRE_VERSIONS
+    } else {
+        theirs
+    };
+    SUPPORTED_WIRE_VERSIONS
+        .iter()
+        .rev()
+        .find(|v| theirs.contains(v))
+        .copied()
+}
+
+/// Announced wire versions must be ascending, without duplicates, none 0 or 1 (there were
+/// never such versions on the wire), and few.
+pub(crate) fn check_wire_versions(versions: &[u8]) -> Result<(), String> {
+    const MAX_ANNOUNCED: usize = 16;
+    if versions.len() > MAX_ANNOUNCED {
+        return Err(format!(
+            "{} wire versions are announced, more than the {MAX_ANNOUNCED} allowed",
+            versions.len()
+        ));
+    }
+    if let Some(v) = versions.iter().find(|v| **v < 2) {
+        return Err(format!("wire version {v} never existed"));
+    }
+    if !versions.windows(2).all(|w| w[0] < w[1]) {
+        return Err(format!(
+            "the wire versions {} are not ascending and distinct",
+            list_versions(versions)
+        ));
+    }
+    Ok(())
+}
+
+/// `labels` with the wire versions as [`WIRE_VERSIONS_LABEL`] (version 2's node facts).
+pub(crate) fn wire_versions_into_labels(
+    labels: &BTreeMap<String, String>,
+    versions: &[u8],
+) -> BTreeMap<String, String> {
+    let mut labels = labels.clone();
+    labels.remove(WIRE_VERSIONS_LABEL);
+    if !versions.is_empty() {
+        let text: Vec<String> = versions.iter().map(u8::to_string).collect();
+        labels.insert(WIRE_VERSIONS_LABEL.to_string(), text.join("."));
+    }
+    labels
+}
+
+/// Takes [`WIRE_VERSIONS_LABEL`] out of version 2's labels: the labels left, and the versions
+/// (empty when the label is absent, as from release 0.1.0).
+pub(crate) fn wire_versions_from_labels(
+    mut labels: BTreeMap<String, String>,
+) -> Result<(BTreeMap<String, String>, Vec<u8>), String> {
+    let Some(text) = labels.remove(WIRE_VERSIONS_LABEL) else {
+        return Ok((labels, Vec::new()));
+    };
+    let bad = || {
+        format!(
+            "the label `{WIRE_VERSIONS_LABEL}` must list wire versions joined by dots (like \
+             `2.3`), not `{text}`"
+        )
+    };
+    let versions = text
+        .split('.')
+        .map(|part| part.parse::<u8>().map_err(|_| bad()))
+        .collect::<Result<Vec<u8>, String>>()?;
+    check_wire_versions(&versions).map_err(|e| format!("{}: {e}", bad()))?;
+    Ok((labels, versions))
+}
 
 /// The bytes one event adds to a status in [`WIRE_VERSION`] (the agent packs statuses under
 /// their size limit by it).
 pub fn status_event_len(event: &Event) -> usize {
     v2::encoded_len(&v2::Event::from(event))
+}
+
+/// `version 2`, `versions 2 and 3`.
+pub(crate) fn versions_phrase(versions: &[u8]) -> String {
+    match versions {
+        [one] => format!("version {one}"),
+        _ => format!("versions {}", list_versions(versions)),
+    }
 }
 
 /// `2`, `2 and 3`, `1, 2 and 3`.
@@ -174,9 +294,9 @@ pub enum WireError {
     #[error("the message is empty")]
     Empty,
     #[error(
-        "wire version {seen} is not supported: this build speaks version {}; \
+        "wire version {seen} is not supported: this build speaks {}; \
          upgrade whichever of the hub and the agent is older",
-        list_versions(supported)
+        versions_phrase(supported)
     )]
     UnsupportedVersion { seen: u8, supported: &'static [u8] },
     #[error("the {kind} message is {size} bytes, over the limit of {limit} bytes")]
@@ -324,13 +444,65 @@ mod tests {
     fn unsupported_version_names_the_version_seen_and_those_supported() {
         let text = WireError::unsupported(7).to_string();
         assert!(text.contains("version 7"), "{text}");
-        assert!(text.contains(&format!("version {WIRE_VERSION}")), "{text}");
+        let phrase = versions_phrase(SUPPORTED_WIRE_VERSIONS);
+        assert!(text.contains(&format!("speaks {phrase};")), "{text}");
         let text = WireError::UnsupportedVersion {
             seen: 4,
             supported: &[2, 3],
         }
         .to_string();
-        assert!(text.contains("speaks version 2 and 3;"), "{text}");
+        assert!(text.contains("speaks versions 2 and 3;"), "{text}");
+        let text = WireError::UnsupportedVersion {
+            seen: 4,
+            supported: &[2],
+        }
+        .to_string();
+        assert!(text.contains("speaks version 2;"), "{text}");
+    }
+
+    #[test]
+    fn each_peer_gets_the_newest_version_both_sides_read() {
+        let cases: [(&[u8], Option<u8>); 6] = [
+            (&[], Some(2)),
+            (&[2], Some(2)),
+            (&[2, 3], Some(3)),
+            (&[3, 4], Some(3)),
+            (&[4, 5], None),
+            (&[1], None),
+        ];
+        for (theirs, expected) in cases {
+            assert_eq!(version_for(theirs), expected, "{theirs:?}");
+        }
+        assert_eq!(version_for(SUPPORTED_WIRE_VERSIONS), Some(WIRE_VERSION));
+    }
+
+    #[test]
+    fn wire_versions_travel_in_a_version_2_label_and_come_out_of_the_labels() {
+        let labels: BTreeMap<String, String> = [("site".to_string(), "plant-1".to_string())].into();
+        let with = wire_versions_into_labels(&labels, &[2, 3]);
+        assert_eq!(
+            with.get(WIRE_VERSIONS_LABEL).map(String::as_str),
+            Some("2.3")
+        );
+        assert_eq!(
+            wire_versions_from_labels(with),
+            Ok((labels.clone(), vec![2, 3]))
+        );
+        assert_eq!(wire_versions_into_labels(&labels, &[]), labels);
+        assert_eq!(
+            wire_versions_from_labels(labels.clone()),
+            Ok((labels, Vec::new()))
+        );
+    }
+
+    #[test]
+    fn a_wire_versions_label_that_is_not_a_list_of_versions_is_refused_with_its_value() {
+        for text in ["", "2.", "x", "3.2", "2.2", "1.2", "2.300", "2-3"] {
+            let labels: BTreeMap<String, String> =
+                [(WIRE_VERSIONS_LABEL.to_string(), text.to_string())].into();
+            let error = wire_versions_from_labels(labels).expect_err(text);
+            assert!(error.contains(&format!("not `{text}`")), "{error}");
+        }
     }
 
     #[test]

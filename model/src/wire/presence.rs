@@ -1,7 +1,7 @@
 //! Presence: whether an agent is connected, and the facts placement needs about its node.
 
 use super::envelope::sealed::Sealed;
-use super::{check_name, v2, Message, MessageKind, WireError};
+use super::{check_name, v2, v3, Message, MessageKind, WireError, WIRE_VERSIONS_LABEL};
 use crate::manifest::names::{check_label_key, check_label_value};
 use crate::node::NodeFacts;
 
@@ -17,13 +17,23 @@ pub struct Presence {
 
 impl Sealed for Presence {
     type V2 = v2::Presence;
+    /// Version 3 gives the agent's wire versions a field of their own.
+    type V3 = v3::Presence;
+
+    fn to_v3(&self) -> v3::Presence {
+        self.into()
+    }
+
+    fn from_v3(frozen: v3::Presence) -> Result<Self, v2::Invalid> {
+        frozen.try_into()
+    }
 
     fn to_v2(&self) -> v2::Presence {
         self.into()
     }
 
     fn from_v2(frozen: v2::Presence) -> Result<Self, v2::Invalid> {
-        Ok(frozen.into())
+        frozen.try_into()
     }
 }
 
@@ -35,10 +45,19 @@ impl Message for Presence {
     }
 
     /// Labels are matched by node selectors and constraints, so they follow the manifest's
-    /// label rules.
+    /// label rules; [`WIRE_VERSIONS_LABEL`] is reserved (version 2 carries the wire versions
+    /// in it).
     fn check(&self) -> Result<(), WireError> {
         const KIND: MessageKind = MessageKind::Presence;
         check_name(KIND, "node id", &self.node_id)?;
+        let invalid = |reason| WireError::Invalid { kind: KIND, reason };
+        super::check_wire_versions(&self.facts.wire_versions).map_err(invalid)?;
+        if self.facts.labels.contains_key(WIRE_VERSIONS_LABEL) {
+            return Err(invalid(format!(
+                "the label `{WIRE_VERSIONS_LABEL}` is reserved: the agent announces its wire \
+                 versions itself"
+            )));
+        }
         for (key, value) in &self.facts.labels {
             check_label_key(key)
                 .and_then(|()| check_label_value(value))

@@ -142,6 +142,16 @@ pub struct ImageSummary {
 
 impl Sealed for RpcRequest {
     type V2 = v2::RpcRequest;
+    /// Unchanged in version 3.
+    type V3 = v2::RpcRequest;
+
+    fn to_v3(&self) -> v2::RpcRequest {
+        self.to_v2()
+    }
+
+    fn from_v3(frozen: v2::RpcRequest) -> Result<Self, v2::Invalid> {
+        Self::from_v2(frozen)
+    }
 
     fn to_v2(&self) -> v2::RpcRequest {
         self.into()
@@ -221,6 +231,16 @@ impl Message for RpcRequest {
 
 impl Sealed for RpcResponse {
     type V2 = v2::RpcResponse;
+    /// Unchanged in version 3.
+    type V3 = v2::RpcResponse;
+
+    fn to_v3(&self) -> v2::RpcResponse {
+        self.to_v2()
+    }
+
+    fn from_v3(frozen: v2::RpcResponse) -> Result<Self, v2::Invalid> {
+        Self::from_v2(frozen)
+    }
 
     fn to_v2(&self) -> v2::RpcResponse {
         self.into()

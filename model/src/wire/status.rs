@@ -264,6 +264,16 @@ pub(super) fn check_reported_by_agent(
 
 impl Sealed for NodeStatus {
     type V2 = v2::NodeStatus;
+    /// Unchanged in version 3.
+    type V3 = v2::NodeStatus;
+
+    fn to_v3(&self) -> v2::NodeStatus {
+        self.to_v2()
+    }
+
+    fn from_v3(frozen: v2::NodeStatus) -> Result<Self, v2::Invalid> {
+        Self::from_v2(frozen)
+    }
 
     fn to_v2(&self) -> v2::NodeStatus {
         self.into()

@@ -3,45 +3,50 @@
 //!
 //! A stored format is the postcard encoding of one wire version's frozen types, and has that
 //! version's number: format 2 is what release 0.1.0 wrote (the `v2` types), in every table.
+//! Each row kind is written in the newest format that changed its shape, so a release that
+//! changes one shape leaves every other row readable by the release before: today node facts
+//! are written in format 3 (they gained the agent's wire versions) and every other kind in
+//! format 2. Format 3 of an unchanged kind is its format 2, and reads as such.
 //! The databases keep the number beside the bytes (a `*_format` column that migrations added
 //! with `DEFAULT 2`, so every row 0.1.0 wrote reads as format 2); rows that are whole wire
 //! messages (the hub's published desired states, the agent's outbox) carry it as their first
 //! byte instead.
 //!
-//! | database | table.column                             | holds                   | format |
-//! |----------|------------------------------------------|-------------------------|--------|
-//! | hub      | `workloads.spec`, `workload_revisions.spec` | [`Workload`]          | `spec_format` |
-//! | hub      | `nodes.facts`                            | [`NodeFacts`]           | `facts_format` |
-//! | hub      | `node_status.payload`                    | [`NodeStatus`], no events | `payload_format` |
-//! | hub      | `events.payload`                         | [`Event`]               | `payload_format` |
-//! | hub      | `node_desired.payload`                   | the published envelope  | its first byte |
-//! | agent    | `desired_state.payload`                  | `[DesiredWorkload]`     | `payload_format` |
-//! | agent    | `outbox.payload`                         | the status envelope     | its first byte |
+//! | database | table.column                             | holds                   | format in | written | read |
+//! |----------|------------------------------------------|-------------------------|-----------|---------|------|
+//! | hub      | `workloads.spec`, `workload_revisions.spec` | [`Workload`]          | `spec_format` | 2 | 2, 3 |
+//! | hub      | `nodes.facts`                            | [`NodeFacts`]           | `facts_format` | 3 | 2, 3 |
+//! | hub      | `node_status.payload`                    | [`NodeStatus`], no events | `payload_format` | 2 | 2, 3 |
+//! | hub      | `events.payload`                         | [`Event`]               | `payload_format` | 2 | 2, 3 |
+//! | hub      | `node_desired.payload`                   | the published envelope  | its first byte | the node's wire version | 2, 3 |
+//! | agent    | `desired_state.payload`                  | `[DesiredWorkload]`     | `payload_format` | 2 | 2, 3 |
+//! | agent    | `outbox.payload`                         | the status envelope     | its first byte | the hub's wire version | 2, 3 |
 //!
-//! Rules: a store writes [`STORED_FORMAT`] and reads every format in [`READABLE_FORMATS`];
+//! Rules: a store writes each row kind in its format above (at most [`STORED_FORMAT`]) and
+//! reads every format in [`READABLE_FORMATS`];
 //! since a row can outlive many releases (a workload's old revisions), a format stays readable
 //! for as long as rows of it may exist, or a migration rewrites them first. A row in a format
 //! this build does not know was written by a newer release: the store refuses it with an error
 //! naming the table, the row and the format, and never drops it.
 
-use super::v2;
+use super::{v2, v3};
 use super::{DesiredWorkload, Event, NodeStatus};
 use crate::manifest::Workload;
 use crate::node::NodeFacts;
 
-/// The format this build writes to every stored row.
-pub const STORED_FORMAT: u8 = v2::VERSION;
+/// The newest format this build writes (node facts; see the table for every row kind).
+pub const STORED_FORMAT: u8 = v3::VERSION;
 
 /// The formats this build reads, oldest first.
-pub const READABLE_FORMATS: &[u8] = &[v2::VERSION];
+pub const READABLE_FORMATS: &[u8] = &[v2::VERSION, v3::VERSION];
 
 /// Why a stored row could not be read or written. The store adds which table and row.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error(
-        "it is in format {format}, which this release cannot read (it reads format {}): \
+        "it is in format {format}, which this release cannot read (it reads {}): \
          it was written by a newer release; upgrade",
-        super::list_versions(READABLE_FORMATS)
+        super::versions_phrase(READABLE_FORMATS).replace("version", "format")
     )]
     UnknownFormat { format: i64 },
     #[error("its format-{format} bytes do not decode ({source}): the row is damaged")]
@@ -70,54 +75,63 @@ pub struct Row {
     pub bytes: Vec<u8>,
 }
 
-fn write<T: serde::Serialize>(frozen: &T) -> Result<Row, RecordError> {
+/// A row in `format`: the bytes of `frozen`, that format's shape.
+fn write<T: serde::Serialize>(format: u8, frozen: &T) -> Result<Row, RecordError> {
     let bytes = v2::to_bytes(frozen).map_err(|source| RecordError::Encode { source })?;
-    Ok(Row {
-        format: v2::VERSION,
-        bytes,
-    })
+    Ok(Row { format, bytes })
 }
 
-/// Reads a row: `read_v2` converts the format-2 value.
+/// Reads exactly `bytes` as the frozen `T` of `format`, and converts it with `into_domain`.
+fn read_as<T: serde::de::DeserializeOwned, D>(
+    format: u8,
+    bytes: &[u8],
+    into_domain: impl FnOnce(T) -> Result<D, v2::Invalid>,
+) -> Result<D, RecordError> {
+    let frozen = v2::from_bytes::<T>(bytes).map_err(|e| match e {
+        v2::DecodeError::Malformed(source) => RecordError::Malformed { format, source },
+        v2::DecodeError::Trailing(count) => RecordError::TrailingBytes { format, count },
+    })?;
+    into_domain(frozen).map_err(|v2::Invalid(reason)| RecordError::Invalid { format, reason })
+}
+
+/// Reads a row of a kind whose shape is version 2's in formats 2 and 3: `read_v2` converts
+/// the frozen value.
 fn read<T: serde::de::DeserializeOwned, D>(
     format: i64,
     bytes: &[u8],
     read_v2: impl FnOnce(T) -> Result<D, v2::Invalid>,
 ) -> Result<D, RecordError> {
     match u8::try_from(format) {
-        Ok(v2::VERSION) => {
-            let format = v2::VERSION;
-            let frozen = v2::from_bytes::<T>(bytes).map_err(|e| match e {
-                v2::DecodeError::Malformed(source) => RecordError::Malformed { format, source },
-                v2::DecodeError::Trailing(count) => RecordError::TrailingBytes { format, count },
-            })?;
-            read_v2(frozen).map_err(|v2::Invalid(reason)| RecordError::Invalid { format, reason })
-        }
+        Ok(format @ (v2::VERSION | v3::VERSION)) => read_as(format, bytes, read_v2),
         _ => Err(RecordError::UnknownFormat { format }),
     }
 }
 
 /// A workload (hub: `workloads.spec`, `workload_revisions.spec`).
 pub fn write_workload(workload: &Workload) -> Result<Row, RecordError> {
-    write(&v2::Workload::from(workload))
+    write(v2::VERSION, &v2::Workload::from(workload))
 }
 
 pub fn read_workload(format: i64, bytes: &[u8]) -> Result<Workload, RecordError> {
     read(format, bytes, v2::Workload::try_into)
 }
 
-/// A node's facts (hub: `nodes.facts`).
+/// A node's facts (hub: `nodes.facts`), in format 3: the agent's wire versions included.
 pub fn write_facts(facts: &NodeFacts) -> Result<Row, RecordError> {
-    write(&v2::NodeFacts::from(facts))
+    write(v3::VERSION, &v3::NodeFacts::from(facts))
 }
 
 pub fn read_facts(format: i64, bytes: &[u8]) -> Result<NodeFacts, RecordError> {
-    read(format, bytes, |f: v2::NodeFacts| Ok(f.into()))
+    match u8::try_from(format) {
+        Ok(v2::VERSION) => read_as(v2::VERSION, bytes, v2::NodeFacts::try_into),
+        Ok(v3::VERSION) => read_as(v3::VERSION, bytes, v3::NodeFacts::try_into),
+        _ => Err(RecordError::UnknownFormat { format }),
+    }
 }
 
 /// One event (hub: `events.payload`).
 pub fn write_event(event: &Event) -> Result<Row, RecordError> {
-    write(&v2::Event::from(event))
+    write(v2::VERSION, &v2::Event::from(event))
 }
 
 pub fn read_event(format: i64, bytes: &[u8]) -> Result<Event, RecordError> {
@@ -126,7 +140,7 @@ pub fn read_event(format: i64, bytes: &[u8]) -> Result<Event, RecordError> {
 
 /// A node's newest status (hub: `node_status.payload`; stored without its events).
 pub fn write_status(status: &NodeStatus) -> Result<Row, RecordError> {
-    write(&v2::NodeStatus::from(status))
+    write(v2::VERSION, &v2::NodeStatus::from(status))
 }
 
 pub fn read_status(format: i64, bytes: &[u8]) -> Result<NodeStatus, RecordError> {
@@ -136,7 +150,7 @@ pub fn read_status(format: i64, bytes: &[u8]) -> Result<NodeStatus, RecordError>
 /// The workloads of an accepted desired state (agent: `desired_state.payload`).
 pub fn write_desired(workloads: &[DesiredWorkload]) -> Result<Row, RecordError> {
     let frozen: Vec<v2::DesiredWorkload> = workloads.iter().map(Into::into).collect();
-    write(&frozen)
+    write(v2::VERSION, &frozen)
 }
 
 pub fn read_desired(format: i64, bytes: &[u8]) -> Result<Vec<DesiredWorkload>, RecordError> {
@@ -153,8 +167,42 @@ mod tests {
         NodeFacts {
             arch: "arm64".into(),
             agent_version: "0.1.0".into(),
+            wire_versions: vec![2, 3],
             ..NodeFacts::default()
         }
+    }
+
+    #[test]
+    fn facts_are_written_in_format_3_and_format_2_rows_still_read_with_their_versions() {
+        let row = write_facts(&facts()).expect("encodes");
+        assert_eq!(row.format, 3);
+        // A format-2 row, as release 0.1.0 wrote it (no versions) and as a hub of this
+        // release would have had to (the versions in the label).
+        let old = v2::to_bytes(&v2::NodeFacts::from(&NodeFacts {
+            wire_versions: Vec::new(),
+            ..facts()
+        }))
+        .expect("encodes");
+        let read = read_facts(2, &old).expect("decodes");
+        assert_eq!(read.wire_versions, Vec::<u8>::new());
+        let labelled = v2::to_bytes(&v2::NodeFacts::from(&facts())).expect("encodes");
+        assert_eq!(read_facts(2, &labelled).expect("decodes"), facts());
+    }
+
+    #[test]
+    fn rows_of_kinds_unchanged_in_version_3_read_in_format_3_as_in_format_2() {
+        let event = Event {
+            sequence: 1,
+            at_ms: 1,
+            severity: super::super::Severity::Info,
+            reason: super::super::EventReason::Started,
+            workload: None,
+            container: None,
+            message: "started".into(),
+        };
+        let row = write_event(&event).expect("encodes");
+        assert_eq!(row.format, 2, "events did not change shape in version 3");
+        assert_eq!(read_event(3, &row.bytes).expect("reads"), event);
     }
 
     #[test]
@@ -169,7 +217,7 @@ mod tests {
     #[test]
     fn a_row_in_an_unknown_format_is_refused_with_its_format_and_what_to_do() {
         let row = write_facts(&facts()).expect("encodes");
-        for format in [0, 1, 3, 255, -1, i64::MAX] {
+        for format in [0, 1, 4, 255, -1, i64::MAX] {
             let error = read_facts(format, &row.bytes).expect_err("unknown format");
             let text = error.to_string();
             assert!(
@@ -187,15 +235,15 @@ mod tests {
         let mut longer = row.bytes.clone();
         longer.push(0);
         assert!(matches!(
-            read_facts(2, &longer),
+            read_facts(3, &longer),
             Err(RecordError::TrailingBytes {
-                format: 2,
+                format: 3,
                 count: 1
             })
         ));
         assert!(matches!(
-            read_facts(2, &row.bytes[..row.bytes.len() - 1]),
-            Err(RecordError::Malformed { format: 2, .. })
+            read_facts(3, &row.bytes[..row.bytes.len() - 1]),
+            Err(RecordError::Malformed { format: 3, .. })
         ));
     }
 

@@ -344,7 +344,7 @@ pub fn desired() -> DesiredState {
 /// and 64 bytes).
 pub fn signed_desired_bytes() -> Vec<u8> {
     let state = desired();
-    let mut envelope = Envelope::seal(NODE, &state).expect("the sample desired state seals");
+    let mut envelope = Envelope::seal_in(2, NODE, &state).expect("the sample desired state seals");
     let mut signature = vec![0x11; 8];
     signature.extend_from_slice(&[0x5a; 64]);
     envelope.signature = Some(signature);
@@ -366,6 +366,7 @@ pub fn facts() -> NodeFacts {
         },
         agent_version: "0.1.0".into(),
         labels: map(&[("role", "gateway"), ("shoal.dev/site", "plant-1")]),
+        wire_versions: Vec::new(),
     }
 }
 

@@ -75,6 +75,8 @@ fn a_snapshot_holds_every_table_a_decision_reads() {
                 generation: 3,
                 digest: "d3".into(),
                 signing_keys: vec!["k1".into(), "k2".into()],
+                // The first byte of the stored payload.
+                wire_version: 1,
             }
         )])
     );

@@ -308,7 +308,7 @@ impl From<&dn::NodeFacts> for NodeFacts {
                 pids: f.capacity.pids,
             },
             agent_version: f.agent_version.clone(),
-            labels: f.labels.clone(),
+            labels: dw::wire_versions_into_labels(&f.labels, &f.wire_versions),
         }
     }
 }
@@ -622,9 +622,14 @@ fn convert<V, D: From<V>>(items: Vec<V>) -> Vec<D> {
     items.into_iter().map(D::from).collect()
 }
 
-impl From<NodeFacts> for dn::NodeFacts {
-    fn from(f: NodeFacts) -> Self {
-        dn::NodeFacts {
+/// Version 2 has no field for the wire versions an agent reads: they travel as the label
+/// [`dw::WIRE_VERSIONS_LABEL`], which is taken out of the labels here.
+impl TryFrom<NodeFacts> for dn::NodeFacts {
+    type Error = Invalid;
+
+    fn try_from(f: NodeFacts) -> Result<Self, Invalid> {
+        let (labels, wire_versions) = dw::wire_versions_from_labels(f.labels).map_err(Invalid)?;
+        Ok(dn::NodeFacts {
             arch: f.arch,
             os: f.os,
             kernel: f.kernel,
@@ -635,8 +640,9 @@ impl From<NodeFacts> for dn::NodeFacts {
                 pids: f.capacity.pids,
             },
             agent_version: f.agent_version,
-            labels: f.labels,
-        }
+            labels,
+            wire_versions,
+        })
     }
 }
 
@@ -836,13 +842,15 @@ impl From<EventReason> for dw::EventReason {
     }
 }
 
-impl From<Presence> for dw::Presence {
-    fn from(p: Presence) -> Self {
-        dw::Presence {
+impl TryFrom<Presence> for dw::Presence {
+    type Error = Invalid;
+
+    fn try_from(p: Presence) -> Result<Self, Invalid> {
+        Ok(dw::Presence {
             node_id: p.node_id,
             online: p.online,
-            facts: p.facts.into(),
-        }
+            facts: p.facts.try_into()?,
+        })
     }
 }
 
