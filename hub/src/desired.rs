@@ -13,13 +13,32 @@ use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::{DesiredState, DesiredWorkload};
 
 use crate::scheduler::Placement;
-use crate::store::{Published, StoredWorkload};
+use crate::store::{Assignments, Published, Revisions, StoredWorkload};
 
 /// The workloads each node should run, in name order; every node in `nodes` has an entry.
+/// Each at its current revision (see [`per_node_given`] for rollouts).
 pub fn per_node(
     workloads: &[StoredWorkload],
     placement: &Placement,
     nodes: &[String],
+) -> BTreeMap<String, Vec<DesiredWorkload>> {
+    per_node_given(
+        workloads,
+        placement,
+        nodes,
+        &Assignments::new(),
+        &Revisions::new(),
+    )
+}
+
+/// As [`per_node`], each workload at the revision the node was given (`assigned`, whose
+/// older specs are in `revisions`), or at its current one when it was given none.
+pub fn per_node_given(
+    workloads: &[StoredWorkload],
+    placement: &Placement,
+    nodes: &[String],
+    assigned: &Assignments,
+    revisions: &Revisions,
 ) -> BTreeMap<String, Vec<DesiredWorkload>> {
     let mut out: BTreeMap<String, Vec<DesiredWorkload>> =
         nodes.iter().map(|n| (n.clone(), Vec::new())).collect();
@@ -30,12 +49,26 @@ pub fn per_node(
             continue;
         };
         for node in placed {
-            if let Some(list) = out.get_mut(node) {
-                list.push(DesiredWorkload {
+            let Some(list) = out.get_mut(node) else {
+                continue;
+            };
+            let name = &stored.workload.name;
+            let given = assigned
+                .get(name)
+                .and_then(|nodes| nodes.get(node))
+                .map(|a| a.revision)
+                .filter(|r| *r != stored.revision)
+                .and_then(|r| Some((r, revisions.get(&(name.clone(), r))?)));
+            list.push(match given {
+                Some((revision, workload)) => DesiredWorkload {
+                    workload: workload.clone(),
+                    revision,
+                },
+                None => DesiredWorkload {
                     workload: stored.workload.clone(),
                     revision: stored.revision,
-                });
-            }
+                },
+            });
         }
     }
     out

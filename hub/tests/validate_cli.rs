@@ -95,6 +95,7 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
             "describe",
             "delete",
             "logs",
+            "rollout",
             "node",
             "key",
             "broker-config",
@@ -111,7 +112,7 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
 }
 
 #[test]
-fn a_rollout_is_valid_but_validate_warns_on_stderr_that_it_is_not_enforced_yet() {
+fn a_rollout_is_valid_and_the_hub_does_not_warn_about_what_it_enforces() {
     let file = repo("manifests/mqtt-bridge.yaml");
     let out = shoal(&["validate", "-f", &file]);
     let (stdout, stderr) = (
@@ -123,14 +124,7 @@ fn a_rollout_is_valid_but_validate_warns_on_stderr_that_it_is_not_enforced_yet()
         stdout.ends_with("2 workloads valid in 1 file\n"),
         "{stdout}"
     );
-    assert_eq!(
-        stderr,
-        format!(
-            "warning: {file}:15:12: spec.rollout: workload `mqtt-bridge`: {}\n",
-            shoal_model::manifest::ROLLOUT_NOT_ENFORCED
-        ),
-        "one warning, for the one of its two workloads that sets a rollout"
-    );
+    assert_eq!(stderr, "", "the hub enforces rollouts: no warning");
 
     let out = shoal(&["validate", "-f", &repo("manifests/hello.yaml")]);
     assert_eq!(out.status.code(), Some(0));

@@ -386,3 +386,44 @@ mod tests {
         }
     }
 }
+
+/// `shoal rollout status W`: a workload's rollout and what each of its nodes was given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutInfo {
+    pub workload: String,
+    /// The revision being rolled out.
+    pub revision: u64,
+    /// The revision healthy everywhere before it, where a rollback goes.
+    pub stable: Option<u64>,
+    /// `progressing`, `complete`, `halted` or `rolled-back`.
+    pub state: String,
+    /// The state in words, with its reason.
+    pub reason: String,
+    /// Failed nodes when it halted or rolled back.
+    pub failed: u32,
+    pub started_ms: u64,
+    pub changed_ms: u64,
+    /// The rollout settings in force: `canary`, `maxUnavailable`, `healthyFor`, `autoRollback`.
+    pub canary: u32,
+    pub max_unavailable: String,
+    pub healthy_for_ms: u64,
+    pub auto_rollback: bool,
+    pub nodes: Vec<RolloutNode>,
+}
+
+/// One node of a rollout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutNode {
+    pub node: String,
+    /// The revision it was given.
+    pub revision: u64,
+    /// `updating`, `done`, or `failed: WHY`.
+    pub outcome: String,
+    /// When it was given the revision.
+    pub since_ms: u64,
+    /// Since when it reports the revision ready without a break.
+    pub ready_since_ms: Option<u64>,
+    /// When `outcome` last changed.
+    pub outcome_ms: u64,
+    pub online: bool,
+}

@@ -170,7 +170,7 @@ fn loading_a_folder_reads_yaml_files_only_and_reports_unreadable_ones() {
 }
 
 #[test]
-fn a_workload_that_sets_a_rollout_loads_with_a_warning_that_it_is_not_enforced() {
+fn a_workload_that_sets_a_rollout_loads_with_a_warning_that_only_the_hub_enforces_it() {
     let text = "\
 apiVersion: shoal/v1
 kind: Workload
@@ -190,7 +190,7 @@ spec:
         warnings,
         [format!(
             "web.yaml:5:12: spec.rollout: workload `web`: {}",
-            manifest::ROLLOUT_NOT_ENFORCED
+            manifest::ROLLOUT_LOCAL_ONLY
         )]
     );
     assert_eq!(
@@ -198,9 +198,12 @@ spec:
         format!("warning: {}\n", warnings[0])
     );
     assert!(
-        loaded.warning_report().contains("every node at once"),
+        loaded
+            .warning_report()
+            .contains("replaces the old one at once"),
         "the warning says what happens instead"
     );
+    assert_eq!(loaded.hub_warning_report(), "", "the hub enforces it");
 }
 
 #[test]

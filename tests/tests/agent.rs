@@ -328,7 +328,7 @@ fn apply_keeps_this_nodes_share_and_refuses_what_does_not_fit() {
 }
 
 #[test]
-fn apply_runs_a_workload_with_a_rollout_and_warns_that_the_rollout_is_not_enforced_yet() {
+fn apply_runs_a_workload_with_a_rollout_and_warns_that_only_the_hub_enforces_rollouts() {
     let agent = started("e2e-rollout", "");
     let staged = shell_workload("staged", "sleep 300", "  rollout: { canary: 1 }\n", "");
     let file = agent.root.join("staged.yaml");
@@ -345,7 +345,7 @@ fn apply_runs_a_workload_with_a_rollout_and_warns_that_the_rollout_is_not_enforc
         format!(
             "warning: {}:5:12: spec.rollout: workload `staged`: {}\n",
             file.display(),
-            shoal_model::manifest::ROLLOUT_NOT_ENFORCED
+            shoal_model::manifest::ROLLOUT_LOCAL_ONLY
         )
     );
     agent.wait_for("staged running", Duration::from_secs(20), |rows| {

@@ -77,11 +77,15 @@ fn only(pids: &BTreeMap<String, String>, workloads: &[&str]) -> BTreeMap<String,
         .collect()
 }
 
+/// A workload on every node (matching `selector`), each revision given to every node at
+/// once: these tests are about failures, not rollouts (`tests/rollout.rs` is).
 fn every(name: &str, selector: &str, script: &str) -> String {
     shell_workload(
         name,
         script,
-        &format!("  placement: {{ mode: every{selector} }}\n"),
+        &format!(
+            "  placement: {{ mode: every{selector} }}\n  rollout: {{ maxUnavailable: 100%, healthyFor: 0s }}\n"
+        ),
         "",
     )
 }

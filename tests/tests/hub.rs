@@ -121,7 +121,7 @@ fn apply_places_by_labels_updates_converge_logs_flow_and_delete_removes() {
 }
 
 #[test]
-fn apply_stores_a_workload_with_a_rollout_and_warns_that_the_rollout_is_not_enforced_yet() {
+fn apply_stores_a_workload_with_a_rollout_and_warns_about_nothing_the_hub_enforces() {
     let hub = Hub::start("rollout-warning");
     let staged = shell_workload(
         "staged",
@@ -149,15 +149,7 @@ fn apply_stores_a_workload_with_a_rollout_and_warns_that_the_rollout_is_not_enfo
             stdout.contains("workload/staged created") && stdout.contains("workload/plain created"),
             "{stdout}"
         );
-        assert_eq!(
-            stderr,
-            format!(
-                "warning: {}:5:12: spec.rollout: workload `staged`: {}\n",
-                dir.join("staged.yaml").display(),
-                shoal_model::manifest::ROLLOUT_NOT_ENFORCED
-            ),
-            "one warning, for the workload that sets a rollout"
-        );
+        assert_eq!(stderr, "", "the hub enforces rollouts: no warning");
     }
     assert!(hub.workload("staged").is_some());
 }

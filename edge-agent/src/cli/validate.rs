@@ -92,7 +92,7 @@ spec:
     }
 
     #[test]
-    fn a_rollout_is_valid_but_warned_about_on_stderr_as_not_enforced_yet() {
+    fn a_rollout_is_valid_but_warned_about_on_stderr_as_enforced_by_the_hub_only() {
         let with_rollout = VALID.replace(
             "spec:\n",
             "spec:\n  rollout: { maxUnavailable: 10%, canary: 1 }\n",
@@ -103,7 +103,7 @@ spec:
         assert!(
             err.starts_with("warning: ")
                 && err.contains("hello.yaml:6:12: spec.rollout: workload `hello`: ")
-                && err.contains(manifest::ROLLOUT_NOT_ENFORCED),
+                && err.contains(manifest::ROLLOUT_LOCAL_ONLY),
             "{err}"
         );
         let (_, _, err) = validate(&[("hello.yaml", VALID)]);

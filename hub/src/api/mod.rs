@@ -23,7 +23,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shoal_model::api::{
     ApiError, ApplyRequest, ApplyResponse, ChangeAction, Done, LabelRequest, MosquittoConfig,
-    NodeDetail, NodeInfo, WorkloadChange, WorkloadDetail, WorkloadInfo, MAX_REQUEST_BYTES,
+    NodeDetail, NodeInfo, RolloutInfo, WorkloadChange, WorkloadDetail, WorkloadInfo,
+    MAX_REQUEST_BYTES,
 };
 use shoal_model::manifest::names::{check_label_key, check_label_value};
 use shoal_model::manifest::Loaded;
@@ -67,6 +68,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         )
         .route("/v1/nodes/{name}/labels", post(label_node))
         .route("/v1/nodes/{name}/{action}", post(schedule_node))
+        .route("/v1/rollouts/{name}", get(rollout_status))
         .route("/v1/logs", get(logs))
         .route("/v1/broker-config/mosquitto", get(mosquitto))
         .route("/v1/keys", get(enroll::list_keys))
@@ -213,6 +215,19 @@ async fn describe_workload(
 ) -> Answer<WorkloadDetail> {
     match views::workload(&hub, &name)? {
         Some(detail) => Ok(Json(detail)),
+        None => Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("no workload `{name}` (`shoal get workloads` lists them)"),
+        )),
+    }
+}
+
+async fn rollout_status(
+    State(hub): State<Arc<Hub>>,
+    UrlPath(name): UrlPath<String>,
+) -> Answer<RolloutInfo> {
+    match views::rollout(&hub, &name)? {
+        Some(info) => Ok(Json(info)),
         None => Err(Failure::new(
             StatusCode::NOT_FOUND,
             format!("no workload `{name}` (`shoal get workloads` lists them)"),

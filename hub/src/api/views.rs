@@ -3,11 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use shoal_model::api::{EventInfo, Instance, NodeDetail, NodeInfo, WorkloadDetail, WorkloadInfo};
+use shoal_model::api::{
+    EventInfo, Instance, NodeDetail, NodeInfo, RolloutInfo, RolloutNode, WorkloadDetail,
+    WorkloadInfo,
+};
 use shoal_model::manifest::PlacementMode;
 use shoal_model::wire::{ContainerState, NodeStatus};
 
 use crate::context::Hub;
+use crate::control::rollout::{Rollout, State};
 use crate::scheduler::{Placement, Schedulable};
 use crate::store::{StoreError, StoredEvent, StoredNode, StoredWorkload};
 
@@ -223,4 +227,63 @@ fn events(stored: Vec<StoredEvent>) -> Vec<EventInfo> {
             event: e.event,
         })
         .collect()
+}
+
+/// `GET /v1/rollouts/W`: the workload's rollout and each node's part in it. `None`: no such
+/// workload. A workload the controller has not stepped yet shows no node.
+pub fn rollout(hub: &Hub, name: &str) -> Result<Option<RolloutInfo>, StoreError> {
+    let Some(stored) = hub.store.workload(name)? else {
+        return Ok(None);
+    };
+    let spec = stored.workload.spec.rollout;
+    let (rollout, assigned) = hub.store.rollout(name)?.unwrap_or_else(|| {
+        (
+            Rollout {
+                revision: stored.revision,
+                stable: None,
+                state: State::Progressing,
+                started_ms: stored.updated_ms,
+                changed_ms: stored.updated_ms,
+            },
+            BTreeMap::new(),
+        )
+    });
+    let online: BTreeMap<String, bool> = hub
+        .store
+        .nodes()?
+        .into_iter()
+        .map(|n| (n.name, n.online))
+        .collect();
+    let (state, failed) = match rollout.state {
+        State::Progressing => ("progressing", 0),
+        State::Complete => ("complete", 0),
+        State::Halted { failed } => ("halted", failed),
+        State::RolledBack { failed, .. } => ("rolled-back", failed),
+    };
+    Ok(Some(RolloutInfo {
+        workload: name.to_string(),
+        revision: rollout.revision,
+        stable: rollout.stable,
+        state: state.to_string(),
+        reason: rollout.state.to_string(),
+        failed,
+        started_ms: rollout.started_ms,
+        changed_ms: rollout.changed_ms,
+        canary: spec.canary,
+        max_unavailable: spec.max_unavailable.to_string(),
+        healthy_for_ms: u64::try_from(spec.healthy_for.as_millis()).unwrap_or(u64::MAX),
+        auto_rollback: spec.auto_rollback,
+        nodes: assigned
+            .into_iter()
+            .map(|(node, a)| RolloutNode {
+                online: online.get(&node).copied().unwrap_or(false),
+                node,
+                revision: a.revision,
+                outcome: a.outcome.to_string(),
+                since_ms: a.since_ms,
+                ready_since_ms: a.ready_since_ms,
+                outcome_ms: a.outcome_ms,
+            })
+            .collect(),
+    }))
 }

@@ -52,14 +52,14 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The warnings of the manifests the hub accepted (`spec.rollout`, not enforced yet), from the
+/// The warnings of the manifests the hub accepted that apply to the hub, from the
 /// same parser the hub validates them with.
 fn warnings(files: &[ManifestFile]) -> String {
     let mut loaded = manifest::Loaded::default();
     for file in files {
         loaded.add_text(std::path::Path::new(&file.name), &file.text);
     }
-    loaded.warning_report()
+    loaded.hub_warning_report()
 }
 
 /// Prints what applying the manifests would change; exits 1 when something would change, 0

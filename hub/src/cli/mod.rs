@@ -11,6 +11,7 @@ pub mod key;
 pub mod logs;
 pub mod node;
 pub mod output;
+pub mod rollout;
 mod serve;
 mod up;
 mod validate;
@@ -41,6 +42,7 @@ enum Command {
     Describe(describe::Args),
     Delete(delete::Args),
     Logs(logs::Args),
+    Rollout(rollout::Args),
     Node(node::Args),
     Key(key::Args),
     BrokerConfig(broker_config::Args),
@@ -65,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Describe(args) => describe::run(&args, &cli.hub),
         Command::Delete(args) => delete::run(&args, &cli.hub),
         Command::Logs(args) => logs::run(&args, &cli.hub),
+        Command::Rollout(args) => rollout::run(&args, &cli.hub),
         Command::Node(args) => node::run(&args, &cli.hub),
         Command::Key(args) => key::run(&args, &cli.hub),
         Command::BrokerConfig(args) => broker_config::run(&args, &cli.hub),

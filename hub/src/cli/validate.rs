@@ -8,7 +8,7 @@ use shoal_model::manifest;
 pub fn run(path: &Path) -> ExitCode {
     let loaded = manifest::load(path);
     if loaded.is_ok() {
-        eprint!("{}", loaded.warning_report());
+        eprint!("{}", loaded.hub_warning_report());
         print!("{}", loaded.report());
         ExitCode::SUCCESS
     } else {

@@ -49,6 +49,7 @@
 //! key nothing is signed, so no desired state is issued.
 
 pub mod plan;
+pub mod rollout;
 
 #[cfg(test)]
 mod tests;
@@ -59,7 +60,10 @@ use shoal_model::wire::{self, NodeStatus};
 
 use crate::desired;
 use crate::scheduler::{self, NodeView, Placement};
-use crate::store::{KeyState, Published, Snapshot, StoredKey, StoredNode, StoredWorkload};
+use crate::store::{
+    Assignments, KeyState, Published, Revisions, Snapshot, StoredKey, StoredNode, StoredWorkload,
+};
+use rollout::Rollout;
 
 pub use plan::{DesiredReason, KeyPlan, NodePlan, Plan, Republish, Rotation, Unreadable};
 
@@ -81,6 +85,12 @@ pub struct Fleet {
     /// The generation of the desired state the broker retains per node (absent: none), when
     /// known; `None`: not compared.
     pub retained: Option<BTreeMap<String, u64>>,
+    /// What each node was given of each workload.
+    pub assigned: Assignments,
+    /// Every workload's rollout.
+    pub rollouts: BTreeMap<String, Rollout>,
+    /// The specs of older revisions that nodes run or a rollout would go back to.
+    pub revisions: Revisions,
 }
 
 impl Fleet {
@@ -92,6 +102,9 @@ impl Fleet {
             published,
             statuses,
             keys,
+            assigned,
+            rollouts,
+            revisions,
         } = snapshot;
         Fleet {
             workloads,
@@ -101,6 +114,9 @@ impl Fleet {
             statuses,
             keys,
             retained,
+            assigned,
+            rollouts,
+            revisions,
         }
     }
 
@@ -130,6 +146,7 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
     let specs: Vec<_> = fleet.workloads.iter().map(|w| w.workload.clone()).collect();
     let placement = scheduler::schedule(&specs, &views, &fleet.placement, now_ms);
     let keys = KeyPlan::new(&fleet.keys, rotation(fleet));
+    let rolled = roll(fleet, &placement.placement, &nodes, now_ms);
     let mut plan = Plan {
         placement_changed: placement.placement != fleet.placement,
         placement,
@@ -137,6 +154,10 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
         republish: Vec::new(),
         unreadable: Vec::new(),
         keys,
+        rollouts_changed: rolled.assigned != fleet.assigned || rolled.rollouts != fleet.rollouts,
+        assigned: rolled.assigned,
+        rollouts: rolled.rollouts,
+        wake_ms: rolled.wake_ms,
     };
     if plan.keys.signer.is_none() {
         return plan;
@@ -148,7 +169,13 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
         .iter()
         .map(|k| k.id().to_string())
         .collect();
-    let lists = desired::per_node(&fleet.workloads, &plan.placement.placement, &names);
+    let lists = desired::per_node_given(
+        &fleet.workloads,
+        &plan.placement.placement,
+        &names,
+        &plan.assigned,
+        &fleet.revisions,
+    );
     for (node, list) in lists {
         let previous = fleet.published.get(&node);
         let announced = nodes
@@ -216,6 +243,72 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
         }
     }
     plan
+}
+
+/// Every workload's rollout step.
+struct Rolled {
+    assigned: Assignments,
+    rollouts: BTreeMap<String, Rollout>,
+    wake_ms: Option<u64>,
+}
+
+fn roll(
+    fleet: &Fleet,
+    placement: &Placement,
+    nodes: &BTreeMap<&str, &StoredNode>,
+    now_ms: u64,
+) -> Rolled {
+    let online: BTreeSet<String> = nodes
+        .values()
+        .filter(|n| n.online)
+        .map(|n| n.name.clone())
+        .collect();
+    let seen: BTreeMap<String, u64> = nodes
+        .values()
+        .filter_map(|n| Some((n.name.clone(), n.last_seen_ms?)))
+        .collect();
+    let none = BTreeMap::new();
+    let mut rolled = Rolled {
+        assigned: Assignments::new(),
+        rollouts: BTreeMap::new(),
+        wake_ms: None,
+    };
+    let mut workloads: Vec<&StoredWorkload> = fleet.workloads.iter().collect();
+    workloads.sort_by(|a, b| a.workload.name.cmp(&b.workload.name));
+    workloads.dedup_by(|a, b| a.workload.name == b.workload.name);
+    for stored in workloads {
+        let name = &stored.workload.name;
+        let empty = BTreeSet::new();
+        let targets = placement.get(name).unwrap_or(&empty);
+        let reports: BTreeMap<String, &shoal_model::wire::WorkloadStatus> = targets
+            .iter()
+            .filter_map(|node| {
+                let status = fleet.statuses.get(node)?;
+                let report = status.workloads.iter().find(|w| &w.name == name)?;
+                Some((node.clone(), report))
+            })
+            .collect();
+        let step = rollout::step(rollout::Input {
+            workload: &stored.workload,
+            revision: stored.revision,
+            targets,
+            online: &online,
+            seen: &seen,
+            assigned: fleet.assigned.get(name).unwrap_or(&none),
+            rollout: fleet.rollouts.get(name),
+            reports: &reports,
+            now_ms,
+        });
+        if !step.assigned.is_empty() {
+            rolled.assigned.insert(name.clone(), step.assigned);
+        }
+        rolled.rollouts.insert(name.clone(), step.rollout);
+        rolled.wake_ms = match (rolled.wake_ms, step.wake_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    rolled
 }
 
 /// Where a rotation stands: which enrolled nodes have the active and the next key.

@@ -1,13 +1,15 @@
 //! What one pass decided, and why, as data. A dashboard, a metric or a rollout branches on
 //! these enums; the `Display` impls are their wording for logs and the CLI, used at the edge.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::{DesiredState, SUPPORTED_WIRE_VERSIONS};
 
+use super::rollout::Rollout;
 use crate::scheduler::Decision;
-use crate::store::{KeyState, StoredKey};
+use crate::store::{Assignments, KeyState, StoredKey};
 
 /// Everything one pass decided: what to store, sign and publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +25,14 @@ pub struct Plan {
     /// Nodes that read none of the wire versions this hub writes: they get nothing.
     pub unreadable: Vec<Unreadable>,
     pub keys: KeyPlan,
+    /// What each node is given of each workload now (`control::rollout`).
+    pub assigned: Assignments,
+    /// Every workload's rollout now.
+    pub rollouts: BTreeMap<String, Rollout>,
+    /// Whether `assigned` or `rollouts` differ from the stored ones (then they are stored).
+    pub rollouts_changed: bool,
+    /// When the next pass is due with no report: a rollout gate opens, or a deadline passes.
+    pub wake_ms: Option<u64>,
 }
 
 impl Plan {
@@ -37,6 +47,7 @@ impl Plan {
     /// Whether the plan changes nothing: no write, no message.
     pub fn is_settled(&self) -> bool {
         !self.placement_changed
+            && !self.rollouts_changed
             && self.desired.is_empty()
             && self.republish.is_empty()
             && self.promote().is_none()

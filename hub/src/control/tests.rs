@@ -22,8 +22,19 @@ const NOW: u64 = 100 * DAY;
 
 /// A workload at `revision`: its `placement` and its container's `resources` as flow mappings.
 fn workload(name: &str, revision: u64, placement: &str, resources: &str) -> StoredWorkload {
+    rolled_out(name, revision, placement, resources, "{}")
+}
+
+/// As [`workload`], with its `spec.rollout` as a flow mapping.
+fn rolled_out(
+    name: &str,
+    revision: u64,
+    placement: &str,
+    resources: &str,
+    rollout: &str,
+) -> StoredWorkload {
     let text = format!(
-        "apiVersion: shoal/v1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec:\n  placement: {placement}\n  containers: [{{ name: c, image: busybox, resources: {resources}, env: {{ REVISION: \"{revision}\" }} }}]\n"
+        "apiVersion: shoal/v1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec:\n  placement: {placement}\n  rollout: {rollout}\n  containers: [{{ name: c, image: busybox, resources: {resources}, env: {{ REVISION: \"{revision}\" }} }}]\n"
     );
     let (mut loaded, diagnostics) = parse_manifest(Path::new("row.yaml"), &text);
     assert!(diagnostics.is_empty(), "{text}\n{diagnostics:?}");
@@ -33,6 +44,11 @@ fn workload(name: &str, revision: u64, placement: &str, resources: &str) -> Stor
         created_ms: 0,
         updated_ms: 0,
     }
+}
+
+/// A revision every node gets at once (`maxUnavailable: 100%`).
+fn at_once(name: &str, revision: u64, placement: &str) -> StoredWorkload {
+    rolled_out(name, revision, placement, "{}", "{ maxUnavailable: 100% }")
 }
 
 fn w(name: &str, placement: &str) -> StoredWorkload {
@@ -145,6 +161,15 @@ fn fleet(workloads: Vec<StoredWorkload>, nodes: Vec<StoredNode>) -> Fleet {
 fn after(fleet: &Fleet, plan: &Plan) -> Fleet {
     let mut next = fleet.clone();
     next.placement = plan.placement.placement.clone();
+    next.assigned = plan.assigned.clone();
+    next.rollouts = plan.rollouts.clone();
+    // The store keeps every revision applied; the snapshot reads those nodes were given.
+    for stored in &fleet.workloads {
+        next.revisions.insert(
+            (stored.workload.name.clone(), stored.revision),
+            stored.workload.clone(),
+        );
+    }
     for desired in &plan.desired {
         next.published.insert(
             desired.state.node_id.clone(),
@@ -438,7 +463,7 @@ fn a_restarted_hub_republishes_only_what_the_broker_lost_at_the_same_generation(
         vec![w("reader", "{ mode: every }")],
         vec![node("a"), node("b"), node("c"), node("d")],
     ));
-    fleet.workloads[0] = workload("reader", 2, "{ mode: every }", "{}");
+    fleet.workloads[0] = at_once("reader", 2, "{ mode: every }");
     let mut fleet = settled(fleet);
     let generation = fleet.published["a"].generation;
     assert_eq!(generation, 2);
@@ -464,7 +489,7 @@ fn a_restarted_hub_with_a_changed_workload_issues_a_new_generation_instead_of_re
     ));
     let generation = fleet.published["a"].generation;
     fleet.retained = Some(BTreeMap::new());
-    fleet.workloads[0] = workload("reader", 2, "{ mode: every }", "{}");
+    fleet.workloads[0] = at_once("reader", 2, "{ mode: every }");
     check(Case {
         fleet,
         placed: &[("reader", &["a", "b"])],
@@ -911,4 +936,274 @@ fn reasons_read_as_operators_expect() {
     for (shown, expected) in rows {
         assert_eq!(shown, expected);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// rollouts
+
+use rollout::{Failure, Outcome, State};
+use shoal_model::wire::{ContainerState, ContainerStatus, ExitInfo, Health, WorkloadStatus};
+
+/// How the nodes run what they were given, in [`run_rollout`].
+#[derive(Clone, Copy, PartialEq)]
+enum Runs {
+    /// Running, and healthy.
+    Well,
+    /// Exits with status 1 at once.
+    Crashing,
+    /// Reports nothing at all.
+    Silent,
+}
+
+fn container(state: ContainerState, health: Health, exit: Option<i32>) -> ContainerStatus {
+    ContainerStatus {
+        name: "c".into(),
+        state,
+        health,
+        restarts: 0,
+        last_exit: exit.map(|code| ExitInfo {
+            code: Some(code),
+            signal: None,
+            oom_killed: false,
+            at_ms: NOW,
+        }),
+        oom_kills: 0,
+        started_at_ms: Some(NOW),
+        pid: Some(1),
+        memory_bytes: None,
+        cpu_usage_ns: None,
+        message: None,
+    }
+}
+
+/// What `node` reports of each workload it was given, running as `runs(revision)` says.
+fn report_given(fleet: &Fleet, node: &str, runs: &dyn Fn(&str, u64) -> Runs) -> Option<NodeStatus> {
+    let mut workloads = Vec::new();
+    for (workload, nodes) in &fleet.assigned {
+        let Some(a) = nodes.get(node) else { continue };
+        let state = match runs(node, a.revision) {
+            Runs::Well => container(ContainerState::Running, Health::Unknown, None),
+            Runs::Crashing => container(ContainerState::Exited, Health::Unknown, Some(1)),
+            Runs::Silent => return None,
+        };
+        workloads.push(WorkloadStatus {
+            name: workload.clone(),
+            revision: a.revision,
+            containers: vec![state],
+        });
+    }
+    Some(NodeStatus {
+        workloads,
+        ..status(node, 0)
+    })
+}
+
+/// Runs passes a second apart from `start`, every node reporting what it was given after
+/// each, until nothing changes or `passes` ran. Returns the fleet and, per pass, the nodes
+/// updating to `revision` (given it, not yet done or failed).
+fn run_rollout(
+    mut fleet: Fleet,
+    start: u64,
+    passes: usize,
+    revision: u64,
+    runs: &dyn Fn(&str, u64) -> Runs,
+) -> (Fleet, Vec<Vec<String>>) {
+    let mut history = Vec::new();
+    for i in 0..passes {
+        let now = start + 1_000 * i as u64;
+        let plan = decide(&fleet, now);
+        fleet = after(&fleet, &plan);
+        let names: Vec<String> = fleet.nodes.iter().map(|n| n.name.clone()).collect();
+        for node in names {
+            if !fleet.nodes.iter().any(|n| n.name == node && n.online) {
+                continue;
+            }
+            if let Some(status) = report_given(&fleet, &node, runs) {
+                fleet.statuses.insert(node, status);
+            }
+        }
+        let updating: Vec<String> = fleet
+            .assigned
+            .values()
+            .flat_map(|nodes| nodes.iter())
+            .filter(|(_, a)| a.revision == revision && a.outcome == Outcome::Updating)
+            .map(|(n, _)| n.clone())
+            .collect();
+        history.push(updating);
+    }
+    (fleet, history)
+}
+
+fn six_nodes() -> Vec<StoredNode> {
+    ["a", "b", "c", "d", "e", "f"].map(node).to_vec()
+}
+
+const CANARY_WAVES: &str = "{ canary: 1, maxUnavailable: 2, healthyFor: 3s }";
+
+/// `app` at revision 1 done on every node of `nodes`, then revision 2 applied.
+fn revision_2_applied(nodes: Vec<StoredNode>, rollout: &str) -> Fleet {
+    let fleet = fleet(
+        vec![rolled_out("app", 1, "{ mode: every }", "{}", rollout)],
+        nodes,
+    );
+    let (mut fleet, _) = run_rollout(fleet, NOW, 10, 1, &|_, _| Runs::Well);
+    assert!(
+        fleet.assigned["app"]
+            .values()
+            .all(|a| a.revision == 1 && a.outcome == Outcome::Done),
+        "revision 1 everywhere: {:#?}",
+        fleet.assigned
+    );
+    assert_eq!(fleet.rollouts["app"].state, State::Complete);
+    fleet.workloads[0] = rolled_out("app", 2, "{ mode: every }", "{}", rollout);
+    fleet
+}
+
+#[test]
+fn a_new_workload_goes_to_every_node_at_once_there_is_nothing_to_keep() {
+    let fleet = fleet(
+        vec![rolled_out("app", 1, "{ mode: every }", "{}", CANARY_WAVES)],
+        six_nodes(),
+    );
+    let plan = decide(&fleet, NOW);
+    assert_eq!(plan.desired.len(), 6);
+    assert!(plan.assigned["app"].values().all(|a| a.revision == 1));
+}
+
+#[test]
+fn a_new_revision_goes_to_the_canary_alone_then_in_waves_of_max_unavailable() {
+    let fleet = revision_2_applied(six_nodes(), CANARY_WAVES);
+    let (fleet, history) = run_rollout(fleet, NOW + MIN, 40, 2, &|_, _| Runs::Well);
+    eprintln!("updating per pass: {history:?}");
+    // The canary alone until it has been healthy for 3 s, then never more than 2 at once.
+    let canary_passes = history
+        .iter()
+        .take_while(|u| u.len() <= 1 && !u.is_empty())
+        .count();
+    assert!(canary_passes >= 3, "{history:?}");
+    assert_eq!(
+        history[0],
+        vec!["a".to_string()],
+        "the canary is the first node by name"
+    );
+    assert!(history.iter().all(|u| u.len() <= 2), "{history:?}");
+    assert!(
+        history.iter().any(|u| u.len() == 2),
+        "waves of two: {history:?}"
+    );
+    assert!(
+        fleet.assigned["app"]
+            .values()
+            .all(|a| a.revision == 2 && a.outcome == Outcome::Done),
+        "{:#?}",
+        fleet.assigned
+    );
+    let rollout = &fleet.rollouts["app"];
+    assert_eq!((rollout.state, rollout.stable), (State::Complete, Some(1)));
+    // Settled: deciding again moves nothing.
+    let now = NOW + MIN + 41_000;
+    assert!(decide(&fleet, now).is_settled());
+}
+
+#[test]
+fn a_crashing_revision_halts_after_the_canary_and_the_canary_goes_back_to_the_stable_one() {
+    let fleet = revision_2_applied(six_nodes(), CANARY_WAVES);
+    let crashing = |_: &str, revision| {
+        if revision == 2 {
+            Runs::Crashing
+        } else {
+            Runs::Well
+        }
+    };
+    let (fleet, history) = run_rollout(fleet, NOW + MIN, 10, 2, &crashing);
+    assert_eq!(history[0], vec!["a".to_string()]);
+    assert!(history[1..].iter().all(Vec::is_empty), "{history:?}");
+    assert_eq!(
+        fleet.rollouts["app"].state,
+        State::RolledBack { failed: 1, to: 1 }
+    );
+    for (node, a) in &fleet.assigned["app"] {
+        assert_eq!(a.revision, 1, "{node} back on or still on revision 1");
+        if node != "a" {
+            assert_eq!(a.since_ms, NOW, "{node} was never touched");
+        }
+    }
+    // What the nodes are sent: revision 1 everywhere, settled.
+    let plan = decide(&fleet, NOW + 2 * MIN);
+    assert!(plan.is_settled(), "{plan:#?}");
+}
+
+#[test]
+fn without_auto_rollback_a_failing_revision_halts_and_the_nodes_keep_what_they_have() {
+    let rollout = "{ canary: 1, maxUnavailable: 2, healthyFor: 3s, autoRollback: false }";
+    let fleet = revision_2_applied(six_nodes(), rollout);
+    let crashing = |_: &str, revision| {
+        if revision == 2 {
+            Runs::Crashing
+        } else {
+            Runs::Well
+        }
+    };
+    let (fleet, _) = run_rollout(fleet, NOW + MIN, 10, 2, &crashing);
+    assert_eq!(fleet.rollouts["app"].state, State::Halted { failed: 1 });
+    let a = &fleet.assigned["app"]["a"];
+    assert_eq!(
+        (a.revision, a.outcome),
+        (2, Outcome::Failed(Failure::Crashed))
+    );
+    assert!(fleet.assigned["app"]
+        .iter()
+        .filter(|(n, _)| *n != "a")
+        .all(|(_, a)| a.revision == 1));
+}
+
+#[test]
+fn a_node_offline_before_its_wave_is_deferred_and_gets_the_revision_when_it_returns() {
+    let mut fleet = revision_2_applied(six_nodes(), CANARY_WAVES);
+    fleet.nodes[5].online = false; // f
+    let (mut fleet, _) = run_rollout(fleet, NOW + MIN, 40, 2, &|_, _| Runs::Well);
+    assert_eq!(fleet.rollouts["app"].state, State::Complete);
+    assert_eq!(fleet.assigned["app"]["f"].revision, 1, "deferred");
+    fleet.nodes[5].online = true;
+    let (fleet, _) = run_rollout(fleet, NOW + 2 * MIN, 5, 2, &|_, _| Runs::Well);
+    assert_eq!(fleet.assigned["app"]["f"].revision, 2, "given it on return");
+}
+
+#[test]
+fn a_node_silent_past_the_progress_deadline_fails_the_rollout() {
+    let fleet = revision_2_applied(six_nodes(), CANARY_WAVES);
+    let silent = |node: &str, revision| {
+        if node == "a" && revision == 2 {
+            Runs::Silent
+        } else {
+            Runs::Well
+        }
+    };
+    let (fleet, _) = run_rollout(fleet, NOW + MIN, 3, 2, &silent);
+    assert_eq!(
+        fleet.rollouts["app"].state,
+        State::Progressing,
+        "within the deadline"
+    );
+    let plan = decide(
+        &fleet,
+        NOW + MIN + rollout::PROGRESS_DEADLINE.as_millis() as u64,
+    );
+    assert_eq!(
+        plan.rollouts["app"].state,
+        State::RolledBack { failed: 1, to: 1 }
+    );
+    assert_eq!(
+        plan.assigned["app"]["a"].revision, 1,
+        "the silent canary is sent revision 1 again"
+    );
+}
+
+#[test]
+fn the_next_pass_is_due_when_a_canary_has_been_healthy_for_healthy_for() {
+    let fleet = revision_2_applied(six_nodes(), CANARY_WAVES);
+    let (fleet, _) = run_rollout(fleet, NOW + MIN, 2, 2, &|_, _| Runs::Well);
+    // The canary reported ready at the second pass (NOW + MIN + 1 s): its gate opens 3 s on.
+    let plan = decide(&fleet, NOW + MIN + 1_500);
+    assert_eq!(plan.wake_ms, Some(NOW + MIN + 1_000 + 3_000));
 }

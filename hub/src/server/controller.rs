@@ -63,9 +63,13 @@ pub async fn run<P: Publish + 'static>(hub: Arc<Hub>, publisher: P) {
     );
     loop {
         let started = Instant::now();
+        let mut gate = None;
         match pass(&hub.store, &hub.limits, &publisher, retained.clone()).await {
             Ok(plan) => {
                 retained = None;
+                gate = plan.wake_ms.map(|at| {
+                    started + Duration::from_millis(at.saturating_sub(wall_ms()).saturating_add(1))
+                });
                 *hub.decision.lock().unwrap_or_else(|p| p.into_inner()) = Some(plan.placement);
             }
             Err(error) => {
@@ -79,16 +83,19 @@ pub async fn run<P: Publish + 'static>(hub: Arc<Hub>, publisher: P) {
                 );
             }
         }
-        pace(&hub.wake, started).await;
+        pace(&hub.wake, started, gate).await;
     }
 }
 
-/// Waits until the next pass is due, after a pass that started at `started` and just ended.
-pub async fn pace(wake: &Wake, started: Instant) {
+/// Waits until the next pass is due, after a pass that started at `started` and just ended;
+/// at the latest at `gate`, when the plan said a rollout gate opens or a deadline passes.
+pub async fn pace(wake: &Wake, started: Instant, gate: Option<Instant>) {
     let took = started.elapsed();
+    let period = Instant::now() + PERIOD;
+    let until = gate.map_or(period, |gate| gate.min(period));
     tokio::select! {
         () = wake.next_changed() => {}
-        () = tokio::time::sleep(PERIOD) => {}
+        () = tokio::time::sleep_until(until) => {}
         () = wake.next_reported() => {
             // Reports coalesce; a change cuts the wait short.
             let due = started + REPORTED_SPACING.max(took * REPORTED_SHARE);
@@ -160,6 +167,8 @@ fn prepare(
             placement: (&fleet.placement, &plan.placement.placement),
             desired: &signed,
             promote: plan.promote(),
+            assigned: (&fleet.assigned, &plan.assigned),
+            rollouts: (&fleet.rollouts, &plan.rollouts),
         },
         now_ms,
     )?;

@@ -13,6 +13,7 @@
 
 #[cfg(test)]
 mod released;
+mod rollouts;
 mod security;
 mod snapshot;
 #[cfg(test)]
@@ -31,6 +32,7 @@ use shoal_model::wire::{Event, EventReason, NodeStatus, Severity};
 use crate::admission::{self, Admission, Claim, Kept};
 use crate::scheduler::{Placement, Schedulable};
 
+pub use rollouts::{Assignments, Revisions};
 pub use security::{key_ring, signing_key, EnrollError, KeyState, StoredKey};
 pub use snapshot::{PlanWrite, Snapshot};
 
@@ -39,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_security.sql"),
     include_str!("migrations/0003_formats.sql"),
+    include_str!("migrations/0004_rollouts.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

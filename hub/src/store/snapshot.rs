@@ -8,10 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{params, Connection, TransactionBehavior};
 use shoal_model::wire::NodeStatus;
 
+use super::rollouts::{self, Assignments, Revisions};
 use super::{
     query, security, to_i64, to_u64, NodeDesired, Published, Store, StoreError, StoredKey,
     StoredNode, StoredWorkload,
 };
+use crate::control::rollout::Rollout;
 use crate::scheduler::Placement;
 
 /// What the store holds that decisions depend on, read in one transaction.
@@ -25,6 +27,12 @@ pub struct Snapshot {
     /// The newest status per node that reported one (without its events).
     pub statuses: BTreeMap<String, NodeStatus>,
     pub keys: Vec<StoredKey>,
+    /// What each node was given of each workload.
+    pub assigned: Assignments,
+    /// Every workload's rollout.
+    pub rollouts: BTreeMap<String, Rollout>,
+    /// The specs of older revisions that nodes run or a rollout would go back to.
+    pub revisions: Revisions,
 }
 
 /// What one pass of the controller stores, in one transaction.
@@ -36,6 +44,10 @@ pub struct PlanWrite<'a> {
     pub desired: &'a [NodeDesired],
     /// The id of the next signing key, to make active.
     pub promote: Option<&'a str>,
+    /// What each node was given, as read and as decided: only the difference is written.
+    pub assigned: (&'a Assignments, &'a Assignments),
+    /// The rollouts as read and as decided.
+    pub rollouts: (&'a BTreeMap<String, Rollout>, &'a BTreeMap<String, Rollout>),
 }
 
 impl Store {
@@ -51,6 +63,9 @@ impl Store {
             published: read_published(&tx)?,
             statuses: Self::read_statuses(&tx)?,
             keys: Self::read_signing_keys(&tx)?,
+            assigned: rollouts::read_assigned(&tx)?,
+            rollouts: rollouts::read_rollouts(&tx)?,
+            revisions: rollouts::read_revisions(&tx)?,
         };
         tx.commit().map_err(failed)?;
         Ok(snapshot)
@@ -99,6 +114,8 @@ impl Store {
         if let Some(next) = write.promote {
             security::promote(&tx, next, now_ms)?;
         }
+        rollouts::save_assigned(&tx, write.assigned.0, write.assigned.1)?;
+        rollouts::save_rollouts(&tx, write.rollouts.0, write.rollouts.1)?;
         tx.commit().map_err(failed)?;
         Ok(saved)
     }

@@ -78,9 +78,14 @@ pub struct Decoded {
     pub warnings: Vec<Problem>,
 }
 
-/// What a warning about `spec.rollout` says, until rollouts are enforced.
-pub const ROLLOUT_NOT_ENFORCED: &str = "rollout settings are not enforced yet: a new revision \
-     reaches every node at once, whatever maxUnavailable, canary, healthyFor and autoRollback say";
+/// What a warning about `spec.rollout` says where no hub rolls the workload out: the hub
+/// enforces rollouts (canary, waves, health gates, rollback), a device applying a manifest
+/// itself does not. The hub's `validate` and `apply` leave it out (see [`ROLLOUT_PATH`]).
+pub const ROLLOUT_LOCAL_ONLY: &str = "rollout settings take effect when the hub rolls a new \
+     revision out; applied on a device itself, a new revision replaces the old one at once";
+
+/// The field the rollout warning is about.
+pub const ROLLOUT_PATH: &str = "spec.rollout";
 
 /// Decodes one document into a workload, or returns every problem it has.
 pub fn decode_workload(root: &Node) -> Result<Decoded, Vec<Problem>> {
@@ -469,8 +474,8 @@ impl Decoder {
                 let workload = name.map_or_else(String::new, |name| format!("workload `{name}`: "));
                 self.warnings.push(Problem {
                     pos: n.pos,
-                    path: "spec.rollout".into(),
-                    message: format!("{workload}{ROLLOUT_NOT_ENFORCED}"),
+                    path: ROLLOUT_PATH.into(),
+                    message: format!("{workload}{ROLLOUT_LOCAL_ONLY}"),
                 });
                 self.rollout(n)
             }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use decode::{CAPABILITIES, MIN_MEMORY, ROLLOUT_NOT_ENFORCED};
+pub use decode::{CAPABILITIES, MIN_MEMORY, ROLLOUT_LOCAL_ONLY, ROLLOUT_PATH};
 pub use types::*;
 pub use yaml::Pos;
 
@@ -83,6 +83,15 @@ impl Loaded {
     /// when there is none.
     pub fn warning_report(&self) -> String {
         self.warnings().map(|w| format!("warning: {w}\n")).collect()
+    }
+
+    /// As [`Loaded::warning_report`], for the hub: without the warnings about what only a
+    /// device applying the manifest itself does not enforce (`spec.rollout`).
+    pub fn hub_warning_report(&self) -> String {
+        self.warnings()
+            .filter(|w| w.path != ROLLOUT_PATH)
+            .map(|w| format!("warning: {w}\n"))
+            .collect()
     }
 
     /// What `validate` prints: one summary line per workload and a count when all is valid

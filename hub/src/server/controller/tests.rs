@@ -217,7 +217,7 @@ where
         }
         started_at.push(at);
         tokio::time::sleep(Duration::from_millis(pass_ms)).await;
-        pace(&wake, started).await;
+        pace(&wake, started, None).await;
     }
     driver.abort();
     started_at

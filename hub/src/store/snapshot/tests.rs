@@ -32,6 +32,9 @@ fn desired(node: &str, generation: u64) -> NodeDesired {
     }
 }
 
+static NONE: Assignments = Assignments::new();
+static NO_ROLLOUTS: BTreeMap<String, crate::control::rollout::Rollout> = BTreeMap::new();
+
 #[test]
 fn a_snapshot_holds_every_table_a_decision_reads() {
     let (_dir, store) = store();
@@ -59,6 +62,8 @@ fn a_snapshot_holds_every_table_a_decision_reads() {
                 placement: (&before, &after),
                 desired: &[desired("a", 3)],
                 promote: None,
+                assigned: (&NONE, &NONE),
+                rollouts: (&NO_ROLLOUTS, &NO_ROLLOUTS),
             },
             5,
         )
@@ -100,6 +105,8 @@ fn a_saved_plan_changes_only_the_placement_rows_that_differ() {
                     placement: (before, after),
                     desired: &[],
                     promote: None,
+                    assigned: (&NONE, &NONE),
+                    rollouts: (&NO_ROLLOUTS, &NO_ROLLOUTS),
                 },
                 1,
             )
@@ -129,6 +136,8 @@ fn a_node_removed_after_the_snapshot_gets_no_desired_state() {
                 placement: (&none, &none),
                 desired: &[desired("a", 1), desired("b", 1)],
                 promote: None,
+                assigned: (&NONE, &NONE),
+                rollouts: (&NO_ROLLOUTS, &NO_ROLLOUTS),
             },
             1,
         )
@@ -158,6 +167,8 @@ fn a_plan_promotes_the_next_key_only_while_it_is_still_next() {
                     placement: (&none, &none),
                     desired: &[],
                     promote: Some(id),
+                    assigned: (&NONE, &NONE),
+                    rollouts: (&NO_ROLLOUTS, &NO_ROLLOUTS),
                 },
                 3,
             )

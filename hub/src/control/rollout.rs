@@ -1,0 +1,443 @@
+//! Rollouts: which revision of each workload each node is given, one step per pass.
+//!
+//! A workload's nodes do not all get a new revision at once. [`step`] decides, from what each
+//! node was given ([`Assigned`]), what it reports, and the workload's `spec.rollout`, which
+//! nodes get the new revision now, which are done, which failed, and whether the rollout
+//! goes on, halts or rolls back. Pure: the time is an argument, and every decision is data.
+//!
+//! # Rules
+//!
+//! - **Who has nothing to lose gets the new revision at once**: a node that runs no revision
+//!   of the workload yet, when there is no revision healthy everywhere to keep it on (a new
+//!   workload). Otherwise a node new to the workload gets the stable revision first and joins
+//!   the rollout like the others.
+//! - **Canary**: the first `canary` nodes (by name, online ones) get the new revision alone;
+//!   the waves start when every canary is done.
+//! - **Waves**: then at most `maxUnavailable` nodes (a count, or a percentage of the
+//!   workload's nodes rounded up; at least 1) are updating at once. A node *is updating* from
+//!   the moment it is given the revision until it is done or failed.
+//! - **Done**: the node reports every container of the new revision running, and healthy
+//!   where the container has a health check, without a break for `healthyFor`.
+//! - **Failed**: a container of the new revision failed to start, exited with an error,
+//!   restarted [`MAX_RESTARTS`] times, or became unhealthy; or the node was not done within
+//!   [`PROGRESS_DEADLINE`] of getting the revision (a node that went silent included).
+//! - **Deferred**: a node offline before its turn is skipped, and gets the revision when it
+//!   is back; it does not hold the rollout up.
+//! - **Halt**: at [`FAILURE_THRESHOLD`] failed nodes the rollout stops giving the revision to
+//!   anyone. With `autoRollback`, every node that got it goes back to the stable revision at
+//!   once, with no canary and no waves; without, they stay as they are.
+//! - **Stable**: the revision every node ran healthy before this rollout began: the previous
+//!   rollout's revision if it completed, or the stable revision before that.
+//! - A rollout that completed leaves the workload's nodes on its revision; a node that joins
+//!   later, or comes back, gets it directly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use shoal_model::manifest::Workload;
+use shoal_model::quantity::Amount;
+use shoal_model::wire::{ContainerState, Health, WorkloadStatus};
+
+/// Restarts of a new revision's container that fail its node.
+pub const MAX_RESTARTS: u32 = 3;
+/// How long a node has to become done with a new revision.
+pub const PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+/// Failed nodes that halt a rollout.
+pub const FAILURE_THRESHOLD: usize = 1;
+
+/// The revision of one workload a node was given, and how it is going there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assigned {
+    pub revision: u64,
+    /// Wall-clock ms when the node was given this revision.
+    pub since_ms: u64,
+    /// Since when the node has reported this revision ready without a break.
+    pub ready_since_ms: Option<u64>,
+    pub outcome: Outcome,
+    /// Wall-clock ms of the last change of `outcome`.
+    pub outcome_ms: u64,
+}
+
+/// Where a node is with the revision it was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Updating,
+    Done,
+    Failed(Failure),
+}
+
+/// Why a node failed a revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A container could not be started, or exited with an error.
+    Crashed,
+    /// A container restarted [`MAX_RESTARTS`] times.
+    Restarting,
+    /// A container's health check failed.
+    Unhealthy,
+    /// Not done within [`PROGRESS_DEADLINE`] (silent nodes included).
+    Deadline,
+}
+
+/// A workload's rollout: the revision it brings, and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rollout {
+    pub revision: u64,
+    /// The revision healthy everywhere before it: where a rollback goes.
+    pub stable: Option<u64>,
+    pub state: State,
+    pub started_ms: u64,
+    /// Wall-clock ms of the last change of `state`.
+    pub changed_ms: u64,
+}
+
+/// Where a rollout stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Progressing,
+    /// Every node that is online and placed runs the revision, done.
+    Complete,
+    /// Stopped at `failed` nodes; the nodes keep what they have.
+    Halted {
+        failed: u32,
+    },
+    /// Stopped at `failed` nodes; every node that got the revision went back to `to`.
+    RolledBack {
+        failed: u32,
+        to: u64,
+    },
+}
+
+impl State {
+    /// Whether the rollout gives its revision to no one any more.
+    pub fn stopped(self) -> bool {
+        matches!(self, State::Halted { .. } | State::RolledBack { .. })
+    }
+}
+
+/// What [`step`] reads for one workload.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    /// The workload at its current revision, the one being rolled out.
+    pub workload: &'a Workload,
+    pub revision: u64,
+    /// The nodes the workload is placed on.
+    pub targets: &'a BTreeSet<String>,
+    /// Which nodes are online (absent: offline).
+    pub online: &'a BTreeSet<String>,
+    /// When each node was last heard from (wall-clock ms; absent: never).
+    pub seen: &'a BTreeMap<String, u64>,
+    /// What each node was given, as stored.
+    pub assigned: &'a BTreeMap<String, Assigned>,
+    pub rollout: Option<&'a Rollout>,
+    /// Each node's newest report of this workload.
+    pub reports: &'a BTreeMap<String, &'a WorkloadStatus>,
+    pub now_ms: u64,
+}
+
+/// What [`step`] decided for one workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// What every target node is given now.
+    pub assigned: BTreeMap<String, Assigned>,
+    pub rollout: Rollout,
+    /// When a gate opens or a deadline passes with no report: the next pass is due then.
+    pub wake_ms: Option<u64>,
+}
+
+/// One step of `input`'s rollout. See the module documentation for the rules.
+pub fn step(input: Input<'_>) -> Step {
+    let now = input.now_ms;
+    let spec = &input.workload.spec.rollout;
+    let mut rollout = match input.rollout {
+        Some(r) if r.revision == input.revision => r.clone(),
+        previous => Rollout {
+            revision: input.revision,
+            stable: stable_before(previous, input.assigned, input.revision),
+            state: State::Progressing,
+            started_ms: now,
+            changed_ms: now,
+        },
+    };
+    let target = rollout.revision;
+    // A node new to the workload starts on the stable revision while the new one is not
+    // proven; on the new one when there is nothing to keep it on.
+    let entry = match (rollout.state, rollout.stable) {
+        (State::Complete, _) | (_, None) => target,
+        (_, Some(stable)) => stable,
+    };
+    let mut assigned: BTreeMap<String, Assigned> = BTreeMap::new();
+    for node in input.targets {
+        let mut a = input
+            .assigned
+            .get(node)
+            .cloned()
+            .unwrap_or_else(|| given(entry, now));
+        let report = input.reports.get(node).copied();
+        // A node offline since before it was given the revision has not received it: it is
+        // deferred, not failed.
+        let received = input.online.contains(node)
+            || input.seen.get(node).is_some_and(|seen| *seen >= a.since_ms);
+        observe(&mut a, input.workload, (target, received), report, now);
+        assigned.insert(node.clone(), a);
+    }
+
+    let on_target =
+        |a: &Assigned, outcome: fn(Outcome) -> bool| a.revision == target && outcome(a.outcome);
+    let failed = assigned
+        .values()
+        .filter(|a| on_target(a, |o| matches!(o, Outcome::Failed(_))))
+        .count();
+    if rollout.state == State::Progressing && failed >= FAILURE_THRESHOLD {
+        let failed = u32::try_from(failed).unwrap_or(u32::MAX);
+        rollout.state = match (spec.auto_rollback, rollout.stable) {
+            (true, Some(to)) => State::RolledBack { failed, to },
+            _ => State::Halted { failed },
+        };
+        rollout.changed_ms = now;
+    }
+
+    match rollout.state {
+        State::RolledBack { to, .. } => {
+            for a in assigned.values_mut().filter(|a| a.revision == target) {
+                *a = given(to, now);
+            }
+        }
+        State::Halted { .. } => {}
+        State::Complete => {
+            let online = |n: &String| input.online.contains(n);
+            for (_, a) in assigned
+                .iter_mut()
+                .filter(|(n, a)| a.revision != target && online(n))
+            {
+                *a = given(target, now);
+            }
+        }
+        State::Progressing => {
+            let total = input.targets.len();
+            let canaries = usize::try_from(spec.canary)
+                .unwrap_or(usize::MAX)
+                .min(total);
+            let done = assigned
+                .values()
+                .filter(|a| on_target(a, |o| o == Outcome::Done))
+                .count();
+            let updating = assigned
+                .values()
+                .filter(|a| on_target(a, |o| o == Outcome::Updating))
+                .count();
+            let limit = if done < canaries {
+                canaries - done
+            } else {
+                at_most(spec.max_unavailable, total)
+            };
+            let mut slots = limit.saturating_sub(updating);
+            for (node, a) in assigned.iter_mut() {
+                if slots == 0 {
+                    break;
+                }
+                if a.revision != target && input.online.contains(node) {
+                    *a = given(target, now);
+                    slots -= 1;
+                }
+            }
+            let all_done = assigned.iter().all(|(node, a)| {
+                (a.revision == target && a.outcome == Outcome::Done) || !input.online.contains(node)
+            });
+            if all_done {
+                rollout.state = State::Complete;
+                rollout.changed_ms = now;
+            }
+        }
+    }
+
+    let healthy_for = millis(spec.healthy_for);
+    let deadline = millis(PROGRESS_DEADLINE);
+    let wake_ms = assigned
+        .values()
+        .filter(|a| a.outcome == Outcome::Updating)
+        .flat_map(|a| {
+            let gate = a.ready_since_ms.map(|r| r.saturating_add(healthy_for));
+            [gate, Some(a.since_ms.saturating_add(deadline))]
+        })
+        .flatten()
+        .filter(|at| *at > now)
+        .min();
+    Step {
+        assigned,
+        rollout,
+        wake_ms,
+    }
+}
+
+/// A node given `revision` at `now_ms`.
+fn given(revision: u64, now_ms: u64) -> Assigned {
+    Assigned {
+        revision,
+        since_ms: now_ms,
+        ready_since_ms: None,
+        outcome: Outcome::Updating,
+        outcome_ms: now_ms,
+    }
+}
+
+/// The revision to roll back to when a rollout of `revision` starts after `previous`.
+fn stable_before(
+    previous: Option<&Rollout>,
+    assigned: &BTreeMap<String, Assigned>,
+    revision: u64,
+) -> Option<u64> {
+    match previous {
+        Some(p) if p.state == State::Complete => Some(p.revision),
+        Some(Rollout {
+            stable: Some(stable),
+            ..
+        }) => Some(*stable),
+        // No stable revision on record (the first revision's rollout, or a workload from
+        // before rollouts): the newest older revision some node is done with.
+        _ => assigned
+            .values()
+            .filter(|a| a.revision < revision && a.outcome == Outcome::Done)
+            .map(|a| a.revision)
+            .max(),
+    }
+}
+
+/// Updates what `a` shows from the node's `report`: ready since when, done, failed.
+fn observe(
+    a: &mut Assigned,
+    workload: &Workload,
+    (target, received): (u64, bool),
+    report: Option<&WorkloadStatus>,
+    now: u64,
+) {
+    let readiness = report
+        .filter(|r| r.revision == a.revision)
+        .map_or(Readiness::NotYet, |r| readiness(workload, r));
+    match readiness {
+        Readiness::Ready => {
+            a.ready_since_ms.get_or_insert(now);
+        }
+        Readiness::NotYet | Readiness::Failing(_) => a.ready_since_ms = None,
+    }
+    if a.outcome != Outcome::Updating {
+        return;
+    }
+    // Only the revision being rolled out can fail; any other a node is given (the stable one,
+    // on a rollback) is done once it runs.
+    let outcome = match readiness {
+        Readiness::Failing(failure) if a.revision == target => Some(Outcome::Failed(failure)),
+        Readiness::Ready
+            if a.revision != target
+                || a.ready_since_ms.is_some_and(|r| {
+                    now.saturating_sub(r) >= millis(workload.spec.rollout.healthy_for)
+                }) =>
+        {
+            Some(Outcome::Done)
+        }
+        _ if a.revision == target
+            && received
+            && now.saturating_sub(a.since_ms) >= millis(PROGRESS_DEADLINE) =>
+        {
+            Some(Outcome::Failed(Failure::Deadline))
+        }
+        _ => None,
+    };
+    if let Some(outcome) = outcome {
+        a.outcome = outcome;
+        a.outcome_ms = now;
+    }
+}
+
+/// What a node's report says of a revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// Every container running, and healthy where it has a health check.
+    Ready,
+    NotYet,
+    Failing(Failure),
+}
+
+/// Whether `report` (of `workload`'s revision) shows it ready, not yet, or failing.
+pub fn readiness(workload: &Workload, report: &WorkloadStatus) -> Readiness {
+    let containers = &workload.spec.containers;
+    let mut ready = report.containers.len() == containers.len();
+    for status in &report.containers {
+        let checked = containers
+            .iter()
+            .find(|c| c.name == status.name)
+            .is_some_and(|c| c.health.is_some());
+        let crashed = status.state == ContainerState::Failed
+            || (status.state == ContainerState::Exited
+                && status.last_exit.is_some_and(|e| e.code != Some(0)));
+        if crashed {
+            return Readiness::Failing(Failure::Crashed);
+        }
+        if status.restarts >= MAX_RESTARTS {
+            return Readiness::Failing(Failure::Restarting);
+        }
+        if status.health == Health::Unhealthy {
+            return Readiness::Failing(Failure::Unhealthy);
+        }
+        ready &= status.state == ContainerState::Running
+            && (!checked || status.health == Health::Healthy);
+    }
+    if ready {
+        Readiness::Ready
+    } else {
+        Readiness::NotYet
+    }
+}
+
+/// `amount` of `total` nodes, rounded up, at least 1.
+fn at_most(amount: Amount, total: usize) -> usize {
+    let n = match amount {
+        Amount::Count(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        Amount::Percent(p) => (total * usize::from(p)).div_ceil(100),
+    };
+    n.max(1)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Crashed => f.write_str("a container failed to start or exited with an error"),
+            Failure::Restarting => write!(f, "a container restarted {MAX_RESTARTS} times"),
+            Failure::Unhealthy => f.write_str("a container failed its health check"),
+            Failure::Deadline => write!(
+                f,
+                "not running and healthy within {}s of getting the revision",
+                PROGRESS_DEADLINE.as_secs()
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Updating => f.write_str("updating"),
+            Outcome::Done => f.write_str("done"),
+            Outcome::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::Progressing => f.write_str("progressing"),
+            State::Complete => f.write_str("complete"),
+            State::Halted { failed } => write!(f, "halted after {failed} failed node(s)"),
+            State::RolledBack { failed, to } => write!(
+                f,
+                "rolled back to revision {to} after {failed} failed node(s)"
+            ),
+        }
+    }
+}
