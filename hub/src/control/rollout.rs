@@ -368,9 +368,13 @@ pub fn readiness(workload: &Workload, report: &WorkloadStatus) -> Readiness {
             .iter()
             .find(|c| c.name == status.name)
             .is_some_and(|c| c.health.is_some());
+        // Ended with an error, staying ended or waiting to restart: a revision that crashes
+        // at once is not given the benefit of its restarts.
         let crashed = status.state == ContainerState::Failed
-            || (status.state == ContainerState::Exited
-                && status.last_exit.is_some_and(|e| e.code != Some(0)));
+            || (matches!(
+                status.state,
+                ContainerState::Exited | ContainerState::BackOff
+            ) && status.last_exit.is_some_and(|e| e.code != Some(0)));
         if crashed {
             return Readiness::Failing(Failure::Crashed);
         }

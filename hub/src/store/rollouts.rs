@@ -275,10 +275,7 @@ pub(super) fn save_rollouts(
 
 impl Store {
     /// `workload`'s rollout and what each node was given of it, when it has one.
-    pub fn rollout(
-        &self,
-        workload: &str,
-    ) -> Result<Option<WorkloadRollout>, StoreError> {
+    pub fn rollout(&self, workload: &str) -> Result<Option<WorkloadRollout>, StoreError> {
         let conn = self.conn();
         let Some(rollout) = read_rollouts(&conn)?.remove(workload) else {
             return Ok(None);

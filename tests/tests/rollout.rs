@@ -1,0 +1,196 @@
+//! Rollouts on a real fleet: a hub and six real agents, each in its own network namespace,
+//! with real containers. What is asserted is what an operator sees: `shoal rollout status`'s
+//! JSON (each node's revision, when it was given it, when it was done or failed), the hub's
+//! workload readiness, and the containers' PIDs on the devices.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal_tests::agent::shell_workload;
+use shoal_tests::fleet::{report, Fleet, CONVERGE};
+
+const NODES: [&str; 6] = ["roll-a", "roll-b", "roll-c", "roll-d", "roll-e", "roll-f"];
+const ROLLOUT: &str = "{ canary: 1, maxUnavailable: 2, healthyFor: 2s }";
+
+/// `app` on every node, saying `version` in its log; a version of `bad` exits 1 at once.
+fn app(version: &str) -> String {
+    let script = if version == "bad" {
+        "echo app bad; exit 1".to_string()
+    } else {
+        format!("echo app {version}; trap 'exit 0' TERM; while true; do sleep 1; done")
+    };
+    shell_workload(
+        "app",
+        &script,
+        &format!("  placement: {{ mode: every }}\n  rollout: {ROLLOUT}\n"),
+        "",
+    )
+}
+
+fn status(fleet: &Fleet) -> Value {
+    fleet.hub.api_json("/v1/rollouts/app")
+}
+
+/// Each node's part in the rollout: (revision, since, outcome, outcome time).
+fn nodes(status: &Value) -> BTreeMap<String, (u64, u64, String, u64)> {
+    status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().expect("node").to_string(),
+                (
+                    n["revision"].as_u64().expect("revision"),
+                    n["since_ms"].as_u64().expect("since"),
+                    n["outcome"].as_str().expect("outcome").to_string(),
+                    n["outcome_ms"].as_u64().expect("outcome time"),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the rollout of `revision` is in `state`.
+fn wait_state(fleet: &Fleet, revision: u64, state: &str) -> (Value, Duration) {
+    fleet.wait_for(
+        &format!("the rollout of revision {revision} {state}"),
+        CONVERGE * 2,
+        || {
+            let s = status(fleet);
+            (s["revision"] == revision && s["state"] == state).then_some(s)
+        },
+    )
+}
+
+/// The most nodes updating at one time, from when each was given `revision` to when it was
+/// done: the largest overlap of those intervals.
+fn most_at_once(nodes: &BTreeMap<String, (u64, u64, String, u64)>, revision: u64) -> usize {
+    let mut edges: Vec<(u64, i32)> = nodes
+        .values()
+        .filter(|(r, ..)| *r == revision)
+        .flat_map(|(_, since, _, done)| [(*since, 1), (*done, -1)])
+        .collect();
+    // An interval that ends when another begins does not overlap it.
+    edges.sort_by_key(|(at, delta)| (*at, *delta));
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, delta) in edges {
+        now += delta;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
+#[test]
+fn a_revision_goes_to_the_canary_then_in_waves_and_a_bad_one_stops_at_the_canary() {
+    let list: Vec<(&str, &str)> = NODES.iter().map(|n| (*n, "")).collect();
+    let mut fleet = Fleet::start("rollout", &list);
+
+    // Revision 1 is new: every node gets it at once.
+    fleet.apply("app", &app("v1"));
+    let (first, _) = wait_state(&fleet, 1, "complete");
+    assert_eq!(nodes(&first).len(), NODES.len(), "{first}");
+
+    // Revision 2: the canary alone, then waves of at most two.
+    let start = Instant::now();
+    fleet.apply("app", &app("v2"));
+    let (done, took) = wait_state(&fleet, 2, "complete");
+    report(
+        "rollout of revision 2 over 6 nodes (canary 1, waves of 2, healthyFor 2s)",
+        took,
+    );
+    eprintln!(
+        "[rollout status]\n{}",
+        fleet.hub.ok(&["rollout", "status", "app"])
+    );
+    let parts = nodes(&done);
+    assert!(
+        parts.values().all(|(r, _, o, _)| *r == 2 && o == "done"),
+        "{done}"
+    );
+    let (canary, (_, canary_since, _, canary_done)) = parts
+        .iter()
+        .min_by_key(|(_, (_, since, ..))| *since)
+        .expect("a canary");
+    assert_eq!(canary, NODES[0], "the canary is the first node by name");
+    for (node, (_, since, ..)) in parts.iter().filter(|(n, _)| *n != canary) {
+        assert!(
+            since >= canary_done,
+            "{node} was given revision 2 before the canary was done: {done}"
+        );
+    }
+    assert!(canary_done - canary_since >= 2_000, "healthyFor 2s: {done}");
+    let waves: BTreeMap<String, _> = parts
+        .iter()
+        .filter(|(n, _)| *n != canary)
+        .map(|(n, p)| (n.clone(), p.clone()))
+        .collect();
+    assert_eq!(
+        most_at_once(&waves, 2),
+        2,
+        "waves of maxUnavailable 2: {done}"
+    );
+    assert!(start.elapsed() >= Duration::from_secs(4 * 2));
+    let before: BTreeMap<&str, _> = NODES.iter().map(|n| (*n, fleet.pids(n))).collect();
+
+    // A bad revision: the canary fails, goes back to revision 2, and no other node is touched.
+    fleet.apply("app", &app("bad"));
+    let (rolled, took) = wait_state(&fleet, 3, "rolled-back");
+    report("failing canary to rolled back", took);
+    assert_eq!(rolled["stable"], 2, "{rolled}");
+    let out = fleet.hub.cli(&["rollout", "status", "app"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("[rollout status]\n{text}");
+    assert_eq!(out.status.code(), Some(1), "a rolled-back rollout exits 1");
+    assert!(
+        text.contains("rolled back to revision 2 after 1 failed node"),
+        "{text}"
+    );
+    let parts = nodes(&rolled);
+    for node in &NODES[1..] {
+        let (revision, since, ..) = &parts[*node];
+        assert_eq!(*revision, 2, "{node}: {rolled}");
+        assert_eq!(
+            *since,
+            done_since(&done, node),
+            "{node} was given something: {rolled}"
+        );
+        assert_eq!(
+            fleet.pids(node),
+            before[node],
+            "{node} restarted a container"
+        );
+    }
+    fleet.wait_for("every node running revision 2 again", CONVERGE, || {
+        let instances = fleet.hub.api_json("/v1/workloads/app")["instances"].clone();
+        let instances = instances.as_array()?;
+        (instances.len() == NODES.len()
+            && instances
+                .iter()
+                .all(|i| i["revision"] == 2 && i["containers"][0]["state"] == "Running"))
+        .then_some(())
+    });
+
+    // A node offline before its turn is deferred: the rollout completes on the others, and the
+    // node gets the revision when it is back.
+    let offline = NODES[5];
+    fleet.cut(offline);
+    fleet.wait_online(offline, false, CONVERGE);
+    fleet.apply("app", &app("v4"));
+    let (deferred, _) = wait_state(&fleet, 4, "complete");
+    assert_eq!(nodes(&deferred)[offline].0, 2, "deferred: {deferred}");
+    fleet.restore(offline);
+    let (_, took) = fleet.wait_for("the returning node on revision 4", CONVERGE, || {
+        let s = status(&fleet);
+        let parts = nodes(&s);
+        (parts[offline].0 == 4 && parts[offline].2 == "done").then_some(())
+    });
+    report("returning node to done with revision 4", took);
+    fleet.clean_up();
+}
+
+/// When `node` was given its revision in rollout status `status`.
+fn done_since(status: &Value, node: &str) -> u64 {
+    nodes(status)[node].1
+}
