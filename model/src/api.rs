@@ -427,3 +427,17 @@ pub struct RolloutNode {
     pub outcome_ms: u64,
     pub online: bool,
 }
+
+/// One revision in `shoal rollout history W`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionInfo {
+    pub revision: u64,
+    pub created_ms: u64,
+    /// How its rollout ended or stands (`progressing`, `complete`, `halted`, `rolled-back`);
+    /// `None` for revisions from before rollouts, or replaced before the hub acted on them.
+    pub state: Option<String>,
+    pub failed: u32,
+    /// Rolled out to every node at once (`shoal rollout undo`).
+    pub immediate: bool,
+    pub changed_ms: Option<u64>,
+}

@@ -194,3 +194,131 @@ fn a_revision_goes_to_the_canary_then_in_waves_and_a_bad_one_stops_at_the_canary
 fn done_since(status: &Value, node: &str) -> u64 {
     nodes(status)[node].1
 }
+
+/// `shoal apply -f FILE --wait` of `manifest`: its exit code and output.
+fn apply_wait(fleet: &Fleet, name: &str, manifest: &str) -> (Option<i32>, String) {
+    let file = fleet.hub.root.join(format!("{name}-wait.yaml"));
+    std::fs::write(&file, manifest).expect("write the manifest");
+    let out = fleet
+        .hub
+        .cli(&["apply", "-f", file.to_str().expect("utf-8 path"), "--wait"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+const SLOW: [&str; 4] = ["slow-a", "slow-b", "slow-c", "slow-d"];
+
+/// `app` for [`SLOW`]: one node at a time, each healthy for 3 s.
+fn slow(version: &str) -> String {
+    app(version).replace(ROLLOUT, "{ maxUnavailable: 1, healthyFor: 3s }")
+}
+
+#[test]
+fn a_rollout_survives_a_hub_kill_and_pause_undo_history_and_apply_wait_do_what_they_say() {
+    let list: Vec<(&str, &str)> = SLOW.iter().map(|n| (*n, "")).collect();
+    let mut fleet = Fleet::start("slowroll", &list);
+    let (code, text) = apply_wait(&fleet, "app", &slow("v1"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("workload/app revision 1: complete"), "{text}");
+
+    // Mid-rollout, the hub dies with SIGKILL: it comes back at the same point, and no node is
+    // given the revision twice.
+    fleet.apply("app", &slow("v2"));
+    let (mid, _) = fleet.wait_for("two nodes on revision 2", CONVERGE, || {
+        let s = status(&fleet);
+        let on = nodes(&s).values().filter(|(r, ..)| *r == 2).count();
+        (s["revision"] == 2 && on >= 2).then_some(s)
+    });
+    fleet.hub.kill9();
+    fleet.hub.restart();
+    let (done, took) = wait_state(&fleet, 2, "complete");
+    report("hub restart to the rollout of revision 2 complete", took);
+    for (node, (revision, since, ..)) in nodes(&mid).iter().filter(|(_, p)| p.0 == 2) {
+        assert_eq!(
+            (nodes(&done)[node].0, nodes(&done)[node].1),
+            (*revision, *since),
+            "{node} was given revision 2 again after the restart: {done}"
+        );
+    }
+    assert_eq!(most_at_once(&nodes(&done), 2), 1, "one at a time: {done}");
+
+    // Paused, the rollout gives the revision to nobody new; resumed, it completes.
+    fleet.apply("app", &slow("v3"));
+    fleet.hub.ok(&["rollout", "pause", "app"]);
+    std::thread::sleep(Duration::from_secs(6));
+    let paused = status(&fleet);
+    let on = nodes(&paused).values().filter(|(r, ..)| *r == 3).count();
+    assert!(
+        on <= 1,
+        "paused, yet {on} nodes were given revision 3: {paused}"
+    );
+    fleet.hub.ok(&["rollout", "resume", "app"]);
+    wait_state(&fleet, 3, "complete");
+
+    // Undo: revision 4 with revision 2's spec, on every node at once.
+    let said = fleet.hub.ok(&["rollout", "undo", "app"]);
+    assert!(
+        said.contains("revision 4 (the spec of revision 2)"),
+        "{said}"
+    );
+    let (undone, took) = wait_state(&fleet, 4, "complete");
+    report("rollout undo to every node done", took);
+    let sinces: Vec<u64> = nodes(&undone)
+        .values()
+        .map(|(_, since, ..)| *since)
+        .collect();
+    let spread = sinces.iter().max().unwrap_or(&0) - sinces.iter().min().unwrap_or(&0);
+    assert!(
+        spread < 1_000,
+        "undo gives every node the revision at once: {undone}"
+    );
+    assert!(
+        logs_say(&fleet, "app v2"),
+        "revision 4 runs revision 2's spec"
+    );
+
+    eprintln!(
+        "[rollout history]\n{}",
+        fleet.hub.ok(&["rollout", "history", "app"])
+    );
+    let history: Vec<Value> =
+        serde_json::from_str(&fleet.hub.ok(&["rollout", "history", "app", "-o", "json"]))
+            .expect("history as JSON");
+    let rows: Vec<(u64, String, bool)> = history
+        .iter()
+        .map(|h| {
+            (
+                h["revision"].as_u64().expect("revision"),
+                h["state"].as_str().unwrap_or("").to_string(),
+                h["immediate"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (1, "complete".to_string(), false),
+            (2, "complete".to_string(), false),
+            (3, "complete".to_string(), false),
+            (4, "complete".to_string(), true),
+        ]
+    );
+
+    // apply --wait of a crashing revision exits 1 and says it rolled back.
+    let (code, text) = apply_wait(&fleet, "app", &slow("bad"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("rolled back to revision 4"), "{text}");
+    fleet.clean_up();
+}
+
+/// Whether the first node's log of `app` says `text`.
+fn logs_say(fleet: &Fleet, text: &str) -> bool {
+    let out = fleet
+        .hub
+        .cli(&["logs", "app", "--node", SLOW[0], "--tail", "20"]);
+    String::from_utf8_lossy(&out.stdout).contains(text)
+}

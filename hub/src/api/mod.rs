@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shoal_model::api::{
     ApiError, ApplyRequest, ApplyResponse, ChangeAction, Done, LabelRequest, MosquittoConfig,
-    NodeDetail, NodeInfo, RolloutInfo, WorkloadChange, WorkloadDetail, WorkloadInfo,
+    NodeDetail, NodeInfo, RevisionInfo, RolloutInfo, WorkloadChange, WorkloadDetail, WorkloadInfo,
     MAX_REQUEST_BYTES,
 };
 use shoal_model::manifest::names::{check_label_key, check_label_value};
@@ -36,7 +36,7 @@ use crate::context::Hub;
 use crate::control::Unreadable;
 use crate::rpc;
 use crate::scheduler::Schedulable;
-use crate::store::StoreError;
+use crate::store::{RolloutError, StoreError};
 
 /// How long a node has to answer the first part of an RPC.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,6 +69,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/nodes/{name}/labels", post(label_node))
         .route("/v1/nodes/{name}/{action}", post(schedule_node))
         .route("/v1/rollouts/{name}", get(rollout_status))
+        .route("/v1/rollouts/{name}/history", get(rollout_history))
+        .route("/v1/rollouts/{name}/{action}", post(rollout_action))
         .route("/v1/logs", get(logs))
         .route("/v1/broker-config/mosquitto", get(mosquitto))
         .route("/v1/keys", get(enroll::list_keys))
@@ -233,6 +235,84 @@ async fn rollout_status(
             format!("no workload `{name}` (`shoal get workloads` lists them)"),
         )),
     }
+}
+
+async fn rollout_history(
+    State(hub): State<Arc<Hub>>,
+    UrlPath(name): UrlPath<String>,
+) -> Answer<Vec<RevisionInfo>> {
+    if hub.store.workload(&name)?.is_none() {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("no workload `{name}` (`shoal get workloads` lists them)"),
+        ));
+    }
+    let history = hub.store.rollout_history(&name)?;
+    Ok(Json(
+        history
+            .into_iter()
+            .map(|h| RevisionInfo {
+                revision: h.revision,
+                created_ms: h.created_ms,
+                state: h.state,
+                failed: h.failed,
+                immediate: h.immediate,
+                changed_ms: h.changed_ms,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct UndoQuery {
+    to_revision: Option<u64>,
+}
+
+impl From<RolloutError> for Failure {
+    fn from(error: RolloutError) -> Failure {
+        let status = match &error {
+            RolloutError::NoWorkload(_) => StatusCode::NOT_FOUND,
+            RolloutError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::CONFLICT,
+        };
+        Failure::new(status, error.to_string())
+    }
+}
+
+/// `POST /v1/rollouts/W/pause|resume|undo[?to_revision=N]`.
+async fn rollout_action(
+    State(hub): State<Arc<Hub>>,
+    UrlPath((name, action)): UrlPath<(String, String)>,
+    Query(query): Query<UndoQuery>,
+) -> Answer<Done> {
+    let now = wall_ms();
+    let message = match action.as_str() {
+        "pause" | "resume" => {
+            let paused = action == "pause";
+            let changed = hub.store.pause_rollout(&name, paused, now)?;
+            match (paused, changed) {
+                (true, true) => format!("rollout of workload `{name}` paused"),
+                (true, false) => format!("rollout of workload `{name}` was paused already"),
+                (false, true) => format!("rollout of workload `{name}` resumed"),
+                (false, false) => format!("rollout of workload `{name}` was not paused"),
+            }
+        }
+        "undo" => {
+            let (revision, copied) = hub.store.undo_rollout(&name, query.to_revision, now)?;
+            format!(
+                "workload `{name}`: revision {revision} (the spec of revision {copied}) goes to every node at once"
+            )
+        }
+        other => {
+            return Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                format!("no rollout action `{other}`: use pause, resume or undo"),
+            ))
+        }
+    };
+    tracing::info!(workload = name, action, "{message}");
+    hub.wake.changed();
+    Ok(Json(Done { message }))
 }
 
 async fn delete_workload(

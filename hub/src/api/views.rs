@@ -244,6 +244,8 @@ pub fn rollout(hub: &Hub, name: &str) -> Result<Option<RolloutInfo>, StoreError>
                 state: State::Progressing,
                 started_ms: stored.updated_ms,
                 changed_ms: stored.updated_ms,
+                paused: false,
+                immediate: false,
             },
             BTreeMap::new(),
         )

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use shoal_model::api::{
-    ApplyRequest, ApplyResponse, ChangeAction, ManifestFile, MAX_REQUEST_BYTES,
+    ApplyRequest, ApplyResponse, ChangeAction, ManifestFile, RolloutInfo, MAX_REQUEST_BYTES,
 };
 use shoal_model::manifest;
 
-use super::client::{Client, HubArgs};
+use super::client::{segment, Client, HubArgs};
 
 /// Apply fleet manifests: the hub creates or updates their workloads
 #[derive(Debug, clap::Args)]
@@ -27,6 +27,17 @@ pub struct Args {
     /// Say what would change, store nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Wait until every changed workload's rollout completes: exit 0 then, 1 with the reason
+    /// when one halts or rolls back
+    #[arg(long, conflicts_with = "dry_run")]
+    pub wait: bool,
+    /// Give up waiting after this long (with --wait)
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_timeout)]
+    pub timeout: std::time::Duration,
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    shoal_model::quantity::parse_duration(text)
 }
 
 /// Show what `shoal apply` would change; exit 1 when something would, 0 when nothing would
@@ -49,7 +60,54 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
     let answer = send(&files, args.dry_run, hub)?;
     print!("{}", apply_report(&answer));
     eprint!("{}", warnings(&files));
+    if args.wait {
+        return wait(&answer, args.timeout, hub);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for the rollout of every workload the answer changed, printing each outcome.
+fn wait(
+    answer: &ApplyResponse,
+    timeout: std::time::Duration,
+    hub: &HubArgs,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(hub)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut code = ExitCode::SUCCESS;
+    for change in answer
+        .changes
+        .iter()
+        .filter(|c| c.action != ChangeAction::Unchanged)
+    {
+        let path = format!("/v1/rollouts/{}", segment(&change.workload));
+        loop {
+            let info: RolloutInfo = client.get(&path, &[])?;
+            let settled = info.revision >= change.revision && info.state != "progressing";
+            if settled {
+                println!(
+                    "workload/{} revision {}: {}",
+                    change.workload, info.revision, info.reason
+                );
+                if info.state != "complete" {
+                    code = ExitCode::FAILURE;
+                }
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "workload/{} revision {}: still {} after {} (`shoal rollout status {}`)",
+                    change.workload,
+                    change.revision,
+                    info.reason,
+                    shoal_model::quantity::format_duration(timeout),
+                    change.workload
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+    Ok(code)
 }
 
 /// The warnings of the manifests the hub accepted that apply to the hub, from the

@@ -1,10 +1,11 @@
 //! `shoal rollout status W [-o json|yaml] [--watch]`: where a workload's rollout stands, and
-//! each node's part in it.
+//! each node's part in it; `shoal rollout history W`, `pause W`, `resume W` and
+//! `undo W [--to-revision N]`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use shoal_model::api::RolloutInfo;
+use shoal_model::api::{Done, RevisionInfo, RolloutInfo};
 use shoal_model::quantity::format_duration;
 
 use super::client::{segment, Client, HubArgs};
@@ -30,6 +31,32 @@ pub enum Command {
         #[arg(short = 'w', long)]
         watch: bool,
     },
+    /// Every revision of a workload, and how its rollout went
+    History {
+        /// The workload
+        workload: String,
+        /// Output format (default: a table)
+        #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
+        output: Option<Format>,
+    },
+    /// Give the revision to no new node until `resume` (nodes updating finish)
+    Pause {
+        /// The workload
+        workload: String,
+    },
+    /// Go on with a paused rollout
+    Resume {
+        /// The workload
+        workload: String,
+    },
+    /// Go back to an earlier revision on every node at once, with no canary and no waves
+    Undo {
+        /// The workload
+        workload: String,
+        /// The revision to go back to (default: the last one healthy everywhere)
+        #[arg(long, value_name = "N")]
+        to_revision: Option<u64>,
+    },
 }
 
 pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
@@ -54,7 +81,56 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
             println!();
             std::thread::sleep(Duration::from_secs(1));
         },
+        Command::History { workload, output } => {
+            let history: Vec<RevisionInfo> =
+                client.get(&format!("/v1/rollouts/{}/history", segment(workload)), &[])?;
+            let text = match output {
+                None | Some(Format::Wide) => render_history(&history, output::now_ms()),
+                Some(Format::Json) => output::json(&serde_json::to_value(&history)?),
+                Some(Format::Yaml) => output::yaml(&serde_json::to_value(&history)?),
+            };
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause { workload } => act(&client, workload, "pause"),
+        Command::Resume { workload } => act(&client, workload, "resume"),
+        Command::Undo {
+            workload,
+            to_revision,
+        } => {
+            let mut path = format!("/v1/rollouts/{}/undo", segment(workload));
+            if let Some(n) = to_revision {
+                path.push_str(&format!("?to_revision={n}"));
+            }
+            let done: Done = client.post_empty(&path)?;
+            println!("{}", done.message);
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn act(client: &Client, workload: &str, action: &str) -> anyhow::Result<ExitCode> {
+    let done: Done = client.post_empty(&format!("/v1/rollouts/{}/{action}", segment(workload)))?;
+    println!("{}", done.message);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The table of `shoal rollout history`.
+pub fn render_history(history: &[RevisionInfo], now_ms: u64) -> String {
+    let rows: Vec<Vec<String>> = history
+        .iter()
+        .map(|h| {
+            let mut outcome = h.state.clone().unwrap_or_else(|| NONE.to_string());
+            if h.failed > 0 {
+                outcome.push_str(&format!(" ({} failed)", h.failed));
+            }
+            if h.immediate {
+                outcome.push_str(" (undo: all at once)");
+            }
+            vec![h.revision.to_string(), age(h.created_ms, now_ms), outcome]
+        })
+        .collect();
+    table(&["REVISION", "APPLIED", "ROLLOUT"], &rows)
 }
 
 /// 0 while progressing or complete; 1 when the rollout halted or rolled back, so scripts

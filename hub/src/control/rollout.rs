@@ -30,6 +30,9 @@
 //!   rollout's revision if it completed, or the stable revision before that.
 //! - A rollout that completed leaves the workload's nodes on its revision; a node that joins
 //!   later, or comes back, gets it directly.
+//! - **Pause** (`shoal rollout pause`): nobody new is given the revision; nodes already
+//!   updating finish, and failures still halt. **Undo** (`shoal rollout undo`) is a new
+//!   revision with an older spec, rolled out *immediately*: every node at once, no canary.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -90,6 +93,10 @@ pub struct Rollout {
     pub started_ms: u64,
     /// Wall-clock ms of the last change of `state`.
     pub changed_ms: u64,
+    /// Paused by the operator (`shoal rollout pause`): nobody new is given the revision.
+    pub paused: bool,
+    /// Every node at once, with no canary and no waves (`shoal rollout undo`).
+    pub immediate: bool,
 }
 
 /// Where a rollout stands.
@@ -158,6 +165,8 @@ pub fn step(input: Input<'_>) -> Step {
             state: State::Progressing,
             started_ms: now,
             changed_ms: now,
+            paused: false,
+            immediate: false,
         },
     };
     let target = rollout.revision;
@@ -227,7 +236,11 @@ pub fn step(input: Input<'_>) -> Step {
                 .values()
                 .filter(|a| on_target(a, |o| o == Outcome::Updating))
                 .count();
-            let limit = if done < canaries {
+            let limit = if rollout.paused {
+                0
+            } else if rollout.immediate {
+                total
+            } else if done < canaries {
                 canaries - done
             } else {
                 at_most(spec.max_unavailable, total)

@@ -32,7 +32,7 @@ use shoal_model::wire::{Event, EventReason, NodeStatus, Severity};
 use crate::admission::{self, Admission, Claim, Kept};
 use crate::scheduler::{Placement, Schedulable};
 
-pub use rollouts::{Assignments, Revisions};
+pub use rollouts::{Assignments, RevisionHistory, Revisions, RolloutError};
 pub use security::{key_ring, signing_key, EnrollError, KeyState, StoredKey};
 pub use snapshot::{PlanWrite, Snapshot};
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use shoal_model::manifest::Workload;
 use shoal_model::wire::stored;
 
@@ -119,7 +119,7 @@ pub(super) fn read_rollouts(conn: &Connection) -> Result<BTreeMap<String, Rollou
     let mut statement = conn
         .prepare(
             "SELECT workload, revision, stable, state, failed, rolled_back_to, started_ms, \
-             changed_ms FROM rollouts",
+             changed_ms, paused, immediate FROM rollouts",
         )
         .map_err(failed)?;
     let rows = statement
@@ -133,12 +133,13 @@ pub(super) fn read_rollouts(conn: &Connection) -> Result<BTreeMap<String, Rollou
                 r.get::<_, Option<i64>>(5)?,
                 r.get::<_, i64>(6)?,
                 r.get::<_, i64>(7)?,
+                (r.get::<_, bool>(8)?, r.get::<_, bool>(9)?),
             ))
         })
         .map_err(failed)?;
     let mut out = BTreeMap::new();
     for row in rows {
-        let (workload, revision, stable, state, count, to, started, changed) =
+        let (workload, revision, stable, state, count, to, started, changed, (paused, immediate)) =
             row.map_err(failed)?;
         let state = state_of(&state, count, to)
             .ok_or_else(|| undecodable("rollouts row", format!("{workload}: state `{state}`")))?;
@@ -150,6 +151,8 @@ pub(super) fn read_rollouts(conn: &Connection) -> Result<BTreeMap<String, Rollou
                 state,
                 started_ms: to_u64(started),
                 changed_ms: to_u64(changed),
+                paused,
+                immediate,
             },
         );
     }
@@ -255,8 +258,9 @@ pub(super) fn save_rollouts(
         let (state, count, to) = state_columns(r.state);
         conn.execute(
             "INSERT OR REPLACE INTO rollouts \
-             (workload, revision, stable, state, failed, rolled_back_to, started_ms, changed_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             (workload, revision, stable, state, failed, rolled_back_to, started_ms, changed_ms, \
+              paused, immediate) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 w,
                 to_i64(r.revision),
@@ -265,7 +269,24 @@ pub(super) fn save_rollouts(
                 count,
                 to,
                 to_i64(r.started_ms),
-                to_i64(r.changed_ms)
+                to_i64(r.changed_ms),
+                r.paused,
+                r.immediate
+            ],
+        )
+        .map_err(failed)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO rollout_history \
+             (workload, revision, state, failed, started_ms, changed_ms, immediate) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                w,
+                to_i64(r.revision),
+                state,
+                count,
+                to_i64(r.started_ms),
+                to_i64(r.changed_ms),
+                r.immediate
             ],
         )
         .map_err(failed)?;
@@ -273,7 +294,195 @@ pub(super) fn save_rollouts(
     Ok(())
 }
 
+/// One revision of a workload and how its rollout went (`shoal rollout history`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionHistory {
+    pub revision: u64,
+    pub created_ms: u64,
+    /// The rollout's state column (`progressing`, `complete`, `halted`, `rolled-back`), when
+    /// it had one: revisions from before rollouts, or replaced before a pass, have none.
+    pub state: Option<String>,
+    pub failed: u32,
+    pub immediate: bool,
+    pub changed_ms: Option<u64>,
+}
+
+/// Why `shoal rollout pause|resume|undo` could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("no workload `{0}` (`shoal get workloads` lists them)")]
+    NoWorkload(String),
+    #[error("workload `{0}` has no rollout yet: the hub has not acted on it")]
+    NoRollout(String),
+    #[error("workload `{workload}` has no revision {revision} (`shoal rollout history {workload}` lists them)")]
+    NoRevision { workload: String, revision: u64 },
+    #[error("workload `{workload}` has no earlier revision to go back to")]
+    NothingToUndo { workload: String },
+    #[error("revision {revision} is the one workload `{workload}` is at already")]
+    SameRevision { workload: String, revision: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 impl Store {
+    /// Pauses or resumes `workload`'s rollout. Returns whether that changed anything.
+    pub fn pause_rollout(
+        &self,
+        workload: &str,
+        paused: bool,
+        now_ms: u64,
+    ) -> Result<bool, RolloutError> {
+        let conn = self.conn();
+        let failed = query("pausing a rollout");
+        let exists: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM workloads WHERE name = ?1)",
+                [workload],
+                |r| r.get(0),
+            )
+            .map_err(failed)?;
+        if !exists {
+            return Err(RolloutError::NoWorkload(workload.to_string()));
+        }
+        let changed = conn
+            .execute(
+                "UPDATE rollouts SET paused = ?2, changed_ms = ?3 WHERE workload = ?1 AND paused != ?2",
+                params![workload, paused, to_i64(now_ms)],
+            )
+            .map_err(failed)?;
+        if changed == 0 {
+            let any: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM rollouts WHERE workload = ?1)",
+                    [workload],
+                    |r| r.get(0),
+                )
+                .map_err(failed)?;
+            if !any {
+                return Err(RolloutError::NoRollout(workload.to_string()));
+            }
+        }
+        Ok(changed > 0)
+    }
+
+    /// Goes back to revision `to` (the rollout's stable revision, or the one before the
+    /// current, when `None`): a new revision with that spec, rolled out to every node at once.
+    /// Returns the new revision and the one it copies.
+    pub fn undo_rollout(
+        &self,
+        workload: &str,
+        to: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(u64, u64), RolloutError> {
+        let mut conn = self.conn();
+        let failed = query("undoing a rollout");
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        let current: Option<i64> = tx
+            .query_row(
+                "SELECT revision FROM workloads WHERE name = ?1",
+                [workload],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(failed)?;
+        let current =
+            to_u64(current.ok_or_else(|| RolloutError::NoWorkload(workload.to_string()))?);
+        let rollout = read_rollouts(&tx)?.remove(workload);
+        let target = match to {
+            Some(to) => to,
+            None => rollout
+                .as_ref()
+                .and_then(|r| r.stable)
+                .or_else(|| current.checked_sub(1).filter(|r| *r >= 1))
+                .ok_or_else(|| RolloutError::NothingToUndo {
+                    workload: workload.to_string(),
+                })?,
+        };
+        if target == current {
+            return Err(RolloutError::SameRevision {
+                workload: workload.to_string(),
+                revision: target,
+            });
+        }
+        let spec: Option<(i64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT spec_format, spec FROM workload_revisions WHERE name = ?1 AND revision = ?2",
+                params![workload, to_i64(target)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(failed)?;
+        let (format, bytes) = spec.ok_or_else(|| RolloutError::NoRevision {
+            workload: workload.to_string(),
+            revision: target,
+        })?;
+        let key = format!("{workload} revision {target}");
+        // Read it, so a row this hub cannot read is refused here and not copied blindly.
+        read_row(
+            "workload_revisions",
+            &key,
+            stored::read_workload(format, &bytes),
+        )?;
+        let next = current.saturating_add(1);
+        tx.execute(
+            "UPDATE workloads SET revision = ?2, spec_format = ?3, spec = ?4, updated_at = ?5 WHERE name = ?1",
+            params![workload, to_i64(next), format, bytes, to_i64(now_ms)],
+        )
+        .map_err(failed)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO workload_revisions (name, revision, spec_format, spec, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![workload, to_i64(next), format, bytes, to_i64(now_ms)],
+        )
+        .map_err(failed)?;
+        let undo = Rollout {
+            revision: next,
+            stable: rollout.as_ref().and_then(|r| r.stable),
+            state: State::Progressing,
+            started_ms: now_ms,
+            changed_ms: now_ms,
+            paused: false,
+            immediate: true,
+        };
+        let before = rollout
+            .map(|r| (workload.to_string(), r))
+            .into_iter()
+            .collect();
+        let after = [(workload.to_string(), undo)].into_iter().collect();
+        save_rollouts(&tx, &before, &after)?;
+        tx.commit().map_err(failed)?;
+        Ok((next, target))
+    }
+
+    /// Every revision of `workload`, oldest first, with how its rollout went.
+    pub fn rollout_history(&self, workload: &str) -> Result<Vec<RevisionHistory>, StoreError> {
+        let conn = self.conn();
+        let failed = query("reading a rollout history");
+        let mut statement = conn
+            .prepare(
+                "SELECT r.revision, r.created_at, h.state, h.failed, h.immediate, h.changed_ms \
+                 FROM workload_revisions r LEFT JOIN rollout_history h \
+                   ON h.workload = r.name AND h.revision = r.revision \
+                 WHERE r.name = ?1 ORDER BY r.revision",
+            )
+            .map_err(failed)?;
+        let rows = statement
+            .query_map([workload], |r| {
+                Ok(RevisionHistory {
+                    revision: to_u64(r.get(0)?),
+                    created_ms: to_u64(r.get(1)?),
+                    state: r.get(2)?,
+                    failed: u32::try_from(r.get::<_, Option<i64>>(3)?.unwrap_or(0)).unwrap_or(0),
+                    immediate: r.get::<_, Option<bool>>(4)?.unwrap_or(false),
+                    changed_ms: r.get::<_, Option<i64>>(5)?.map(to_u64),
+                })
+            })
+            .map_err(failed)?;
+        rows.collect::<Result<_, _>>().map_err(failed)
+    }
+
     /// `workload`'s rollout and what each node was given of it, when it has one.
     pub fn rollout(&self, workload: &str) -> Result<Option<WorkloadRollout>, StoreError> {
         let conn = self.conn();

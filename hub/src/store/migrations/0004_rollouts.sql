@@ -21,5 +21,19 @@ CREATE TABLE rollouts (
     failed         INTEGER NOT NULL DEFAULT 0,
     rolled_back_to INTEGER,
     started_ms     INTEGER NOT NULL,
-    changed_ms     INTEGER NOT NULL
+    changed_ms     INTEGER NOT NULL,
+    paused         INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1)),
+    immediate      INTEGER NOT NULL DEFAULT 0 CHECK (immediate IN (0, 1))
+) STRICT;
+
+-- How each rollout went, kept after the next one starts (`shoal rollout history`).
+CREATE TABLE rollout_history (
+    workload   TEXT NOT NULL,
+    revision   INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    failed     INTEGER NOT NULL DEFAULT 0,
+    started_ms INTEGER NOT NULL,
+    changed_ms INTEGER NOT NULL,
+    immediate  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (workload, revision)
 ) STRICT;
