@@ -2,12 +2,13 @@
 //!
 //! `agent` drives one `shoal-agent run`, `hub` one `shoal serve` and the `shoal` CLI, `fleet`
 //! a hub and several agents, each in its own network namespace, with real containers; `images`
-//! builds the OCI images they run.
+//! builds the OCI images they run; `rollout` reads rollouts as `shoal rollout status` does.
 
 pub mod agent;
 pub mod fleet;
 pub mod hub;
 pub mod images;
+pub mod rollout;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shoal_tests::agent::shell_workload;
 use shoal_tests::fleet::{report, Fleet, CONVERGE};
+use shoal_tests::rollout::{most_at_once, nodes, status, wait_state};
 
 const NODES: [&str; 6] = ["roll-a", "roll-b", "roll-c", "roll-d", "roll-e", "roll-f"];
 const ROLLOUT: &str = "{ canary: 1, maxUnavailable: 2, healthyFor: 2s }";
@@ -28,60 +29,6 @@ fn app(version: &str) -> String {
     )
 }
 
-fn status(fleet: &Fleet) -> Value {
-    fleet.hub.api_json("/v1/rollouts/app")
-}
-
-/// Each node's part in the rollout: (revision, since, outcome, outcome time).
-fn nodes(status: &Value) -> BTreeMap<String, (u64, u64, String, u64)> {
-    status["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .map(|n| {
-            (
-                n["node"].as_str().expect("node").to_string(),
-                (
-                    n["revision"].as_u64().expect("revision"),
-                    n["since_ms"].as_u64().expect("since"),
-                    n["outcome"].as_str().expect("outcome").to_string(),
-                    n["outcome_ms"].as_u64().expect("outcome time"),
-                ),
-            )
-        })
-        .collect()
-}
-
-/// Waits until the rollout of `revision` is in `state`.
-fn wait_state(fleet: &Fleet, revision: u64, state: &str) -> (Value, Duration) {
-    fleet.wait_for(
-        &format!("the rollout of revision {revision} {state}"),
-        CONVERGE * 2,
-        || {
-            let s = status(fleet);
-            (s["revision"] == revision && s["state"] == state).then_some(s)
-        },
-    )
-}
-
-/// The most nodes updating at one time, from when each was given `revision` to when it was
-/// done: the largest overlap of those intervals.
-fn most_at_once(nodes: &BTreeMap<String, (u64, u64, String, u64)>, revision: u64) -> usize {
-    let mut edges: Vec<(u64, i32)> = nodes
-        .values()
-        .filter(|(r, ..)| *r == revision)
-        .flat_map(|(_, since, _, done)| [(*since, 1), (*done, -1)])
-        .collect();
-    // An interval that ends when another begins does not overlap it.
-    edges.sort_by_key(|(at, delta)| (*at, *delta));
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, delta) in edges {
-        now += delta;
-        most = most.max(now);
-    }
-    usize::try_from(most).unwrap_or(0)
-}
-
 #[test]
 fn a_revision_goes_to_the_canary_then_in_waves_and_a_bad_one_stops_at_the_canary() {
     let list: Vec<(&str, &str)> = NODES.iter().map(|n| (*n, "")).collect();
@@ -89,13 +36,13 @@ fn a_revision_goes_to_the_canary_then_in_waves_and_a_bad_one_stops_at_the_canary
 
     // Revision 1 is new: every node gets it at once.
     fleet.apply("app", &app("v1"));
-    let (first, _) = wait_state(&fleet, 1, "complete");
+    let (first, _) = wait_state(&fleet, "app", 1, "complete");
     assert_eq!(nodes(&first).len(), NODES.len(), "{first}");
 
     // Revision 2: the canary alone, then waves of at most two.
     let start = Instant::now();
     fleet.apply("app", &app("v2"));
-    let (done, took) = wait_state(&fleet, 2, "complete");
+    let (done, took) = wait_state(&fleet, "app", 2, "complete");
     report(
         "rollout of revision 2 over 6 nodes (canary 1, waves of 2, healthyFor 2s)",
         took,
@@ -136,7 +83,7 @@ fn a_revision_goes_to_the_canary_then_in_waves_and_a_bad_one_stops_at_the_canary
 
     // A bad revision: the canary fails, goes back to revision 2, and no other node is touched.
     fleet.apply("app", &app("bad"));
-    let (rolled, took) = wait_state(&fleet, 3, "rolled-back");
+    let (rolled, took) = wait_state(&fleet, "app", 3, "rolled-back");
     report("failing canary to rolled back", took);
     assert_eq!(rolled["stable"], 2, "{rolled}");
     let out = fleet.hub.cli(&["rollout", "status", "app"]);
@@ -178,11 +125,11 @@ fn a_revision_goes_to_the_canary_then_in_waves_and_a_bad_one_stops_at_the_canary
     fleet.cut(offline);
     fleet.wait_online(offline, false, CONVERGE);
     fleet.apply("app", &app("v4"));
-    let (deferred, _) = wait_state(&fleet, 4, "complete");
+    let (deferred, _) = wait_state(&fleet, "app", 4, "complete");
     assert_eq!(nodes(&deferred)[offline].0, 2, "deferred: {deferred}");
     fleet.restore(offline);
     let (_, took) = fleet.wait_for("the returning node on revision 4", CONVERGE, || {
-        let s = status(&fleet);
+        let s = status(&fleet, "app");
         let parts = nodes(&s);
         (parts[offline].0 == 4 && parts[offline].2 == "done").then_some(())
     });
@@ -229,13 +176,13 @@ fn a_rollout_survives_a_hub_kill_and_pause_undo_history_and_apply_wait_do_what_t
     // given the revision twice.
     fleet.apply("app", &slow("v2"));
     let (mid, _) = fleet.wait_for("two nodes on revision 2", CONVERGE, || {
-        let s = status(&fleet);
+        let s = status(&fleet, "app");
         let on = nodes(&s).values().filter(|(r, ..)| *r == 2).count();
         (s["revision"] == 2 && on >= 2).then_some(s)
     });
     fleet.hub.kill9();
     fleet.hub.restart();
-    let (done, took) = wait_state(&fleet, 2, "complete");
+    let (done, took) = wait_state(&fleet, "app", 2, "complete");
     report("hub restart to the rollout of revision 2 complete", took);
     for (node, (revision, since, ..)) in nodes(&mid).iter().filter(|(_, p)| p.0 == 2) {
         assert_eq!(
@@ -250,14 +197,14 @@ fn a_rollout_survives_a_hub_kill_and_pause_undo_history_and_apply_wait_do_what_t
     fleet.apply("app", &slow("v3"));
     fleet.hub.ok(&["rollout", "pause", "app"]);
     std::thread::sleep(Duration::from_secs(6));
-    let paused = status(&fleet);
+    let paused = status(&fleet, "app");
     let on = nodes(&paused).values().filter(|(r, ..)| *r == 3).count();
     assert!(
         on <= 1,
         "paused, yet {on} nodes were given revision 3: {paused}"
     );
     fleet.hub.ok(&["rollout", "resume", "app"]);
-    wait_state(&fleet, 3, "complete");
+    wait_state(&fleet, "app", 3, "complete");
 
     // Undo: revision 4 with revision 2's spec, on every node at once.
     let said = fleet.hub.ok(&["rollout", "undo", "app"]);
@@ -265,7 +212,7 @@ fn a_rollout_survives_a_hub_kill_and_pause_undo_history_and_apply_wait_do_what_t
         said.contains("revision 4 (the spec of revision 2)"),
         "{said}"
     );
-    let (undone, took) = wait_state(&fleet, 4, "complete");
+    let (undone, took) = wait_state(&fleet, "app", 4, "complete");
     report("rollout undo to every node done", took);
     let sinces: Vec<u64> = nodes(&undone)
         .values()
