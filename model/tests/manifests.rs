@@ -226,3 +226,64 @@ fn the_examples_that_set_a_rollout_are_the_ones_warned_about() {
     warned.sort_unstable();
     assert_eq!(warned, ["mqtt-bridge", "sensor-reader"]);
 }
+
+#[test]
+fn progress_deadline_and_failure_threshold_are_read_and_zero_is_refused_with_its_place() {
+    let with = |rollout: &str| {
+        let text = format!(
+            "apiVersion: shoal/v1\nkind: Workload\nmetadata: {{ name: web }}\nspec:\n  rollout: {rollout}\n  containers: [{{ name: main, image: busybox }}]\n"
+        );
+        let mut loaded = manifest::Loaded::default();
+        loaded.add_text(Path::new("web.yaml"), &text);
+        loaded
+    };
+    let loaded = with("{ progressDeadline: 90s, failureThreshold: 20% }");
+    assert!(loaded.is_ok(), "{}", loaded.report());
+    let rollout = &loaded.workloads[0].workload.spec.rollout;
+    assert_eq!(
+        rollout.progress_deadline,
+        std::time::Duration::from_secs(90)
+    );
+    assert_eq!(
+        rollout.failure_threshold,
+        shoal_model::quantity::Amount::Percent(20)
+    );
+    let defaults = with("{ canary: 1 }");
+    let rollout = &defaults.workloads[0].workload.spec.rollout;
+    assert_eq!(
+        rollout.progress_deadline,
+        std::time::Duration::from_secs(600)
+    );
+    assert_eq!(
+        rollout.failure_threshold,
+        shoal_model::quantity::Amount::Count(1)
+    );
+    for (rollout, field, says) in [
+        (
+            "{ progressDeadline: 0s }",
+            "spec.rollout.progressDeadline",
+            "longer than 0s",
+        ),
+        (
+            "{ failureThreshold: 0 }",
+            "spec.rollout.failureThreshold",
+            "at least 1 or 1%",
+        ),
+        (
+            "{ failureThreshold: 0% }",
+            "spec.rollout.failureThreshold",
+            "at least 1 or 1%",
+        ),
+        (
+            "{ failureThreshold: lots }",
+            "spec.rollout.failureThreshold",
+            "not a count (`2`) or a percentage",
+        ),
+    ] {
+        let report = with(rollout).report();
+        assert!(
+            report.contains("web.yaml:5:") && report.contains(field) && report.contains(says),
+            "{rollout}: {report}"
+        );
+    }
+}

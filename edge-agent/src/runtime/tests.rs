@@ -425,7 +425,7 @@ fn containers_of_an_isolated_workload_share_loopback_and_nothing_else() {
     let mut fx = Fixture::new();
     let w = fx.workload(
         "rt-net",
-        "  network: isolated\n  containers:\n    - { name: server, image: busybox, command: [sh, -c, \"ip -o link; nc -l -p 8080\"] }\n    - { name: client, image: busybox, command: [sh, -c, \"for i in $(seq 100); do echo hello-pod | nc 127.0.0.1 8080 && exit 0; sleep 0.1; done; exit 1\"] }\n",
+        "  network: isolated\n  containers:\n    - { name: server, image: busybox, command: [sh, -c, \"ip -o link; nc -l -p 8080; echo server-done\"] }\n    - { name: client, image: busybox, command: [sh, -c, \"for i in $(seq 100); do echo hello-pod | nc 127.0.0.1 8080 && exit 0; sleep 0.1; done; exit 1\"] }\n",
     );
     let (server, _) = fx.start(&w, "server");
     let (client, _) = fx.start(&w, "client");
@@ -435,9 +435,11 @@ fn containers_of_an_isolated_workload_share_loopback_and_nothing_else() {
         fx.wait_exit(&client, Duration::from_secs(5)).status,
         ExitStatus::Code(0)
     );
-    // The shim may still be copying the last output when the exit is seen.
-    fx.wait_log(&server, "hello-pod", Duration::from_secs(5));
+    // The shim may still be copying the last output when the exit is seen (seconds, on a
+    // loaded machine): the line after the message says it has all of it.
+    fx.wait_log(&server, "server-done", Duration::from_secs(20));
     let log = fx.log(&server);
+    assert!(log.contains("hello-pod"), "the client's message: {log}");
     let links = log.lines().filter(|l| l.contains("link/")).count();
     assert_eq!(
         links, 1,

@@ -519,8 +519,8 @@ mod tests {
         let expected = stored::write_desired(&written).expect("encodes");
         assert_eq!(row, (i64::from(expected.format), expected.bytes));
         assert_eq!(
-            expected.format, 2,
-            "desired workloads did not change shape in version 3"
+            expected.format, 3,
+            "desired workloads gained rollout settings in version 3"
         );
     }
 

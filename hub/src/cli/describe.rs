@@ -376,10 +376,13 @@ fn spec_section(workload: &Workload) -> String {
             Row::Field(
                 "Rollout",
                 format!(
-                    "max unavailable {max_unavailable}, canary {}, healthy for {}, auto rollback {}",
+                    "max unavailable {max_unavailable}, canary {}, healthy for {}, auto rollback {}, \
+                     progress deadline {}, failure threshold {}",
                     rollout.canary,
                     format_duration(rollout.healthy_for),
-                    if rollout.auto_rollback { "on" } else { "off" }
+                    if rollout.auto_rollback { "on" } else { "off" },
+                    format_duration(rollout.progress_deadline),
+                    rollout.failure_threshold
                 ),
             ),
             Row::Field("Restart Policy", spec.restart_policy.as_str().to_string()),
@@ -842,7 +845,7 @@ Status:
   Summary:  1/2 placed: only 1 node matches
 Spec:
   Placement:       2 replicas (role=gateway, memory >= 256Mi), spread over site
-  Rollout:         max unavailable 25%, canary 0, healthy for 30s, auto rollback on
+  Rollout:         max unavailable 25%, canary 0, healthy for 30s, auto rollback on, progress deadline 10m, failure threshold 1
   Restart Policy:  always
   Network:         host
   Containers:

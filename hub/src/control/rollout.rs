@@ -20,10 +20,12 @@
 //!   where the container has a health check, without a break for `healthyFor`.
 //! - **Failed**: a container of the new revision failed to start, exited with an error,
 //!   restarted [`MAX_RESTARTS`] times, or became unhealthy; or the node was not done within
-//!   [`PROGRESS_DEADLINE`] of getting the revision (a node that went silent included).
+//!   `progressDeadline` (default 10 minutes) of getting the revision (a node that went
+//!   silent included; one offline since before it got the revision is deferred instead).
 //! - **Deferred**: a node offline before its turn is skipped, and gets the revision when it
 //!   is back; it does not hold the rollout up.
-//! - **Halt**: at [`FAILURE_THRESHOLD`] failed nodes the rollout stops giving the revision to
+//! - **Halt**: at `failureThreshold` failed nodes (a count, or a percentage of the workload's
+//!   nodes rounded up; default 1, and never fewer than 1) the rollout stops giving the revision to
 //!   anyone. With `autoRollback`, every node that got it goes back to the stable revision at
 //!   once, with no canary and no waves; without, they stay as they are.
 //! - **Stable**: the revision every node ran healthy before this rollout began: the previous
@@ -44,10 +46,6 @@ use shoal_model::wire::{ContainerState, Health, WorkloadStatus};
 
 /// Restarts of a new revision's container that fail its node.
 pub const MAX_RESTARTS: u32 = 3;
-/// How long a node has to become done with a new revision.
-pub const PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
-/// Failed nodes that halt a rollout.
-pub const FAILURE_THRESHOLD: usize = 1;
 
 /// The revision of one workload a node was given, and how it is going there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +77,7 @@ pub enum Failure {
     Restarting,
     /// A container's health check failed.
     Unhealthy,
-    /// Not done within [`PROGRESS_DEADLINE`] (silent nodes included).
+    /// Not done within `progressDeadline` (silent nodes included).
     Deadline,
 }
 
@@ -198,7 +196,8 @@ pub fn step(input: Input<'_>) -> Step {
         .values()
         .filter(|a| on_target(a, |o| matches!(o, Outcome::Failed(_))))
         .count();
-    if rollout.state == State::Progressing && failed >= FAILURE_THRESHOLD {
+    let threshold = at_most(spec.failure_threshold, input.targets.len());
+    if rollout.state == State::Progressing && failed >= threshold {
         let failed = u32::try_from(failed).unwrap_or(u32::MAX);
         rollout.state = match (spec.auto_rollback, rollout.stable) {
             (true, Some(to)) => State::RolledBack { failed, to },
@@ -255,8 +254,10 @@ pub fn step(input: Input<'_>) -> Step {
                     slots -= 1;
                 }
             }
+            // Failed nodes below the threshold are as finished as done ones.
             let all_done = assigned.iter().all(|(node, a)| {
-                (a.revision == target && a.outcome == Outcome::Done) || !input.online.contains(node)
+                (a.revision == target && a.outcome != Outcome::Updating)
+                    || !input.online.contains(node)
             });
             if all_done {
                 rollout.state = State::Complete;
@@ -266,7 +267,7 @@ pub fn step(input: Input<'_>) -> Step {
     }
 
     let healthy_for = millis(spec.healthy_for);
-    let deadline = millis(PROGRESS_DEADLINE);
+    let deadline = millis(spec.progress_deadline);
     let wake_ms = assigned
         .values()
         .filter(|a| a.outcome == Outcome::Updating)
@@ -351,7 +352,8 @@ fn observe(
         }
         _ if a.revision == target
             && received
-            && now.saturating_sub(a.since_ms) >= millis(PROGRESS_DEADLINE) =>
+            && now.saturating_sub(a.since_ms)
+                >= millis(workload.spec.rollout.progress_deadline) =>
         {
             Some(Outcome::Failed(Failure::Deadline))
         }
@@ -426,10 +428,8 @@ impl fmt::Display for Failure {
             Failure::Crashed => f.write_str("a container failed to start or exited with an error"),
             Failure::Restarting => write!(f, "a container restarted {MAX_RESTARTS} times"),
             Failure::Unhealthy => f.write_str("a container failed its health check"),
-            Failure::Deadline => write!(
-                f,
-                "not running and healthy within {}s of getting the revision",
-                PROGRESS_DEADLINE.as_secs()
+            Failure::Deadline => f.write_str(
+                "not running and healthy within its progressDeadline of getting the revision",
             ),
         }
     }

@@ -1187,7 +1187,7 @@ fn a_node_silent_past_the_progress_deadline_fails_the_rollout() {
     );
     let plan = decide(
         &fleet,
-        NOW + MIN + rollout::PROGRESS_DEADLINE.as_millis() as u64,
+        NOW + MIN + shoal_model::manifest::DEFAULT_PROGRESS_DEADLINE.as_millis() as u64,
     );
     assert_eq!(
         plan.rollouts["app"].state,
@@ -1206,4 +1206,72 @@ fn the_next_pass_is_due_when_a_canary_has_been_healthy_for_healthy_for() {
     // The canary reported ready at the second pass (NOW + MIN + 1 s): its gate opens 3 s on.
     let plan = decide(&fleet, NOW + MIN + 1_500);
     assert_eq!(plan.wake_ms, Some(NOW + MIN + 1_000 + 3_000));
+}
+
+#[test]
+fn failures_below_the_failure_threshold_let_the_rollout_complete() {
+    let rollout = "{ maxUnavailable: 2, healthyFor: 1s, failureThreshold: 2 }";
+    let fleet = revision_2_applied(six_nodes(), rollout);
+    let one_bad = |node: &str, revision| {
+        if node == "c" && revision == 2 {
+            Runs::Crashing
+        } else {
+            Runs::Well
+        }
+    };
+    let (fleet, _) = run_rollout(fleet, NOW + MIN, 30, 2, &one_bad);
+    assert_eq!(fleet.rollouts["app"].state, State::Complete);
+    assert_eq!(
+        fleet.assigned["app"]["c"].outcome,
+        Outcome::Failed(Failure::Crashed)
+    );
+    // 34% of six nodes rounds up to 3: two failed nodes pass, three halt it.
+    let rollout = "{ maxUnavailable: 6, healthyFor: 1s, failureThreshold: 34% }";
+    let bad = |count: usize| {
+        move |node: &str, revision| {
+            if NODE_NAMES[..count].contains(&node) && revision == 2 {
+                Runs::Crashing
+            } else {
+                Runs::Well
+            }
+        }
+    };
+    let fleet = revision_2_applied(six_nodes(), rollout);
+    let (fleet, _) = run_rollout(fleet, NOW + MIN, 30, 2, &bad(2));
+    assert_eq!(fleet.rollouts["app"].state, State::Complete);
+    let fleet = revision_2_applied(six_nodes(), rollout);
+    let (fleet, _) = run_rollout(fleet, NOW + MIN, 30, 2, &bad(3));
+    assert_eq!(
+        fleet.rollouts["app"].state,
+        State::RolledBack { failed: 3, to: 1 }
+    );
+}
+
+const NODE_NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+
+#[test]
+fn a_progress_deadline_set_in_the_manifest_is_the_one_that_fails_a_silent_node() {
+    let rollout = "{ canary: 1, healthyFor: 1s, progressDeadline: 30s }";
+    let fleet = revision_2_applied(six_nodes(), rollout);
+    let silent = |node: &str, revision| {
+        if node == "a" && revision == 2 {
+            Runs::Silent
+        } else {
+            Runs::Well
+        }
+    };
+    let (fleet, _) = run_rollout(fleet, NOW + MIN, 3, 2, &silent);
+    assert_eq!(fleet.rollouts["app"].state, State::Progressing);
+    let plan = decide(&fleet, NOW + MIN + 29_000);
+    assert_eq!(plan.rollouts["app"].state, State::Progressing);
+    assert_eq!(
+        plan.wake_ms,
+        Some(NOW + MIN + 30_000),
+        "woken at the deadline"
+    );
+    let plan = decide(&fleet, NOW + MIN + 30_000);
+    assert_eq!(
+        plan.rollouts["app"].state,
+        State::RolledBack { failed: 1, to: 1 }
+    );
 }

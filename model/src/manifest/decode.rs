@@ -657,7 +657,14 @@ impl Decoder {
         let f = self.fields(
             node,
             "spec.rollout",
-            &["maxUnavailable", "canary", "healthyFor", "autoRollback"],
+            &[
+                "maxUnavailable",
+                "canary",
+                "healthyFor",
+                "autoRollback",
+                "progressDeadline",
+                "failureThreshold",
+            ],
         )?;
         let defaults = Rollout::default();
         let max_unavailable = match f.get("maxUnavailable") {
@@ -681,11 +688,50 @@ impl Decoder {
             Some(n) => self.boolean(n, &f.child("autoRollback")),
             None => Some(defaults.auto_rollback),
         };
+        let progress_deadline = match f.get("progressDeadline") {
+            Some(n) => self.duration(n, &f.child("progressDeadline")).and_then(|d| {
+                if d.is_zero() {
+                    self.problem(
+                        n.pos,
+                        &f.child("progressDeadline"),
+                        "must be longer than 0s: it is how long a node has to be done with a revision",
+                    );
+                    None
+                } else {
+                    Some(d)
+                }
+            }),
+            None => Some(defaults.progress_deadline),
+        };
+        let failure_threshold = match f.get("failureThreshold") {
+            Some(n) => self
+                .parsed(
+                    n,
+                    &f.child("failureThreshold"),
+                    "a count or a percentage",
+                    Amount::parse,
+                )
+                .and_then(|a| {
+                    if matches!(a, Amount::Count(0) | Amount::Percent(0)) {
+                        self.problem(
+                            n.pos,
+                            &f.child("failureThreshold"),
+                            "must be at least 1 or 1%: it is how many failed nodes halt the rollout",
+                        );
+                        None
+                    } else {
+                        Some(a)
+                    }
+                }),
+            None => Some(defaults.failure_threshold),
+        };
         Some(Rollout {
             max_unavailable: max_unavailable?,
             canary: canary?,
             healthy_for: healthy_for?,
             auto_rollback: auto_rollback?,
+            progress_deadline: progress_deadline?,
+            failure_threshold: failure_threshold?,
         })
     }
 

@@ -82,7 +82,18 @@ pub struct Rollout {
     /// How long a node must report healthy before the rollout counts it as done.
     pub healthy_for: Duration,
     pub auto_rollback: bool,
+    /// How long a node that was given a revision has to be done with it, or it counts as
+    /// failed (a node that went silent too). Added in wire version 3.
+    pub progress_deadline: Duration,
+    /// Failed nodes that halt the rollout: a count, or a percentage of the workload's nodes
+    /// (rounded up, at least 1). Added in wire version 3.
+    pub failure_threshold: Amount,
 }
+
+/// Default `spec.rollout.progressDeadline`.
+pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+/// Default `spec.rollout.failureThreshold`: the first failed node halts the rollout.
+pub const DEFAULT_FAILURE_THRESHOLD: Amount = Amount::Count(1);
 
 impl Default for Rollout {
     fn default() -> Self {
@@ -91,6 +102,8 @@ impl Default for Rollout {
             canary: 0,
             healthy_for: Duration::from_secs(30),
             auto_rollback: true,
+            progress_deadline: DEFAULT_PROGRESS_DEADLINE,
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use super::envelope::sealed::Sealed;
 use super::signing::PublicKey;
-use super::{check_name, v2, Message, MessageKind, WireError};
+use super::{check_name, v2, v3, Message, MessageKind, WireError};
 use crate::manifest::Workload;
 
 /// Everything one node should run. Level-triggered: the newest generation wins and a lower or
@@ -36,15 +36,15 @@ pub struct DesiredWorkload {
 
 impl Sealed for DesiredState {
     type V2 = v2::DesiredState;
-    /// Unchanged in version 3.
-    type V3 = v2::DesiredState;
+    /// Version 3's workloads carry two more rollout settings.
+    type V3 = v3::DesiredState;
 
-    fn to_v3(&self) -> v2::DesiredState {
-        self.to_v2()
+    fn to_v3(&self) -> v3::DesiredState {
+        self.into()
     }
 
-    fn from_v3(frozen: v2::DesiredState) -> Result<Self, v2::Invalid> {
-        Self::from_v2(frozen)
+    fn from_v3(frozen: v3::DesiredState) -> Result<Self, v2::Invalid> {
+        frozen.try_into()
     }
 
     fn to_v2(&self) -> v2::DesiredState {

@@ -45,7 +45,14 @@ use crate::manifest::{Container, Workload};
 pub struct FieldId(pub u16);
 
 // The ids of fields added after identity v1, each assigned once here and never reused, as
-// `pub const NAME: FieldId = FieldId(n);` with the type and field it names. None yet.
+// `pub const NAME: FieldId = FieldId(n);` with the type and field it names.
+
+/// In a desired state: `spec.rollout.progressDeadline` of each workload that does not hold
+/// the default, as `[(index in the list, v2 Duration)]` (wire version 3).
+pub const PROGRESS_DEADLINE: FieldId = FieldId(1);
+/// In a desired state: `spec.rollout.failureThreshold` of each workload that does not hold
+/// the default, as `[(index in the list, v2 Amount)]` (wire version 3).
+pub const FAILURE_THRESHOLD: FieldId = FieldId(2);
 
 /// The identity bytes of one thing: its v1 bytes, then the later fields that are not at
 /// their default.
@@ -116,9 +123,32 @@ pub fn pod(w: &Workload) -> Vec<u8> {
 /// The identity of a node's desired state: its workloads in order and the keys it
 /// announces. When it changes, the node gets a new generation.
 pub fn desired(workloads: &[DesiredWorkload], signing_keys: &[PublicKey]) -> Vec<u8> {
-    let workloads: Vec<v2::DesiredWorkload> = workloads.iter().map(Into::into).collect();
+    let defaults = crate::manifest::Rollout::default();
+    let mut deadlines: Vec<(u32, v2::Duration)> = Vec::new();
+    let mut thresholds: Vec<(u32, v2::Amount)> = Vec::new();
+    for (i, d) in (0u32..).zip(workloads) {
+        let rollout = &d.workload.spec.rollout;
+        if rollout.progress_deadline != defaults.progress_deadline {
+            deadlines.push((i, (&rollout.progress_deadline).into()));
+        }
+        if rollout.failure_threshold != defaults.failure_threshold {
+            let amount = match rollout.failure_threshold {
+                crate::quantity::Amount::Count(n) => v2::Amount::Count(n),
+                crate::quantity::Amount::Percent(p) => v2::Amount::Percent(p),
+            };
+            thresholds.push((i, amount));
+        }
+    }
+    let frozen: Vec<v2::DesiredWorkload> = workloads.iter().map(Into::into).collect();
     let keys: Vec<v2::PublicKey> = signing_keys.iter().map(Into::into).collect();
-    Identity::v1(&(workloads, keys)).into_bytes()
+    Identity::v1(&(frozen, keys))
+        .field(PROGRESS_DEADLINE, &deadlines, |d| {
+            v2::to_bytes(d).unwrap_or_default()
+        })
+        .field(FAILURE_THRESHOLD, &thresholds, |t| {
+            v2::to_bytes(t).unwrap_or_default()
+        })
+        .into_bytes()
 }
 
 #[cfg(test)]

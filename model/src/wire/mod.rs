@@ -118,7 +118,8 @@ use std::fmt;
 use crate::manifest::names::check_dns_label;
 
 /// The newest wire version this build writes, to peers that read it (see [`version_for`]).
-/// Release 0.1.0 wrote version 2; version 3 adds the agent's wire versions to node facts.
+/// Release 0.1.0 wrote version 2; version 3 adds the agent's wire versions to node facts and
+/// two rollout settings to workloads (see `v3/mod.rs`).
 pub const WIRE_VERSION: u8 = 3;
 
 /// The wire versions this build reads and writes, oldest first: [`WIRE_VERSION`] and the

@@ -5,8 +5,9 @@
 //! version's number: format 2 is what release 0.1.0 wrote (the `v2` types), in every table.
 //! Each row kind is written in the newest format that changed its shape, so a release that
 //! changes one shape leaves every other row readable by the release before: today node facts
-//! are written in format 3 (they gained the agent's wire versions) and every other kind in
-//! format 2. Format 3 of an unchanged kind is its format 2, and reads as such.
+//! (they gained the agent's wire versions) and workloads (two more rollout settings) are
+//! written in format 3, statuses and events in format 2. Format 3 of an unchanged kind is its
+//! format 2, and reads as such.
 //! The databases keep the number beside the bytes (a `*_format` column that migrations added
 //! with `DEFAULT 2`, so every row 0.1.0 wrote reads as format 2); rows that are whole wire
 //! messages (the hub's published desired states, the agent's outbox) carry it as their first
@@ -14,12 +15,12 @@
 //!
 //! | database | table.column                             | holds                   | format in | written | read |
 //! |----------|------------------------------------------|-------------------------|-----------|---------|------|
-//! | hub      | `workloads.spec`, `workload_revisions.spec` | [`Workload`]          | `spec_format` | 2 | 2, 3 |
+//! | hub      | `workloads.spec`, `workload_revisions.spec` | [`Workload`]          | `spec_format` | 3 | 2, 3 |
 //! | hub      | `nodes.facts`                            | [`NodeFacts`]           | `facts_format` | 3 | 2, 3 |
 //! | hub      | `node_status.payload`                    | [`NodeStatus`], no events | `payload_format` | 2 | 2, 3 |
 //! | hub      | `events.payload`                         | [`Event`]               | `payload_format` | 2 | 2, 3 |
 //! | hub      | `node_desired.payload`                   | the published envelope  | its first byte | the node's wire version | 2, 3 |
-//! | agent    | `desired_state.payload`                  | `[DesiredWorkload]`     | `payload_format` | 2 | 2, 3 |
+//! | agent    | `desired_state.payload`                  | `[DesiredWorkload]`     | `payload_format` | 3 | 2, 3 |
 //! | agent    | `outbox.payload`                         | the status envelope     | its first byte | the hub's wire version | 2, 3 |
 //!
 //! Rules: a store writes each row kind in its format above (at most [`STORED_FORMAT`]) and
@@ -34,7 +35,7 @@ use super::{DesiredWorkload, Event, NodeStatus};
 use crate::manifest::Workload;
 use crate::node::NodeFacts;
 
-/// The newest format this build writes (node facts; see the table for every row kind).
+/// The newest format this build writes (see the table for each row kind).
 pub const STORED_FORMAT: u8 = v3::VERSION;
 
 /// The formats this build reads, oldest first.
@@ -107,13 +108,17 @@ fn read<T: serde::de::DeserializeOwned, D>(
     }
 }
 
-/// A workload (hub: `workloads.spec`, `workload_revisions.spec`).
+/// A workload (hub: `workloads.spec`, `workload_revisions.spec`), in format 3.
 pub fn write_workload(workload: &Workload) -> Result<Row, RecordError> {
-    write(v2::VERSION, &v2::Workload::from(workload))
+    write(v3::VERSION, &v3::Workload::from(workload))
 }
 
 pub fn read_workload(format: i64, bytes: &[u8]) -> Result<Workload, RecordError> {
-    read(format, bytes, v2::Workload::try_into)
+    match u8::try_from(format) {
+        Ok(v2::VERSION) => read_as(v2::VERSION, bytes, v2::Workload::try_into),
+        Ok(v3::VERSION) => read_as(v3::VERSION, bytes, v3::Workload::try_into),
+        _ => Err(RecordError::UnknownFormat { format }),
+    }
 }
 
 /// A node's facts (hub: `nodes.facts`), in format 3: the agent's wire versions included.
@@ -149,14 +154,20 @@ pub fn read_status(format: i64, bytes: &[u8]) -> Result<NodeStatus, RecordError>
 
 /// The workloads of an accepted desired state (agent: `desired_state.payload`).
 pub fn write_desired(workloads: &[DesiredWorkload]) -> Result<Row, RecordError> {
-    let frozen: Vec<v2::DesiredWorkload> = workloads.iter().map(Into::into).collect();
-    write(v2::VERSION, &frozen)
+    let frozen: Vec<v3::DesiredWorkload> = workloads.iter().map(Into::into).collect();
+    write(v3::VERSION, &frozen)
 }
 
 pub fn read_desired(format: i64, bytes: &[u8]) -> Result<Vec<DesiredWorkload>, RecordError> {
-    read(format, bytes, |workloads: Vec<v2::DesiredWorkload>| {
-        workloads.into_iter().map(TryInto::try_into).collect()
-    })
+    match u8::try_from(format) {
+        Ok(v2::VERSION) => read_as(v2::VERSION, bytes, |w: Vec<v2::DesiredWorkload>| {
+            w.into_iter().map(TryInto::try_into).collect()
+        }),
+        Ok(v3::VERSION) => read_as(v3::VERSION, bytes, |w: Vec<v3::DesiredWorkload>| {
+            w.into_iter().map(TryInto::try_into).collect()
+        }),
+        _ => Err(RecordError::UnknownFormat { format }),
+    }
 }
 
 #[cfg(test)]

@@ -249,6 +249,8 @@ pub fn sensor_workload() -> Workload {
                 canary: 1,
                 healthy_for: Duration::from_secs(45),
                 auto_rollback: false,
+                // Version 3's settings at their defaults: what a version-2 value reads as.
+                ..Rollout::default()
             },
             restart_policy: RestartPolicy::OnFailure,
             network: NetworkMode::Isolated,
@@ -292,6 +294,7 @@ pub fn agent_workload() -> Workload {
                 canary: 0,
                 healthy_for: Duration::from_secs(30),
                 auto_rollback: true,
+                ..Rollout::default()
             },
             restart_policy: RestartPolicy::Never,
             network: NetworkMode::Host,

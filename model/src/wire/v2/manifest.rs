@@ -531,6 +531,10 @@ impl TryFrom<Rollout> for domain::Rollout {
             canary: r.canary,
             healthy_for: r.healthy_for.try_into()?,
             auto_rollback: r.auto_rollback,
+            // Version 2 has neither: the defaults, which is how every hub before version 3
+            // rolled out (not at all) comes closest to.
+            progress_deadline: domain::DEFAULT_PROGRESS_DEADLINE,
+            failure_threshold: domain::DEFAULT_FAILURE_THRESHOLD,
         })
     }
 }

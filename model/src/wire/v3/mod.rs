@@ -1,16 +1,25 @@
 //! Wire version 3, frozen: what this release sends to peers that read it, and the format of
 //! the hub's `nodes.facts` rows.
 //!
-//! **What changed from version 2, and only that:** node facts (in presence, and in the hub's
-//! `nodes.facts`) carry the wire versions the agent reads as a field of their own,
-//! [`NodeFacts::wire_versions`], after every version-2 field. Version 2 had no such field, so
+//! **What changed from version 2, and only that:**
+//!
+//! - node facts (in presence, and in the hub's `nodes.facts`) carry the wire versions the agent
+//!   reads as a field of their own, [`NodeFacts::wire_versions`], after every version-2 field;
+//! - a workload's rollout has two more settings, [`Rollout::progress_deadline`] and
+//!   [`Rollout::failure_threshold`], after version 2's; so [`Workload`] (in the hub's
+//!   `workloads` and `workload_revisions`), [`DesiredWorkload`] (in the agent's
+//!   `desired_state`) and [`DesiredState`] (on the wire) are version 3's shapes. Both settings
+//!   are the hub's alone (an agent acts on no rollout setting): converted to version 2 for an
+//!   agent that reads nothing newer, they are left out, and that agent runs the same.
+//!
+//! The rest of this paragraph is about the first change. Version 2 had no such field, so
 //! there the versions travel as the label `shoal.dev/wire-versions` (see
 //! `crate::wire::WIRE_VERSIONS_LABEL`): that is how an agent announces version 3 to a hub it
 //! does not know yet, whose release may read version 2 only.
 //!
-//! Every other shape of version 3 *is* version 2's, re-exported from `v2`: version 2 is frozen,
-//! so these are frozen too, and their version-3 bytes are their version-2 bytes. The envelope
-//! is version 2's as well; only its version byte differs (3).
+//! Every other shape of version 3 *is* version 2's, used from `v2`: version 2 is frozen, so
+//! these are frozen too, and their version-3 bytes are their version-2 bytes (statuses, rpc
+//! messages, events). The envelope is version 2's as well; only its version byte differs.
 //!
 //! Frozen like `v2`: nothing here may ever change (see the rule in `wire/mod.rs`);
 //! `model/tests/golden.rs` holds its bytes.
@@ -116,6 +125,191 @@ impl TryFrom<Presence> for dw::Presence {
             node_id: p.node_id,
             online: p.online,
             facts: p.facts.try_into()?,
+        })
+    }
+}
+
+// ---- workloads: version 3 adds two rollout settings ------------------------------------
+//
+// `spec.rollout.progressDeadline` and `spec.rollout.failureThreshold`, after version 2's
+// rollout fields. Everything around them is version 2's shape; the conversions go through
+// version 2's, so they check what those check.
+
+use crate::manifest as domain;
+use crate::quantity as dq;
+
+use super::v2;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub spec: WorkloadSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadSpec {
+    pub placement: v2::Placement,
+    pub rollout: Rollout,
+    pub restart_policy: v2::RestartPolicy,
+    pub network: v2::NetworkMode,
+    pub stop_grace_period: v2::Duration,
+    pub volumes: Vec<v2::Volume>,
+    pub containers: Vec<v2::Container>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub max_unavailable: v2::Amount,
+    pub canary: u32,
+    pub healthy_for: v2::Duration,
+    pub auto_rollback: bool,
+    pub progress_deadline: v2::Duration,
+    pub failure_threshold: v2::Amount,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredWorkload {
+    pub workload: Workload,
+    pub revision: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    pub node_id: String,
+    pub generation: u64,
+    pub workloads: Vec<DesiredWorkload>,
+    pub signing_keys: Vec<v2::PublicKey>,
+}
+
+fn amount(a: dq::Amount) -> v2::Amount {
+    match a {
+        dq::Amount::Count(n) => v2::Amount::Count(n),
+        dq::Amount::Percent(p) => v2::Amount::Percent(p),
+    }
+}
+
+impl From<&domain::Workload> for Workload {
+    fn from(w: &domain::Workload) -> Self {
+        let v2::Workload { name, labels, spec } = v2::Workload::from(w);
+        let r = &w.spec.rollout;
+        Workload {
+            name,
+            labels,
+            spec: WorkloadSpec {
+                placement: spec.placement,
+                rollout: Rollout {
+                    max_unavailable: spec.rollout.max_unavailable,
+                    canary: spec.rollout.canary,
+                    healthy_for: spec.rollout.healthy_for,
+                    auto_rollback: spec.rollout.auto_rollback,
+                    progress_deadline: (&r.progress_deadline).into(),
+                    failure_threshold: amount(r.failure_threshold),
+                },
+                restart_policy: spec.restart_policy,
+                network: spec.network,
+                stop_grace_period: spec.stop_grace_period,
+                volumes: spec.volumes,
+                containers: spec.containers,
+            },
+        }
+    }
+}
+
+impl TryFrom<Workload> for domain::Workload {
+    type Error = Invalid;
+
+    fn try_from(w: Workload) -> Result<Self, Invalid> {
+        let Workload { name, labels, spec } = w;
+        let Rollout {
+            max_unavailable,
+            canary,
+            healthy_for,
+            auto_rollback,
+            progress_deadline,
+            failure_threshold,
+        } = spec.rollout;
+        let older = v2::Workload {
+            name,
+            labels,
+            spec: v2::WorkloadSpec {
+                placement: spec.placement,
+                rollout: v2::Rollout {
+                    max_unavailable,
+                    canary,
+                    healthy_for,
+                    auto_rollback,
+                },
+                restart_policy: spec.restart_policy,
+                network: spec.network,
+                stop_grace_period: spec.stop_grace_period,
+                volumes: spec.volumes,
+                containers: spec.containers,
+            },
+        };
+        let mut workload: domain::Workload = older.try_into()?;
+        let rollout = &mut workload.spec.rollout;
+        rollout.progress_deadline = progress_deadline.try_into()?;
+        if rollout.progress_deadline.is_zero() {
+            return Err(Invalid("progressDeadline is 0s".into()));
+        }
+        rollout.failure_threshold = match failure_threshold {
+            v2::Amount::Count(n) if n >= 1 => dq::Amount::Count(n),
+            v2::Amount::Percent(p) if (1..=100).contains(&p) => dq::Amount::Percent(p),
+            other => {
+                return Err(Invalid(format!(
+                    "failureThreshold is {other:?}: it must be at least 1, or 1% to 100%"
+                )))
+            }
+        };
+        Ok(workload)
+    }
+}
+
+impl From<&crate::wire::DesiredWorkload> for DesiredWorkload {
+    fn from(d: &crate::wire::DesiredWorkload) -> Self {
+        DesiredWorkload {
+            workload: (&d.workload).into(),
+            revision: d.revision,
+        }
+    }
+}
+
+impl TryFrom<DesiredWorkload> for crate::wire::DesiredWorkload {
+    type Error = Invalid;
+
+    fn try_from(d: DesiredWorkload) -> Result<Self, Invalid> {
+        Ok(crate::wire::DesiredWorkload {
+            workload: d.workload.try_into()?,
+            revision: d.revision,
+        })
+    }
+}
+
+impl From<&crate::wire::DesiredState> for DesiredState {
+    fn from(d: &crate::wire::DesiredState) -> Self {
+        DesiredState {
+            node_id: d.node_id.clone(),
+            generation: d.generation,
+            workloads: d.workloads.iter().map(Into::into).collect(),
+            signing_keys: d.signing_keys.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl TryFrom<DesiredState> for crate::wire::DesiredState {
+    type Error = Invalid;
+
+    fn try_from(d: DesiredState) -> Result<Self, Invalid> {
+        Ok(crate::wire::DesiredState {
+            node_id: d.node_id,
+            generation: d.generation,
+            workloads: d
+                .workloads
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
+            signing_keys: d.signing_keys.into_iter().map(Into::into).collect(),
         })
     }
 }
