@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_hub::clock::wall_ms;
 use shoal_hub::control::{self, Fleet};
 use shoal_hub::server::controller::{self, Publish};
 use shoal_hub::store::{KeyState, Store};
+use shoal_model::clock::wall_ms;
 use shoal_model::manifest::{parse_manifest, Workload};
 use shoal_model::node::{Capacity, NodeFacts};
 use shoal_model::topic::NodeId;

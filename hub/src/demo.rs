@@ -9,7 +9,6 @@ use anyhow::Context;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 /// What the demo manifest runs.
 pub const IMAGE: &str = "localhost/shoal-demo:latest";
@@ -130,9 +129,7 @@ fn gzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
 }
 
 fn digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", shoal_model::hex::sha256_hex(bytes))
 }
 
 /// Whether `binary` is an ELF executable with no program interpreter (a static program).

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use sha2::{Digest, Sha256};
 use shoal_model::wire::identity;
 use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::{DesiredState, DesiredWorkload};
@@ -83,8 +82,7 @@ pub fn per_node_given(
 /// `identity`), so adding an optional field gives no node a new generation; setting it
 /// gives a new generation to exactly the nodes that run that workload.
 pub fn digest(workloads: &[DesiredWorkload], signing_keys: &[PublicKey]) -> String {
-    let hash = Sha256::digest(identity::desired(workloads, signing_keys));
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+    shoal_model::hex::sha256_hex(&identity::desired(workloads, signing_keys))
 }
 
 /// The next desired state for `node`, or `None` when neither what it should run nor the keys

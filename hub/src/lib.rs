@@ -5,7 +5,6 @@ pub mod admission;
 pub mod api;
 pub mod broker;
 pub mod cli;
-pub mod clock;
 pub mod context;
 pub mod control;
 pub mod demo;

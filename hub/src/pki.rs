@@ -23,7 +23,6 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 /// The CA certificate's file name in the CA directory (PEM, mode 0644).
@@ -238,7 +237,7 @@ impl Ca {
         cert_der: CertificateDer<'static>,
         cert_pem: String,
     ) -> Ca {
-        let fingerprint = hex(&Sha256::digest(&cert_der));
+        let fingerprint = shoal_model::api::ca_fingerprint(&cert_der);
         Ca {
             issuer,
             cert_der,
@@ -369,10 +368,6 @@ fn pem_der(pem: &str) -> Option<CertificateDer<'static>> {
     CertificateDer::from_pem_slice(pem.as_bytes()).ok()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn read_if_present(path: &Path) -> Result<Option<String>, PkiError> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
@@ -458,6 +453,7 @@ mod tests {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{ServerName, UnixTime};
     use rustls::{CertificateError, RootCertStore};
+    use sha2::{Digest, Sha256};
     use x509_parser::oid_registry::{OID_EC_P256, OID_SIG_ECDSA_WITH_SHA256};
     use x509_parser::prelude::{GeneralName, X509Certificate};
 
@@ -707,12 +703,11 @@ mod tests {
         let der = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).expect("PEM");
         let digest = Sha256::digest(&der);
         assert_eq!(ca.fingerprint().len(), 64);
-        assert_eq!(ca.fingerprint(), hex(&digest));
+        assert_eq!(ca.fingerprint(), shoal_model::hex::encode(&digest));
         assert!(ca
             .fingerprint()
             .chars()
             .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
-        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
     }
 
     fn mode(path: &Path) -> u32 {

@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rumqttc::{AsyncClient, QoS};
+use shoal_model::clock::wall_ms;
 use shoal_model::topic::{NodeId, Topics};
 use shoal_model::wire::{self, Limits, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody};
 use tokio::sync::mpsc;
-
-use crate::clock::wall_ms;
 
 /// RPC to agents: the requests in flight and the client that sends them.
 #[derive(Debug)]

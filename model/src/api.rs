@@ -293,6 +293,13 @@ pub struct MosquittoConfig {
     pub key_pem: String,
 }
 
+/// What an enrollment token pins: the lower-case hex SHA-256 of the hub's CA certificate in
+/// DER (64 digits, no separators). The hub puts it in every token; `shoal-agent enroll`
+/// computes it from the CA the hub serves and sends nothing before the two agree.
+pub fn ca_fingerprint(cert_der: &[u8]) -> String {
+    crate::hex::sha256_hex(cert_der)
+}
+
 /// The first part of every token: the format's version.
 pub const TOKEN_PREFIX: &str = "shoal1";
 
@@ -342,11 +349,32 @@ impl<'a> EnrollToken<'a> {
             ca_fingerprint: ca,
         })
     }
+
+    /// Whether `cert_der` is the CA certificate this token pins (hex of either case).
+    pub fn pins(&self, cert_der: &[u8]) -> bool {
+        self.ca_fingerprint
+            .eq_ignore_ascii_case(&ca_fingerprint(cert_der))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_pins_the_sha256_of_its_ca_certificate_in_either_case() {
+        let der = b"not really a certificate, but bytes all the same";
+        let pin = ca_fingerprint(der);
+        assert_eq!(pin.len(), 64);
+        assert_eq!(pin, crate::hex::sha256_hex(der));
+        let secret = "A".repeat(43);
+        for written in [pin.clone(), pin.to_ascii_uppercase()] {
+            let text = format!("shoal1.gw-1.{secret}.{written}");
+            let token = EnrollToken::parse(&text).expect("a valid token");
+            assert!(token.pins(der), "{written}");
+            assert!(!token.pins(b"another certificate"), "{written}");
+        }
+    }
 
     #[test]
     fn tokens_are_taken_apart_and_anything_else_is_refused_with_the_reason() {

@@ -3,6 +3,8 @@
 //! here, and nothing in this crate does network or container IO.
 
 pub mod api;
+pub mod clock;
+pub mod hex;
 pub mod manifest;
 pub mod node;
 pub mod quantity;

@@ -26,7 +26,7 @@ const HUB_DB: &str = "every hub database";
 const AGENT_DB: &str = "every agent database";
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    shoal_model::hex::encode(bytes)
 }
 
 fn unhex(text: &str) -> Vec<u8> {

@@ -528,11 +528,7 @@ impl Drop for Fleet {
 }
 
 /// The wall clock in ms since the Unix epoch, as the hub's `*_ms` fields count.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use shoal_model::clock::wall_ms as now_ms;
 
 /// Prints a timing the way every test here does: `[what: N ms]`.
 pub fn report(what: &str, took: Duration) {

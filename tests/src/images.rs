@@ -13,13 +13,10 @@ use std::time::{Duration, Instant};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 /// `sha256:<hex>` of `bytes`.
 pub fn digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", shoal_model::hex::sha256_hex(bytes))
 }
 
 /// What a tar entry is.

@@ -26,6 +26,7 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("axum", "a web framework"),
     ("SystemTime::now", "the wall clock"),
     ("Instant::now", "the monotonic clock"),
+    ("wall_ms", "the wall clock (shoal_model::clock)"),
 ];
 
 fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
@@ -101,7 +102,8 @@ fn the_scan_finds_imports_and_clock_reads_but_not_comments_or_longer_names() {
                   // tokio is mentioned in a comment only\n\
                   let t = Instant::now(); // and Instant::now in a comment\n\
                   let my_tokio_thing = 1;\n\
-                  fn f(c: &rusqlite::Connection) {}\n";
+                  fn f(c: &rusqlite::Connection) {}\n\
+                  let at = shoal_model::clock::wall_ms();\n";
     let found: Vec<(usize, &str)> = violations(source)
         .into_iter()
         .map(|(line, word, _)| (line, word))
@@ -112,7 +114,8 @@ fn the_scan_finds_imports_and_clock_reads_but_not_comments_or_longer_names() {
             (1, "tokio"),
             (2, "SystemTime::now"),
             (4, "Instant::now"),
-            (6, "rusqlite")
+            (6, "rusqlite"),
+            (7, "wall_ms")
         ]
     );
 }

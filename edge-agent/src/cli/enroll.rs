@@ -21,14 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use sha2::{Digest, Sha256};
-use shoal_model::api::{EnrollRequest, EnrollResponse, EnrollToken};
+use shoal_model::api::{ca_fingerprint, EnrollRequest, EnrollResponse, EnrollToken};
+use shoal_model::clock::wall_ms;
 use shoal_model::wire::signing::PublicKey;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use crate::config::{self, ENROLLMENT_FILE};
 use crate::state::Store;
-use crate::supervisor::wall_ms;
 
 /// The CA file written beside the enrollment file.
 pub const CA_FILE: &str = "hub-ca.pem";
@@ -76,13 +75,10 @@ fn check_hub_url(url: &str, insecure: bool) -> anyhow::Result<bool> {
     Ok(tls)
 }
 
-/// Lowercase hex SHA-256 of the first certificate in `pem`.
+/// The fingerprint tokens pin ([`ca_fingerprint`]) of the first certificate in `pem`.
 fn fingerprint(pem: &[u8]) -> anyhow::Result<String> {
     let cert = Certificate::from_pem(pem).context("the hub's CA is not a PEM certificate")?;
-    Ok(Sha256::digest(cert.der())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(ca_fingerprint(cert.der()))
 }
 
 fn agent(tls: TlsConfig) -> ureq::Agent {

@@ -100,7 +100,7 @@ pub fn delete(socket: &Socket, workload: &str) -> anyhow::Result<ExitCode> {
 pub fn ps(socket: &Socket) -> anyhow::Result<ExitCode> {
     match call(socket, RpcRequestBody::Status)? {
         RpcResponseBody::Status(status) => {
-            print!("{}", ps_table(&status, crate::supervisor::wall_ms()));
+            print!("{}", ps_table(&status, shoal_model::clock::wall_ms()));
             Ok(ExitCode::SUCCESS)
         }
         other => refused(other),

@@ -8,6 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use shoal_model::hex::Hex;
 
 use super::error::ImageError;
 use super::Platform;
@@ -57,7 +58,7 @@ impl ImageDigest {
     }
 
     pub(crate) fn from_hasher(hasher: Sha256) -> ImageDigest {
-        ImageDigest(format!("sha256:{}", hex(&hasher.finalize())))
+        ImageDigest(format!("sha256:{}", Hex(&hasher.finalize())))
     }
 
     /// The 64 hex digits.
@@ -87,16 +88,6 @@ impl fmt::Display for ImageDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
 }
 
 /// Shortens hostile text before it goes into an error message.

@@ -6,10 +6,10 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use shoal_model::clock::wall_ms;
 use shoal_model::manifest::image::ImageRef;
 
 use super::document::{
@@ -111,13 +111,6 @@ pub(super) const USE_MARK_INTERVAL_MS: u64 = 3_600_000;
 /// make the image look less recently used than it is. Pure.
 pub(super) fn use_mark_due(stored_ms: u64, now_ms: u64) -> bool {
     now_ms.saturating_sub(stored_ms) >= USE_MARK_INTERVAL_MS
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 impl ImageStore {
@@ -316,7 +309,7 @@ impl ImageStore {
     pub fn mark_used(&self, digest: &ImageDigest) -> Result<(), ImageError> {
         let _meta = self.meta();
         let mut record = self.load_record(digest)?;
-        let now = now();
+        let now = wall_ms();
         if !use_mark_due(record.last_used, now) {
             return Ok(());
         }
@@ -728,7 +721,7 @@ impl ImageStore {
                 user: runtime.user.filter(|u| !u.is_empty()),
             },
             layers,
-            last_used: now(),
+            last_used: wall_ms(),
         };
         let _meta = self.meta();
         self.save_record(&record)?;

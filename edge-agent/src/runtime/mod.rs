@@ -561,7 +561,7 @@ impl Runtime {
         let started_ms = state::read::<ShimRecord>(dir, SHIM_FILE)
             .ok()
             .flatten()
-            .map_or_else(state::now_ms, |r| r.started_ms);
+            .map_or_else(shoal_model::clock::wall_ms, |r| r.started_ms);
         tracing::info!(id, pid, "container started");
         Ok(Started { pid, started_ms })
     }
@@ -769,7 +769,7 @@ impl Runtime {
             status: ExitStatus::Unknown,
             oom_killed,
             started_ms: record.map_or(0, |r| r.started_ms),
-            exited_ms: state::now_ms(),
+            exited_ms: shoal_model::clock::wall_ms(),
         };
         state::write_atomic(dir, EXIT_FILE, &exit)
             .map_err(io_err("write", &dir.join(EXIT_FILE)))?;

@@ -145,7 +145,7 @@ pub fn run(args: &RunArgs) -> i32 {
         }
     };
     record.init = Some(running.init);
-    record.started_ms = state::now_ms();
+    record.started_ms = shoal_model::clock::wall_ms();
     if let Err(err) = state::write_atomic(&args.state, SHIM_FILE, &record) {
         tracing::error!(%err, "cannot record the running container");
     }
@@ -164,7 +164,7 @@ pub fn run(args: &RunArgs) -> i32 {
         status,
         oom_killed,
         started_ms: record.started_ms,
-        exited_ms: state::now_ms(),
+        exited_ms: shoal_model::clock::wall_ms(),
     };
     if let Err(err) = state::write_atomic(&args.state, EXIT_FILE, &exit) {
         tracing::error!(%err, "cannot write {EXIT_FILE}");

@@ -6,10 +6,11 @@
 //! verified state announces replace the trusted ones in the same transaction that stores it
 //! (key rotation). No clock is involved: signatures and generations decide.
 
+use shoal_model::clock::wall_ms;
 use shoal_model::wire::signing::{self, PublicKey};
 use shoal_model::wire::{DesiredState, DesiredWorkload, Envelope, EventReason, Severity};
 
-use super::{wall_ms, Supervisor};
+use super::Supervisor;
 use crate::state::Source;
 
 /// What to do with a desired state from the hub.

@@ -3,9 +3,10 @@
 //! has space again (stored as soon as the disk lets them), and the condition in the status
 //! that `shoal-agent ps` and the hub's `Status` request see, also before its event is stored.
 
+use shoal_model::clock::wall_ms;
 use shoal_model::wire::{Event as WireEvent, Severity};
 
-use super::{wall_ms, Supervisor};
+use super::Supervisor;
 use crate::state::disk;
 
 impl Supervisor {

@@ -31,8 +31,9 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use shoal_model::clock::wall_ms;
 use shoal_model::manifest::image::ImageRef;
 use shoal_model::manifest::{Container, Workload, DEFAULT_STOP_GRACE_PERIOD};
 use shoal_model::node::NodeFacts;
@@ -239,14 +240,6 @@ impl std::fmt::Debug for Supervisor {
             .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
-}
-
-/// Wall-clock ms since the Unix epoch (for display and records only; decisions use
-/// [`Supervisor::now`], which a clock jump cannot move backwards).
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Supervisor {

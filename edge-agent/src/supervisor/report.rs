@@ -11,10 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_model::clock::wall_ms;
 use shoal_model::wire::{self, Event, Limits, NodeStatus, NodeUsage, WireError};
 use tokio::sync::Notify;
 
-use super::{wall_ms, Supervisor};
+use super::Supervisor;
 use crate::state::{OutboxMessage, ReportCursor, StateError};
 
 /// The shortest time between two status emissions: changes in between are coalesced. Short

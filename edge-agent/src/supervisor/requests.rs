@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_model::clock::wall_ms;
 use shoal_model::manifest::image::ImageRef;
 use shoal_model::quantity::format_bytes;
 use shoal_model::wire::{DesiredWorkload, EventReason, RpcRequestBody, RpcResponseBody, Severity};
 use tokio::sync::mpsc;
 
-use super::{wall_ms, Supervisor};
+use super::Supervisor;
 use crate::api::Incoming;
 use crate::reconcile::placement;
 use crate::runtime::logs::{self, LogFollower};

@@ -1,12 +1,13 @@
 //! The node's status as `shoal-agent ps` and the hub see it, built from the supervisor's
 //! state: one entry per desired container, plus containers still being taken down.
 
+use shoal_model::clock::wall_ms;
 use shoal_model::manifest::RestartPolicy;
 use shoal_model::wire::{
     ContainerState, ContainerStatus, Health, NodeStatus, NodeUsage, WorkloadStatus,
 };
 
-use super::{describe_exit, wall_ms, Key, Supervisor, Tracked};
+use super::{describe_exit, Key, Supervisor, Tracked};
 use crate::reconcile::{ImageState, Run};
 
 impl Supervisor {

@@ -12,28 +12,24 @@ use std::sync::Arc;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::Json;
-use sha2::{Digest, Sha256};
 use shoal_model::api::{
     Done, EnrollRequest, EnrollResponse, EnrollToken, KeyInfo, NodeAddRequest, NodeEnrollment,
     RotateRequest, DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S, TOKEN_PREFIX,
 };
+use shoal_model::clock::wall_ms;
 use shoal_model::manifest::names::check_dns_label;
 use shoal_model::topic::NodeId;
 use shoal_model::wire::signing::SigningKey;
 
 use super::{check_labels, Answer, Failure};
 use crate::broker::password;
-use crate::clock::wall_ms;
 use crate::context::Hub;
 use crate::control::{self, Fleet, Rotation};
 use crate::store::{self, EnrollError, KeyState};
 
 /// The SHA-256 of a token secret, as stored.
 pub fn secret_hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    shoal_model::hex::sha256_hex(secret.as_bytes())
 }
 
 /// `POST /v1/nodes`: registers the node if it is new and issues its token.

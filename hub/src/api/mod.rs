@@ -26,12 +26,12 @@ use shoal_model::api::{
     NodeDetail, NodeInfo, RevisionInfo, RolloutInfo, WorkloadChange, WorkloadDetail, WorkloadInfo,
     MAX_REQUEST_BYTES,
 };
+use shoal_model::clock::wall_ms;
 use shoal_model::manifest::names::{check_label_key, check_label_value};
 use shoal_model::manifest::Loaded;
 use shoal_model::wire::{self, RpcRequestBody, RpcResponseBody};
 
 use crate::broker::{self, password};
-use crate::clock::wall_ms;
 use crate::context::Hub;
 use crate::control::Unreadable;
 use crate::rpc;

@@ -40,12 +40,12 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
         Kind::Node => {
             let detail: NodeDetail =
                 client.get(&format!("/v1/nodes/{}", segment(&args.name)), &[])?;
-            describe_node(&detail, output::now_ms())
+            describe_node(&detail, shoal_model::clock::wall_ms())
         }
         Kind::Workload => {
             let detail: WorkloadDetail =
                 client.get(&format!("/v1/workloads/{}", segment(&args.name)), &[])?;
-            describe_workload(&detail, output::now_ms())
+            describe_workload(&detail, shoal_model::clock::wall_ms())
         }
     };
     print!("{text}");

@@ -78,7 +78,11 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
             if view.format.is_none_or(|f| f == Format::Wide) && listing.is_empty() {
                 eprintln!("{}", empty_hint(args.kind));
             } else {
-                write!(stdout, "{}", render(&listing, view, output::now_ms()))?;
+                write!(
+                    stdout,
+                    "{}",
+                    render(&listing, view, shoal_model::clock::wall_ms())
+                )?;
             }
             stdout.flush()?;
             shown = Some(key);

@@ -92,7 +92,10 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
                 ttl_s: Some(ttl.as_secs().max(1)),
             };
             let enrollment: NodeEnrollment = client.post("/v1/nodes", &request)?;
-            print!("{}", enrollment_text(&enrollment, crate::clock::wall_ms()));
+            print!(
+                "{}",
+                enrollment_text(&enrollment, shoal_model::clock::wall_ms())
+            );
             if let Some(warning) = broker_warning(&enrollment.hub) {
                 eprintln!("{warning}");
             }

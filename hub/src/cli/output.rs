@@ -1,8 +1,6 @@
 //! Pure formatting shared by the CLI commands that talk to the hub: column-aligned tables,
 //! kubectl-style ages, UTC timestamps, and a small block-style YAML emitter. Nothing here
-//! does IO except [`now_ms`].
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! does IO or reads the clock: the commands pass the time in.
 
 use serde_json::Value;
 
@@ -22,14 +20,6 @@ pub const NONE: &str = "<none>";
 
 /// Spaces between table columns (as kubectl).
 const COLUMN_GAP: usize = 3;
-
-/// The wall clock in ms since the Unix epoch (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// A table with upper-case headers and left-aligned columns separated by three spaces; the
 /// last column is not padded, so lines carry no trailing spaces.

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use shoal_model::clock::wall_ms;
 use shoal_model::topic::NodeId;
 use shoal_model::wire::{Envelope, Limits};
 use tokio::time::Instant;
 
-use crate::clock::wall_ms;
 use crate::context::{Hub, Wake};
 use crate::control::{self, Fleet, Plan};
 use crate::store::{self, NodeDesired, PlanWrite, Store};

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use shoal_model::clock::wall_ms;
 use shoal_model::topic::Topics;
 use shoal_model::wire::signing::SigningKey;
 use shoal_model::wire::Limits;
@@ -27,7 +28,6 @@ use tokio::sync::watch;
 use crate::broker::{
     self, Authenticator, BrokerUrl, EmbeddedBroker, EmbeddedConfig, Identity, TlsFiles,
 };
-use crate::clock::wall_ms;
 use crate::context::{Hub, Wake};
 use crate::pki::{url_host, Ca};
 use crate::rpc::Rpc;

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Transport};
+use shoal_model::clock::wall_ms;
 use shoal_model::topic::{Channel, NodeId, Topics};
 use shoal_model::wire::{self, NodeStatus, Presence, RpcResponse};
 
 use super::controller::Publish;
 use crate::admission::Admission;
 use crate::broker::{BrokerUrl, HUB_USERNAME};
-use crate::clock::wall_ms;
 use crate::context::Hub;
 
 /// Room above the largest message for the MQTT header and topic.

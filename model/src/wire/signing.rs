@@ -14,6 +14,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
 
 use super::Envelope;
+use crate::hex::{self, Hex};
 
 /// Bytes of a [`KeyId`] at the start of a signature.
 pub const KEY_ID_BYTES: usize = 8;
@@ -44,7 +45,7 @@ impl PublicKey {
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ed25519:")?;
-        write_hex(f, &self.0)
+        write!(f, "{}", Hex(&self.0))
     }
 }
 
@@ -61,8 +62,8 @@ impl std::str::FromStr for PublicKey {
         let bad = || SignatureError::BadPublicKey {
             text: text.chars().take(80).collect(),
         };
-        let hex = text.trim().strip_prefix("ed25519:").ok_or_else(bad)?;
-        let bytes = parse_hex(hex).ok_or_else(bad)?;
+        let digits = text.trim().strip_prefix("ed25519:").ok_or_else(bad)?;
+        let bytes = hex::decode(digits).ok_or_else(bad)?;
         let key: [u8; PUBLIC_KEY_BYTES] = bytes.try_into().map_err(|_| bad())?;
         Ok(PublicKey(key))
     }
@@ -70,7 +71,7 @@ impl std::str::FromStr for PublicKey {
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_hex(f, &self.0)
+        write!(f, "{}", Hex(&self.0))
     }
 }
 
@@ -192,23 +193,6 @@ pub fn verify(envelope: &Envelope, trusted: &[PublicKey]) -> Result<KeyId, Signa
         .verify(&envelope.signed_bytes(), signature)
         .map_err(|_| SignatureError::Invalid { key: key_id })?;
     Ok(key_id)
-}
-
-fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    for byte in bytes {
-        write!(f, "{byte:02x}")?;
-    }
-    Ok(())
-}
-
-fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
