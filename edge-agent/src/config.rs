@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use shoal_model::endpoint::BrokerUrl;
 use shoal_model::manifest::names::{check_dns_label, check_label_key, check_label_value};
 use shoal_model::quantity::{parse_bytes, parse_duration};
 use shoal_model::topic::Topics;
@@ -163,7 +164,7 @@ pub struct AgentConfig {
 /// node name.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HubConfig {
-    pub broker: Broker,
+    pub broker: BrokerUrl,
     pub password: Option<Password>,
     /// PEM CA certificates that sign the broker's certificate (mqtts only); the system's
     /// bundle when `None`.
@@ -184,26 +185,6 @@ impl std::fmt::Debug for HubConfig {
             .field("keep_alive", &self.keep_alive)
             .field("heartbeat", &self.heartbeat)
             .finish_non_exhaustive()
-    }
-}
-
-/// The broker's address, from `mqtt://host[:port]` or `mqtts://host[:port]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Broker {
-    pub tls: bool,
-    /// A DNS name or an IP address (without brackets for IPv6).
-    pub host: String,
-    pub port: u16,
-}
-
-impl std::fmt::Display for Broker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)
-        }
     }
 }
 
@@ -452,7 +433,7 @@ fn parse_hub(hub: HubFile) -> Result<HubConfig, String> {
     let broker = hub.broker.ok_or(
         "hub.broker: missing: write the hub's broker as `broker = \"mqtts://HOST:8883\"` (or remove [hub] to run standalone)",
     )?;
-    let broker = parse_broker(&broker).map_err(|e| format!("hub.broker: {e}"))?;
+    let broker: BrokerUrl = broker.parse().map_err(|e| format!("hub.broker: {e}"))?;
     let absolute = |key: &str, path: PathBuf| -> Result<PathBuf, String> {
         if path.is_absolute() {
             Ok(path)
@@ -472,7 +453,7 @@ fn parse_hub(hub: HubFile) -> Result<HubConfig, String> {
         (None, None) => None,
     };
     let ca_file = match hub.ca_file {
-        Some(_) if !broker.tls => {
+        Some(_) if !broker.is_tls() => {
             return Err(
                 "hub.ca_file: only used with an `mqtts://` broker: change hub.broker to mqtts:// or remove ca_file"
                     .into(),
@@ -517,64 +498,6 @@ fn parse_hub(hub: HubFile) -> Result<HubConfig, String> {
         // MQTT carries the keep-alive as a 16-bit number of seconds.
         keep_alive: duration("keep_alive", hub.keep_alive, 30, (1, 65_535))?,
         heartbeat: duration("heartbeat", hub.heartbeat, 60, (1, 86_400))?,
-    })
-}
-
-/// `mqtt://host[:port]` or `mqtts://host[:port]`, IPv6 hosts in brackets.
-fn parse_broker(text: &str) -> Result<Broker, String> {
-    let bad = |why: &str| {
-        format!("`{text}` is not a broker address ({why}): write it as `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]`")
-    };
-    let (tls, rest) = if let Some(rest) = text.strip_prefix("mqtts://") {
-        (true, rest)
-    } else if let Some(rest) = text.strip_prefix("mqtt://") {
-        (false, rest)
-    } else {
-        return Err(bad("the scheme must be mqtt:// or mqtts://"));
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains(['/', '?', '#', '@']) || rest.chars().any(char::is_whitespace) {
-        return Err(bad("only a host and a port are allowed"));
-    }
-    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-        let (host, after) = bracketed
-            .split_once(']')
-            .ok_or_else(|| bad("`[` without `]`"))?;
-        if host.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(bad("not an IPv6 address in brackets"));
-        }
-        match after {
-            "" => (host, None),
-            _ => (
-                host,
-                Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or_else(|| bad("junk after `]`"))?,
-                ),
-            ),
-        }
-    } else {
-        match rest.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (rest, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("the host is missing"));
-    }
-    let port = match port {
-        None if tls => 8883,
-        None => 1883,
-        Some(port) => match port.parse::<u16>() {
-            Ok(port) if port > 0 => port,
-            _ => return Err(bad("the port must be a number from 1 to 65535")),
-        },
-    };
-    Ok(Broker {
-        tls,
-        host: host.to_string(),
-        port,
     })
 }
 
@@ -627,14 +550,7 @@ mod tests {
     #[test]
     fn a_hub_table_with_only_a_broker_gets_the_defaults() {
         let config = hub("broker = \"mqtt://127.0.0.1\"").expect("valid");
-        assert_eq!(
-            config.broker,
-            Broker {
-                tls: false,
-                host: "127.0.0.1".into(),
-                port: 1883
-            }
-        );
+        assert_eq!(config.broker.to_string(), "mqtt://127.0.0.1:1883");
         assert_eq!(config.prefix, "shoal/v1");
         assert_eq!(config.keep_alive, Duration::from_secs(30));
         assert_eq!(config.heartbeat, Duration::from_secs(60));
@@ -666,29 +582,27 @@ mod tests {
     #[test]
     fn broker_addresses_take_a_port_and_ipv6_in_brackets() {
         let cases = [
-            ("mqtt://h:1884", false, "h", 1884),
-            ("mqtt://h/", false, "h", 1883),
-            ("mqtts://[::1]:8884", true, "::1", 8884),
-            ("mqtts://[fe80::1]", true, "fe80::1", 8883),
+            ("mqtt://h:1884", "mqtt://h:1884"),
+            ("mqtt://h/", "mqtt://h:1883"),
+            ("MQTTS://[::1]:8884", "mqtts://[::1]:8884"),
+            ("mqtts://[fe80::1]", "mqtts://[fe80::1]:8883"),
         ];
-        for (text, tls, host, port) in cases {
-            let broker = parse_broker(text).expect(text);
-            assert_eq!(
-                (broker.tls, broker.host.as_str(), broker.port),
-                (tls, host, port)
-            );
+        for (given, read) in cases {
+            let config = hub(&format!("broker = \"{given}\"")).expect(given);
+            assert_eq!(config.broker.to_string(), read);
         }
     }
 
     #[test]
     fn hub_mistakes_are_named_by_their_key() {
         let cases = [
-            ("broker = \"http://h\"", "hub.broker: `http://h` is not a broker address (the scheme must be mqtt:// or mqtts://)"),
-            ("broker = \"mqtt://h:0\"", "the port must be a number from 1 to 65535"),
-            ("broker = \"mqtt://h:x\"", "the port must be a number from 1 to 65535"),
+            ("broker = \"http://h\"", "hub.broker: `http://h` is not a broker url: unsupported scheme `http` (write it as mqtt://HOST[:PORT] or mqtts://HOST[:PORT])"),
+            ("broker = \"mqtt://h:0\"", "`0` is not a port number (1-65535)"),
+            ("broker = \"mqtt://h:x\"", "`x` is not a port number (1-65535)"),
+            ("broker = \"mqtt://h:+1\"", "`+1` is not a port number (1-65535)"),
             ("broker = \"mqtt://\"", "the host is missing"),
-            ("broker = \"mqtt://u@h\"", "only a host and a port are allowed"),
-            ("broker = \"mqtt://h/x\"", "only a host and a port are allowed"),
+            ("broker = \"mqtt://u@h\"", "credentials do not belong in the url"),
+            ("broker = \"mqtt://h/x\"", "must not have a path"),
             ("broker = \"mqtt://[h]\"", "not an IPv6 address"),
             ("broker = \"mqtt://h\"\npassword = \"a\"\npassword_file = \"/p\"", "hub.password: set either"),
             ("broker = \"mqtt://h\"\npassword_file = \"p\"", "hub.password_file: `p` must be an absolute path"),
@@ -806,7 +720,7 @@ files = 3
             ("[hub]\nprefix = \"x\"", "hub.broker: missing"),
             (
                 "[hub]\nbroker = \"tcp://h\"",
-                "hub.broker: `tcp://h` is not a broker address",
+                "hub.broker: `tcp://h` is not a broker url: write `mqtt://` instead of `tcp://`",
             ),
             ("[hub]\nbrokr = \"mqtt://h\"", "unknown field `brokr`"),
         ];

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use shoal_model::endpoint::{ApiUrl, BrokerUrl};
 use shoal_model::topic::Topics;
 use shoal_model::wire::Limits;
 use tokio::sync::{watch, Notify};
@@ -24,9 +25,9 @@ pub struct Hub {
     pub limits: Limits,
     pub client: rumqttc::AsyncClient,
     /// The broker as the hub connects to it.
-    pub broker: String,
+    pub broker: BrokerUrl,
     /// The broker URL given to agents.
-    pub advertised: String,
+    pub advertised: BrokerUrl,
     /// Wakes the controller.
     pub wake: Wake,
     /// Whether the hub's client is connected and subscribed.
@@ -42,7 +43,7 @@ pub struct Hub {
     /// The hub's certificate authority: signs the server certificate, pinned by tokens.
     pub ca: Ca,
     /// The API URL devices enroll at.
-    pub advertised_api: String,
+    pub advertised_api: ApiUrl,
 }
 
 /// What wakes the controller. Both kinds coalesce: however many wake-ups arrive while a pass

@@ -430,19 +430,6 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError
     written.map_err(error)
 }
 
-/// The host of `scheme://host[:port][/...]`, IPv6 with its brackets: what a server
-/// certificate must name for clients that dial that URL.
-pub fn url_host(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    let host = if authority.starts_with('[') {
-        &authority[..=authority.find(']')?]
-    } else {
-        authority.split(':').next()?
-    };
-    (!host.is_empty()).then_some(host)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -825,20 +812,5 @@ mod tests {
         let key = PrivateKeyDer::from_pem_file(&key_path).expect("PEM key");
         assert_eq!(key, issued.key_der());
         assert_eq!(entries(temp.path()), ["api.crt", "api.key"]);
-    }
-
-    #[test]
-    fn url_hosts_keep_ipv6_brackets_and_drop_ports_and_paths() {
-        let rows = [
-            ("mqtts://hub.example:8883", Some("hub.example")),
-            ("https://10.0.0.1:7440/v1", Some("10.0.0.1")),
-            ("mqtt://[fd00::1]:1883", Some("[fd00::1]")),
-            ("mqtts://hub.example", Some("hub.example")),
-            ("no-scheme", None),
-            ("mqtt://:1883", None),
-        ];
-        for (url, expected) in rows {
-            assert_eq!(url_host(url), expected, "{url}");
-        }
     }
 }

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::endpoint::{ApiUrl, BrokerUrl};
 use crate::manifest::names::check_dns_label;
 use crate::manifest::Workload;
 use crate::node::NodeFacts;
@@ -223,7 +224,7 @@ pub struct NodeEnrollment {
     pub token: String,
     pub expires_ms: u64,
     /// The API URL devices enroll at (`--advertise-api`).
-    pub hub: String,
+    pub hub: ApiUrl,
 }
 
 /// `POST /v1/enroll`.
@@ -239,8 +240,8 @@ pub struct EnrollResponse {
     /// The MQTT password (256 bits, fresh at every enrollment); the user and client id are
     /// the node name.
     pub password: String,
-    /// The broker URL devices use (`mqtts://host:port`).
-    pub broker: String,
+    /// The broker URL devices use (`mqtts://host:port`), a JSON string.
+    pub broker: BrokerUrl,
     pub prefix: String,
     /// The hub's CA certificate (PEM): it signs the broker's and the API's certificates.
     pub ca_pem: String,
@@ -360,6 +361,29 @@ impl<'a> EnrollToken<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The JSON of 0.1.0, when `broker` and `hub` were plain strings: typing them changed
+    /// no byte, and an answer whose url is not one is refused with the reason.
+    #[test]
+    fn enrollment_json_carries_the_urls_as_the_strings_they_were() {
+        let answer = r#"{"node_name":"gw-1","password":"p","broker":"mqtts://[fd00::2]:8883","prefix":"shoal/v1","ca_pem":"PEM","signing_keys":["ed25519:00"]}"#;
+        let decoded: EnrollResponse = serde_json::from_str(answer).expect("0.1.0's answer");
+        assert_eq!(decoded.broker.to_string(), "mqtts://[fd00::2]:8883");
+        assert_eq!(serde_json::to_string(&decoded).expect("encode"), answer);
+        let enrollment =
+            r#"{"name":"gw-1","token":"t","expires_ms":7,"hub":"https://hub.example:7440"}"#;
+        let decoded: NodeEnrollment = serde_json::from_str(enrollment).expect("0.1.0's answer");
+        assert_eq!(serde_json::to_string(&decoded).expect("encode"), enrollment);
+
+        let bad = answer.replace("[fd00::2]:8883", "hub:+8883");
+        let error = serde_json::from_str::<EnrollResponse>(&bad).expect_err("a bad port");
+        assert!(
+            error
+                .to_string()
+                .contains("`mqtts://hub:+8883` is not a broker url"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn a_token_pins_the_sha256_of_its_ca_certificate_in_either_case() {

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod endpoint;
 pub mod hex;
 pub mod manifest;
 pub mod node;

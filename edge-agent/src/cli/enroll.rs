@@ -14,7 +14,6 @@
 //! forgotten this node in between.
 
 use std::io::{Read, Write};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,6 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use shoal_model::api::{ca_fingerprint, EnrollRequest, EnrollResponse, EnrollToken};
 use shoal_model::clock::wall_ms;
+use shoal_model::endpoint::ApiUrl;
 use shoal_model::wire::signing::PublicKey;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
@@ -51,28 +51,13 @@ pub struct Args {
     pub insecure: bool,
 }
 
-/// `https://` or `http://`, a host and a port; returns whether TLS is used.
-fn check_hub_url(url: &str, insecure: bool) -> anyhow::Result<bool> {
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        (false, rest)
-    } else {
-        bail!("--hub `{url}` must start with https:// (or http:// for a hub on loopback)");
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = authority
-        .strip_prefix('[')
-        .and_then(|r| r.split(']').next())
-        .unwrap_or_else(|| authority.split(':').next().unwrap_or_default());
-    if host.is_empty() {
-        bail!("--hub `{url}` names no host");
-    }
-    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if !tls && !loopback && !insecure {
+/// The hub's API url; plain `http://` only to loopback or with `--insecure`.
+fn check_hub_url(text: &str, insecure: bool) -> anyhow::Result<ApiUrl> {
+    let url: ApiUrl = text.parse().context("--hub")?;
+    if !url.is_tls() && !url.host().is_loopback() && !insecure {
         bail!("--hub `{url}` is plain http to another machine: the token would cross the network unencrypted; use the https:// URL `shoal node add` printed, or --insecure");
     }
-    Ok(tls)
+    Ok(url)
 }
 
 /// The fingerprint tokens pin ([`ca_fingerprint`]) of the first certificate in `pem`.
@@ -110,10 +95,10 @@ fn read_body(
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let token = EnrollToken::parse(&args.token).map_err(anyhow::Error::msg)?;
     let pinned = token.ca_fingerprint.to_ascii_lowercase();
-    if !check_hub_url(&args.hub, args.insecure)? {
+    let base = check_hub_url(&args.hub, args.insecure)?;
+    if !base.is_tls() {
         eprintln!("warning: enrolling over plain http: the token is sent unencrypted");
     }
-    let base = args.hub.trim_end_matches('/');
     // agent.toml alone: an earlier enrollment must not stand in the way of this one.
     let text = match std::fs::read_to_string(&args.config) {
         Ok(text) => text,
@@ -231,9 +216,12 @@ fn enrollment_file(
         "node_name = {}\n\n[hub]\n",
         quote(&enrolled.node_name)
     ));
-    out.push_str(&format!("broker = {}\n", quote(&enrolled.broker)));
+    out.push_str(&format!(
+        "broker = {}\n",
+        quote(&enrolled.broker.to_string())
+    ));
     out.push_str(&format!("password = {}\n", quote(&enrolled.password)));
-    if enrolled.broker.starts_with("mqtts://") {
+    if enrolled.broker.is_tls() {
         let path = ca_path
             .to_str()
             .context("the data dir's path is not UTF-8")?;
@@ -285,28 +273,31 @@ mod tests {
         ] {
             assert!(EnrollToken::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(
-            check_hub_url("https://hub.example:7440", false).ok(),
-            Some(true)
-        );
-        assert_eq!(
-            check_hub_url("http://127.0.0.1:7440", false).ok(),
-            Some(false)
-        );
-        assert_eq!(check_hub_url("http://[::1]:7440", false).ok(), Some(false));
-        assert_eq!(
-            check_hub_url("http://localhost:7440", false).ok(),
-            Some(false)
-        );
+        // (given, --insecure, Some(tls) when accepted)
+        let cases = [
+            ("https://hub.example:7440", false, Some(true)),
+            ("HTTPS://hub.example:7440/", false, Some(true)),
+            ("http://127.0.0.1:7440", false, Some(false)),
+            ("http://[::1]:7440", false, Some(false)),
+            ("http://localhost:7440", false, Some(false)),
+            ("http://10.0.0.1:7440", false, None),
+            ("http://10.0.0.1:7440", true, Some(false)),
+            ("ftp://hub", false, None),
+            ("https://", false, None),
+            ("https://hub:+7440", false, None),
+        ];
+        for (given, insecure, tls) in cases {
+            let checked = check_hub_url(given, insecure);
+            assert_eq!(checked.as_ref().ok().map(ApiUrl::is_tls), tls, "{given}");
+        }
         let plain =
             check_hub_url("http://10.0.0.1:7440", false).expect_err("plain to another machine");
         assert!(plain.to_string().contains("unencrypted"), "{plain}");
+        let bad = check_hub_url("ftp://hub", false).expect_err("not http");
         assert_eq!(
-            check_hub_url("http://10.0.0.1:7440", true).ok(),
-            Some(false)
+            format!("{bad:#}"),
+            "--hub: `ftp://hub` is not a hub API url: unsupported scheme `ftp` (write it as https://HOST[:PORT] or http://HOST[:PORT])"
         );
-        assert!(check_hub_url("ftp://hub", false).is_err());
-        assert!(check_hub_url("https://", false).is_err());
     }
 
     #[test]
@@ -314,7 +305,7 @@ mod tests {
         let enrolled = EnrollResponse {
             node_name: "gw-1".into(),
             password: "p4ss".into(),
-            broker: "mqtts://10.0.0.1:8883".into(),
+            broker: "mqtts://10.0.0.1:8883".parse().expect("a broker url"),
             prefix: "shoal/v1".into(),
             ca_pem: String::new(),
             signing_keys: Vec::new(),

@@ -142,7 +142,11 @@ fn options(
     will: Vec<u8>,
 ) -> Result<MqttOptions, MqttError> {
     let hub = &link.hub;
-    let mut options = MqttOptions::new(node.as_str(), hub.broker.host.as_str(), hub.broker.port);
+    let mut options = MqttOptions::new(
+        node.as_str(),
+        hub.broker.host().to_string(),
+        hub.broker.port(),
+    );
     // The node name is never empty, and config keeps the keep-alive in whole seconds from 1.
     options
         .set_clean_session(false)
@@ -162,7 +166,7 @@ fn options(
     let incoming = limits.desired.max(limits.rpc_request) * 2 + topic_room;
     let outgoing = limits.status.max(limits.rpc_response).max(limits.presence) + topic_room;
     options.set_max_packet_size(incoming, outgoing);
-    if hub.broker.tls {
+    if hub.broker.is_tls() {
         let config = tls::client_config(hub.ca_file.as_deref())?;
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
     }

@@ -592,12 +592,9 @@ async fn mosquitto(
         "::1".to_string(),
     ];
     for url in [&hub.broker, &hub.advertised] {
-        if let Some(host) = crate::pki::url_host(url)
-            .map(|host| host.trim_matches(|c| c == '[' || c == ']').to_string())
-        {
-            if !names.contains(&host) {
-                names.push(host);
-            }
+        let host = url.host().to_string();
+        if !names.contains(&host) {
+            names.push(host);
         }
     }
     let cert = hub

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shoal_model::api::{ApiError, DEFAULT_API_ADDR};
+use shoal_model::endpoint::{ApiUrl, UrlError};
 
 /// Read when `--hub` is not given.
 pub const HUB_ENV: &str = "SHOAL_HUB";
@@ -47,15 +48,14 @@ pub struct HubArgs {
 }
 
 impl HubArgs {
-    /// `--hub`, else `SHOAL_HUB`, else the default address, validated and without a trailing
-    /// `/`.
-    pub fn url(&self) -> Result<String, HubError> {
+    /// `--hub`, else `SHOAL_HUB`, else the default address.
+    pub fn url(&self) -> Result<ApiUrl, HubError> {
         let given = self
             .hub
             .clone()
             .or_else(|| non_empty_env(HUB_ENV))
             .unwrap_or_else(|| format!("http://{DEFAULT_API_ADDR}"));
-        parse_hub_url(&given)
+        Ok(given.parse()?)
     }
 
     /// The CA to trust for an `https://` hub: `--ca`, else `SHOAL_CA`, else the first of
@@ -102,8 +102,8 @@ fn non_empty_env(name: &str) -> Option<String> {
 /// What went wrong talking to the hub, in words that say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("`{url}` is not a hub address: {reason} (use http://HOST[:PORT] or https://HOST[:PORT], with --hub or SHOAL_HUB)")]
-    BadUrl { url: String, reason: String },
+    #[error("{0}, with --hub or SHOAL_HUB")]
+    BadUrl(#[from] UrlError),
     #[error("no API token: pass --token or set SHOAL_TOKEN (the hub writes it to `api-token` in its data dir at first start; looked in {})", TOKEN_FILES.join(" and "))]
     NoToken,
     #[error("cannot read the API token from {}: {reason}: pass --token or SHOAL_TOKEN, or run as a user who can read it", path.display())]
@@ -141,73 +141,6 @@ fn api_error_text(error: &ApiError) -> String {
         text.push_str(detail);
     }
     text
-}
-
-/// Checks a hub address: `http` or `https`, a host, an optional port, nothing else (a single
-/// trailing `/` is dropped).
-pub fn parse_hub_url(text: &str) -> Result<String, HubError> {
-    let bad = |reason: &str| HubError::BadUrl {
-        url: text.to_string(),
-        reason: reason.to_string(),
-    };
-    let trimmed = text.trim();
-    let rest = trimmed
-        .strip_prefix("http://")
-        .or_else(|| trimmed.strip_prefix("https://"))
-        .ok_or_else(|| bad("it must start with http:// or https://"))?;
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.contains(['/', '?', '#']) {
-        return Err(bad("it must not have a path, query or fragment"));
-    }
-    if authority.contains('@') {
-        return Err(bad(
-            "it must not carry credentials: pass the token with --token",
-        ));
-    }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| bad("an IPv6 address needs a closing `]`"))?;
-        if host.is_empty()
-            || !host
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
-            return Err(bad("the IPv6 address is not valid"));
-        }
-        match after {
-            "" => (host, None),
-            _ => (
-                host,
-                Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or_else(|| bad("expected `:PORT` after the IPv6 address"))?,
-                ),
-            ),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("the host is missing"));
-    }
-    if !host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-.:_".contains(c))
-    {
-        return Err(bad("the host has characters a host name cannot have"));
-    }
-    if let Some(port) = port {
-        match port.parse::<u16>() {
-            Ok(p) if p > 0 && !port.starts_with('+') => {}
-            _ => return Err(bad("the port must be a number from 1 to 65535")),
-        }
-    }
-    Ok(trimmed.trim_end_matches('/').to_string())
 }
 
 /// The token from the flag, the environment, or the first file that exists; a file that
@@ -306,7 +239,7 @@ pub struct Client {
 impl Client {
     /// Resolves the address and the token; does not connect yet.
     pub fn new(args: &HubArgs) -> Result<Client, HubError> {
-        let base = args.url()?;
+        let base = args.url()?.to_string();
         let token = args.token()?;
         let ca = args.ca()?;
         Ok(Client {
@@ -530,73 +463,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hub_urls_accept_http_and_https_with_a_host_and_an_optional_port() {
-        let cases = [
-            (
-                "default_address",
-                "http://127.0.0.1:7440",
-                "http://127.0.0.1:7440",
-            ),
-            (
-                "host_name_without_port",
-                "https://hub.example",
-                "https://hub.example",
-            ),
-            (
-                "trailing_slash_is_dropped",
-                "http://hub:7440/",
-                "http://hub:7440",
-            ),
-            ("ipv6_with_port", "http://[::1]:7440", "http://[::1]:7440"),
-            ("ipv6_without_port", "http://[fe80::1]", "http://[fe80::1]"),
-            ("surrounding_spaces", " http://hub:1 ", "http://hub:1"),
-        ];
-        for (name, given, expected) in cases {
-            match parse_hub_url(given) {
-                Ok(url) => assert_eq!(url, expected, "{name}"),
-                Err(e) => panic!("{name}: {e}"),
-            }
-        }
-    }
-
-    #[test]
-    fn hub_urls_refuse_what_is_not_scheme_host_and_port() {
-        let cases = [
-            ("no_scheme", "127.0.0.1:7440", "must start with http://"),
-            ("other_scheme", "mqtt://hub:1883", "must start with http://"),
-            ("a_path", "http://hub:7440/v1", "must not have a path"),
-            ("a_query", "http://hub:7440?x=1", "must not have a path"),
-            (
-                "credentials",
-                "http://user:pw@hub",
-                "must not carry credentials",
-            ),
-            ("no_host", "http://:7440", "the host is missing"),
-            ("empty", "http://", "the host is missing"),
-            (
-                "port_not_a_number",
-                "http://hub:web",
-                "the port must be a number",
-            ),
-            ("port_zero", "http://hub:0", "the port must be a number"),
-            (
-                "port_too_large",
-                "http://hub:70000",
-                "the port must be a number",
-            ),
-            ("empty_port", "http://hub:", "the port must be a number"),
-            ("unclosed_ipv6", "http://[::1", "closing `]`"),
-            ("junk_after_ipv6", "http://[::1]x", "expected `:PORT`"),
-            (
-                "space_in_host",
-                "http://my hub",
-                "characters a host name cannot have",
-            ),
-        ];
-        for (name, given, expected) in cases {
-            let error = parse_hub_url(given).expect_err(name).to_string();
-            assert!(error.contains(expected), "{name}: {error}");
-            assert!(error.contains("--hub or SHOAL_HUB"), "{name}: {error}");
+    fn the_hub_url_is_the_flag_or_the_default_and_a_bad_one_says_where_it_came_from() {
+        let args = |hub: &str| HubArgs {
+            hub: Some(hub.to_string()),
+            ..HubArgs::default()
+        };
+        let url = args("https://hub.example:7440/").url().expect("valid");
+        assert_eq!(url.to_string(), "https://hub.example:7440");
+        for (given, reason) in [
+            ("mqtt://hub:1883", "unsupported scheme `mqtt`"),
+            ("http://hub:7440/v1", "it must not have a path"),
+            ("http://hub:+7440", "`+7440` is not a port number"),
+        ] {
+            let error = args(given).url().expect_err(given).to_string();
+            assert!(
+                error.starts_with(&format!("`{given}` is not a hub API url: {reason}")),
+                "{error}"
+            );
+            assert!(error.ends_with(", with --hub or SHOAL_HUB"), "{error}");
         }
     }
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use shoal_model::api::{Done, LabelRequest, NodeAddRequest, NodeEnrollment, NodeInfo};
+use shoal_model::endpoint::ApiUrl;
 use shoal_model::manifest::names::{check_dns_label, check_label_key, check_label_value};
 use shoal_model::quantity::parse_duration;
 
@@ -96,7 +97,7 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
                 "{}",
                 enrollment_text(&enrollment, shoal_model::clock::wall_ms())
             );
-            if let Some(warning) = broker_warning(&enrollment.hub) {
+            if let Some(warning) = local_address_warning(&enrollment.hub) {
                 eprintln!("{warning}");
             }
         }
@@ -205,18 +206,11 @@ pub fn enrollment_text(e: &NodeEnrollment, now_ms: u64) -> String {
 
 /// A note when the address the hub reports is one that only the hub's own machine can connect
 /// to (an unspecified or loopback host).
-pub fn broker_warning(broker: &str) -> Option<String> {
-    let rest = broker.split_once("://").map_or(broker, |(_, rest)| rest);
-    let host = if let Some(v6) = rest.strip_prefix('[') {
-        v6.split_once(']').map_or(v6, |(host, _)| host)
-    } else {
-        rest.split_once(':').map_or(rest, |(host, _)| host)
-    };
-    let local =
-        matches!(host, "0.0.0.0" | "::" | "::1" | "localhost" | "") || host.starts_with("127.");
+pub fn local_address_warning(hub: &ApiUrl) -> Option<String> {
+    let local = hub.host().is_loopback() || hub.host().is_unspecified();
     local.then(|| {
         format!(
-            "note: the hub reports its address as {broker}, which only an agent on the hub's own machine can reach: for another node, start the hub with --listen-api and --advertise addresses the node can reach"
+            "note: the hub reports its address as {hub}, which only an agent on the hub's own machine can reach: for another node, start the hub with --listen-api and --advertise addresses the node can reach"
         )
     })
 }
@@ -347,7 +341,7 @@ mod tests {
             name: "gw-1".into(),
             token: "shoal1.gw-1.SECRET.CA".into(),
             expires_ms: 24 * 3_600_000,
-            hub: "https://hub.example:7440".into(),
+            hub: "https://hub.example:7440".parse().expect("a hub url"),
         };
         assert_eq!(
             enrollment_text(&enrollment, 0),
@@ -362,23 +356,25 @@ mod tests {
     }
 
     #[test]
-    fn a_broker_address_a_node_cannot_reach_is_flagged() {
+    fn a_hub_address_a_node_cannot_reach_is_flagged() {
         let cases = [
-            ("unspecified", "mqtt://0.0.0.0:1883", true),
-            ("loopback", "mqtt://127.0.0.1:1883", true),
-            ("localhost", "mqtt://localhost:1883", true),
-            ("ipv6_unspecified", "mqtt://[::]:1883", true),
-            ("ipv6_loopback", "mqtts://[::1]:8883", true),
-            ("lan_address", "mqtt://192.168.1.10:1883", false),
-            ("host_name", "mqtts://hub.example:8883", false),
-            ("ipv6_address", "mqtt://[fd00::1]:1883", false),
+            ("unspecified", "http://0.0.0.0:7440", true),
+            ("loopback", "http://127.0.0.1:7440", true),
+            ("another_loopback", "http://127.0.1.1:7440", true),
+            ("localhost", "http://localhost:7440", true),
+            ("ipv6_unspecified", "http://[::]:7440", true),
+            ("ipv6_loopback", "https://[::1]:7440", true),
+            ("lan_address", "https://192.168.1.10:7440", false),
+            ("host_name", "https://hub.example:7440", false),
+            ("ipv6_address", "https://[fd00::1]:7440", false),
         ];
-        for (name, broker, flagged) in cases {
-            assert_eq!(broker_warning(broker).is_some(), flagged, "{name}");
+        let warning = |url: &str| local_address_warning(&url.parse().expect("a hub url"));
+        for (name, hub, flagged) in cases {
+            assert_eq!(warning(hub).is_some(), flagged, "{name}");
         }
         assert_eq!(
-            broker_warning("mqtt://0.0.0.0:1883").as_deref(),
-            Some("note: the hub reports its address as mqtt://0.0.0.0:1883, which only an agent on the hub's own machine can reach: for another node, start the hub with --listen-api and --advertise addresses the node can reach")
+            warning("http://0.0.0.0:7440").as_deref(),
+            Some("note: the hub reports its address as http://0.0.0.0:7440, which only an agent on the hub's own machine can reach: for another node, start the hub with --listen-api and --advertise addresses the node can reach")
         );
     }
 

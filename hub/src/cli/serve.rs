@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use shoal_model::api::{DEFAULT_API_ADDR, DEFAULT_INSECURE_MQTT_ADDR, DEFAULT_MQTT_ADDR};
+use shoal_model::endpoint::{ApiUrl, BrokerUrl};
 
-use crate::broker::BrokerUrl;
 use crate::server::{self, ServeOptions};
 
 #[derive(Debug, clap::Args)]
@@ -32,10 +32,10 @@ pub struct Args {
     pub broker_ca: Option<PathBuf>,
     /// The broker URL agents are told to use (default: the listen address)
     #[arg(long, value_name = "URL")]
-    pub advertise: Option<String>,
+    pub advertise: Option<BrokerUrl>,
     /// The API URL devices enroll at (default: the API's listen address)
     #[arg(long, value_name = "URL")]
-    pub advertise_api: Option<String>,
+    pub advertise_api: Option<ApiUrl>,
     /// Another name (DNS name or IP address) devices reach the hub by, for its TLS
     /// certificate; repeatable. The listen and advertised addresses, loopback and the host
     /// name are always included

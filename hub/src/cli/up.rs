@@ -107,7 +107,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         &format!("http://{}", ready.api),
         &agent_dir,
         &node,
-        &ready.broker,
+        &ready.broker.to_string(),
     )?;
     let log = root.join("agent.log");
     let mut agent = start_agent(&agent_binary, &config, &log)?;

@@ -13,23 +13,22 @@ pub mod controller;
 pub mod mqtt;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use shoal_model::clock::wall_ms;
+use shoal_model::endpoint::{ApiUrl, BrokerUrl, Host};
 use shoal_model::topic::Topics;
 use shoal_model::wire::signing::SigningKey;
 use shoal_model::wire::Limits;
 use tokio::sync::watch;
 
-use crate::broker::{
-    self, Authenticator, BrokerUrl, EmbeddedBroker, EmbeddedConfig, Identity, TlsFiles,
-};
+use crate::broker::{self, Authenticator, EmbeddedBroker, EmbeddedConfig, Identity, TlsFiles};
 use crate::context::{Hub, Wake};
-use crate::pki::{url_host, Ca};
+use crate::pki::Ca;
 use crate::rpc::Rpc;
 use crate::store::{self, KeyState, Store};
 
@@ -46,10 +45,10 @@ pub struct ServeOptions {
     pub broker_ca: Option<PathBuf>,
     /// The broker URL agents are told to use (`shoal node add`); by default the listen address,
     /// with loopback for an unspecified host.
-    pub advertise: Option<String>,
+    pub advertise: Option<BrokerUrl>,
     /// The API URL devices enroll at; by default the API's listen address (or the advertised
     /// broker's host when the API listens on every address).
-    pub advertise_api: Option<String>,
+    pub advertise_api: Option<ApiUrl>,
     /// More names (DNS or IP) for the server certificate, beside the listen and advertised
     /// addresses, loopback and the host name.
     pub tls_names: Vec<String>,
@@ -63,7 +62,7 @@ pub struct ServeOptions {
 pub struct Ready {
     pub api: SocketAddr,
     /// The broker URL agents use.
-    pub broker: String,
+    pub broker: BrokerUrl,
     pub token: String,
 }
 
@@ -170,7 +169,7 @@ pub async fn serve(
         Some(url) => (
             None,
             url.clone(),
-            options.advertise.clone().unwrap_or_else(|| url.to_string()),
+            options.advertise.clone().unwrap_or_else(|| url.clone()),
         ),
         None => {
             let auth = Arc::new(StoreAuthenticator {
@@ -193,20 +192,18 @@ pub async fn serve(
             // The hub's own client dials the address the broker listens on (loopback when it
             // listens on every address).
             let own = match addr.ip() {
-                ip if ip.is_unspecified() && ip.is_ipv6() => "[::1]".to_string(),
-                ip if ip.is_unspecified() => "127.0.0.1".to_string(),
-                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-                std::net::IpAddr::V4(ip) => ip.to_string(),
+                ip if ip.is_unspecified() && ip.is_ipv6() => Host::from(Ipv6Addr::LOCALHOST),
+                ip if ip.is_unspecified() => Host::from(Ipv4Addr::LOCALHOST),
+                ip => Host::from(ip),
             };
-            let scheme = if options.insecure { "mqtt" } else { "mqtts" };
-            let local: BrokerUrl = format!("{scheme}://{own}:{}", addr.port()).parse()?;
+            let tls = !options.insecure;
+            let local = BrokerUrl::new(tls, own, addr.port());
             let advertised = options.advertise.clone().unwrap_or_else(|| {
                 let host = match addr.ip() {
-                    ip if ip.is_unspecified() => "127.0.0.1".to_string(),
-                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-                    ip => ip.to_string(),
+                    ip if ip.is_unspecified() => Host::from(Ipv4Addr::LOCALHOST),
+                    ip => Host::from(ip),
                 };
-                format!("{scheme}://{host}:{}", addr.port())
+                BrokerUrl::new(tls, host, addr.port())
             });
             (Some(embedded), local, advertised)
         }
@@ -217,9 +214,7 @@ pub async fn serve(
         }
         // The embedded broker's certificate, and an external one's from `shoal broker-config`,
         // come from the hub's own CA.
-        None if broker_url.scheme() == broker::BrokerScheme::Mqtts => {
-            Some(ca.cert_pem().as_bytes().to_vec())
-        }
+        None if broker_url.is_tls() => Some(ca.cert_pem().as_bytes().to_vec()),
         None => None,
     };
     let (client, events) = mqtt::client(
@@ -237,13 +232,11 @@ pub async fn serve(
     let api = listener.local_addr()?;
     let api_tls = !options.insecure && !api.ip().is_loopback();
     let advertised_api = options.advertise_api.clone().unwrap_or_else(|| {
-        let scheme = if api_tls { "https" } else { "http" };
         let host = match api.ip() {
-            ip if ip.is_unspecified() => url_host(&advertised).unwrap_or("127.0.0.1").to_string(),
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            ip => ip.to_string(),
+            ip if ip.is_unspecified() => advertised.host().clone(),
+            ip => Host::from(ip),
         };
-        format!("{scheme}://{host}:{}", api.port())
+        ApiUrl::new(api_tls, host, Some(api.port()))
     });
     let rpc = Arc::new(Rpc::new(client.clone(), topics.clone(), limits));
     let hub = Arc::new(Hub {
@@ -251,7 +244,7 @@ pub async fn serve(
         topics,
         limits,
         client,
-        broker: broker_url.to_string(),
+        broker: broker_url.clone(),
         advertised: advertised.clone(),
         wake: Wake::default(),
         subscribed: watch::channel(false).0,
@@ -306,14 +299,11 @@ fn certificate_names(options: &ServeOptions) -> Vec<String> {
             names.push(addr.ip().to_string());
         }
     }
-    for url in [&options.advertise, &options.advertise_api]
-        .into_iter()
-        .flatten()
-    {
-        if let Some(host) = url_host(url) {
-            names.push(host.trim_matches(|c| c == '[' || c == ']').to_string());
-        }
-    }
+    let advertised = [
+        options.advertise.as_ref().map(BrokerUrl::host),
+        options.advertise_api.as_ref().map(ApiUrl::host),
+    ];
+    names.extend(advertised.into_iter().flatten().map(Host::to_string));
     names.extend(options.tls_names.iter().cloned());
     let mut seen = std::collections::BTreeSet::new();
     names.retain(|name| seen.insert(name.clone()));
@@ -331,7 +321,7 @@ mod tests {
             listen_api: api.parse().expect("api address"),
             broker: None,
             broker_ca: None,
-            advertise: advertise.map(str::to_string),
+            advertise: advertise.map(|url| url.parse().expect("a broker url")),
             advertise_api: None,
             tls_names: names.iter().map(|n| n.to_string()).collect(),
             insecure: false,

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Transport};
 use shoal_model::clock::wall_ms;
+use shoal_model::endpoint::BrokerUrl;
 use shoal_model::topic::{Channel, NodeId, Topics};
 use shoal_model::wire::{self, NodeStatus, Presence, RpcResponse};
 
 use super::controller::Publish;
 use crate::admission::Admission;
-use crate::broker::{BrokerUrl, HUB_USERNAME};
+use crate::broker::HUB_USERNAME;
 use crate::context::Hub;
 
 /// Room above the largest message for the MQTT header and topic.
@@ -34,7 +35,11 @@ pub struct ClientOptions {
 
 /// Builds the client and its event loop; nothing is sent until the loop is polled.
 pub fn client(options: &ClientOptions, limits: &wire::Limits) -> (AsyncClient, EventLoop) {
-    let mut mqtt = MqttOptions::new(HUB_USERNAME, options.broker.host(), options.broker.port());
+    let mut mqtt = MqttOptions::new(
+        HUB_USERNAME,
+        options.broker.host().to_string(),
+        options.broker.port(),
+    );
     mqtt.set_credentials(HUB_USERNAME, options.password.clone());
     mqtt.set_keep_alive(options.keep_alive);
     // A persistent session: statuses queued while the hub was away are delivered on return.
