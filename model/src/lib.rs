@@ -5,6 +5,7 @@
 pub mod api;
 pub mod clock;
 pub mod endpoint;
+pub mod fit;
 pub mod hex;
 pub mod manifest;
 pub mod node;

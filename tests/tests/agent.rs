@@ -301,7 +301,12 @@ fn apply_keeps_this_nodes_share_and_refuses_what_does_not_fit() {
     );
     let out = agent.apply("fleet", &format!("{mine}---\n{theirs}"));
     assert!(out.contains("mine: created"), "{out}");
-    assert!(out.contains("theirs: skipped, not for this node: nodeSelector role=camera (this node has role=gateway)"), "{out}");
+    assert!(
+        out.contains(
+            "theirs: skipped, not for this node: nodeSelector role=camera (node has role=gateway)"
+        ),
+        "{out}"
+    );
 
     let huge = shell_workload(
         "huge",

@@ -1,35 +1,20 @@
 //! Whether a workload belongs on this node, for `shoal-agent apply` on a device with no hub:
 //! applying a whole fleet folder keeps exactly this node's share.
 
+use shoal_model::fit;
 use shoal_model::manifest::Workload;
 use shoal_model::node::NodeFacts;
 
 /// Why `workload` does not belong on `node`, or `None` when it does. Only node-local rules
-/// are checked: the node selector and the constraints (replica counts, spread and affinity
-/// need the fleet's view, which only the hub has).
+/// are checked: the node selector and the constraints, as the hub checks them
+/// ([`fit::mismatches`]; replica counts, spread and affinity need the fleet's view, which
+/// only the hub has).
 pub fn mismatch(workload: &Workload, node: &NodeFacts) -> Option<String> {
-    let placement = &workload.spec.placement;
-    let mut reasons: Vec<String> = placement
-        .node_selector
+    let reasons: Vec<String> = fit::mismatches(&workload.spec.placement, node)
         .iter()
-        .filter(|(key, value)| node.labels.get(*key) != Some(*value))
-        .map(|(key, value)| match node.labels.get(key) {
-            Some(actual) => format!("nodeSelector {key}={value} (this node has {key}={actual})"),
-            None => format!("nodeSelector {key}={value} (this node has no label {key})"),
-        })
+        .map(ToString::to_string)
         .collect();
-    reasons.extend(
-        placement
-            .constraints
-            .iter()
-            .filter(|c| !c.matches(node))
-            .map(|c| format!("constraint `{c}` ({})", c.describe_actual(node))),
-    );
-    if reasons.is_empty() {
-        None
-    } else {
-        Some(format!("not for this node: {}", reasons.join("; ")))
-    }
+    (!reasons.is_empty()).then(|| format!("not for this node: {}", reasons.join("; ")))
 }
 
 #[cfg(test)]
@@ -80,11 +65,11 @@ mod tests {
         );
         check(
             "{ nodeSelector: { role: camera } }",
-            Some("not for this node: nodeSelector role=camera (this node has role=gateway)"),
+            Some("not for this node: nodeSelector role=camera (node has role=gateway)"),
         );
         check(
             "{ nodeSelector: { site: a }, constraints: [\"arch in (arm64)\", \"memory >= 2Gi\"] }",
-            Some("not for this node: nodeSelector site=a (this node has no label site); constraint `arch in (arm64)` (arch is amd64); constraint `memory >= 2Gi` (memory is 1Gi)"),
+            Some("not for this node: nodeSelector site=a (node has no label site); constraint `arch in (arm64)` (arch is amd64); constraint `memory >= 2Gi` (memory is 1Gi)"),
         );
     }
 }

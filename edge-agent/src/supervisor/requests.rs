@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_model::clock::wall_ms;
+use shoal_model::fit;
 use shoal_model::manifest::image::ImageRef;
-use shoal_model::quantity::format_bytes;
 use shoal_model::wire::{DesiredWorkload, EventReason, RpcRequestBody, RpcResponseBody, Severity};
 use tokio::sync::mpsc;
 
@@ -236,21 +236,19 @@ impl Supervisor {
         Ok(generation)
     }
 
-    /// Refuses a desired state whose memory limits add up to more than the node has.
+    /// Refuses a desired state whose requests add up to more than the node has: the rule the
+    /// hub places by ([`fit::overcommitted`]).
     pub(super) fn fits(&self, desired: &[DesiredWorkload]) -> Result<(), String> {
-        let capacity = self.node.capacity.memory_bytes;
-        let asked: u64 = desired
-            .iter()
-            .filter_map(|d| d.workload.requested().memory)
-            .fold(0, u64::saturating_add);
-        if capacity > 0 && asked > capacity {
-            return Err(format!(
-                "nothing was applied: the workloads ask for {} of memory, more than this node's {}; lower their `resources.memory` or move some elsewhere",
-                format_bytes(asked),
-                format_bytes(capacity)
-            ));
+        let requests = desired.iter().map(|d| d.workload.requested());
+        let short = fit::overcommitted(requests, self.node.capacity);
+        if short.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let short: Vec<String> = short.iter().map(ToString::to_string).collect();
+        Err(format!(
+            "nothing was applied: the workloads ask for more than this node's capacity ({}); lower their `resources` or move some elsewhere",
+            short.join("; ")
+        ))
     }
 
     /// The container a request names, defaulting to the workload's first.

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use shoal_model::fit::{Mismatch, Resource, Shortfall};
 use shoal_model::manifest::parse_manifest;
 use shoal_model::node::{Capacity, NodeFacts};
 use shoal_model::wire::signing::PublicKey;
@@ -624,21 +625,21 @@ fn unplaceable_workloads_say_why_as_data() {
             (
                 "gw",
                 "s",
-                NotPlaced::Unfit(vec![Unfit::Selector {
+                NotPlaced::Unfit(vec![Unfit::Mismatch(Mismatch::Selector {
                     key: "role".into(),
                     wanted: "gateway".into(),
                     actual: Some("sensor".into()),
-                }]),
+                })]),
             ),
             (
                 "big",
                 "g",
-                NotPlaced::Unfit(vec![Unfit::Insufficient {
-                    resource: "memory",
-                    requested: "2Gi".into(),
-                    free: "1Gi".into(),
-                    capacity: "1Gi".into(),
-                }]),
+                NotPlaced::Unfit(vec![Unfit::Insufficient(Shortfall {
+                    resource: Resource::Memory,
+                    requested: 2 << 30,
+                    free: 1 << 30,
+                    capacity: 1 << 30,
+                })]),
             ),
         ],
         summary: vec![
@@ -655,7 +656,10 @@ fn unplaceable_workloads_say_why_as_data() {
                 Summary {
                     placed: 0,
                     wanted: 1,
-                    short: Some(Short::Unmatched(vec![(Rule::Insufficient("memory"), 2)])),
+                    short: Some(Short::Unmatched(vec![(
+                        Rule::Insufficient(Resource::Memory),
+                        2,
+                    )])),
                 },
             ),
         ],

@@ -1,28 +1,23 @@
 //! The rules a node must pass to run a workload, and how a failure reads to an operator.
-//! Selector and constraint wording is the agent's (`edge-agent/src/reconcile/placement.rs`),
-//! seen from the hub: "node has" rather than "this node has".
+//! Selectors, constraints and capacity are the agent's rules too, so they live in
+//! [`shoal_model::fit`] with their wording; the rest (cordon, drain, lost, affinity) only the
+//! hub can judge.
 
 use std::fmt;
 use std::time::Duration;
 
+use shoal_model::fit::{self, Demand, Mismatch, Shortfall};
 use shoal_model::manifest::{PlacementMode, RescheduleAfter, Resources, Workload};
 use shoal_model::node::Capacity;
-use shoal_model::quantity::{format_bytes, format_duration, format_millicpu};
+use shoal_model::quantity::format_duration;
 
 use super::{NodeView, Schedulable};
 
 /// One rule a node fails for a workload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Unfit {
-    Selector {
-        key: String,
-        wanted: String,
-        actual: Option<String>,
-    },
-    Constraint {
-        source: String,
-        actual: String,
-    },
+    /// A `nodeSelector` label or a constraint the node does not meet.
+    Mismatch(Mismatch),
     Cordoned,
     Drained,
     /// Offline for at least `rescheduleAfter`.
@@ -41,12 +36,7 @@ pub enum Unfit {
         by: String,
         workload: String,
     },
-    Insufficient {
-        resource: &'static str,
-        requested: String,
-        free: String,
-        capacity: String,
-    },
+    Insufficient(Shortfall),
     /// The node ran the workload but is no longer in the fleet.
     Gone,
 }
@@ -54,17 +44,7 @@ pub enum Unfit {
 impl fmt::Display for Unfit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Unfit::Selector {
-                key,
-                wanted,
-                actual: Some(actual),
-            } => write!(f, "nodeSelector {key}={wanted} (node has {key}={actual})"),
-            Unfit::Selector {
-                key,
-                wanted,
-                actual: None,
-            } => write!(f, "nodeSelector {key}={wanted} (node has no label {key})"),
-            Unfit::Constraint { source, actual } => write!(f, "constraint `{source}` ({actual})"),
+            Unfit::Mismatch(mismatch) => mismatch.fmt(f),
             Unfit::Cordoned => f.write_str("cordoned"),
             Unfit::Drained => f.write_str("drained"),
             Unfit::Lost { offline_ms, after } => write!(
@@ -85,15 +65,7 @@ impl fmt::Display for Unfit {
             Unfit::ExcludedBy { by, workload } => {
                 write!(f, "{by} (placed here) has notWith {workload}")
             }
-            Unfit::Insufficient {
-                resource,
-                requested,
-                free,
-                capacity,
-            } => write!(
-                f,
-                "insufficient {resource}: requests {requested}, {free} free of {capacity}"
-            ),
+            Unfit::Insufficient(shortfall) => shortfall.fmt(f),
             Unfit::Gone => f.write_str("node is no longer in the fleet"),
         }
     }
@@ -108,27 +80,10 @@ pub(super) fn node_local(
     now_ms: u64,
 ) -> Vec<Unfit> {
     let placement = &w.spec.placement;
-    let labels = &node.facts.labels;
-    let mut unfit: Vec<Unfit> = placement
-        .node_selector
-        .iter()
-        .filter(|(key, value)| labels.get(*key) != Some(*value))
-        .map(|(key, value)| Unfit::Selector {
-            key: key.clone(),
-            wanted: value.clone(),
-            actual: labels.get(key).cloned(),
-        })
+    let mut unfit: Vec<Unfit> = fit::mismatches(placement, &node.facts)
+        .into_iter()
+        .map(Unfit::Mismatch)
         .collect();
-    unfit.extend(
-        placement
-            .constraints
-            .iter()
-            .filter(|c| !c.matches(&node.facts))
-            .map(|c| Unfit::Constraint {
-                source: c.to_string(),
-                actual: c.describe_actual(&node.facts),
-            }),
-    );
     let replicas = matches!(placement.mode, PlacementMode::Replicas(_));
     match node.schedulable {
         Schedulable::Yes => {}
@@ -154,87 +109,34 @@ pub(super) fn node_local(
 /// Requests of the workloads placed on a node, and how many they are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Used {
-    pub memory: u64,
-    pub cpu_millis: u64,
-    pub pids: u64,
+    pub demand: Demand,
     pub workloads: usize,
 }
 
 impl Used {
     pub(super) fn add(&mut self, r: Resources) {
-        self.memory = self.memory.saturating_add(r.memory.unwrap_or(0));
-        self.cpu_millis = self
-            .cpu_millis
-            .saturating_add(u64::from(r.cpu_millis.unwrap_or(0)));
-        self.pids = self.pids.saturating_add(u64::from(r.pids.unwrap_or(0)));
+        self.demand = self.demand.plus(Demand::from(r));
         self.workloads += 1;
     }
 
     pub(super) fn remove(&mut self, r: Resources) {
-        self.memory = self.memory.saturating_sub(r.memory.unwrap_or(0));
-        self.cpu_millis = self
-            .cpu_millis
-            .saturating_sub(u64::from(r.cpu_millis.unwrap_or(0)));
-        self.pids = self.pids.saturating_sub(u64::from(r.pids.unwrap_or(0)));
+        self.demand = self.demand.minus(Demand::from(r));
         self.workloads = self.workloads.saturating_sub(1);
     }
 
     /// Free memory for ranking nodes; 0 when the capacity is unknown (ranks such nodes last).
     pub(super) fn free_memory(&self, capacity: Capacity) -> u64 {
-        capacity.memory_bytes.saturating_sub(self.memory)
+        capacity.memory_bytes.saturating_sub(self.demand.memory)
     }
 }
 
-/// The resources `requested` does not find on a node of `capacity` where `used` is taken.
-/// A capacity of 0 is unknown and limits nothing.
+/// The resources `requested` does not find on a node of `capacity` where `used` is taken:
+/// [`fit::shortfalls`], the rule the agent refuses a desired state by.
 pub(super) fn resources(requested: Resources, capacity: Capacity, used: Used) -> Vec<Unfit> {
-    let memory = Dimension {
-        resource: "memory",
-        requested: requested.memory.unwrap_or(0),
-        used: used.memory,
-        capacity: capacity.memory_bytes,
-        format: format_bytes,
-    };
-    let cpu = Dimension {
-        resource: "cpu",
-        requested: u64::from(requested.cpu_millis.unwrap_or(0)),
-        used: used.cpu_millis,
-        capacity: u64::from(capacity.cpu_millis),
-        format: |m| format_millicpu(u32::try_from(m).unwrap_or(u32::MAX)),
-    };
-    let pids = Dimension {
-        resource: "pids",
-        requested: u64::from(requested.pids.unwrap_or(0)),
-        used: used.pids,
-        capacity: u64::from(capacity.pids),
-        format: |n| n.to_string(),
-    };
-    [memory, cpu, pids]
+    fit::shortfalls(Demand::from(requested), used.demand, capacity)
         .into_iter()
-        .filter_map(Dimension::shortfall)
+        .map(Unfit::Insufficient)
         .collect()
-}
-
-struct Dimension {
-    resource: &'static str,
-    requested: u64,
-    used: u64,
-    capacity: u64,
-    format: fn(u64) -> String,
-}
-
-impl Dimension {
-    fn shortfall(self) -> Option<Unfit> {
-        let fits = self.capacity == 0
-            || self.requested == 0
-            || self.used.saturating_add(self.requested) <= self.capacity;
-        (!fits).then(|| Unfit::Insufficient {
-            resource: self.resource,
-            requested: (self.format)(self.requested),
-            free: (self.format)(self.capacity.saturating_sub(self.used)),
-            capacity: (self.format)(self.capacity),
-        })
-    }
 }
 
 /// How long `node` has been offline at `now_ms` (0 when online; a node offline with no

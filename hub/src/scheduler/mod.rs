@@ -21,10 +21,10 @@
 //! - resources: the workload's total requests ([`Workload::requested`]: memory, CPU, pids; an
 //!   absent request counts as 0) fit in the node's capacity minus the requests of the other
 //!   workloads placed on it. A capacity of 0 means *unknown* and sets no limit on that
-//!   resource, as on the agent, which refuses a desired state only when it knows its
-//!   capacity. Copies already running are checked too: the agent refuses a desired state
-//!   whose memory adds up to more than the node has, so the hub never sends one (a kept copy
-//!   leaves a node only when its requests grew or the node's capacity shrank).
+//!   resource. This is [`shoal_model::fit::shortfalls`], the rule the agent refuses a desired
+//!   state by, so copies already running are checked too and the hub never sends a node more
+//!   than it has (a kept copy leaves a node only when its requests grew or the node's
+//!   capacity shrank); `tests::capacity` checks the two against each other.
 //!
 //! **Cordon and drain.** A [`Schedulable::Cordoned`] node keeps what it runs and gets nothing
 //! new — `every` workloads included (unlike Kubernetes, where DaemonSets tolerate a cordon: a
@@ -67,9 +67,9 @@
 //! change) can use that room.
 //!
 //! **Reasons** are data ([`WorkloadReasons`], [`NotPlaced`], [`PlacedOn`], [`Summary`]), for a
-//! dashboard or a rollout to branch on; their `Display` wording follows. Selector and constraint
-//! wording is the agent's (`nodeSelector role=gateway
-//! (node has role=sensor)`, ``constraint `arch in (arm64)` (arch is amd64)``); the other
+//! dashboard or a rollout to branch on; their `Display` wording follows. Selector, constraint
+//! and capacity wording is [`shoal_model::fit`]'s, which the agent shows too (`nodeSelector
+//! role=gateway (node has role=sensor)`, ``constraint `arch in (arm64)` (arch is amd64)``); the other
 //! reasons read `cordoned`, `drained`, `offline for 12m, rescheduleAfter 10m`, `with X (not
 //! placed here)`, `notWith X (placed here)`, `X (placed here) has notWith W`, `insufficient
 //! memory: requests 256Mi, 100Mi free of 512Mi`, `not chosen: replicas already met (2/2);

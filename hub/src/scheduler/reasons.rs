@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use shoal_model::fit::{Mismatch, Resource};
 use shoal_model::manifest::RescheduleAfter;
 use shoal_model::quantity::format_bytes;
 
@@ -55,7 +56,7 @@ pub enum Rule {
     With,
     NotWith,
     /// `memory`, `cpu` or `pids`.
-    Insufficient(&'static str),
+    Insufficient(Resource),
     Gone,
 }
 
@@ -126,14 +127,14 @@ impl Unfit {
     /// The kind of rule, counted in the summary.
     pub fn rule(&self) -> Rule {
         match self {
-            Unfit::Selector { .. } => Rule::NodeSelector,
-            Unfit::Constraint { .. } => Rule::Constraint,
+            Unfit::Mismatch(Mismatch::Selector { .. }) => Rule::NodeSelector,
+            Unfit::Mismatch(Mismatch::Constraint { .. }) => Rule::Constraint,
             Unfit::Cordoned => Rule::Cordoned,
             Unfit::Drained => Rule::Drained,
             Unfit::Lost { .. } => Rule::Offline,
             Unfit::With { .. } => Rule::With,
             Unfit::NotWith(_) | Unfit::ExcludedBy { .. } => Rule::NotWith,
-            Unfit::Insufficient { resource, .. } => Rule::Insufficient(resource),
+            Unfit::Insufficient(shortfall) => Rule::Insufficient(shortfall.resource),
             Unfit::Gone => Rule::Gone,
         }
     }

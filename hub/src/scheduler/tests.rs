@@ -11,6 +11,8 @@ use shoal_model::quantity::parse_bytes;
 
 use super::*;
 
+mod capacity;
+
 const MIN: u64 = 60_000;
 const DAY: u64 = 24 * 60 * MIN;
 /// The wall clock of every row unless it says otherwise.
