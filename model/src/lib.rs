@@ -10,5 +10,6 @@ pub mod hex;
 pub mod manifest;
 pub mod node;
 pub mod quantity;
+pub mod table;
 pub mod topic;
 pub mod wire;

@@ -173,7 +173,7 @@ fn a_failing_health_check_restarts_the_container() {
     );
     assert_eq!(
         cell(&rows, "sick", "main", "LAST EXIT"),
-        "signal 9",
+        "SIGKILL",
         "killed after the grace period: {rows:?}"
     );
     assert!(

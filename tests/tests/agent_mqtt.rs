@@ -997,7 +997,7 @@ fn statuses_buffered_while_the_broker_is_down_arrive_in_order_with_every_event()
         .position(|e| {
             e.workload.as_deref() == Some("steady")
                 && e.reason == EventReason::Exited
-                && e.message == "killed by signal 9"
+                && e.message == "exited (SIGKILL)"
         })
         .expect("the kill during the outage is reported");
     assert!(

@@ -358,7 +358,7 @@ fn a_partitioned_node_heals_itself_and_reports_everything_when_the_link_returns(
         start.elapsed(),
     );
     assert_eq!(cell(&rows, "victim", "main", "RESTARTS"), "1");
-    assert_eq!(cell(&rows, "victim", "main", "LAST EXIT"), "signal 9");
+    assert_eq!(cell(&rows, "victim", "main", "LAST EXIT"), "SIGKILL");
 
     // An OOM kill while cut is handled by A alone.
     let start = Instant::now();

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use shoal_model::manifest;
 use shoal_model::quantity::{format_bytes, format_duration};
+use shoal_model::table;
 use shoal_model::wire::{
     ContainerState, ContainerStatus, DesiredWorkload, Health, NodeStatus, RpcRequestBody,
     RpcResponseBody,
@@ -152,22 +153,22 @@ pub fn images(socket: &Socket, command: &ImagesCommand) -> anyhow::Result<ExitCo
     };
     match call(socket, request)? {
         RpcResponseBody::Images(images) => {
-            let mut rows = vec![[
-                "REFERENCE".to_string(),
-                "DIGEST".into(),
-                "SIZE".into(),
-                "IN USE".into(),
-            ]];
-            rows.extend(images.iter().map(|i| {
-                let digest = i.digest.strip_prefix("sha256:").unwrap_or(&i.digest);
-                [
-                    i.reference.clone(),
-                    digest.chars().take(12).collect(),
-                    format_bytes(i.size_bytes),
-                    i.in_use.to_string(),
-                ]
-            }));
-            print!("{}", table(&rows));
+            let rows: Vec<Vec<String>> = images
+                .iter()
+                .map(|i| {
+                    let digest = i.digest.strip_prefix("sha256:").unwrap_or(&i.digest);
+                    vec![
+                        i.reference.clone(),
+                        digest.chars().take(12).collect(),
+                        format_bytes(i.size_bytes),
+                        i.in_use.to_string(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table::render(&["REFERENCE", "DIGEST", "SIZE", "IN USE"], &rows)
+            );
             Ok(ExitCode::SUCCESS)
         }
         other => done(other),
@@ -198,21 +199,22 @@ fn refused(response: RpcResponseBody) -> anyhow::Result<ExitCode> {
     }
 }
 
+const PS_HEADERS: [&str; 10] = [
+    "WORKLOAD",
+    "CONTAINER",
+    "STATE",
+    "HEALTH",
+    "RESTARTS",
+    "LAST EXIT",
+    "PID",
+    "UPTIME",
+    "MEMORY",
+    "CPU",
+];
+
 /// The `ps` table, plus one line per container with something to explain.
 pub fn ps_table(status: &NodeStatus, now_ms: u64) -> String {
-    let mut rows = vec![[
-        "WORKLOAD",
-        "CONTAINER",
-        "STATE",
-        "HEALTH",
-        "RESTARTS",
-        "LAST EXIT",
-        "PID",
-        "UPTIME",
-        "MEMORY",
-        "CPU",
-    ]
-    .map(String::from)];
+    let mut rows = Vec::new();
     let mut notes = Vec::new();
     for w in &status.workloads {
         for c in &w.containers {
@@ -227,7 +229,7 @@ pub fn ps_table(status: &NodeStatus, now_ms: u64) -> String {
     if let Some(full) = crate::state::disk::condition(&status.events) {
         notes.push(full.message.clone());
     }
-    let mut out = table(&rows);
+    let mut out = table::render(&PS_HEADERS, &rows);
     for note in notes {
         out.push_str(&note);
         out.push('\n');
@@ -235,23 +237,15 @@ pub fn ps_table(status: &NodeStatus, now_ms: u64) -> String {
     out
 }
 
-fn ps_row(workload: &str, c: &ContainerStatus, now_ms: u64) -> [String; 10] {
+fn ps_row(workload: &str, c: &ContainerStatus, now_ms: u64) -> Vec<String> {
     let dash = || "-".to_string();
-    let last_exit = c.last_exit.as_ref().map_or_else(dash, |e| {
-        if e.oom_killed {
-            "OOMKilled".into()
-        } else if let Some(signal) = e.signal {
-            format!("signal {signal}")
-        } else {
-            format!("code {}", e.code.unwrap_or(-1))
-        }
-    });
+    let last_exit = c.last_exit.as_ref().map_or_else(dash, ToString::to_string);
     let restarts = if c.oom_kills > 0 {
         format!("{} ({} OOM)", c.restarts, c.oom_kills)
     } else {
         c.restarts.to_string()
     };
-    [
+    vec![
         workload.to_string(),
         c.name.clone(),
         format!("{:?}", c.state),
@@ -270,24 +264,6 @@ fn ps_row(workload: &str, c: &ContainerStatus, now_ms: u64) -> [String; 10] {
         c.cpu_usage_ns
             .map_or_else(dash, |ns| format!("{:.2}s", ns as f64 / 1e9)),
     ]
-}
-
-/// Left-aligned columns, two spaces apart.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let widths: Vec<usize> = (0..N)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -332,7 +308,7 @@ mod tests {
             pid: None,
             memory_bytes: None,
             cpu_usage_ns: None,
-            message: Some("exited with status 3".into()),
+            message: Some("exited (code 3)".into()),
         };
         let status = NodeStatus {
             node_id: "n".into(),
@@ -350,10 +326,10 @@ mod tests {
         };
         let out = ps_table(&status, 91_000);
         let expected = "\
-WORKLOAD  CONTAINER  STATE    HEALTH   RESTARTS   LAST EXIT  PID  UPTIME  MEMORY  CPU
-app       main       Running  Healthy  2 (1 OOM)  OOMKilled  42   1m30s   3Mi     1.50s
-app       side       BackOff  -        0          code 3     -    -       -       -
-app/side: exited with status 3
+WORKLOAD   CONTAINER   STATE     HEALTH    RESTARTS    LAST EXIT   PID   UPTIME   MEMORY   CPU
+app        main        Running   Healthy   2 (1 OOM)   OOMKilled   42    1m30s    3Mi      1.50s
+app        side        BackOff   -         0           code 3      -     -        -        -
+app/side: exited (code 3)
 ";
         assert_eq!(out, expected);
     }
@@ -376,7 +352,7 @@ app/side: exited with status 3
         assert_eq!(
             out.lines().collect::<Vec<_>>(),
             [
-                "WORKLOAD  CONTAINER  STATE  HEALTH  RESTARTS  LAST EXIT  PID  UPTIME  MEMORY  CPU",
+                "WORKLOAD   CONTAINER   STATE   HEALTH   RESTARTS   LAST EXIT   PID   UPTIME   MEMORY   CPU",
                 "the data disk is full (0 free on /var/lib/shoal): running workloads keep running, \
                  but new images, desired states, records and logs may not be stored; free space, \
                  e.g. `shoal-agent images prune`",

@@ -1187,13 +1187,7 @@ fn to_exit(exit: &ExitInfo) -> Exit {
     }
 }
 
-/// `exited with status 3`, `killed by signal 9`.
+/// `exited (code 3)`, `exited (SIGKILL)`: what a container's status and `exited` event say.
 pub fn describe_exit(exit: &ExitInfo) -> String {
-    if exit.oom_killed {
-        "OOM-killed".into()
-    } else if let Some(signal) = exit.signal {
-        format!("killed by signal {signal}")
-    } else {
-        format!("exited with status {}", exit.code.unwrap_or(-1))
-    }
+    format!("exited ({exit})")
 }

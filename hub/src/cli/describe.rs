@@ -8,10 +8,11 @@ use shoal_model::api::{EventInfo, Instance, NodeDetail, NodeInfo, WorkloadDetail
 use shoal_model::manifest::{Container, PlacementMode, Probe, Volume, VolumeSource, Workload};
 use shoal_model::node::NodeFacts;
 use shoal_model::quantity::{format_bytes, format_duration, format_millicpu, Amount};
+use shoal_model::table;
 use shoal_model::wire::{ContainerState, ExitInfo, Health, NodeUsage, Severity};
 
 use super::client::{segment, Client, HubArgs};
-use super::output::{self, age, age_or_none, table, NONE};
+use super::output::{self, age, age_or_none, NONE};
 
 /// Show everything the hub knows about a node or a workload
 #[derive(Debug, clap::Args)]
@@ -508,7 +509,7 @@ pub fn containers_table(instances: &[Instance], by: By, now_ms: u64) -> String {
             ]);
         }
     }
-    table(&headers, &rows)
+    table::render(&headers, &rows)
 }
 
 fn state_name(state: ContainerState) -> &'static str {
@@ -538,34 +539,7 @@ pub fn last_exit(exit: Option<ExitInfo>, now_ms: u64) -> String {
     let Some(exit) = exit else {
         return NONE.to_string();
     };
-    let how = if exit.oom_killed {
-        "OOMKilled".to_string()
-    } else if let Some(signal) = exit.signal {
-        signal_name(signal).map_or_else(|| format!("signal {signal}"), str::to_string)
-    } else if let Some(code) = exit.code {
-        format!("code {code}")
-    } else {
-        "ended".to_string()
-    };
-    format!("{how}, {} ago", age(exit.at_ms, now_ms))
-}
-
-fn signal_name(signal: i32) -> Option<&'static str> {
-    Some(match signal {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        11 => "SIGSEGV",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        _ => return None,
-    })
+    format!("{exit}, {} ago", age(exit.at_ms, now_ms))
 }
 
 /// The newest [`MAX_EVENTS`] events, newest last; empty when there are none.
@@ -594,7 +568,7 @@ pub fn events_table(events: &[EventInfo], by: By, now_ms: u64) -> String {
             ]
         })
         .collect();
-    table(&["AGE", "SEVERITY", "REASON", "OBJECT", "MESSAGE"], &rows)
+    table::render(&["AGE", "SEVERITY", "REASON", "OBJECT", "MESSAGE"], &rows)
 }
 
 fn severity_name(severity: Severity) -> &'static str {

@@ -9,9 +9,10 @@ use serde::Serialize;
 use serde_json::Value;
 use shoal_model::api::{NodeDetail, NodeInfo, WorkloadDetail, WorkloadInfo};
 use shoal_model::quantity::format_bytes;
+use shoal_model::table;
 
 use super::client::{segment, Client, HubArgs};
-use super::output::{self, age, age_or_none, table, Format, NONE};
+use super::output::{self, age, age_or_none, Format, NONE};
 
 /// List nodes or workloads
 #[derive(Debug, clap::Args)]
@@ -205,7 +206,7 @@ pub fn nodes_table(nodes: &[NodeInfo], wide: bool, show_labels: bool, now_ms: u6
             row
         })
         .collect();
-    table(&headers, &rows)
+    table::render(&headers, &rows)
 }
 
 /// `NAME MODE READY PLACED REVISION AGE`, and with `wide` `NODES SUMMARY`.
@@ -236,7 +237,7 @@ pub fn workloads_table(workloads: &[WorkloadInfo], wide: bool, now_ms: u64) -> S
             row
         })
         .collect();
-    table(&headers, &rows)
+    table::render(&headers, &rows)
 }
 
 #[cfg(test)]

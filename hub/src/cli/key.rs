@@ -47,21 +47,23 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
 
 /// One line per key, newest first; a next key lists the nodes still without it.
 pub fn table(keys: &[KeyInfo]) -> String {
-    let mut out = String::from("ID                STATE    NODES\n");
-    for key in keys {
-        let nodes = if key.state == "next" {
-            let total = key.confirmed.len() + key.waiting.len();
-            let mut text = format!("{}/{total} have it", key.confirmed.len());
-            if !key.waiting.is_empty() {
-                text.push_str(&format!(" (waiting for {})", key.waiting.join(", ")));
-            }
-            text
-        } else {
-            "-".to_string()
-        };
-        out.push_str(&format!("{:<17} {:<8} {nodes}\n", key.id, key.state));
-    }
-    out
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|key| {
+            let nodes = if key.state == "next" {
+                let total = key.confirmed.len() + key.waiting.len();
+                let mut text = format!("{}/{total} have it", key.confirmed.len());
+                if !key.waiting.is_empty() {
+                    text.push_str(&format!(" (waiting for {})", key.waiting.join(", ")));
+                }
+                text
+            } else {
+                "-".to_string()
+            };
+            vec![key.id.clone(), key.state.clone(), nodes]
+        })
+        .collect();
+    shoal_model::table::render(&["ID", "STATE", "NODES"], &rows)
 }
 
 #[cfg(test)]
@@ -88,9 +90,9 @@ mod tests {
         ];
         assert_eq!(
             table(&keys),
-            "ID                STATE    NODES\n\
-             00112233aabbccdd  next     1/3 have it (waiting for b, c)\n\
-             ffeeddccbbaa9988  active   -\n"
+            "ID                 STATE    NODES\n\
+             00112233aabbccdd   next     1/3 have it (waiting for b, c)\n\
+             ffeeddccbbaa9988   active   -\n"
         );
     }
 }

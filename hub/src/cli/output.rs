@@ -1,6 +1,7 @@
-//! Pure formatting shared by the CLI commands that talk to the hub: column-aligned tables,
-//! kubectl-style ages, UTC timestamps, and a small block-style YAML emitter. Nothing here
-//! does IO or reads the clock: the commands pass the time in.
+//! Pure formatting shared by the CLI commands that talk to the hub: kubectl-style ages, UTC
+//! timestamps, and a small block-style YAML emitter (tables are [`shoal_model::table`],
+//! shared with the agent's CLI). Nothing here does IO or reads the clock: the commands pass
+//! the time in.
 
 use serde_json::Value;
 
@@ -17,37 +18,6 @@ pub enum Format {
 
 /// What a table cell shows when there is nothing to show.
 pub const NONE: &str = "<none>";
-
-/// Spaces between table columns (as kubectl).
-const COLUMN_GAP: usize = 3;
-
-/// A table with upper-case headers and left-aligned columns separated by three spaces; the
-/// last column is not padded, so lines carry no trailing spaces.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let columns = headers.len();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate().take(columns) {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (i, width) in widths.iter().enumerate() {
-            let cell = row.get(i).map(String::as_str).unwrap_or("");
-            line.push_str(cell);
-            if i + 1 < columns {
-                let pad = width - cell.chars().count() + COLUMN_GAP;
-                line.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
 
 /// How long ago `then_ms` was at `now_ms`, the way kubectl prints ages: `45s`, `3m20s`, `25m`,
 /// `5h10m`, `30h`, `3d4h`, `200d`, `3y10d`. Times in the future by more than a second (clock
@@ -245,29 +215,6 @@ fn is_plain_safe(text: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn tables_align_columns_three_spaces_apart_without_trailing_spaces() {
-        let rows = vec![
-            vec!["gw-1".to_string(), "Ready".to_string(), "3".to_string()],
-            vec![
-                "camera-north-2".to_string(),
-                "NotReady".to_string(),
-                String::new(),
-            ],
-        ];
-        assert_eq!(
-            table(&["NAME", "STATUS", "WORKLOADS"], &rows),
-            "NAME             STATUS     WORKLOADS\n\
-             gw-1             Ready      3\n\
-             camera-north-2   NotReady\n"
-        );
-    }
-
-    #[test]
-    fn a_table_without_rows_is_its_header() {
-        assert_eq!(table(&["NAME", "AGE"], &[]), "NAME   AGE\n");
-    }
 
     #[test]
     fn ages_read_like_kubectl() {

@@ -103,6 +103,41 @@ pub struct ExitInfo {
     pub at_ms: u64,
 }
 
+/// How it ended, as both CLIs show it and the agent's events say it: `OOMKilled` (the kernel's
+/// OOM killer, whatever the signal), `SIGKILL` (a signal, by name when it is a common one),
+/// `signal 40`, `code 3`, or `ended` when neither is known.
+impl std::fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.oom_killed, self.signal, self.code) {
+            (true, _, _) => f.write_str("OOMKilled"),
+            (false, Some(signal), _) => match signal_name(signal) {
+                Some(name) => f.write_str(name),
+                None => write!(f, "signal {signal}"),
+            },
+            (false, None, Some(code)) => write!(f, "code {code}"),
+            (false, None, None) => f.write_str("ended"),
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return None,
+    })
+}
+
 /// Resource use of the whole node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeUsage {
@@ -412,5 +447,30 @@ mod tests {
     #[test]
     fn the_status_sequence_is_the_envelope_generation() {
         assert_eq!(Message::generation(&status()), 10);
+    }
+
+    #[test]
+    fn an_exit_reads_the_same_in_both_clis_and_in_events() {
+        let exit = |code, signal, oom_killed| ExitInfo {
+            code,
+            signal,
+            oom_killed,
+            at_ms: 0,
+        };
+        let cases = [
+            (exit(Some(3), None, false), "code 3"),
+            (exit(Some(0), None, false), "code 0"),
+            (exit(Some(-1), None, false), "code -1"),
+            (exit(None, Some(9), false), "SIGKILL"),
+            (exit(None, Some(15), false), "SIGTERM"),
+            (exit(Some(137), Some(9), false), "SIGKILL"),
+            (exit(None, Some(40), false), "signal 40"),
+            (exit(None, Some(9), true), "OOMKilled"),
+            (exit(Some(137), None, true), "OOMKilled"),
+            (exit(None, None, false), "ended"),
+        ];
+        for (exit, expected) in cases {
+            assert_eq!(exit.to_string(), expected, "{exit:?}");
+        }
     }
 }
