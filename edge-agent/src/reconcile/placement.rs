@@ -26,20 +26,17 @@ mod tests {
 
     use super::*;
 
+    /// The rules themselves are `shoal_model::fit`'s, tested there; this is the agent's
+    /// wording around them.
     fn node() -> NodeFacts {
         NodeFacts {
             arch: "amd64".into(),
-            os: "linux".into(),
-            kernel: "6.1.0".into(),
-            cgroup_version: 1,
             capacity: Capacity {
                 memory_bytes: 1 << 30,
-                cpu_millis: 2000,
-                pids: 4096,
+                ..Capacity::default()
             },
-            agent_version: "0.1.0".into(),
             labels: [("role".to_string(), "gateway".to_string())].into(),
-            wire_versions: Vec::new(),
+            ..NodeFacts::default()
         }
     }
 

@@ -1,3 +1,4 @@
+use std::fmt;
 use std::net::IpAddr;
 
 use proptest::prelude::*;
@@ -10,6 +11,38 @@ fn name(host: &str) -> Host {
 
 fn ip(text: &str) -> Host {
     Host::Ip(text.parse::<IpAddr>().expect("an IP address"))
+}
+
+/// Either kind of url, for the rows both kinds of test share.
+trait Url: FromStr<Err = UrlError> + fmt::Display + fmt::Debug + PartialEq {
+    fn parts(&self) -> (bool, &Host, u16);
+}
+
+impl Url for BrokerUrl {
+    fn parts(&self) -> (bool, &Host, u16) {
+        (self.is_tls(), self.host(), self.port())
+    }
+}
+
+impl Url for ApiUrl {
+    fn parts(&self) -> (bool, &Host, u16) {
+        (self.is_tls(), self.host(), self.port())
+    }
+}
+
+/// Each row (given, tls, host, port, written back) parses to its parts and is written back
+/// as a url that parses to the same thing.
+fn check_accepted<U: Url>(cases: &[(&str, bool, Host, u16, &str)]) {
+    for (given, tls, host, port, written) in cases {
+        let url: U = given.parse().unwrap_or_else(|e| panic!("{given:?}: {e}"));
+        assert_eq!(url.parts(), (*tls, host, *port), "{given:?}");
+        assert_eq!(url.to_string(), *written, "{given:?}");
+        assert_eq!(
+            written.parse::<U>().as_ref(),
+            Ok(&url),
+            "{written} round-trips"
+        );
+    }
 }
 
 #[test]
@@ -83,20 +116,7 @@ fn broker_urls_take_the_default_port_of_their_scheme_and_write_it_back() {
         ("mqtt://h:080", false, name("h"), 80, "mqtt://h:80"),
         ("mqtt://h:65535", false, name("h"), 65535, "mqtt://h:65535"),
     ];
-    for (given, tls, host, port, written) in cases {
-        let url: BrokerUrl = given.parse().unwrap_or_else(|e| panic!("{given:?}: {e}"));
-        assert_eq!(
-            (url.is_tls(), url.host(), url.port()),
-            (tls, &host, port),
-            "{given:?}"
-        );
-        assert_eq!(url.to_string(), written, "{given:?}");
-        assert_eq!(
-            written.parse::<BrokerUrl>().as_ref(),
-            Ok(&url),
-            "{written} round-trips"
-        );
-    }
+    check_accepted::<BrokerUrl>(&cases);
 }
 
 #[test]
@@ -154,20 +174,7 @@ fn hub_api_urls_are_written_back_as_given_without_a_trailing_slash() {
         ),
         (" http://hub:1 ", false, name("hub"), 1, "http://hub:1"),
     ];
-    for (given, tls, host, port, written) in cases {
-        let url: ApiUrl = given.parse().unwrap_or_else(|e| panic!("{given:?}: {e}"));
-        assert_eq!(
-            (url.is_tls(), url.host(), url.port()),
-            (tls, &host, port),
-            "{given:?}"
-        );
-        assert_eq!(url.to_string(), written, "{given:?}");
-        assert_eq!(
-            written.parse::<ApiUrl>().as_ref(),
-            Ok(&url),
-            "{written} round-trips"
-        );
-    }
+    check_accepted::<ApiUrl>(&cases);
 }
 
 /// Every refusal, for both kinds of url where the rule is shared.

@@ -19,6 +19,7 @@ fn node() -> NodeFacts {
         },
         agent_version: "0.1.0".into(),
         labels: [("role".to_string(), "gateway".to_string())].into(),
+        wire_versions: Vec::new(),
     }
 }
 
