@@ -1,6 +1,10 @@
 //! Shoal's shared vocabulary: fleet manifests and their validation, the wire protocol between
 //! hub and agents, and topic names. Every serde shape that crosses a process boundary lives
 //! here, and nothing in this crate does network or container IO.
+//!
+//! So does every rule both binaries apply, written once: where the hub is ([`endpoint`]),
+//! whether a workload fits a node ([`fit`]), hex and SHA-256 ([`hex`], and the CA fingerprint
+//! in [`api`]), the wall clock ([`clock`]), and how both CLIs print a table ([`table`]).
 
 pub mod api;
 pub mod clock;
