@@ -398,13 +398,14 @@ fn parse_port(text: &str) -> Result<u16, Reason> {
 }
 
 /// A DNS name: dot-separated labels of ASCII letters, digits, `-` and `_` (not at either end
-/// of a label), 63 characters a label, 253 in all.
+/// of a label), 63 characters a label, 253 in all, and a final `.` allowed (an absolute name).
 fn check_host_name(host: &str) -> Result<(), Reason> {
     let bad = || Reason::HostName(host.chars().take(QUOTED_CHARS).collect());
-    if host.len() > 253 {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.len() > 253 {
         return Err(bad());
     }
-    for label in host.split('.') {
+    for label in name.split('.') {
         let valid = !label.is_empty()
             && label.len() <= 63
             && label

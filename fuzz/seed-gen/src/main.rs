@@ -8,6 +8,7 @@
 //! - `manifest`: `manifests/*.yaml`, `model/tests/invalid/*.yaml` and a few hostile documents;
 //! - `constraint`: the constraints of the examples and one of each operator;
 //! - `broker_acl`, `hub_password`: lines in each target's input format;
+//! - `endpoint`: broker and hub API urls of every shape the parser accepts or refuses;
 //! - `layer`: small layer tars (files, dirs, symlinks, hardlinks, fifos, whiteouts, replaced
 //!   entries, long names, sparse files in each of GNU tar's formats: it needs GNU tar) and
 //!   each path-traversal shape the unpacker refuses, behind the target's mode byte.
@@ -53,6 +54,7 @@ fn main() -> Result {
     manifest_seeds(&mut seeds, &repo)?;
     constraint_seeds(&mut seeds, &workloads)?;
     acl_seeds(&mut seeds)?;
+    endpoint_seeds(&mut seeds)?;
     password_seeds(&mut seeds)?;
     layer_seeds(&mut seeds)?;
     println!("{} seeds in {}", seeds.written, out.display());
@@ -404,6 +406,27 @@ fn acl_seeds(seeds: &mut Seeds) -> Result {
     ];
     for (i, line) in lines.iter().enumerate() {
         seeds.write("broker_acl", &format!("acl{i}"), line.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn endpoint_seeds(seeds: &mut Seeds) -> Result {
+    let urls = [
+        "mqtts://hub.example:8883",
+        "mqtt://10.0.0.5",
+        "MQTTS://[fd00::7]:8883/",
+        "https://hub.example:7440",
+        "http://[::1]",
+        "tcp://hub",
+        "mqtt://user:pw@hub",
+        "mqtt://hub:+1",
+        "mqtt://[::1",
+        "mqtt://::1:1883",
+        "http://hub:7440/v1?x#y",
+        "mqtt://hub..example",
+    ];
+    for (i, url) in urls.iter().enumerate() {
+        seeds.write("endpoint", &format!("url{i}"), url.as_bytes())?;
     }
     Ok(())
 }

@@ -115,6 +115,13 @@ fn broker_urls_take_the_default_port_of_their_scheme_and_write_it_back() {
         ("  mqtt://h:1 \n", false, name("h"), 1, "mqtt://h:1"),
         ("mqtt://h:080", false, name("h"), 80, "mqtt://h:80"),
         ("mqtt://h:65535", false, name("h"), 65535, "mqtt://h:65535"),
+        (
+            "mqtt://hub.example.:1",
+            false,
+            name("hub.example."),
+            1,
+            "mqtt://hub.example.:1",
+        ),
     ];
     check_accepted::<BrokerUrl>(&cases);
 }
@@ -240,9 +247,10 @@ fn urls_that_cannot_be_honoured_are_refused_with_the_reason() {
             "mqtt://hub..example",
             Reason::HostName("hub..example".into()),
         ),
+        ("mqtt://.", Reason::HostName(".".into())),
         (
-            "mqtt://hub.example.",
-            Reason::HostName("hub.example.".into()),
+            "mqtt://hub.example..",
+            Reason::HostName("hub.example..".into()),
         ),
         ("mqtt://-hub", Reason::HostName("-hub".into())),
         ("mqtt://hub-", Reason::HostName("hub-".into())),
