@@ -9,8 +9,9 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use shoal_model::clock::wall_ms;
 use shoal_model::manifest::parse_manifest;
 use shoal_model::wire::signing::SigningKey;
 use shoal_model::wire::{
@@ -22,12 +23,6 @@ use shoal_tests::agent::{busybox_archive, cell, shell_workload, Agent, Row};
 const PREFIX: &str = "shoal/v1";
 const HUB_USER: &str = "hub";
 const HUB_PASSWORD: &str = "hub-secret";
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use shoal_model::api::{Done, RevisionInfo, RolloutInfo};
 use shoal_model::quantity::format_duration;
+use shoal_model::table;
 
 use super::client::{segment, Client, HubArgs};
-use super::output::{self, age, table, Format, NONE};
+use super::output::{self, age, Format, NONE};
 
 /// Follow how the hub rolls new revisions out
 #[derive(Debug, clap::Args)]
@@ -70,7 +71,7 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
             let info: RolloutInfo =
                 client.get(&format!("/v1/rollouts/{}", segment(workload)), &[])?;
             let text = match output {
-                None | Some(Format::Wide) => render(&info, output::now_ms()),
+                None | Some(Format::Wide) => render(&info, shoal_model::clock::wall_ms()),
                 Some(Format::Json) => output::json(&serde_json::to_value(&info)?),
                 Some(Format::Yaml) => output::yaml(&serde_json::to_value(&info)?),
             };
@@ -85,7 +86,9 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
             let history: Vec<RevisionInfo> =
                 client.get(&format!("/v1/rollouts/{}/history", segment(workload)), &[])?;
             let text = match output {
-                None | Some(Format::Wide) => render_history(&history, output::now_ms()),
+                None | Some(Format::Wide) => {
+                    render_history(&history, shoal_model::clock::wall_ms())
+                }
                 Some(Format::Json) => output::json(&serde_json::to_value(&history)?),
                 Some(Format::Yaml) => output::yaml(&serde_json::to_value(&history)?),
             };
@@ -130,7 +133,7 @@ pub fn render_history(history: &[RevisionInfo], now_ms: u64) -> String {
             vec![h.revision.to_string(), age(h.created_ms, now_ms), outcome]
         })
         .collect();
-    table(&["REVISION", "APPLIED", "ROLLOUT"], &rows)
+    table::render(&["REVISION", "APPLIED", "ROLLOUT"], &rows)
 }
 
 /// 0 while progressing or complete; 1 when the rollout halted or rolled back, so scripts
@@ -176,7 +179,7 @@ pub fn render(info: &RolloutInfo, now_ms: u64) -> String {
         .collect();
     if !rows.is_empty() {
         out.push('\n');
-        out.push_str(&table(
+        out.push_str(&table::render(
             &[
                 "NODE",
                 "REVISION",
