@@ -560,7 +560,7 @@ fn ip_quiet(args: &[&str]) {
 
 /// A private /24 (`10.X.Y`) that no interface or route of this machine uses yet, picked from
 /// the process id so that parallel test processes start far apart.
-fn free_subnet() -> String {
+pub fn free_subnet() -> String {
     let used = Command::new("ip")
         .args(["-4", "route", "show", "table", "all"])
         .output()

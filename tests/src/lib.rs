@@ -2,13 +2,15 @@
 //!
 //! `agent` drives one `shoal-agent run`, `hub` one `shoal serve` and the `shoal` CLI, `fleet`
 //! a hub and several agents, each in its own network namespace, with real containers; `images`
-//! builds the OCI images they run; `rollout` reads rollouts as `shoal rollout status` does.
+//! builds the OCI images they run; `rollout` reads rollouts as `shoal rollout status` does;
+//! `vm` boots a small cgroup v2 virtual machine that runs the static device agent.
 
 pub mod agent;
 pub mod fleet;
 pub mod hub;
 pub mod images;
 pub mod rollout;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,6 +49,13 @@ pub fn binary(name: &str) -> PathBuf {
 /// `cargo` run would rebuild them all again.
 pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    clean_cargo_env(&mut command);
+    command
+}
+
+/// Removes from `command`'s environment the variables cargo sets for the test process (see
+/// [`cargo`]), for a script that runs cargo itself (`cross/build`).
+pub fn clean_cargo_env(command: &mut Command) {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         let set_by_cargo = key.starts_with("CARGO_PKG_")
@@ -63,5 +72,4 @@ pub fn cargo() -> Command {
             command.env_remove(&*key);
         }
     }
-    command
 }

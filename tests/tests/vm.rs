@@ -1,0 +1,219 @@
+//! The agent where most devices run it: a 512 MiB virtual machine with cgroup v2 alone (this
+//! build machine is cgroup v1), running the static device build. Each test boots one VM
+//! (`shoal_tests::vm`); TCG is slow, so each plays several scenarios in that one VM.
+
+use std::time::{Duration, Instant};
+
+use shoal_tests::agent::{cell, shell_workload, Row};
+use shoal_tests::vm::{Vm, AGENT};
+
+/// Under TCG a container start takes a second or more; give each wait room.
+const WAIT: Duration = Duration::from_secs(90);
+
+fn running(rows: &[Row], workload: &str) -> bool {
+    cell(rows, workload, "main", "STATE") == "Running"
+}
+
+fn pid(rows: &[Row], workload: &str) -> String {
+    cell(rows, workload, "main", "PID")
+}
+
+/// The container's cgroup directory in the VM (`/sys/fs/cgroup/shoal/NODE/WORKLOAD/main`).
+fn cgroup(node: &str, workload: &str) -> String {
+    format!("/sys/fs/cgroup/shoal/{node}/{workload}/main")
+}
+
+/// The value of `key` in a flat-keyed cgroup file.
+fn key(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {text:?}"))
+}
+
+#[test]
+fn on_cgroup_v2_memory_pids_and_cpu_limits_hold_health_checks_restart_and_kill9_readopts() {
+    let node = "vm-v2";
+    let mut vm = Vm::boot(node);
+
+    // The VM is what most boards are: cgroup v2 alone, and 512 MiB.
+    let controllers = vm.sh("cat /sys/fs/cgroup/cgroup.controllers");
+    for controller in ["cpu", "memory", "pids"] {
+        assert!(controllers.contains(controller), "{controllers}");
+    }
+    let mounts = vm.sh("cat /proc/mounts");
+    assert!(!mounts.contains(" cgroup "), "no v1 hierarchy: {mounts}");
+    let memory = key(
+        &vm.sh("cat /proc/meminfo | tr -s ' ' | sed 's/ kB//; s/://'"),
+        "MemTotal",
+    );
+    assert!(memory < 512 * 1024, "MemTotal {memory} kB");
+    let selftest = vm.sh(&format!("{AGENT} selftest --data-dir /tmp/selftest"));
+    assert!(selftest.contains("v2 (unified)"), "{selftest}");
+
+    vm.start_agent(false);
+    vm.import_busybox();
+
+    // Memory: past its limit the container is OOM-killed, and memory.events says so.
+    let hog = "a=$(busybox head -c 67108864 /dev/zero | busybox tr '\\0' x); sleep 300";
+    vm.apply(
+        "hog",
+        &shell_workload("hog", hog, "", "      resources: { memory: 16Mi }\n"),
+    );
+    // Pids: a shell forking until the kernel refuses, against a limit of 16; the container's
+    // own shell then goes on (`exec`, since it could not fork either).
+    let bomb = "sh -c 'while :; do sleep 300 & done'; echo \"forks refused: $?\"; exec sleep 300";
+    vm.apply(
+        "bomb",
+        &shell_workload("bomb", bomb, "", "      resources: { pids: 16 }\n"),
+    );
+    // CPU: a busy loop held to a fifth of a CPU.
+    vm.apply(
+        "spin",
+        &shell_workload(
+            "spin",
+            "while :; do :; done",
+            "",
+            "      resources: { cpu: 200m }\n",
+        ),
+    );
+    // A failing health check restarts its container; a passing one keeps it.
+    let failing =
+        "      health: { exec: [\"/bin/false\"], interval: 2s, timeout: 2s, retries: 2 }\n";
+    vm.apply(
+        "sick",
+        &shell_workload("sick", "sleep 300", "  stopGracePeriod: 1s\n", failing),
+    );
+    let passing =
+        "      health: { exec: [\"/bin/true\"], interval: 2s, timeout: 2s, retries: 2 }\n";
+    vm.apply("well", &shell_workload("well", "sleep 300", "", passing));
+
+    let rows = vm.wait_for(
+        "an OOM kill, a health restart, the rest running",
+        WAIT,
+        |rows| {
+            cell(rows, "hog", "main", "RESTARTS").contains("OOM")
+                && cell(rows, "sick", "main", "RESTARTS")
+                    .parse::<u32>()
+                    .unwrap_or(0)
+                    >= 1
+                && running(rows, "bomb")
+                && running(rows, "spin")
+                && cell(rows, "well", "main", "HEALTH") == "Healthy"
+        },
+    );
+    assert_eq!(
+        cell(&rows, "hog", "main", "LAST EXIT"),
+        "OOMKilled",
+        "{rows:?}"
+    );
+    assert_eq!(
+        cell(&rows, "sick", "main", "LAST EXIT"),
+        "signal 9",
+        "killed after its grace period: {rows:?}"
+    );
+
+    let hog_cgroup = cgroup(node, "hog");
+    assert_eq!(
+        vm.sh(&format!("cat {hog_cgroup}/memory.max")).trim(),
+        "16777216"
+    );
+    // Each restart gets a new cgroup: its memory.events counts from 0 until the next kill,
+    // and keeps the count while the container waits out its backoff.
+    let start = Instant::now();
+    loop {
+        let events = vm.sh(&format!(
+            "cat {hog_cgroup}/memory.events 2>/dev/null || true"
+        ));
+        if events.contains("oom_kill ") && key(&events, "oom_kill") >= 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "memory.events never counted a kill: {events}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let bomb_cgroup = cgroup(node, "bomb");
+    assert_eq!(vm.sh(&format!("cat {bomb_cgroup}/pids.max")).trim(), "16");
+    let current: u64 = vm
+        .sh(&format!("cat {bomb_cgroup}/pids.current"))
+        .trim()
+        .parse()
+        .expect("pids.current");
+    assert!(current <= 16, "pids.current {current}");
+    let pid_events = vm.sh(&format!("cat {bomb_cgroup}/pids.events"));
+    assert!(key(&pid_events, "max") >= 1, "forks refused: {pid_events}");
+    let bomb_log = vm.agent("logs bomb");
+    assert!(
+        bomb_log.contains("forks refused: 2"),
+        "the forking shell stopped at the limit: {bomb_log}"
+    );
+
+    let spin_cgroup = cgroup(node, "spin");
+    assert_eq!(
+        vm.sh(&format!("cat {spin_cgroup}/cpu.max")).trim(),
+        "20000 100000"
+    );
+    let usage = |vm: &mut Vm| key(&vm.sh(&format!("cat {spin_cgroup}/cpu.stat")), "usage_usec");
+    let (before, start) = (usage(&mut vm), Instant::now());
+    std::thread::sleep(Duration::from_secs(5));
+    let (after, took) = (usage(&mut vm), start.elapsed());
+    let share = (after - before) as f64 / took.as_micros() as f64;
+    eprintln!("[vm cpu share of a 200m container: {:.0}%]", share * 100.0);
+    assert!(
+        share > 0.01 && share < 0.3,
+        "a 200m quota used {share:.2} of a CPU"
+    );
+
+    // kill -9 of the agent: it re-adopts every container, same processes, nothing restarted.
+    let before = vm.ps();
+    vm.kill9_agent();
+    let start = Instant::now();
+    vm.start_agent(false);
+    let after = vm.wait_for("every container re-adopted", WAIT, |rows| {
+        ["bomb", "spin", "well"].iter().all(|w| running(rows, w))
+    });
+    eprintln!(
+        "[vm agent restart to re-adopted: {} ms]",
+        start.elapsed().as_millis()
+    );
+    for workload in ["bomb", "spin", "well"] {
+        assert_eq!(
+            pid(&after, workload),
+            pid(&before, workload),
+            "{workload}: {after:?}"
+        );
+        assert_eq!(
+            cell(&after, workload, "main", "RESTARTS"),
+            cell(&before, workload, "main", "RESTARTS"),
+            "{workload}"
+        );
+    }
+    assert!(
+        vm.agent_log().contains("re-adopted"),
+        "the adoption is logged"
+    );
+
+    // Deleting removes every container and its cgroup, the fork loop's dozen processes too.
+    for workload in ["hog", "bomb", "spin", "sick", "well"] {
+        vm.agent(&format!("delete {workload}"));
+    }
+    vm.wait_for("nothing left", WAIT, |rows| rows.is_empty());
+    let start = Instant::now();
+    loop {
+        let left = vm.sh(&format!(
+            "find /sys/fs/cgroup/shoal/{node} -mindepth 1 -type d; \
+             ps | grep '[s]leep 300' || true"
+        ));
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "left behind after the deletes:\n{left}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
