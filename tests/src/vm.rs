@@ -273,13 +273,8 @@ impl Vm {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.link.namespace, "qemu-system-x86_64"])
             .args(["-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "2"])
-            .args([
-                "-nographic",
-                "-no-reboot",
-                "-nodefaults",
-                "-display",
-                "none",
-            ])
+            // No -no-reboot: it would make `system_reset` (the power cut) end QEMU.
+            .args(["-nographic", "-nodefaults", "-display", "none"])
             .arg("-kernel")
             .arg(image.join("vmlinuz"))
             .arg("-initrd")
@@ -474,7 +469,8 @@ impl Vm {
     pub fn start_agent(&mut self, at_boot: bool) {
         let args = format!("run --config {CONFIG}");
         if at_boot {
-            self.sh(&format!("echo '{args}' > {DATA_MOUNT}/autostart"));
+            // Synced: a service manager's unit file is not written just before a power cut.
+            self.sh(&format!("echo '{args}' > {DATA_MOUNT}/autostart && sync"));
         }
         self.sh(&format!(
             "SHOAL_LOG=debug setsid {AGENT} {args} </dev/null >>{DATA_MOUNT}/agent.log 2>&1 &"

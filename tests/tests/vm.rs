@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use shoal_tests::agent::{cell, shell_workload, Row};
-use shoal_tests::vm::{Vm, AGENT};
+use shoal_tests::hub::{ready, Hub};
+use shoal_tests::vm::{Vm, AGENT, CONFIG};
 
 /// Under TCG a container start takes a second or more; give each wait room.
 const WAIT: Duration = Duration::from_secs(90);
@@ -216,4 +217,127 @@ fn on_cgroup_v2_memory_pids_and_cpu_limits_hold_health_checks_restart_and_kill9_
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+#[test]
+fn a_vm_enrolled_with_the_hub_runs_its_workload_through_kill9_and_a_power_cut_with_no_network() {
+    let node = "vm-fleet";
+    let mut vm = Vm::boot(node);
+    let address = vm.link.host_address();
+    let hub = Hub::start_on(node, &address, &address);
+
+    // Enrolled from inside the VM, over the tap link, as an operator would on the device.
+    let token = hub.add_node(node, "site=vm");
+    vm.sh(&format!(
+        "cat >> {CONFIG} <<'EOF'\n[hub]\nkeep_alive = \"5s\"\nheartbeat = \"10s\"\nEOF"
+    ));
+    let enrolled = vm.sh(&format!(
+        "{AGENT} enroll --hub {} --token {token} --config {CONFIG}",
+        hub.api
+    ));
+    eprintln!("{enrolled}");
+    vm.start_agent(true);
+    vm.import_busybox();
+    hub.wait_node_online(node);
+
+    let manifest = shell_workload(
+        "fleet-app",
+        "echo fleet-app up; sleep 300",
+        "  placement: { mode: every, nodeSelector: { site: vm } }\n",
+        "      resources: { memory: 32Mi, cpu: 250m }\n",
+    );
+    let start = Instant::now();
+    hub.apply("fleet-app", &manifest);
+    let first = vm.wait_for("the fleet workload running", WAIT, |rows| {
+        running(rows, "fleet-app")
+    });
+    hub.wait_for("the hub to see it ready", WAIT, || {
+        hub.workload("fleet-app").filter(|w| ready(w, 1))
+    });
+    eprintln!(
+        "[vm apply through the hub to ready: {} ms]",
+        start.elapsed().as_millis()
+    );
+    assert_eq!(
+        vm.sh(&format!(
+            "cat {}/memory.max {}/cpu.max",
+            cgroup(node, "fleet-app"),
+            cgroup(node, "fleet-app")
+        )),
+        "33554432\n25000 100000\n"
+    );
+
+    // kill -9 of the agent: the container goes on and is re-adopted; the node comes back.
+    vm.kill9_agent();
+    vm.start_agent(true);
+    let adopted = vm.wait_for("the workload re-adopted", WAIT, |rows| {
+        running(rows, "fleet-app")
+    });
+    assert_eq!(
+        pid(&adopted, "fleet-app"),
+        pid(&first, "fleet-app"),
+        "{adopted:?}"
+    );
+    assert_eq!(cell(&adopted, "fleet-app", "main", "RESTARTS"), "0");
+
+    // A power cut with the link down, right after a second workload started: the VM boots,
+    // its init starts the agent, and both run again from SQLite alone. What the agent
+    // accepted and acted on must be on the disk, not in the page cache the reset drops.
+    let late = shell_workload(
+        "late-app",
+        "sleep 300",
+        "  placement: { mode: every, nodeSelector: { site: vm } }\n",
+        "",
+    );
+    hub.apply("late-app", &late);
+    vm.wait_for("the second workload running", WAIT, |rows| {
+        running(rows, "late-app")
+    });
+    vm.link.cut();
+    vm.power_cut();
+    vm.wait_agent();
+    let rebooted = vm.wait_for("both workloads back after the power cut", WAIT, |rows| {
+        running(rows, "fleet-app") && running(rows, "late-app")
+    });
+    let reached = vm.try_run(
+        &format!("nc -z -w 2 {address} {}", hub.mqtt_port),
+        Duration::from_secs(30),
+    );
+    assert!(
+        matches!(reached, Some((status, _)) if status != 0),
+        "the hub must be out of reach: {reached:?}"
+    );
+    let console = vm.console();
+    assert_eq!(
+        console.matches("shoal-vm: agent started").count(),
+        1,
+        "the VM's init started the agent at the second boot: {console}"
+    );
+
+    // The link back: the node reconnects and nothing restarts.
+    vm.link.restore();
+    let start = Instant::now();
+    hub.wait_for("the node online after the power cut", WAIT, || {
+        hub.node(node).filter(|n| n["online"] == true)
+    });
+    eprintln!(
+        "[vm link restored to node online: {} ms]",
+        start.elapsed().as_millis()
+    );
+    hub.wait_for("the hub to see it ready again", WAIT, || {
+        hub.workload("fleet-app").filter(|w| ready(w, 1))
+    });
+    let after = vm.ps();
+    assert_eq!(
+        pid(&after, "fleet-app"),
+        pid(&rebooted, "fleet-app"),
+        "{after:?}"
+    );
+    assert_eq!(
+        cell(&after, "fleet-app", "main", "RESTARTS"),
+        cell(&rebooted, "fleet-app", "main", "RESTARTS"),
+        "reconnecting restarts nothing"
+    );
+    let boots: Vec<u128> = vm.boot_times.iter().map(Duration::as_millis).collect();
+    eprintln!("[vm boots: {boots:?} ms]");
 }

@@ -4,7 +4,14 @@
 //!
 //! Flash wear matters on devices: the database runs in WAL mode with `synchronous=NORMAL`
 //! (a power cut can lose the last transactions, never corrupt the file), and callers batch
-//! their writes instead of writing on every tick.
+//! their writes instead of writing on every tick. What the agent accepts and answers for is
+//! the exception: a desired state (the local `apply` says it is created, the hub's status says
+//! it runs) and the hub keys it trusts are committed with `synchronous=FULL`, so the WAL is
+//! on the disk before the agent acts on them. Without that, a power cut within the kernel's
+//! writeback delay (30 s) after an apply brought the device back on the previous generation
+//! (seen in the VM test, `tests/tests/vm.rs`); records of containers, events and the outbox
+//! are rebuilt, re-sent or reported again, so losing their last seconds loses nothing
+//! acknowledged.
 //!
 //! # A full disk
 //!
@@ -331,6 +338,35 @@ impl Store {
             path: self.path.clone(),
             action,
             cause,
+        }
+    }
+}
+
+/// While alive, the store's connection commits with `synchronous=FULL`; dropped, it is back
+/// to `NORMAL`.
+pub(crate) struct Durable<'a> {
+    conn: &'a Connection,
+}
+
+impl Store {
+    /// Makes the transactions until the guard is dropped durable at commit: WAL mode with
+    /// `synchronous=FULL` syncs the WAL before a commit returns, `NORMAL` only at checkpoints.
+    pub(crate) fn durable(&self) -> Result<Durable<'_>, StateError> {
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|cause| StateError::Configure {
+                path: self.path.clone(),
+                setting: "synchronous",
+                cause,
+            })?;
+        Ok(Durable { conn: &self.conn })
+    }
+}
+
+impl Drop for Durable<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.conn.pragma_update(None, "synchronous", "NORMAL") {
+            tracing::warn!(error = %e, "cannot set synchronous=NORMAL again; commits stay synced");
         }
     }
 }

@@ -70,7 +70,8 @@ pub struct ContainerRecord {
 }
 
 impl Store {
-    /// Stores a desired state and keeps only the newest few per source.
+    /// Stores a desired state and keeps only the newest few per source, on the disk before
+    /// it returns (see [`Store::durable`]): the agent acts on it and answers for it next.
     ///
     /// With `trusted_keys` not empty, they replace the hub keys this node trusts, in the same
     /// transaction: a key rotation and the state that announced it are taken together or not
@@ -89,6 +90,7 @@ impl Store {
             cause: record,
         })?;
         let failed = |cause| self.query_failed("save the desired state", cause);
+        let _durable = self.durable()?;
         let tx = self.conn.unchecked_transaction().map_err(failed)?;
         tx.execute(
             "INSERT OR REPLACE INTO desired_state (generation, source, payload_format, payload, received_at) \
@@ -119,6 +121,7 @@ impl Store {
     /// the node runs until then.
     pub fn forget_hub_generation(&self) -> Result<(), StateError> {
         let failed = |cause| self.query_failed("reset the hub's generation", cause);
+        let _durable = self.durable()?;
         let tx = self.conn.unchecked_transaction().map_err(failed)?;
         tx.execute(
             "DELETE FROM desired_state WHERE source = 'hub' AND id NOT IN \
@@ -163,6 +166,7 @@ impl Store {
     /// Replaces the hub keys this node trusts (enrollment, or the configured seed).
     pub fn set_trusted_keys(&self, keys: &[PublicKey], now_ms: u64) -> Result<(), StateError> {
         let failed = |cause| self.query_failed("store the trusted hub keys", cause);
+        let _durable = self.durable()?;
         let tx = self.conn.unchecked_transaction().map_err(failed)?;
         replace_keys(&tx, keys, now_ms).map_err(failed)?;
         tx.commit().map_err(failed)

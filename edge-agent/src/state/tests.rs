@@ -88,6 +88,29 @@ fn the_database_runs_in_wal_mode_with_normal_sync_and_a_busy_timeout() {
 }
 
 #[test]
+fn accepted_desired_states_and_keys_commit_with_full_sync_and_the_rest_with_normal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let synchronous = |store: &Store| -> i64 {
+        store
+            .conn
+            .pragma_query_value(None, "synchronous", |row| row.get(0))
+            .expect("synchronous")
+    };
+    {
+        let _durable = store.durable().expect("durable");
+        assert_eq!(synchronous(&store), 2, "2 is FULL");
+    }
+    assert_eq!(synchronous(&store), 1, "back to NORMAL");
+    store
+        .save_desired(Source::Hub, 7, &[], &[], 1)
+        .expect("save");
+    store.forget_hub_generation().expect("forget");
+    store.set_trusted_keys(&[], 1).expect("keys");
+    assert_eq!(synchronous(&store), 1, "NORMAL between durable commits");
+}
+
+#[test]
 fn reopening_a_migrated_database_keeps_its_rows_and_version() {
     let dir = tempfile::tempdir().expect("tempdir");
     let latest = latest_version(MIGRATIONS);
