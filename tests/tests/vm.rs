@@ -33,7 +33,7 @@ fn key(text: &str, key: &str) -> u64 {
 }
 
 #[test]
-fn on_cgroup_v2_memory_pids_and_cpu_limits_hold_health_checks_restart_and_kill9_readopts() {
+fn on_cgroup_v2_memory_pids_cpu_and_device_limits_hold_health_checks_restart_and_kill9_readopts() {
     let node = "vm-v2";
     let mut vm = Vm::boot(node);
 
@@ -60,6 +60,12 @@ fn on_cgroup_v2_memory_pids_and_cpu_limits_hold_health_checks_restart_and_kill9_
     vm.apply(
         "hog",
         &shell_workload("hog", hog, "", "      resources: { memory: 16Mi }\n"),
+    );
+    let child = "sh -c 'a=$(busybox head -c 67108864 /dev/zero | busybox tr \\\\0 x)'; \
+                 echo \"child killed: $?\"; exec sleep 300";
+    vm.apply(
+        "hogchild",
+        &shell_workload("hogchild", child, "", "      resources: { memory: 16Mi }\n"),
     );
     // Pids: a shell forking until the kernel refuses, against a limit of 16; the container's
     // own shell then goes on (`exec`, since it could not fork either).
@@ -114,27 +120,24 @@ fn on_cgroup_v2_memory_pids_and_cpu_limits_hold_health_checks_restart_and_kill9_
         "killed after its grace period: {rows:?}"
     );
 
-    let hog_cgroup = cgroup(node, "hog");
+    // A child killed for memory leaves its container running, and memory.events counts it.
+    let child_cgroup = cgroup(node, "hogchild");
     assert_eq!(
-        vm.sh(&format!("cat {hog_cgroup}/memory.max")).trim(),
+        vm.sh(&format!("cat {child_cgroup}/memory.max")).trim(),
         "16777216"
     );
-    // Each restart gets a new cgroup: its memory.events counts from 0 until the next kill,
-    // and keeps the count while the container waits out its backoff.
     let start = Instant::now();
-    loop {
-        let events = vm.sh(&format!(
-            "cat {hog_cgroup}/memory.events 2>/dev/null || true"
-        ));
-        if events.contains("oom_kill ") && key(&events, "oom_kill") >= 1 {
-            break;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "memory.events never counted a kill: {events}"
-        );
+    while !vm.agent("logs hogchild").contains("child killed") {
+        assert!(start.elapsed() < WAIT, "the child was not killed");
         std::thread::sleep(Duration::from_millis(300));
     }
+    let child_log = vm.agent("logs hogchild");
+    assert!(
+        child_log.contains("child killed: 137"),
+        "SIGKILL for the child: {child_log}"
+    );
+    let events = vm.sh(&format!("cat {child_cgroup}/memory.events"));
+    assert!(key(&events, "oom_kill") >= 1, "memory.events: {events}");
 
     let bomb_cgroup = cgroup(node, "bomb");
     assert_eq!(vm.sh(&format!("cat {bomb_cgroup}/pids.max")).trim(), "16");
@@ -168,6 +171,67 @@ fn on_cgroup_v2_memory_pids_and_cpu_limits_hold_health_checks_restart_and_kill9_
         "a 200m quota used {share:.2} of a CPU"
     );
 
+    // Devices on v2, through the agent's eBPF program: a container that lists /dev/null but not
+    // the disk may create the disk's node (CAP_MKNOD), not open it (EPERM, the device
+    // cgroup's answer); one that lists the disk reads it, also through a node it made in the
+    // same /dev (so no mount option is what refuses the first).
+    let numbers = vm.sh("stat -c '%t %T' /dev/vda");
+    let (major, minor) = numbers
+        .split_once(' ')
+        .map(|(a, b)| {
+            let hex = |t: &str| u32::from_str_radix(t.trim(), 16).expect("hex device number");
+            (hex(a), hex(b))
+        })
+        .expect("major and minor");
+    let probe = format!(
+        "mknod /dev/disk b {major} {minor} && echo made; \
+         if head -c 1 /dev/disk >/dev/null; then echo disk opened; else echo disk refused; fi; \
+         head -c 1 /dev/null && echo null opened; sleep 300"
+    );
+    vm.apply(
+        "nodisk",
+        &shell_workload(
+            "nodisk",
+            &probe,
+            "",
+            "      devices: [\"/dev/null\"]\n      capabilities: { add: [MKNOD] }\n",
+        ),
+    );
+    vm.apply(
+        "disk",
+        &shell_workload(
+            "disk",
+            &format!(
+                "head -c 512 /dev/vda | wc -c; mknod /dev/disk b {major} {minor}; \
+                 head -c 512 /dev/disk | wc -c; sleep 300"
+            ),
+            "",
+            "      devices: [\"/dev/vda\"]\n      capabilities: { add: [MKNOD] }\n",
+        ),
+    );
+    vm.wait_for("both device probes running", WAIT, |rows| {
+        running(rows, "nodisk") && running(rows, "disk")
+    });
+    let start = Instant::now();
+    let (refused, read) = loop {
+        let refused = vm.agent("logs nodisk");
+        let read = vm.agent("logs disk");
+        if refused.contains("null opened") && read.lines().count() >= 2 {
+            break (refused, read);
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "no probe output: {refused:?} {read:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(refused.contains("made"), "mknod is allowed: {refused}");
+    assert!(
+        refused.contains("disk refused") && refused.contains("Operation not permitted"),
+        "the unlisted disk cannot be opened: {refused}"
+    );
+    assert_eq!(read.trim(), "512\n512", "the listed disk is read");
+
     // kill -9 of the agent: it re-adopts every container, same processes, nothing restarted.
     let before = vm.ps();
     vm.kill9_agent();
@@ -198,7 +262,9 @@ fn on_cgroup_v2_memory_pids_and_cpu_limits_hold_health_checks_restart_and_kill9_
     );
 
     // Deleting removes every container and its cgroup, the fork loop's dozen processes too.
-    for workload in ["hog", "bomb", "spin", "sick", "well"] {
+    for workload in [
+        "hog", "hogchild", "bomb", "spin", "sick", "well", "nodisk", "disk",
+    ] {
         vm.agent(&format!("delete {workload}"));
     }
     vm.wait_for("nothing left", WAIT, |rows| rows.is_empty());

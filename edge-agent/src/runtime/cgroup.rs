@@ -149,6 +149,21 @@ pub fn missing_essentials(facts: &CgroupFacts) -> Option<String> {
 /// The cgroup v2 root, where a pure v2 hierarchy is mounted.
 const V2_ROOT: &str = DEFAULT_CGROUP_ROOT;
 
+/// The hierarchy the device has, as libcgroups detects it.
+pub fn hierarchy() -> Result<Hierarchy, CgroupError> {
+    libcgroups::common::get_cgroup_setup()
+        .map(Hierarchy::from)
+        .map_err(|source| CgroupError::Setup {
+            root: PathBuf::from(DEFAULT_CGROUP_ROOT),
+            source,
+        })
+}
+
+/// The directory of an OCI `cgroupsPath` in a pure v2 hierarchy.
+pub fn v2_dir(cgroups_path: &str) -> PathBuf {
+    Path::new(V2_ROOT).join(cgroups_path.trim_start_matches('/'))
+}
+
 /// Resource usage of one container, from its cgroup.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {

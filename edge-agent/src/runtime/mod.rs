@@ -47,6 +47,7 @@
 // the CLI, which need not use every part of it.
 
 pub mod cgroup;
+pub mod devices;
 pub mod logs;
 pub mod pod;
 pub mod process;
@@ -352,7 +353,8 @@ impl Runtime {
             .unwrap_or(u64::MAX);
         let host = HostFacts {
             cgroup_v2: hierarchy == Hierarchy::Unified,
-            device_cgroup: hierarchy != Hierarchy::Unified,
+            // v1: the devices controller; v2: the shim's eBPF device program.
+            device_cgroup: true,
             swap_limit: cgroup::swap_limit_supported(hierarchy),
             cap_last_cap,
             bounding_set,

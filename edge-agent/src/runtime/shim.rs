@@ -22,7 +22,8 @@ use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::{pidfd_open, waitid, Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 use serde::{Deserialize, Serialize};
 
-use super::cgroup::ContainerCgroup;
+use super::cgroup::{self, ContainerCgroup};
+use super::devices;
 use super::logs::RotatingLog;
 use super::seccomp::{SeccompError, SeccompExecutor};
 use super::state::{
@@ -208,6 +209,11 @@ fn create_and_start(args: &RunArgs) -> Result<Running, ShimError> {
         .with_detach(true)
         .build()
         .map_err(lc_err("create the container"))?;
+    // Created, its init waiting to exec: the device list holds from its first instruction.
+    if let Err(e) = enforce_devices(&spec) {
+        let _ = container.delete(true);
+        return Err(e);
+    }
     container.start().map_err(lc_err("start the container"))?;
     let pid = container
         .pid()
@@ -227,6 +233,46 @@ fn create_and_start(args: &RunArgs) -> Result<Running, ShimError> {
         stdout: stdout_r,
         stderr: stderr_r,
     })
+}
+
+/// On cgroup v2, attaches the container's device program (`runtime::devices`) to its
+/// cgroup; v1's devices controller needs nothing here (libcgroups wrote its lists).
+fn enforce_devices(spec: &oci_spec::runtime::Spec) -> Result<(), ShimError> {
+    let hierarchy = cgroup::hierarchy()
+        .map_err(|e| io_err("detect the cgroup hierarchy")(io::Error::other(e)))?;
+    if hierarchy != cgroup::Hierarchy::Unified {
+        return Ok(());
+    }
+    let Some(linux) = spec.linux() else {
+        return Ok(());
+    };
+    let entries = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    let rules = devices::rules_for(&entries)
+        .map_err(|e| io_err("build the device program")(io::Error::other(e)))?;
+    if devices::allows_everything(&rules) {
+        return Ok(());
+    }
+    let program: Vec<[u8; 8]> = devices::program(&rules)
+        .map_err(|e| io_err("build the device program")(io::Error::other(e)))?
+        .into_iter()
+        .map(devices::Insn::to_bytes)
+        .collect();
+    let path = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| cgroup::v2_dir(&p.to_string_lossy()))
+        .ok_or_else(|| io_err("find the container's cgroup")(io::Error::other("no cgroupsPath")))?;
+    let dir = File::open(&path).map_err(io_err("open the container's cgroup"))?;
+    let fd = sys::load_device_program(&program).map_err(io_err("load the device program"))?;
+    sys::attach_device_program(dir.as_fd(), fd.as_fd()).map_err(io_err(
+        "attach the device program to the container's cgroup",
+    ))?;
+    tracing::debug!(cgroup = %path.display(), instructions = program.len(), "device program attached");
+    Ok(())
 }
 
 /// Copies output into the log until the init exits; returns how it ended.

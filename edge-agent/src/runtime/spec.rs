@@ -170,7 +170,8 @@ pub enum DeviceKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostFacts {
     pub cgroup_v2: bool,
-    /// The device cgroup enforces access (v1; v2 needs eBPF, which this build leaves out).
+    /// The device list is enforced: v1's devices controller, v2's eBPF device program
+    /// (`runtime::devices`, attached by the shim).
     pub device_cgroup: bool,
     /// Swap is accounted per cgroup, so a limit can forbid it.
     pub swap_limit: bool,

@@ -1,11 +1,12 @@
 //! The OS calls that neither the standard library nor rustix wraps safely: `fork` for the shim's
-//! detach, signal dispositions, the interface-flags ioctl that brings loopback up, and the
-//! `prctl` that installs a container's seccomp filter. Every `unsafe` block of the runtime lives
+//! detach, signal dispositions, the interface-flags ioctl that brings loopback up, the
+//! `prctl` that installs a container's seccomp filter, and the `bpf` calls that load and
+//! attach its device program on cgroup v2. Every `unsafe` block of the runtime lives
 //! in this file. (`ioctl` takes the request as `c_ulong` on glibc and `c_int` on musl, hence the
 //! `as _`.)
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Which side of [`fork_single_threaded`] the caller is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +120,129 @@ pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> io::Result<()> {
             libc::PR_SET_SECCOMP,
             libc::c_ulong::from(libc::SECCOMP_MODE_FILTER),
             &fprog as *const libc::sock_fprog,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `bpf(2)` commands, program and attach types, flags (`include/uapi/linux/bpf.h`).
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+/// The `BPF_PROG_LOAD` member of `union bpf_attr`, up to `expected_attach_type`: the kernel
+/// takes a prefix of the union and zero-fills the rest.
+#[repr(C)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// The `BPF_PROG_ATTACH` member of `union bpf_attr`.
+#[repr(C)]
+struct ProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+}
+
+/// Loads a `BPF_PROG_TYPE_CGROUP_DEVICE` program (instructions as the kernel reads them, 8
+/// bytes each). A program the verifier refuses fails with the verifier's log.
+pub fn load_device_program(instructions: &[[u8; 8]]) -> io::Result<OwnedFd> {
+    let insn_cnt = u32::try_from(instructions.len())
+        .map_err(|_| io::Error::other("the device program is too long"))?;
+    let license = b"Apache-2.0\0";
+    let mut name = [0u8; 16];
+    name[..11].copy_from_slice(b"shoal_devcg");
+    let load = |log: &mut [u8]| -> io::Result<OwnedFd> {
+        let attr = ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+            insn_cnt,
+            insns: instructions.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: u32::from(!log.is_empty()),
+            log_size: u32::try_from(log.len()).unwrap_or(u32::MAX),
+            log_buf: log.as_mut_ptr() as u64,
+            kern_version: 0,
+            prog_flags: 0,
+            prog_name: name,
+            prog_ifindex: 0,
+            expected_attach_type: BPF_CGROUP_DEVICE,
+        };
+        // SAFETY: `attr` is a fully initialised prefix of `union bpf_attr` whose pointers
+        // (instructions, licence, log) point at memory borrowed for the whole call, with the
+        // lengths given; the kernel copies the program and writes at most `log_size` bytes of
+        // log. It returns a new file descriptor or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &attr as *const ProgLoadAttr,
+                std::mem::size_of::<ProgLoadAttr>(),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::other("bpf returned no fd"))?;
+        // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    load(&mut []).or_else(|first| {
+        // Again with the verifier's log, to say why.
+        let mut log = vec![0u8; 64 * 1024];
+        match load(&mut log) {
+            Ok(fd) => Ok(fd),
+            Err(_) => {
+                let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+                Err(io::Error::new(
+                    first.kind(),
+                    format!(
+                        "{first}; the verifier says: {}",
+                        String::from_utf8_lossy(&log[..end]).trim()
+                    ),
+                ))
+            }
+        }
+    })
+}
+
+/// Attaches a device program to a cgroup (an open directory of the cgroup v2 hierarchy),
+/// beside any others (`BPF_F_ALLOW_MULTI`: every program attached must allow).
+pub fn attach_device_program(cgroup: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> {
+    let fd = |fd: BorrowedFd<'_>| {
+        u32::try_from(fd.as_raw_fd()).map_err(|_| io::Error::other("a negative descriptor"))
+    };
+    let attr = ProgAttachAttr {
+        target_fd: fd(cgroup)?,
+        attach_bpf_fd: fd(program)?,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+    };
+    // SAFETY: `attr` is a fully initialised prefix of `union bpf_attr` naming two descriptors
+    // borrowed for the call; the kernel only reads it.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attr as *const ProgAttachAttr,
+            std::mem::size_of::<ProgAttachAttr>(),
         )
     };
     if result != 0 {
