@@ -4,8 +4,8 @@
 //! the clone); the agent from `cross/build x86_64` (cached in the cross target dir).
 //!
 //! ```text
-//!  test ── shoal serve on 10.X.Y.1 ── veth svmPIDh ═══ svmPIDn ── bridge br0 ── tap0 ── VM eth0 10.X.Y.2
-//!                                    (root namespace) (namespace svmPID, made by the test)
+//!  test ── shoal serve on 10.X.Y.1 ── veth svmPIDah ═══ svmPIDan ── bridge br0 ── tap0 ── VM eth0 10.X.Y.2
+//!                                    (root namespace)  (namespace svmPIDa, made by the test)
 //! ```
 //!
 //! The test drives the VM through a shell on a virtio console (hvc0, a Unix socket here),
@@ -105,10 +105,19 @@ pub struct Link {
 
 impl Link {
     fn create() -> Link {
-        let pid = std::process::id();
-        let namespace = format!("svm{pid}");
-        let host_side = format!("svm{pid}h");
-        let inside = format!("svm{pid}n");
+        // One at a time, so that each VM of this process gets its own name and a subnet the
+        // previous one's route already marks as taken.
+        static CREATING: Mutex<u32> = Mutex::new(0);
+        let mut made = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+        *made += 1;
+        let tag = format!(
+            "svm{}{}",
+            std::process::id(),
+            char::from(b'a' + (*made % 26) as u8)
+        );
+        let namespace = tag.clone();
+        let host_side = format!("{tag}h");
+        let inside = format!("{tag}n");
         let subnet = free_subnet();
         let link = Link {
             namespace: namespace.clone(),
@@ -507,6 +516,17 @@ impl Vm {
             Duration::from_secs(20),
         )?;
         out.1.lines().find_map(|l| l.trim().parse().ok())
+    }
+
+    /// The agent's resident memory in the VM, KiB.
+    pub fn agent_rss_kib(&mut self) -> u64 {
+        let pid = self.agent_pid().expect("the agent runs in the VM");
+        let status = self.sh(&format!("cat /proc/{pid}/status"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {status}"))
     }
 
     /// `kill -9` of the agent (its shims and containers go on).

@@ -54,6 +54,12 @@ fn on_cgroup_v2_memory_pids_cpu_and_device_limits_hold_health_checks_restart_and
 
     vm.start_agent(false);
     vm.import_busybox();
+    let idle = vm.agent_rss_kib();
+    let free = vm.sh("free -k | awk '/Mem:/ { print $4 }'");
+    eprintln!(
+        "[vm agent RSS with 0 containers: {idle} KiB; free memory {} KiB]",
+        free.trim()
+    );
 
     // Memory: past its limit the container is OOM-killed, and memory.events says so.
     let hog = "a=$(busybox head -c 67108864 /dev/zero | busybox tr '\\0' x); sleep 300";
@@ -234,6 +240,11 @@ fn on_cgroup_v2_memory_pids_cpu_and_device_limits_hold_health_checks_restart_and
 
     // kill -9 of the agent: it re-adopts every container, same processes, nothing restarted.
     let before = vm.ps();
+    eprintln!(
+        "[vm agent RSS with {} containers: {} KiB]",
+        before.len(),
+        vm.agent_rss_kib()
+    );
     vm.kill9_agent();
     let start = Instant::now();
     vm.start_agent(false);
