@@ -122,7 +122,7 @@ fn on_cgroup_v2_memory_pids_cpu_and_device_limits_hold_health_checks_restart_and
     );
     assert_eq!(
         cell(&rows, "sick", "main", "LAST EXIT"),
-        "signal 9",
+        "SIGKILL",
         "killed after its grace period: {rows:?}"
     );
 
