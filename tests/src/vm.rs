@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::agent::{busybox_archive, parse_table, Row};
@@ -215,12 +215,20 @@ pub struct Vm {
     boots: usize,
     /// How long each boot took, QEMU start (or reset) to "ready".
     pub boot_times: Vec<Duration>,
+    /// One VM at a time per test process: two TCG guests of 2 vCPUs each on a 2-core machine
+    /// starve each other's kernels (RCU stalls, soft lockups, a shell that answers in minutes).
+    _serial: MutexGuard<'static, ()>,
 }
+
+/// Held by the VM that runs; see [`Vm::_serial`].
+static SERIAL: Mutex<()> = Mutex::new(());
 
 impl Vm {
     /// Makes the data disk (the device agent, `agent.toml` for node `name`, the busybox test
     /// image) and boots the VM.
     pub fn boot(name: &str) -> Vm {
+        // A test that panicked while holding the lock poisons it; its VM is gone anyway.
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let image = image().to_path_buf();
         let agent = device_agent().to_path_buf();
         let dir = std::env::temp_dir().join(format!("shoal-vm-{name}-{}", std::process::id()));
@@ -266,6 +274,7 @@ impl Vm {
             commands: 0,
             boots: 0,
             boot_times: Vec::new(),
+            _serial: serial,
         };
         vm.start_qemu(&image, &disk);
         vm
