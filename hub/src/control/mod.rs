@@ -146,7 +146,16 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
     let specs: Vec<_> = fleet.workloads.iter().map(|w| w.workload.clone()).collect();
     let placement = scheduler::schedule(&specs, &views, &fleet.placement, now_ms);
     let keys = KeyPlan::new(&fleet.keys, rotation(fleet));
-    let rolled = roll(fleet, &placement.placement, &nodes, now_ms);
+    // With no key nothing is sent, so nobody is given anything: rollouts wait as they are.
+    let rolled = if keys.signer.is_some() {
+        roll(fleet, &placement.placement, &nodes, now_ms)
+    } else {
+        Rolled {
+            assigned: fleet.assigned.clone(),
+            rollouts: fleet.rollouts.clone(),
+            wake_ms: None,
+        }
+    };
     let mut plan = Plan {
         placement_changed: placement.placement != fleet.placement,
         placement,

@@ -1279,3 +1279,15 @@ fn a_progress_deadline_set_in_the_manifest_is_the_one_that_fails_a_silent_node()
         State::RolledBack { failed: 1, to: 1 }
     );
 }
+
+#[test]
+fn with_no_signing_key_no_node_is_given_a_revision() {
+    let mut fleet = fleet(vec![w("app", "{ mode: every }")], vec![node("a")]);
+    fleet.keys.clear();
+    let plan = decide(&fleet, NOW);
+    assert!(plan.desired.is_empty());
+    assert!(
+        plan.assigned.is_empty() && plan.rollouts.is_empty(),
+        "{plan:#?}"
+    );
+}
