@@ -132,11 +132,7 @@ pub fn desired(workloads: &[DesiredWorkload], signing_keys: &[PublicKey]) -> Vec
             deadlines.push((i, (&rollout.progress_deadline).into()));
         }
         if rollout.failure_threshold != defaults.failure_threshold {
-            let amount = match rollout.failure_threshold {
-                crate::quantity::Amount::Count(n) => v2::Amount::Count(n),
-                crate::quantity::Amount::Percent(p) => v2::Amount::Percent(p),
-            };
-            thresholds.push((i, amount));
+            thresholds.push((i, rollout.failure_threshold.into()));
         }
     }
     let frozen: Vec<v2::DesiredWorkload> = workloads.iter().map(Into::into).collect();

@@ -276,13 +276,19 @@ impl From<&domain::Placement> for Placement {
     }
 }
 
+impl From<dq::Amount> for Amount {
+    fn from(a: dq::Amount) -> Self {
+        match a {
+            dq::Amount::Count(n) => Amount::Count(n),
+            dq::Amount::Percent(p) => Amount::Percent(p),
+        }
+    }
+}
+
 impl From<&domain::Rollout> for Rollout {
     fn from(r: &domain::Rollout) -> Self {
         Rollout {
-            max_unavailable: match r.max_unavailable {
-                dq::Amount::Count(n) => Amount::Count(n),
-                dq::Amount::Percent(p) => Amount::Percent(p),
-            },
+            max_unavailable: r.max_unavailable.into(),
             canary: r.canary,
             healthy_for: (&r.healthy_for).into(),
             auto_rollback: r.auto_rollback,

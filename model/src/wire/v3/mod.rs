@@ -59,19 +59,27 @@ pub struct Presence {
     pub facts: NodeFacts,
 }
 
+// Both conversions go through version 2's, which hold the field mapping; only the labels and
+// the wire versions are version 3's own.
 impl From<&dn::NodeFacts> for NodeFacts {
     fn from(f: &dn::NodeFacts) -> Self {
+        let v2::NodeFacts {
+            arch,
+            os,
+            kernel,
+            cgroup_version,
+            capacity,
+            agent_version,
+            // Version 2's labels carry the wire versions; version 3 has a field for them.
+            labels: _,
+        } = v2::NodeFacts::from(f);
         NodeFacts {
-            arch: f.arch.clone(),
-            os: f.os.clone(),
-            kernel: f.kernel.clone(),
-            cgroup_version: f.cgroup_version,
-            capacity: Capacity {
-                memory_bytes: f.capacity.memory_bytes,
-                cpu_millis: f.capacity.cpu_millis,
-                pids: f.capacity.pids,
-            },
-            agent_version: f.agent_version.clone(),
+            arch,
+            os,
+            kernel,
+            cgroup_version,
+            capacity,
+            agent_version,
             labels: f.labels.clone(),
             wire_versions: f.wire_versions.clone(),
         }
@@ -90,19 +98,20 @@ impl TryFrom<NodeFacts> for dn::NodeFacts {
                 dw::WIRE_VERSIONS_LABEL
             )));
         }
-        Ok(dn::NodeFacts {
+        let older = v2::NodeFacts {
             arch: f.arch,
             os: f.os,
             kernel: f.kernel,
             cgroup_version: f.cgroup_version,
-            capacity: dn::Capacity {
-                memory_bytes: f.capacity.memory_bytes,
-                cpu_millis: f.capacity.cpu_millis,
-                pids: f.capacity.pids,
-            },
+            capacity: f.capacity,
             agent_version: f.agent_version,
             labels: f.labels,
+        };
+        // Without the label (refused above), version 2's conversion reads no wire versions.
+        let facts: dn::NodeFacts = older.try_into()?;
+        Ok(dn::NodeFacts {
             wire_versions: f.wire_versions,
+            ..facts
         })
     }
 }
@@ -182,13 +191,6 @@ pub struct DesiredState {
     pub signing_keys: Vec<v2::PublicKey>,
 }
 
-fn amount(a: dq::Amount) -> v2::Amount {
-    match a {
-        dq::Amount::Count(n) => v2::Amount::Count(n),
-        dq::Amount::Percent(p) => v2::Amount::Percent(p),
-    }
-}
-
 impl From<&domain::Workload> for Workload {
     fn from(w: &domain::Workload) -> Self {
         let v2::Workload { name, labels, spec } = v2::Workload::from(w);
@@ -204,7 +206,7 @@ impl From<&domain::Workload> for Workload {
                     healthy_for: spec.rollout.healthy_for,
                     auto_rollback: spec.rollout.auto_rollback,
                     progress_deadline: (&r.progress_deadline).into(),
-                    failure_threshold: amount(r.failure_threshold),
+                    failure_threshold: r.failure_threshold.into(),
                 },
                 restart_policy: spec.restart_policy,
                 network: spec.network,
