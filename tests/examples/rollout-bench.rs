@@ -6,23 +6,14 @@
 
 use std::time::Instant;
 
-use shoal_tests::agent::shell_workload;
-use shoal_tests::fleet::{Fleet, CONVERGE};
-use shoal_tests::rollout::{most_at_once, nodes, wait_state};
+use shoal_tests::fleet::Fleet;
+use shoal_tests::rollout::{self, most_at_once, nodes, wait_running_everywhere, wait_state};
 
+/// `app` with a canary, then waves of 25%, each node healthy for `healthy_for`.
 fn app(version: &str, healthy_for: &str) -> String {
-    let script = if version == "bad" {
-        "echo app bad; exit 1".to_string()
-    } else {
-        format!("echo app {version}; trap 'exit 0' TERM; while true; do sleep 1; done")
-    };
-    shell_workload(
-        "app",
-        &script,
-        &format!(
-            "  placement: {{ mode: every }}\n  rollout: {{ canary: 1, maxUnavailable: 25%, healthyFor: {healthy_for} }}\n"
-        ),
-        "",
+    rollout::app(
+        version,
+        &format!("{{ canary: 1, maxUnavailable: 25%, healthyFor: {healthy_for} }}"),
     )
 }
 
@@ -59,15 +50,7 @@ fn main() {
     fleet.apply("app", &app("bad", "5s"));
     wait_state(&fleet, "app", 4, "rolled-back");
     let rolled_back = started.elapsed();
-    fleet.wait_for("every node running revision 3 again", CONVERGE, || {
-        let instances = fleet.hub.api_json("/v1/workloads/app")["instances"].clone();
-        let instances = instances.as_array()?;
-        (instances.len() == count
-            && instances
-                .iter()
-                .all(|i| i["revision"] == 3 && i["containers"][0]["state"] == "Running"))
-        .then_some(())
-    });
+    wait_running_everywhere(&fleet, "app", 3, count);
     results.push(("failing_canary_to_rolled_back", rolled_back));
     results.push((
         "failing_canary_to_every_node_on_the_old_revision",

@@ -6,7 +6,42 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::agent::shell_workload;
 use crate::fleet::{Fleet, CONVERGE};
+
+/// Workload `app` on every node, rolled out by `rollout` (a flow mapping), saying `version` in
+/// its log and running until stopped; a version of `bad` exits 1 at once.
+pub fn app(version: &str, rollout: &str) -> String {
+    let script = if version == "bad" {
+        "echo app bad; exit 1".to_string()
+    } else {
+        format!("echo app {version}; trap 'exit 0' TERM; while true; do sleep 1; done")
+    };
+    shell_workload(
+        "app",
+        &script,
+        &format!("  placement: {{ mode: every }}\n  rollout: {rollout}\n"),
+        "",
+    )
+}
+
+/// Waits until the hub hears from `count` nodes that `workload` runs at `revision` on each.
+pub fn wait_running_everywhere(fleet: &Fleet, workload: &str, revision: u64, count: usize) {
+    fleet.wait_for(
+        &format!("every node running {workload} revision {revision}"),
+        CONVERGE,
+        || {
+            let instances =
+                fleet.hub.api_json(&format!("/v1/workloads/{workload}"))["instances"].clone();
+            let instances = instances.as_array()?;
+            (instances.len() == count
+                && instances
+                    .iter()
+                    .all(|i| i["revision"] == revision && i["containers"][0]["state"] == "Running"))
+            .then_some(())
+        },
+    );
+}
 
 /// `workload`'s rollout status.
 pub fn status(fleet: &Fleet, workload: &str) -> Value {

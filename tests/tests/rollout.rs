@@ -7,26 +7,17 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shoal_tests::agent::shell_workload;
 use shoal_tests::fleet::{report, Fleet, CONVERGE};
-use shoal_tests::rollout::{most_at_once, nodes, status, wait_state};
+use shoal_tests::rollout::{
+    self, most_at_once, nodes, status, wait_running_everywhere, wait_state,
+};
 
 const NODES: [&str; 6] = ["roll-a", "roll-b", "roll-c", "roll-d", "roll-e", "roll-f"];
 const ROLLOUT: &str = "{ canary: 1, maxUnavailable: 2, healthyFor: 2s }";
 
-/// `app` on every node, saying `version` in its log; a version of `bad` exits 1 at once.
+/// `app` for [`NODES`]: a canary, then waves of two, each healthy for 2 s.
 fn app(version: &str) -> String {
-    let script = if version == "bad" {
-        "echo app bad; exit 1".to_string()
-    } else {
-        format!("echo app {version}; trap 'exit 0' TERM; while true; do sleep 1; done")
-    };
-    shell_workload(
-        "app",
-        &script,
-        &format!("  placement: {{ mode: every }}\n  rollout: {ROLLOUT}\n"),
-        "",
-    )
+    rollout::app(version, ROLLOUT)
 }
 
 #[test]
@@ -109,15 +100,7 @@ fn a_revision_goes_to_the_canary_then_in_waves_and_a_bad_one_stops_at_the_canary
             "{node} restarted a container"
         );
     }
-    fleet.wait_for("every node running revision 2 again", CONVERGE, || {
-        let instances = fleet.hub.api_json("/v1/workloads/app")["instances"].clone();
-        let instances = instances.as_array()?;
-        (instances.len() == NODES.len()
-            && instances
-                .iter()
-                .all(|i| i["revision"] == 2 && i["containers"][0]["state"] == "Running"))
-        .then_some(())
-    });
+    wait_running_everywhere(&fleet, "app", 2, NODES.len());
 
     // A node offline before its turn is deferred: the rollout completes on the others, and the
     // node gets the revision when it is back.
@@ -161,7 +144,7 @@ const SLOW: [&str; 4] = ["slow-a", "slow-b", "slow-c", "slow-d"];
 
 /// `app` for [`SLOW`]: one node at a time, each healthy for 3 s.
 fn slow(version: &str) -> String {
-    app(version).replace(ROLLOUT, "{ maxUnavailable: 1, healthyFor: 3s }")
+    rollout::app(version, "{ maxUnavailable: 1, healthyFor: 3s }")
 }
 
 #[test]

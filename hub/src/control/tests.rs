@@ -1038,8 +1038,21 @@ fn run_rollout(
     (fleet, history)
 }
 
+/// How nodes run in [`run_rollout`]: revision 2 as `runs` on `nodes`, everything else well.
+fn revision_2<'a>(nodes: &'a [&'a str], runs: Runs) -> impl Fn(&str, u64) -> Runs + 'a {
+    move |node, revision| {
+        if revision == 2 && nodes.contains(&node) {
+            runs
+        } else {
+            Runs::Well
+        }
+    }
+}
+
+const NODE_NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+
 fn six_nodes() -> Vec<StoredNode> {
-    ["a", "b", "c", "d", "e", "f"].map(node).to_vec()
+    NODE_NAMES.map(node).to_vec()
 }
 
 const CANARY_WAVES: &str = "{ canary: 1, maxUnavailable: 2, healthyFor: 3s }";
@@ -1112,13 +1125,7 @@ fn a_new_revision_goes_to_the_canary_alone_then_in_waves_of_max_unavailable() {
 #[test]
 fn a_crashing_revision_halts_after_the_canary_and_the_canary_goes_back_to_the_stable_one() {
     let fleet = revision_2_applied(six_nodes(), CANARY_WAVES);
-    let crashing = |_: &str, revision| {
-        if revision == 2 {
-            Runs::Crashing
-        } else {
-            Runs::Well
-        }
-    };
+    let crashing = revision_2(&NODE_NAMES, Runs::Crashing);
     let (fleet, history) = run_rollout(fleet, NOW + MIN, 10, 2, &crashing);
     assert_eq!(history[0], vec!["a".to_string()]);
     assert!(history[1..].iter().all(Vec::is_empty), "{history:?}");
@@ -1141,13 +1148,7 @@ fn a_crashing_revision_halts_after_the_canary_and_the_canary_goes_back_to_the_st
 fn without_auto_rollback_a_failing_revision_halts_and_the_nodes_keep_what_they_have() {
     let rollout = "{ canary: 1, maxUnavailable: 2, healthyFor: 3s, autoRollback: false }";
     let fleet = revision_2_applied(six_nodes(), rollout);
-    let crashing = |_: &str, revision| {
-        if revision == 2 {
-            Runs::Crashing
-        } else {
-            Runs::Well
-        }
-    };
+    let crashing = revision_2(&NODE_NAMES, Runs::Crashing);
     let (fleet, _) = run_rollout(fleet, NOW + MIN, 10, 2, &crashing);
     assert_eq!(fleet.rollouts["app"].state, State::Halted { failed: 1 });
     let a = &fleet.assigned["app"]["a"];
@@ -1176,13 +1177,7 @@ fn a_node_offline_before_its_wave_is_deferred_and_gets_the_revision_when_it_retu
 #[test]
 fn a_node_silent_past_the_progress_deadline_fails_the_rollout() {
     let fleet = revision_2_applied(six_nodes(), CANARY_WAVES);
-    let silent = |node: &str, revision| {
-        if node == "a" && revision == 2 {
-            Runs::Silent
-        } else {
-            Runs::Well
-        }
-    };
+    let silent = revision_2(&["a"], Runs::Silent);
     let (fleet, _) = run_rollout(fleet, NOW + MIN, 3, 2, &silent);
     assert_eq!(
         fleet.rollouts["app"].state,
@@ -1216,13 +1211,7 @@ fn the_next_pass_is_due_when_a_canary_has_been_healthy_for_healthy_for() {
 fn failures_below_the_failure_threshold_let_the_rollout_complete() {
     let rollout = "{ maxUnavailable: 2, healthyFor: 1s, failureThreshold: 2 }";
     let fleet = revision_2_applied(six_nodes(), rollout);
-    let one_bad = |node: &str, revision| {
-        if node == "c" && revision == 2 {
-            Runs::Crashing
-        } else {
-            Runs::Well
-        }
-    };
+    let one_bad = revision_2(&["c"], Runs::Crashing);
     let (fleet, _) = run_rollout(fleet, NOW + MIN, 30, 2, &one_bad);
     assert_eq!(fleet.rollouts["app"].state, State::Complete);
     assert_eq!(
@@ -1231,15 +1220,7 @@ fn failures_below_the_failure_threshold_let_the_rollout_complete() {
     );
     // 34% of six nodes rounds up to 3: two failed nodes pass, three halt it.
     let rollout = "{ maxUnavailable: 6, healthyFor: 1s, failureThreshold: 34% }";
-    let bad = |count: usize| {
-        move |node: &str, revision| {
-            if NODE_NAMES[..count].contains(&node) && revision == 2 {
-                Runs::Crashing
-            } else {
-                Runs::Well
-            }
-        }
-    };
+    let bad = |count: usize| revision_2(&NODE_NAMES[..count], Runs::Crashing);
     let fleet = revision_2_applied(six_nodes(), rollout);
     let (fleet, _) = run_rollout(fleet, NOW + MIN, 30, 2, &bad(2));
     assert_eq!(fleet.rollouts["app"].state, State::Complete);
@@ -1251,19 +1232,11 @@ fn failures_below_the_failure_threshold_let_the_rollout_complete() {
     );
 }
 
-const NODE_NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
-
 #[test]
 fn a_progress_deadline_set_in_the_manifest_is_the_one_that_fails_a_silent_node() {
     let rollout = "{ canary: 1, healthyFor: 1s, progressDeadline: 30s }";
     let fleet = revision_2_applied(six_nodes(), rollout);
-    let silent = |node: &str, revision| {
-        if node == "a" && revision == 2 {
-            Runs::Silent
-        } else {
-            Runs::Well
-        }
-    };
+    let silent = revision_2(&["a"], Runs::Silent);
     let (fleet, _) = run_rollout(fleet, NOW + MIN, 3, 2, &silent);
     assert_eq!(fleet.rollouts["app"].state, State::Progressing);
     let plan = decide(&fleet, NOW + MIN + 29_000);
