@@ -195,13 +195,7 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
             plan.unreadable.push(Unreadable { node, announced });
             continue;
         };
-        let reads = |version: u8| {
-            if announced.is_empty() {
-                wire::UNANNOUNCED_WIRE_VERSIONS.contains(&version)
-            } else {
-                announced.contains(&version)
-            }
-        };
+        let reads = |version: u8| wire::read_by(&announced).contains(&version);
         let digest = desired::digest(&list, &plan.keys.announced);
         let unchanged = previous.filter(|p| p.digest == digest);
         match (unchanged, previous) {

@@ -143,16 +143,22 @@ pub const WIRE_VERSIONS_LABEL: &str = "shoal.dev/wire-versions";
 /// `NodeFacts::wire_versions`, empty for release 0.1.0): the newest version both sides speak.
 /// `None` when they share none; the caller says which side to upgrade.
 pub fn version_for(theirs: &[u8]) -> Option<u8> {
-    let theirs = if theirs.is_empty() {
-        UNANNOUNCED_WIRE_VERSIONS
-    } else {
-        theirs
-    };
+    let theirs = read_by(theirs);
     SUPPORTED_WIRE_VERSIONS
         .iter()
         .rev()
         .find(|v| theirs.contains(v))
         .copied()
+}
+
+/// The wire versions a peer that announced `theirs` reads: those, or
+/// [`UNANNOUNCED_WIRE_VERSIONS`] when it announced none.
+pub fn read_by(theirs: &[u8]) -> &[u8] {
+    if theirs.is_empty() {
+        UNANNOUNCED_WIRE_VERSIONS
+    } else {
+        theirs
+    }
 }
 
 /// Announced wire versions must be ascending, without duplicates, none 0 or 1 (there were
