@@ -222,7 +222,9 @@ impl Supervisor {
         }
         let generation = self.generation.saturating_add(1);
         self.store
-            .save_desired(Source::Local, generation, &next, &[], wall_ms())?;
+            .save_desired(Source::Local, generation, &next, &[], &[], wall_ms())?;
+        // Standalone: no revision is tried (rollouts are the hub's), what is accepted runs.
+        self.accepted = next.clone();
         self.desired = next;
         self.generation = generation;
         let summary = changes.join("; ");

@@ -994,6 +994,7 @@ fn report_given(fleet: &Fleet, node: &str, runs: &dyn Fn(&str, u64) -> Runs) -> 
             name: workload.clone(),
             revision: a.revision,
             containers: vec![state],
+            rolled_back: None,
         });
     }
     Some(NodeStatus {
