@@ -7,6 +7,7 @@ pub mod broker;
 pub mod cli;
 pub mod context;
 pub mod control;
+pub mod counters;
 pub mod demo;
 pub mod desired;
 pub mod pki;
