@@ -81,3 +81,49 @@ fn probes_answer_without_the_token_and_metrics_show_the_fleet_only_with_it() {
     hub.ok(&["delete", "workload", "web"]);
     agent.wait_for("nothing left running", CONVERGE, |rows| rows.is_empty());
 }
+
+#[test]
+fn with_log_format_json_every_log_line_of_the_hub_is_a_json_object() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = std::env::temp_dir().join(format!("shoal-hub-json-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut hub = Command::new(shoal_tests::binary("shoal"))
+        .args(["--log-format", "json", "serve", "--insecure", "--data-dir"])
+        .arg(&dir)
+        .args([
+            "--listen-api",
+            "127.0.0.1:0",
+            "--listen-mqtt",
+            "127.0.0.1:0",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the hub");
+    let stderr = hub.stderr.take().expect("stderr");
+    let mut lines = Vec::new();
+    for line in BufReader::new(stderr).lines().take(40) {
+        let line = line.expect("a log line");
+        let serving = line.contains("hub serving");
+        lines.push(line);
+        if serving {
+            break;
+        }
+    }
+    let _ = hub.kill();
+    let _ = hub.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        lines.last().is_some_and(|l| l.contains("hub serving")),
+        "{lines:#?}"
+    );
+    for line in &lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            value["level"].is_string() && value["fields"].is_object(),
+            "{line}"
+        );
+    }
+}
