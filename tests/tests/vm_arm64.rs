@@ -195,9 +195,11 @@ fn an_arm64_vm_runs_the_arm64_image_reports_its_oom_kill_and_reconciles_a_worklo
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    let boot = vm.boot_times.first().map_or(0, Duration::as_millis);
     eprintln!(
-        "[vm arm64: boot {} ms, agent answering {} ms, apply to running and OOM-killed {} ms, \
-         update and delete {} ms, agent RSS {} KiB, whole test {} ms]",
+        "[vm arm64: up in {} ms (image, agent build, disk and a {boot} ms boot), agent \
+         answering {} ms, apply to running and OOM-killed {} ms, update and delete {} ms, \
+         agent RSS {} KiB, whole test {} ms]",
         booted.as_millis(),
         agent_up.as_millis(),
         first_run.as_millis(),
