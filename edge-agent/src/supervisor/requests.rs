@@ -278,12 +278,15 @@ impl Supervisor {
         }
     }
 
-    /// The images desired workloads run, and those of containers still there (being
-    /// stopped, or not yet removed): their layers are mounted.
+    /// The images desired workloads run, those of containers still there (being stopped, or
+    /// not yet removed: their layers are mounted), and those a revision on trial would go
+    /// back to (a rollback offline cannot pull).
     pub(super) fn images_in_use(&self) -> Vec<ImageRef> {
+        let previous = self.trials.values().map(|t| &t.previous);
         let desired = self
             .desired
             .iter()
+            .chain(previous)
             .flat_map(|d| d.workload.spec.containers.iter().map(|c| c.image.clone()));
         let live = self
             .tracked

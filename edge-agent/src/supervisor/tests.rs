@@ -1024,8 +1024,17 @@ fn a_revision_that_runs_proves_itself_and_its_trial_ends() {
         // healthyFor 0s: proven as soon as it runs.
         let mut next = web_at(2, 2, "sleep 2");
         next.workloads[0].workload.spec.rollout.healthy_for = Duration::ZERO;
+        let newer = ImageRef::parse("localhost/busybox:next").expect("a reference");
+        next.workloads[0].workload.spec.containers[0].image = newer.clone();
         rig.supervisor.handle(signed(next.clone()));
         assert_eq!(rig.supervisor.store.trials().expect("read").len(), 1);
+        // While on trial, the image a rollback would go back to is in use: never pruned.
+        let in_use = rig.supervisor.images_in_use();
+        let previous = ImageRef::parse("localhost/busybox:test").expect("a reference");
+        assert!(
+            in_use.contains(&newer) && in_use.contains(&previous),
+            "{in_use:?}"
+        );
         settle(&mut rig).await;
         assert!(
             rig.supervisor.trials.is_empty(),
