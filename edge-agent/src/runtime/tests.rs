@@ -425,8 +425,11 @@ fn containers_of_an_isolated_workload_share_loopback_and_nothing_else() {
     let mut fx = Fixture::new();
     let w = fx.workload(
         "rt-net",
-        "  network: isolated\n  containers:\n    - { name: server, image: busybox, command: [sh, -c, \"ip -o link; nc -l -p 8080; echo server-done\"] }\n    - { name: client, image: busybox, command: [sh, -c, \"for i in $(seq 100); do echo hello-pod | nc 127.0.0.1 8080 && exit 0; sleep 0.1; done; exit 1\"] }\n",
+        "  network: isolated\n  containers:\n    - { name: server, image: busybox, command: [sh, -c, \"mkfifo /tmp/in; exec 3<>/tmp/in; ip -o link; nc -l -p 8080 <&3; echo server-done\"] }\n    - { name: client, image: busybox, command: [sh, -c, \"for i in $(seq 100); do echo hello-pod | nc 127.0.0.1 8080 && exit 0; sleep 0.1; done; exit 1\"] }\n",
     );
+    // The server's nc reads its stdin from a FIFO this shell holds open: busybox's `nc -l`
+    // quits when its stdin ends, and on a loaded machine that could come before the client's
+    // message did.
     let (server, _) = fx.start(&w, "server");
     let (client, _) = fx.start(&w, "client");
     let exit = fx.wait_exit(&server, Duration::from_secs(15));
