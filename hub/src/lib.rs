@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod api;
 pub mod broker;
+pub mod claim;
 pub mod cli;
 pub mod context;
 pub mod control;

@@ -3,6 +3,7 @@
 //! sent, change the store, and wake the controller; they never publish to MQTT themselves
 //! (except RPC requests such as logs).
 
+mod claims;
 mod diff;
 pub mod enroll;
 pub mod tls;
@@ -75,6 +76,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/broker-config/mosquitto", get(mosquitto))
         .route("/v1/keys", get(enroll::list_keys))
         .route("/v1/keys/rotate", post(enroll::rotate))
+        .route("/v1/tokens", get(claims::list).post(claims::create))
+        .route("/v1/tokens/{id}", axum::routing::delete(claims::revoke))
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), authorize))
         // For devices, without the bearer token: the CA is public, and the enrollment token
         // is the credential.

@@ -13,6 +13,7 @@ pub mod node;
 pub mod output;
 pub mod rollout;
 mod serve;
+pub mod token;
 mod up;
 mod validate;
 
@@ -45,6 +46,7 @@ enum Command {
     Rollout(rollout::Args),
     Node(node::Args),
     Key(key::Args),
+    Token(token::Args),
     BrokerConfig(broker_config::Args),
     /// Check fleet manifests without a hub: print every problem, or one line per workload
     Validate {
@@ -70,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Rollout(args) => rollout::run(&args, &cli.hub),
         Command::Node(args) => node::run(&args, &cli.hub),
         Command::Key(args) => key::run(&args, &cli.hub),
+        Command::Token(args) => token::run(&args, &cli.hub),
         Command::BrokerConfig(args) => broker_config::run(&args, &cli.hub),
         Command::Validate { path } => Ok(validate::run(&path)),
     };
