@@ -10,6 +10,7 @@ pub mod context;
 pub mod control;
 pub mod demo;
 pub mod desired;
+pub mod flash;
 pub mod pki;
 pub mod rpc;
 pub mod scheduler;

@@ -306,6 +306,8 @@ pub struct ClaimInfo {
     pub nodes: Vec<String>,
     /// The API URL devices enroll at (`--advertise-api`).
     pub hub: ApiUrl,
+    /// The SHA-256 of the hub's CA certificate, which the token pins.
+    pub ca_fingerprint: String,
 }
 
 /// The answer to `POST /v1/tokens`: the token, shown only then.

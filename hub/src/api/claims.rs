@@ -48,6 +48,7 @@ fn info(hub: &Hub, claim: StoredClaim, now_ms: u64) -> ClaimInfo {
         revoked_ms: claim.revoked_ms,
         nodes: claim.nodes,
         hub: hub.advertised_api.clone(),
+        ca_fingerprint: hub.ca.fingerprint().to_string(),
     }
 }
 

@@ -195,6 +195,7 @@ mod tests {
             state: "active".into(),
             nodes: vec!["pi-a1b2c3".into(), "pi-d4e5f6".into()],
             hub: "https://hub.example:7440".parse().expect("url"),
+            ca_fingerprint: "ab".repeat(32),
         };
         let text = table(&[claim], 0);
         assert!(
