@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use shoal_model::api::{ca_fingerprint, DeviceIdentity, EnrollRequest, EnrollResponse, Token};
+use shoal_model::bootstrap::Bootstrap;
 use shoal_model::clock::wall_ms;
 use shoal_model::endpoint::ApiUrl;
 use shoal_model::wire::signing::PublicKey;
@@ -42,11 +43,28 @@ const MAX_ANSWER_BYTES: u64 = 256 * 1024;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The hub's API, as `shoal node add` printed it (https://HOST:PORT)
-    #[arg(long, value_name = "URL")]
-    pub hub: String,
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "bootstrap",
+        conflicts_with = "bootstrap"
+    )]
+    pub hub: Option<String>,
     /// The one-time token from `shoal node add`, or a claim token from `shoal token create`
-    #[arg(long, value_name = "TOKEN")]
-    pub token: String,
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        required_unless_present = "bootstrap",
+        conflicts_with = "bootstrap"
+    )]
+    pub token: Option<String>,
+    /// First boot: enroll with the bootstrap file `shoal flash` wrote (hub, claim token),
+    /// waiting for the network, then remove the token from it; does nothing once enrolled
+    #[arg(long, value_name = "PATH")]
+    pub bootstrap: Option<PathBuf>,
+    /// With --bootstrap: how long to keep trying while the hub cannot be reached
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub give_up_after: String,
     /// With a claim token: the name this device proposes (its host name unless given); the
     /// token's name template decides, and the hub keeps names unique
     #[arg(long, value_name = "NAME")]
@@ -102,9 +120,15 @@ fn read_body(
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let token = Token::parse(&args.token).map_err(anyhow::Error::msg)?;
+    if let Some(path) = &args.bootstrap {
+        return first_boot(args, path);
+    }
+    let (Some(hub), Some(token_text)) = (&args.hub, &args.token) else {
+        bail!("give --hub and --token, or --bootstrap");
+    };
+    let token = Token::parse(token_text).map_err(anyhow::Error::msg)?;
     let pinned = token.ca_fingerprint().to_ascii_lowercase();
-    let base = check_hub_url(&args.hub, args.insecure)?;
+    let base = check_hub_url(hub, args.insecure)?;
     if !base.is_tls() {
         eprintln!("warning: enrolling over plain http: the token is sent unencrypted");
     }
@@ -147,7 +171,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Token::Node(token) => Some(token.node),
         Token::Claim(_) => None,
     };
-    let enrolled = enroll(&base, &pinned, args.token.trim(), device)?;
+    let enrolled = enroll(&base, &pinned, token_text.trim(), device)?;
     if let Some(expected) = expected.filter(|e| *e != enrolled.node_name) {
         bail!(
             "the hub enrolled `{}` but the token is for `{expected}`",
@@ -162,6 +186,116 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         data_dir.join(ENROLLMENT_FILE).display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `enroll --bootstrap`: the device's first boot (and every boot after: it is the agent
+/// unit's `ExecStartPre`). Enrolled already: the token is removed from the bootstrap if it
+/// is still there, and nothing else happens. Otherwise it enrolls with the bootstrap's hub
+/// and token, trying again with capped, jittered backoff while the hub cannot be reached
+/// (devices boot before their link is up), keeps the identity, then removes the token.
+fn first_boot(args: &Args, path: &Path) -> anyhow::Result<ExitCode> {
+    let text = read_bootstrap(path)?;
+    let bootstrap =
+        Bootstrap::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let config = match std::fs::read_to_string(&args.config) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", args.config.display())),
+    };
+    let (node_name, data_dir) = config::node_and_data_dir(&config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    let identity = data_dir.join(ENROLLMENT_FILE);
+    if identity.exists() {
+        if bootstrap.token.is_some() {
+            forget_token(path, &bootstrap)?;
+            println!(
+                "already enrolled ({}); removed the used token from {}",
+                identity.display(),
+                path.display()
+            );
+        } else {
+            println!("already enrolled ({}); nothing to do", identity.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(token_text) = bootstrap.token.clone() else {
+        bail!(
+            "{}: its token was used already, but this device holds no enrollment in {}: enroll it by hand with `shoal-agent enroll --hub URL --token TOKEN`",
+            path.display(),
+            data_dir.display()
+        );
+    };
+    let token = Token::parse(&token_text).map_err(anyhow::Error::msg)?;
+    let device = match &token {
+        Token::Node(token) => {
+            if let Some(name) = node_name.filter(|name| *name != token.node) {
+                bail!(
+                    "{} names this node `{name}` but the bootstrap's token is for `{}`",
+                    args.config.display(),
+                    token.node
+                );
+            }
+            None
+        }
+        Token::Claim(_) => {
+            if let Some(name) = node_name {
+                bail!("{} names this node `{name}`, but with a claim token the hub names it: remove node_name there", args.config.display());
+            }
+            Some(crate::host::device_identity(args.name.as_deref()))
+        }
+    };
+    let base = check_hub_url(&bootstrap.hub.to_string(), args.insecure)?;
+    let pinned = token.ca_fingerprint().to_ascii_lowercase();
+    let give_up = shoal_model::quantity::parse_duration(&args.give_up_after)
+        .map_err(|e| anyhow::anyhow!("--give-up-after: {e}"))?;
+    let started = std::time::Instant::now();
+    let mut failures = 0u32;
+    let enrolled = loop {
+        match attempt(&base, &pinned, &token_text, device.clone()) {
+            Ok(enrolled) => break enrolled,
+            Err(Failed::Refused(error)) => return Err(error),
+            Err(Failed::Unreachable(error)) => {
+                let wait = crate::mqtt::backoff::delay(failures, crate::mqtt::backoff::random());
+                if started.elapsed() + wait > give_up {
+                    return Err(error.context(format!("gave up after {:?}", started.elapsed())));
+                }
+                eprintln!(
+                    "warning: {error:#}; trying again in {} ms",
+                    wait.as_millis()
+                );
+                std::thread::sleep(wait);
+                failures = failures.saturating_add(1);
+            }
+        }
+    };
+    keep(&enrolled, &data_dir)?;
+    forget_token(path, &bootstrap)?;
+    println!(
+        "enrolled as `{}` with the hub at {base} after {} attempt(s); removed the token from {}",
+        enrolled.node_name,
+        failures + 1,
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_bootstrap(path: &Path) -> anyhow::Result<String> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut text = String::new();
+    file.take(shoal_model::bootstrap::MAX_BOOTSTRAP_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text)
+}
+
+/// Rewrites the bootstrap without its token (through a temporary file and a rename).
+fn forget_token(path: &Path, bootstrap: &Bootstrap) -> anyhow::Result<()> {
+    let used = Bootstrap {
+        token: None,
+        ..bootstrap.clone()
+    };
+    write_atomic(path, used.render().as_bytes(), 0o600)
 }
 
 /// Why an enrollment attempt failed: worth trying again later (the network or the hub is
