@@ -288,6 +288,10 @@ fn a_flashed_image_boots_enrolls_runs_the_fleet_workload_and_a_reboot_enrolls_no
         );
     };
     running(&agent);
+    eprintln!(
+        "from `shoal flash` to the fleet workload running on the device: {:?}",
+        started.elapsed()
+    );
 
     // A reboot: everything killed, the hook and the unit's commands again.
     agent.kill_everything();
