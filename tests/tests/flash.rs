@@ -358,3 +358,110 @@ fn hostile_images_and_wrong_tokens_are_refused_with_the_reason_and_change_nothin
     assert_eq!(image::sha256(&pi), sum);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Loop devices and mounts of a test, detached and unmounted on drop.
+#[derive(Default)]
+struct Devices {
+    loops: Vec<String>,
+    mounts: Vec<PathBuf>,
+}
+
+impl Drop for Devices {
+    fn drop(&mut self) {
+        for mount in &self.mounts {
+            let _ = Command::new("umount").arg("-l").arg(mount).status();
+        }
+        for device in &self.loops {
+            let _ = Command::new("losetup").arg("-d").arg(device).status();
+        }
+    }
+}
+
+impl Devices {
+    /// A loop device over a new file of `bytes` bytes.
+    fn blank(&mut self, file: &Path, bytes: u64) -> String {
+        std::fs::File::create(file)
+            .and_then(|f| f.set_len(bytes))
+            .expect("card file");
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .expect("losetup");
+        assert!(out.status.success(), "losetup: {}", stderr(&out));
+        let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        self.loops.push(device.clone());
+        device
+    }
+}
+
+#[test]
+fn a_card_is_written_whole_and_read_back_and_a_mounted_one_is_refused() {
+    let hub = Hub::start("flash-device");
+    let token = claim_token(&hub, &["--uses", "3"]);
+    let dir = scratch("device");
+    let agent = agent();
+    let pi = image::build(&dir, "pi", &Shape::pi());
+    let sum = image::sha256(&pi);
+    let len = std::fs::metadata(&pi).expect("image").len();
+    let mut devices = Devices::default();
+    let flash_root = |device: &str| {
+        Command::new(binary("shoal"))
+            .arg("flash")
+            .arg(&pi)
+            .args(["--token", &token, "--hub", &hub.api, "--agent", &agent])
+            .args(["--hub-url", "https://hub.example:7440", "--device", device])
+            .env("SHOAL_TOKEN", hub.token())
+            .output()
+            .expect("shoal flash --device")
+    };
+
+    let card_file = dir.join("card.raw");
+    let card = devices.blank(&card_file, len + (1 << 20));
+    let out = flash_root(&card);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("flashed {card}")));
+    assert_eq!(
+        image::sha256(&pi),
+        sum,
+        "--device leaves the image file alone"
+    );
+    assert!(image::mtype(&card_file, "shoal-bootstrap.env").contains(&token));
+    assert_eq!(
+        image::mtype(&card_file, "config.txt"),
+        image::mtype(&pi, "config.txt")
+    );
+
+    // A card that is mounted (here an ext4 file system on it) is refused, and left alone.
+    let mounted_file = dir.join("mounted.raw");
+    let mounted = devices.blank(&mounted_file, len + (1 << 20));
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F", &mounted])
+        .status()
+        .expect("mkfs");
+    assert!(mkfs.success());
+    let point = dir.join("mnt");
+    std::fs::create_dir_all(&point).expect("mount point");
+    let status = Command::new("mount")
+        .arg(&mounted)
+        .arg(&point)
+        .status()
+        .expect("mount");
+    assert!(status.success());
+    devices.mounts.push(point.clone());
+    let before = image::sha256(&mounted_file);
+    let out = flash_root(&mounted);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("{mounted} is mounted")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        image::sha256(&mounted_file),
+        before,
+        "a mounted card changed"
+    );
+    drop(devices);
+    let _ = std::fs::remove_dir_all(&dir);
+}
