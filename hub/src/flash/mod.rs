@@ -570,3 +570,105 @@ fn libc_major(dev: u64) -> u64 {
 fn libc_minor(dev: u64) -> u64 {
     ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    /// An MBR image with one small FAT12 boot partition holding `cmdline.txt`.
+    fn small_image() -> Vec<u8> {
+        let sectors: u64 = 2000;
+        let mut fat = Cursor::new(vec![0u8; (sectors * SECTOR) as usize]);
+        fatfs::format_volume(&mut fat, fatfs::FormatVolumeOptions::new()).expect("format");
+        {
+            let fs = FileSystem::new(&mut fat, FsOptions::new()).expect("open");
+            fs.root_dir()
+                .create_file("cmdline.txt")
+                .and_then(|mut f| f.write_all(b"root=/dev/mmcblk0p2 rootwait\n"))
+                .expect("cmdline.txt");
+            fs.unmount().expect("unmount");
+        }
+        let mut image = vec![0u8; 512];
+        image[446 + 4] = 0x0c;
+        image[446 + 8..446 + 12].copy_from_slice(&1u32.to_le_bytes());
+        image[446 + 12..446 + 16].copy_from_slice(&(sectors as u32).to_le_bytes());
+        image[510] = 0x55;
+        image[511] = 0xAA;
+        image.extend_from_slice(fat.get_ref());
+        image
+    }
+
+    fn tiny_agent() -> Vec<u8> {
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[18] = 62;
+        elf
+    }
+
+    fn bootstrap() -> Bootstrap {
+        Bootstrap {
+            hub: "https://hub.example:7440".parse().expect("url"),
+            token: None,
+            labels: Default::default(),
+        }
+    }
+
+    fn flash_bytes(dir: &Path, bytes: &[u8], agent: &[u8]) -> Result<Report, FlashError> {
+        let image = dir.join("image.img");
+        let agent_path = dir.join("agent");
+        std::fs::write(&image, bytes).expect("image");
+        std::fs::write(&agent_path, agent).expect("agent");
+        flash(&Request {
+            image: &image,
+            target: Target::InPlace,
+            agent: AgentSource::File(agent_path),
+            arch: Some(Arch::X86_64),
+            bootstrap: &bootstrap(),
+        })
+    }
+
+    #[test]
+    fn a_small_fat12_image_is_flashed_and_without_room_is_refused_unchanged() {
+        let dir = tempfile::tempdir().expect("dir");
+        let report = flash_bytes(dir.path(), &small_image(), &tiny_agent()).expect("flashed");
+        assert_eq!(report.hook, "cmdline.txt");
+        let mut big = tiny_agent();
+        big.resize(1024 * 1024, 0);
+        let before = small_image();
+        let error = flash_bytes(dir.path(), &before, &big).expect_err("no room");
+        assert!(error.to_string().contains("too little room"), "{error}");
+        assert_eq!(
+            std::fs::read(dir.path().join("image.img")).expect("image"),
+            before
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// A damaged image (bytes changed anywhere) is flashed or refused, never a panic, and
+        /// a refusal leaves it as it was.
+        #[test]
+        fn a_damaged_image_is_flashed_or_refused_unchanged(
+            // Half of the edits land in the table, the boot sector, the FATs and the root
+            // folder, where a FAT reader is most easily led astray.
+            edits in proptest::collection::vec(
+                (proptest::prop_oneof![0usize..(512 + 8192), 0usize..(2001 * 512)], proptest::num::u8::ANY),
+                1..24,
+            ),
+        ) {
+            let mut bytes = small_image();
+            for (at, value) in edits {
+                bytes[at] = value;
+            }
+            let dir = tempfile::tempdir().expect("dir");
+            if let Err(error) = flash_bytes(dir.path(), &bytes, &tiny_agent()) {
+                let now = std::fs::read(dir.path().join("image.img")).expect("image");
+                proptest::prop_assert_eq!(now, bytes, "{}", error);
+            }
+        }
+    }
+}
