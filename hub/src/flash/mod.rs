@@ -46,8 +46,6 @@ const ARCH_PROBES: [&str; 5] = [
 /// Room kept free in the boot partition beyond what is written (directory entries, the
 /// board's own updates).
 const SPARE: u64 = 256 * 1024;
-/// The most of a binary read to tell its architecture.
-const MAX_PROBE: usize = 64 * 1024 * 1024;
 
 /// Where the flashed image goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,7 +282,7 @@ fn detect_arch(fs: &ext4_view::Ext4) -> Result<(Arch, String), String> {
                 Ok(n) => filled += n,
             }
         }
-        head.truncate(filled.min(MAX_PROBE));
+        head.truncate(filled);
         if let Ok(elf) = elf::read(&head) {
             return Ok((elf.arch, probe.to_string()));
         }
