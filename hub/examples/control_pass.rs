@@ -114,6 +114,7 @@ fn report(store: &Store, sequence: u64) -> anyhow::Result<()> {
                     cpu_usage_ns: Some(1_000_000),
                     message: None,
                 }],
+                rolled_back: None,
             })
             .collect();
         let generation = store

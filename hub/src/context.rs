@@ -44,6 +44,12 @@ pub struct Hub {
     pub ca: Ca,
     /// The API URL devices enroll at.
     pub advertised_api: ApiUrl,
+    /// Messages and requests counted for `/metrics`.
+    pub counters: crate::counters::Counters,
+    /// Whether `/metrics` has a series per container (memory, CPU, restarts, OOM kills), or
+    /// only per node and workload (`shoal serve --no-container-metrics`: a fleet big enough
+    /// for the series to cost the scraper).
+    pub container_metrics: bool,
 }
 
 /// What wakes the controller. Both kinds coalesce: however many wake-ups arrive while a pass

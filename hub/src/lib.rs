@@ -8,6 +8,7 @@ pub mod claim;
 pub mod cli;
 pub mod context;
 pub mod control;
+pub mod counters;
 pub mod demo;
 pub mod desired;
 pub mod flash;

@@ -700,7 +700,8 @@ pub struct RolloutInfo {
     pub started_ms: u64,
     pub changed_ms: u64,
     /// The rollout settings in force: `canary`, `maxUnavailable`, `healthyFor`, `autoRollback`.
-    pub canary: u32,
+    /// A count (`1`) or a percentage (`10%`), as `max_unavailable`.
+    pub canary: String,
     pub max_unavailable: String,
     pub healthy_for_ms: u64,
     pub auto_rollback: bool,

@@ -4,7 +4,7 @@
 //!
 //! So does every rule both binaries apply, written once: where the hub is ([`endpoint`]),
 //! whether a workload fits a node ([`fit`]), hex and SHA-256 ([`hex`], and the CA fingerprint
-//! in [`api`]), the wall clock ([`clock`]), and how both CLIs print a table ([`table`]).
+//! in [`api`]), whether a revision proved itself or failed on a node ([`rollout`]), the wall clock ([`clock`]), and how both CLIs print a table ([`table`]).
 
 pub mod api;
 pub mod bootstrap;
@@ -15,6 +15,7 @@ pub mod hex;
 pub mod manifest;
 pub mod node;
 pub mod quantity;
+pub mod rollout;
 pub mod table;
 pub mod topic;
 pub mod wire;

@@ -17,8 +17,8 @@ use shoal_model::node::{Capacity, NodeFacts};
 use shoal_model::wire::{
     decode, encode, encode_in, ContainerState, ContainerStatus, DesiredState, DesiredWorkload,
     Envelope, Event, EventReason, ExitInfo, Health, ImageSummary, Limits, Message, MessageKind,
-    NodeStatus, NodeUsage, Presence, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody,
-    Severity, WireError, WorkloadStatus, SUPPORTED_WIRE_VERSIONS, WIRE_VERSION,
+    NodeStatus, NodeUsage, Presence, RolledBack, RpcRequest, RpcRequestBody, RpcResponse,
+    RpcResponseBody, Severity, WireError, WorkloadStatus, SUPPORTED_WIRE_VERSIONS, WIRE_VERSION,
 };
 
 // ---- strategies -------------------------------------------------------------------------
@@ -243,23 +243,25 @@ fn container_status() -> impl Strategy<Value = ContainerStatus> {
         )
 }
 
-/// A reason an agent reports (not one only the hub records).
-fn event_reason() -> impl Strategy<Value = EventReason> {
+/// A reason an agent reports (not one only the hub records), that version 2 can say too
+/// (`with_v3`: or only version 3).
+fn event_reason(with_v3: bool) -> impl Strategy<Value = EventReason> {
     let reported: Vec<EventReason> = EventReason::ALL
         .into_iter()
         .filter(|r| !r.is_recorded_by_hub())
+        .filter(|r| with_v3 || *r != EventReason::RolledBack)
         .collect();
     prop::sample::select(reported)
 }
 
-fn event() -> impl Strategy<Value = Event> {
+fn event_in(with_v3: bool) -> impl Strategy<Value = Event> {
     (
         any::<u64>(),
         any::<u64>(),
         prop::sample::select(vec![Severity::Info, Severity::Warning, Severity::Error]),
         prop::option::of(name()),
         prop::option::of(name()),
-        event_reason(),
+        event_reason(with_v3),
         text(),
     )
         .prop_map(
@@ -275,16 +277,33 @@ fn event() -> impl Strategy<Value = Event> {
         )
 }
 
+/// A status version 2 can carry whole.
 fn node_status() -> impl Strategy<Value = NodeStatus> {
+    node_status_in(false)
+}
+
+/// `with_v3`: with what only version 3 says too (workloads rolled back on the node, the
+/// `rolled-back` event).
+fn node_status_in(with_v3: bool) -> impl Strategy<Value = NodeStatus> {
+    let failure = prop::sample::select(shoal_model::rollout::Failure::ALL.to_vec());
+    let rolled_back = if with_v3 {
+        prop::option::of((any::<u64>(), failure))
+            .prop_map(|r| r.map(|(revision, failure)| RolledBack { revision, failure }))
+            .boxed()
+    } else {
+        Just(None).boxed()
+    };
     let workload = (
         name(),
         any::<u64>(),
         prop::collection::vec(container_status(), 0..3),
+        rolled_back,
     )
-        .prop_map(|(name, revision, containers)| WorkloadStatus {
+        .prop_map(|(name, revision, containers, rolled_back)| WorkloadStatus {
             name,
             revision,
             containers,
+            rolled_back,
         });
     let usage = (
         any::<u64>(),
@@ -304,7 +323,7 @@ fn node_status() -> impl Strategy<Value = NodeStatus> {
         (name(), any::<u64>(), any::<u64>(), any::<u64>()),
         prop::collection::vec(workload, 0..3),
         usage,
-        prop::collection::vec(event(), 0..4),
+        prop::collection::vec(event_in(with_v3), 0..4),
         any::<u64>(),
     )
         .prop_map(
@@ -529,6 +548,28 @@ proptest! {
     #[test]
     fn every_node_status_survives_the_round_trip(m in node_status()) {
         round_trip(&m.node_id.clone(), &m)?;
+    }
+
+    #[test]
+    fn a_status_with_a_rollback_reads_whole_in_version_3_and_without_it_in_version_2(
+        m in node_status_in(true)
+    ) {
+        let limits = Limits::default();
+        let v3 = encode_in(3, &m.node_id, &m, &limits).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let (_, read) = decode::<NodeStatus>(&v3, &limits).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&read, &m);
+        let v2 = encode_in(2, &m.node_id, &m, &limits).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let (_, read) = decode::<NodeStatus>(&v2, &limits).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut older = m.clone();
+        for w in &mut older.workloads {
+            w.rolled_back = None;
+        }
+        for e in &mut older.events {
+            if e.reason == EventReason::RolledBack {
+                e.reason = EventReason::DesiredStateRejected;
+            }
+        }
+        prop_assert_eq!(read, older);
     }
 
     #[test]

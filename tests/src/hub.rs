@@ -430,6 +430,21 @@ impl Hub {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
+    /// `GET path` on the hub's HTTP API as text, with the bearer token or without: the status
+    /// and the body.
+    pub fn api_text(&self, path: &str, with_token: bool) -> (u16, String) {
+        let mut request = self.http().get(format!("{}{path}", self.api));
+        if with_token {
+            request = request.header("Authorization", format!("Bearer {}", self.token()));
+        }
+        let mut answer = request.call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let body = answer
+            .body_mut()
+            .read_to_string()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        (answer.status().as_u16(), body)
+    }
+
     /// Polls `check` until it returns `Some`, for at most `timeout`; panics with `what` and
     /// the hub's log otherwise.
     pub fn wait_for<T>(

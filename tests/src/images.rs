@@ -194,6 +194,11 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 pub fn busybox_layer() -> Layer {
     let busybox = fs::read("/bin/busybox")
         .expect("read /bin/busybox: install the Debian package busybox-static");
+    busybox_layer_of(busybox)
+}
+
+/// As [`busybox_layer`], with the given busybox binary (another architecture's, for a VM).
+pub fn busybox_layer_of(busybox: Vec<u8>) -> Layer {
     let mut entries = vec![
         Entry::dir("bin"),
         Entry::file("bin/busybox", busybox).mode(0o755),

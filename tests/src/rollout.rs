@@ -10,12 +10,13 @@ use crate::agent::shell_workload;
 use crate::fleet::{Fleet, CONVERGE};
 
 /// Workload `app` on every node, rolled out by `rollout` (a flow mapping), saying `version` in
-/// its log and running until stopped; a version of `bad` exits 1 at once.
+/// its log and running until stopped; a version of `bad` exits 1 at once, one of `late-bad`
+/// after running for 5 s.
 pub fn app(version: &str, rollout: &str) -> String {
-    let script = if version == "bad" {
-        "echo app bad; exit 1".to_string()
-    } else {
-        format!("echo app {version}; trap 'exit 0' TERM; while true; do sleep 1; done")
+    let script = match version {
+        "bad" => "echo app bad; exit 1".to_string(),
+        "late-bad" => "echo app late-bad; sleep 5; exit 1".to_string(),
+        _ => format!("echo app {version}; trap 'exit 0' TERM; while true; do sleep 1; done"),
     };
     shell_workload(
         "app",

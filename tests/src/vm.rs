@@ -1,7 +1,8 @@
-//! A virtual machine like a small board: Debian's kernel under `qemu-system-x86_64` (TCG),
-//! 512 MiB, 2 vCPUs, cgroup v2 alone, with the static device build of `shoal-agent` on an
-//! ext4 data disk. The kernel and initramfs come from `cross/vm/build-image` (cached outside
-//! the clone); the agent from `cross/build x86_64` (cached in the cross target dir).
+//! A virtual machine like a small board: Debian's kernel under `qemu-system-x86_64` or
+//! `qemu-system-aarch64` (TCG; [`Arch`]), 512 MiB, 2 vCPUs, cgroup v2 alone, with the static
+//! device build of `shoal-agent` for that architecture on an ext4 data disk. The kernel and
+//! initramfs come from `cross/vm/build-image ARCH` (cached outside the clone); the agent from
+//! `cross/build ARCH` (cached in the cross target dir, which `cross/ci-check` then finds built).
 //!
 //! ```text
 //!  test ── shoal serve on 10.X.Y.1 ── veth svmPIDah ═══ svmPIDan ── bridge br0 ── tap0 ── VM eth0 10.X.Y.2
@@ -21,16 +22,82 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::agent::{busybox_archive, parse_table, Row};
+use crate::agent::{busybox_archive, parse_table, Row, BUSYBOX};
 use crate::fleet::{free_subnet, ip};
+use crate::images::{busybox_layer_of, Image, OciLayout};
 use crate::{clean_cargo_env, workspace};
 
 /// What the VM's shell on hvc0 prints when it starts reading commands (cross/vm/init).
 const SHELL_BANNER: &str = "@@shoal-vm-shell@@";
 
-/// How long a VM may take from `qemu` to "ready" (about 4 s idle here; TCG on a loaded
-/// two-core machine is several times slower).
+/// How long a VM may take from `qemu` to "ready" (about 4 s idle here, x86_64 or aarch64;
+/// TCG on a loaded two-core machine is several times slower).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The guest's architecture: which Debian kernel and busybox, which QEMU, which agent build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    /// Debian's name, which OCI platforms use too (`amd64`, `arm64`).
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+
+    /// The kernel's name (`uname -m`), which `cross/build` takes.
+    pub fn machine(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    fn triple(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-musl",
+            Arch::Aarch64 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    /// The QEMU binary and the Debian package that has it.
+    fn qemu(self) -> (&'static str, &'static str) {
+        match self {
+            Arch::X86_64 => ("qemu-system-x86_64", "qemu-system-x86"),
+            Arch::Aarch64 => ("qemu-system-aarch64", "qemu-system-arm"),
+        }
+    }
+
+    /// The machine and CPU: a PC, or the generic `virt` board with a Cortex-A53 (the core
+    /// of a Raspberry Pi 3 and many gateways; `max` emulates pointer authentication and
+    /// more, which costs TCG time and no board needs).
+    fn machine_args(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 => &["-accel", "tcg", "-cpu", "max"],
+            Arch::Aarch64 => &["-M", "virt", "-accel", "tcg", "-cpu", "cortex-a53"],
+        }
+    }
+
+    /// The serial port the kernel's console is on (the PC's 16550, the virt board's PL011).
+    fn serial_console(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "ttyS0",
+            Arch::Aarch64 => "ttyAMA0",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Arch::X86_64 => 0,
+            Arch::Aarch64 => 1,
+        }
+    }
+}
 
 /// Where the agent keeps its data inside the VM (the ext4 disk) and its run dir (tmpfs).
 pub const DATA_MOUNT: &str = "/var/lib/shoal";
@@ -40,18 +107,23 @@ pub const SOCKET: &str = "/run/shoal/agent.sock";
 /// The test image inside the VM, imported with `shoal-agent images import`.
 pub const BUSYBOX_ARCHIVE: &str = "/var/lib/shoal/images/busybox.tar";
 
-/// The kernel and initramfs directory, built (or found cached) once per test process.
-pub fn image() -> &'static Path {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| {
+/// The kernel, initramfs and busybox directory of `arch`, built (or found cached) once per
+/// test process.
+pub fn image(arch: Arch) -> &'static Path {
+    static IMAGES: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
+    IMAGES[arch.index()].get_or_init(|| {
         let start = Instant::now();
         let script = workspace().join("cross/vm/build-image");
         let out = Command::new(&script)
-            .arg("amd64")
+            .arg(arch.debian())
             .stderr(Stdio::inherit())
             .output()
             .expect("run cross/vm/build-image");
-        assert!(out.status.success(), "cross/vm/build-image failed");
+        assert!(
+            out.status.success(),
+            "cross/vm/build-image {} failed",
+            arch.debian()
+        );
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         eprintln!(
             "[vm image {}: {} ms]\n{}",
@@ -63,25 +135,26 @@ pub fn image() -> &'static Path {
     })
 }
 
-/// The static x86_64 `shoal-agent` (`cross/build x86_64`, the `device` profile), built once
-/// per test process from this tree.
-pub fn device_agent() -> &'static Path {
-    static AGENT_BINARY: OnceLock<PathBuf> = OnceLock::new();
-    AGENT_BINARY.get_or_init(|| {
+/// The static `shoal-agent` for `arch` (`cross/build ARCH`, the `device` profile), built once
+/// per test process from this tree, into the target dir `cross/ci-check` builds in too (CI
+/// exports one `CARGO_TARGET_DIR` for both, so the second finds the build done).
+pub fn device_agent(arch: Arch) -> &'static Path {
+    static AGENT_BINARIES: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
+    AGENT_BINARIES[arch.index()].get_or_init(|| {
         let start = Instant::now();
         let mut command = Command::new(workspace().join("cross/build"));
         clean_cargo_env(&mut command);
         let status = command
-            .arg("x86_64")
+            .arg(arch.machine())
             .stdout(Stdio::null())
             .status()
             .expect("run cross/build");
-        assert!(status.success(), "cross/build x86_64 failed");
+        assert!(status.success(), "cross/build {} failed", arch.machine());
         let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
             || PathBuf::from("/var/cache/shoal/cross-target"),
             PathBuf::from,
         );
-        let binary = target.join("dist/x86_64-unknown-linux-musl/shoal-agent");
+        let binary = target.join(format!("dist/{}/shoal-agent", arch.triple()));
         assert!(binary.exists(), "cross/build made no {}", binary.display());
         eprintln!(
             "[device agent {}: {} ms]",
@@ -90,6 +163,41 @@ pub fn device_agent() -> &'static Path {
         );
         binary
     })
+}
+
+/// The busybox test image for a VM of `arch`, as an OCI archive, built once per test process.
+/// x86_64: the host's busybox ([`busybox_archive`]). aarch64: a multi-arch index of the
+/// host's amd64 busybox and the guest's arm64 one (Debian's busybox-static of that
+/// architecture, from the VM image), so the agent has to pick its own platform; a wrong pick
+/// could not run there.
+pub fn guest_busybox_archive(arch: Arch) -> &'static Path {
+    static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
+    match arch {
+        Arch::X86_64 => busybox_archive(),
+        Arch::Aarch64 => ARCHIVE.get_or_init(|| {
+            let busybox = std::fs::read(image(arch).join("busybox"))
+                .expect("the VM image's busybox (cross/vm/build-image)");
+            let dir = std::env::temp_dir().join(format!(
+                "shoal-vm-image-{}-{}",
+                arch.debian(),
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut layout = OciLayout::create(&dir.join("layout"));
+            let guest = Image::new(vec![busybox_layer_of(busybox)])
+                .platform(arch.debian(), Some("v8"))
+                .cmd(&["/bin/sh"]);
+            let host = Image::new(vec![crate::images::busybox_layer()])
+                .platform("amd64", None)
+                .cmd(&["/bin/sh"]);
+            let manifests = [layout.add_image(&host), layout.add_image(&guest)];
+            let index = layout.add_index(&manifests);
+            layout.tag(BUSYBOX, &index);
+            let archive = dir.join("busybox.tar");
+            layout.to_tar(&archive);
+            archive
+        }),
+    }
 }
 
 /// The test's network namespace with a bridge joining the VM's tap device and a veth whose
@@ -201,11 +309,15 @@ impl Transcript {
     }
 }
 
+/// Where a file given to [`Vm::boot_with`] goes on the data disk, relative to [`DATA_MOUNT`].
+pub type DiskFile<'a> = (&'a Path, &'a str);
+
 /// One VM, its disk, its link and the QEMU process. Dropped: QEMU killed, the namespace and
 /// veth removed, the directory deleted unless the test panicked (then it is kept and named).
 #[derive(Debug)]
 pub struct Vm {
     pub name: String,
+    pub arch: Arch,
     pub dir: PathBuf,
     pub link: Link,
     qemu: Option<Child>,
@@ -224,13 +336,18 @@ pub struct Vm {
 static SERIAL: Mutex<()> = Mutex::new(());
 
 impl Vm {
-    /// Makes the data disk (the device agent, `agent.toml` for node `name`, the busybox test
-    /// image) and boots the VM.
+    /// An x86_64 VM: [`Vm::boot_with`] with no extra files.
     pub fn boot(name: &str) -> Vm {
+        Vm::boot_with(Arch::X86_64, name, &[])
+    }
+
+    /// Makes the data disk (the device agent of `arch`, `agent.toml` for node `name`, the
+    /// busybox test image at [`BUSYBOX_ARCHIVE`], and `files`) and boots the VM.
+    pub fn boot_with(arch: Arch, name: &str, files: &[DiskFile]) -> Vm {
         // A test that panicked while holding the lock poisons it; its VM is gone anyway.
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        let image = image().to_path_buf();
-        let agent = device_agent().to_path_buf();
+        let image = image(arch).to_path_buf();
+        let agent = device_agent(arch).to_path_buf();
         let dir = std::env::temp_dir().join(format!("shoal-vm-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let stage = dir.join("disk");
@@ -238,8 +355,19 @@ impl Vm {
             std::fs::create_dir_all(stage.join(sub)).expect("the disk's staging dir");
         }
         std::fs::copy(&agent, stage.join("bin/shoal-agent")).expect("copy the device agent");
-        std::fs::copy(busybox_archive(), stage.join("images/busybox.tar"))
-            .expect("copy the test image");
+        std::fs::copy(
+            guest_busybox_archive(arch),
+            stage.join("images/busybox.tar"),
+        )
+        .expect("copy the test image");
+        for (from, to) in files {
+            let to = stage.join(to);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).expect("a dir on the disk's staging dir");
+            }
+            std::fs::copy(from, &to)
+                .unwrap_or_else(|e| panic!("copy {} to the disk: {e}", from.display()));
+        }
         std::fs::write(
             stage.join("agent.toml"),
             format!(
@@ -266,6 +394,7 @@ impl Vm {
         let link = Link::create();
         let mut vm = Vm {
             name: name.to_string(),
+            arch,
             dir,
             link,
             qemu: None,
@@ -282,15 +411,18 @@ impl Vm {
 
     fn start_qemu(&mut self, image: &Path, disk: &Path) {
         let append = format!(
-            "console=ttyS0 panic=-1 quiet cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 \
+            "console={} panic=-1 quiet cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 \
              shoal.ip={}/24",
+            self.arch.serial_console(),
             self.link.vm_address()
         );
         let console = self.dir.join("console.log");
         let start = Instant::now();
+        let (qemu, package) = self.arch.qemu();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.link.namespace, "qemu-system-x86_64"])
-            .args(["-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "2"])
+            .args(["netns", "exec", &self.link.namespace, qemu])
+            .args(self.arch.machine_args())
+            .args(["-m", "512", "-smp", "2"])
             // No -no-reboot: it would make `system_reset` (the power cut) end QEMU.
             .args(["-nographic", "-nodefaults", "-display", "none"])
             .arg("-kernel")
@@ -328,7 +460,7 @@ impl Vm {
                     .unwrap_or_else(|_| Stdio::null()),
             )
             .spawn()
-            .expect("start qemu-system-x86_64 (apt-get install qemu-system-x86)");
+            .unwrap_or_else(|e| panic!("start {qemu} (apt-get install {package}): {e}"));
         self.qemu = Some(child);
         // Connected at once: QEMU drops what the serial port prints while no one listens.
         self.connect_shell(start);
@@ -463,14 +595,19 @@ impl Vm {
 
     /// Runs `script` in the VM, which must exit 0 within a minute; returns its output.
     pub fn sh(&mut self, script: &str) -> String {
-        match self.try_run(script, Duration::from_secs(60)) {
+        self.sh_for(script, Duration::from_secs(60))
+    }
+
+    /// As [`Vm::sh`], within `timeout`.
+    pub fn sh_for(&mut self, script: &str, timeout: Duration) -> String {
+        match self.try_run(script, timeout) {
             Some((0, out)) => out,
             Some((status, out)) => panic!(
                 "in the VM, `{script}` exited {status}:\n{out}\nagent log:\n{}",
                 self.agent_log_tail()
             ),
             None => panic!(
-                "in the VM, `{script}` did not finish within 60 s; console:\n{}",
+                "in the VM, `{script}` did not finish within {timeout:?}; console:\n{}",
                 self.console()
             ),
         }

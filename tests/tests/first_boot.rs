@@ -111,7 +111,7 @@ fn a_flashed_image_boots_enrolls_runs_the_fleet_workload_and_a_reboot_enrolls_no
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let pi = image::build(&dir, "pi", &Shape::pi());
-    let agent_binary = shoal_tests::vm::device_agent();
+    let agent_binary = shoal_tests::vm::device_agent(shoal_tests::vm::Arch::X86_64);
     let started = std::time::Instant::now();
     hub.ok(&[
         "flash",

@@ -60,7 +60,9 @@ fn stderr(out: &Output) -> String {
 }
 
 fn agent() -> String {
-    shoal_tests::vm::device_agent().display().to_string()
+    shoal_tests::vm::device_agent(shoal_tests::vm::Arch::X86_64)
+        .display()
+        .to_string()
 }
 
 #[test]

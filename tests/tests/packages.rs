@@ -39,7 +39,7 @@ fn check_installed(root: &Path, agent: &[u8]) {
 
 #[test]
 fn the_agent_deb_installs_into_a_scratch_root_and_the_tarball_installs_too() {
-    let agent_path = shoal_tests::vm::device_agent();
+    let agent_path = shoal_tests::vm::device_agent(shoal_tests::vm::Arch::X86_64);
     let agent = std::fs::read(agent_path).expect("the static agent");
     let dir = std::env::temp_dir().join(format!("shoal-packages-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

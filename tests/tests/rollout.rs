@@ -252,3 +252,107 @@ fn logs_say(fleet: &Fleet, text: &str) -> bool {
         .cli(&["logs", "app", "--node", SLOW[0], "--tail", "20"]);
     String::from_utf8_lossy(&out.stdout).contains(text)
 }
+
+const CUT: [&str; 3] = ["cut-a", "cut-b", "cut-c"];
+
+/// `app` for [`CUT`]: one node at a time; healthy for 20 s, longer than `late-bad` runs.
+fn cut_app(version: &str) -> String {
+    rollout::app(version, "{ canary: 1, maxUnavailable: 1, healthyFor: 20s }")
+}
+
+#[test]
+fn a_node_cut_off_with_a_bad_revision_rolls_back_by_itself_and_the_hub_learns_it_on_reconnect() {
+    let list: Vec<(&str, &str)> = CUT.iter().map(|n| (*n, "")).collect();
+    let mut fleet = Fleet::start("rollcut", &list);
+    fleet.apply("app", &cut_app("v1"));
+    wait_state(&fleet, "app", 1, "complete");
+    let before: BTreeMap<&str, _> = CUT.iter().map(|n| (*n, fleet.pids(n))).collect();
+
+    // Revision 2 runs for 5 s, then exits 1. The canary gets it, runs it, and is cut off.
+    let canary = CUT[0];
+    fleet.apply("app", &cut_app("late-bad"));
+    fleet.wait_for("the canary running revision 2", CONVERGE, || {
+        let instances = fleet.hub.api_json("/v1/workloads/app")["instances"].clone();
+        instances.as_array()?.iter().find(|i| {
+            i["node"] == canary && i["revision"] == 2 && i["containers"][0]["state"] == "Running"
+        })?;
+        Some(())
+    });
+    fleet.cut(canary);
+
+    // Offline, the node goes back to revision 1 by itself, and keeps it.
+    let agent = fleet.agent(canary);
+    let (_, took) = fleet.wait_for("the cut-off canary back on revision 1", CONVERGE, || {
+        let status = agent.status();
+        let app = status.workloads.iter().find(|w| w.name == "app")?;
+        (app.revision == 1
+            && app.containers.first()?.state == shoal_model::wire::ContainerState::Running)
+            .then_some(())
+    });
+    report(
+        "bad revision on a cut-off node to running the previous one",
+        took,
+    );
+    let failure: String = agent
+        .database()
+        .query_row(
+            "SELECT failure FROM trials WHERE workload = 'app'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the failed trial is stored");
+    assert_eq!(failure, "crashed");
+    let rolled_back: Vec<_> = agent
+        .events_after(0)
+        .into_iter()
+        .filter(|(reason, ..)| reason == "rolled-back")
+        .collect();
+    assert_eq!(rolled_back.len(), 1, "{rolled_back:?}");
+    assert!(
+        rolled_back[0]
+            .2
+            .contains("rolled back from revision 2 to 1"),
+        "{rolled_back:?}"
+    );
+    let still = status(&fleet, "app");
+    assert_eq!(
+        still["state"], "progressing",
+        "the hub does not know yet: {still}"
+    );
+
+    // Back online: the hub learns that the node failed the revision, and rolls it back
+    // everywhere it went (the canary only); the canary restarts nothing for that.
+    let pid_offline = fleet.pids(canary);
+    fleet.restore(canary);
+    let (rolled, took) = wait_state(&fleet, "app", 2, "rolled-back");
+    report("reconnect to the hub knowing the node rolled back", took);
+    let parts = nodes(&rolled);
+    assert_eq!(parts[canary].0, 1, "{rolled}");
+    let failed = rollout::status(&fleet, "app");
+    let out = fleet.hub.cli(&["rollout", "status", "app"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("[rollout status]\n{text}");
+    assert!(
+        text.contains("rolled back to revision 1 after 1 failed node"),
+        "{text}"
+    );
+    assert!(
+        fleet
+            .hub_events(canary)
+            .iter()
+            .any(|e| e["reason"] == "RolledBack"),
+        "the hub has the node's rolled-back event: {:?}",
+        fleet.hub_events(canary)
+    );
+    assert_eq!(failed["failed"], 1, "{failed}");
+    wait_running_everywhere(&fleet, "app", 1, CUT.len());
+    assert_eq!(
+        fleet.pids(canary),
+        pid_offline,
+        "the canary restarted nothing on reconnect"
+    );
+    for node in &CUT[1..] {
+        assert_eq!(fleet.pids(node), before[node], "{node} was touched");
+    }
+    fleet.clean_up();
+}

@@ -319,6 +319,7 @@ mod tests {
                 name: "app".into(),
                 revision: 1,
                 containers: vec![running, failed],
+                rolled_back: None,
             }],
             usage: NodeUsage::default(),
             events: vec![],

@@ -16,6 +16,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "shoal-agent", version, propagate_version = true)]
 pub struct Cli {
+    /// How the log on stderr is written: `text`, or `json` (one object per line)
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -72,7 +75,7 @@ pub enum Command {
 /// turns its outcome into an exit code.
 pub fn main() -> ExitCode {
     let args = Cli::parse();
-    crate::telemetry::init();
+    crate::telemetry::init(args.log_format == "json");
     match run(args.command) {
         Ok(code) => code,
         Err(err) => {

@@ -6,6 +6,7 @@
 //! inputs gives the same plan, so a lost action is simply planned again (level-triggered).
 
 pub mod placement;
+pub mod trial;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

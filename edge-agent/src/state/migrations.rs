@@ -45,6 +45,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "stored formats",
         sql: include_str!("migrations/0006_formats.sql"),
     },
+    Migration {
+        name: "revisions on trial",
+        sql: include_str!("migrations/0007_trials.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

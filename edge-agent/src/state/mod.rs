@@ -38,6 +38,7 @@ pub mod disk;
 mod migrations;
 mod outbox;
 mod records;
+mod trials;
 
 #[cfg(test)]
 mod released;
@@ -53,6 +54,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use migrations::{Migrated, MIGRATIONS};
 pub use outbox::{OutboxMessage, ReportCursor};
 pub use records::{ContainerRecord, Source};
+pub use trials::TrialRecord;
 
 /// The database file's name inside the data dir.
 pub const DB_FILE: &str = "agent.db";

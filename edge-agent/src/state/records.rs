@@ -14,6 +14,7 @@ use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::stored;
 use shoal_model::wire::{DesiredWorkload, Event, EventReason, ExitInfo, Severity};
 
+use super::trials::{self, TrialRecord};
 use super::{StateError, Store};
 
 fn replace_keys(
@@ -75,13 +76,15 @@ impl Store {
     ///
     /// With `trusted_keys` not empty, they replace the hub keys this node trusts, in the same
     /// transaction: a key rotation and the state that announced it are taken together or not
-    /// at all.
+    /// at all. For the hub's, `trials` replace the revisions on trial in the same transaction
+    /// (see [`TrialRecord`]).
     pub fn save_desired(
         &self,
         source: Source,
         generation: u64,
         workloads: &[DesiredWorkload],
         trusted_keys: &[PublicKey],
+        trials: &[TrialRecord],
         now_ms: u64,
     ) -> Result<(), StateError> {
         let payload = stored::write_desired(workloads).map_err(|record| StateError::Row {
@@ -112,6 +115,10 @@ impl Store {
         .map_err(failed)?;
         if !trusted_keys.is_empty() {
             replace_keys(&tx, trusted_keys, now_ms).map_err(failed)?;
+        }
+        // Only the hub's workloads are tried (see `reconcile::trial`).
+        if source == Source::Hub {
+            trials::replace(&tx, trials, failed)?;
         }
         tx.commit().map_err(failed)
     }
@@ -417,7 +424,7 @@ mod tests {
                 vec!["a"]
             };
             store
-                .save_desired(Source::Local, generation, &workloads(&names), &[], 100)
+                .save_desired(Source::Local, generation, &workloads(&names), &[], &[], 100)
                 .expect("save");
         }
         drop(store);
@@ -510,7 +517,7 @@ mod tests {
         let (_dir, store) = store();
         let written = workloads(&["a", "b"]);
         store
-            .save_desired(Source::Hub, 4, &written, &[], 1)
+            .save_desired(Source::Hub, 4, &written, &[], &[], 1)
             .expect("save");
         let row: (i64, Vec<u8>) = store
             .conn
@@ -532,7 +539,7 @@ mod tests {
     fn a_desired_state_in_a_format_this_agent_cannot_read_is_refused_and_kept() {
         let (_dir, store) = store();
         store
-            .save_desired(Source::Hub, 4, &workloads(&["a"]), &[], 1)
+            .save_desired(Source::Hub, 4, &workloads(&["a"]), &[], &[], 1)
             .expect("save");
         store
             .conn
@@ -570,10 +577,10 @@ mod tests {
     fn hub_and_local_desired_states_are_kept_apart() {
         let (_dir, store) = store();
         store
-            .save_desired(Source::Local, 3, &workloads(&["local"]), &[], 1)
+            .save_desired(Source::Local, 3, &workloads(&["local"]), &[], &[], 1)
             .expect("local");
         store
-            .save_desired(Source::Hub, 2, &workloads(&["from-hub"]), &[], 1)
+            .save_desired(Source::Hub, 2, &workloads(&["from-hub"]), &[], &[], 1)
             .expect("hub");
         assert_eq!(
             store.latest_desired(Source::Hub).expect("read"),

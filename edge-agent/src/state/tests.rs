@@ -10,6 +10,7 @@ const TABLES: &[&str] = &[
     "hub_keys",
     "meta",
     "outbox",
+    "trials",
 ];
 
 fn tables(store: &Store) -> Vec<String> {
@@ -103,7 +104,7 @@ fn accepted_desired_states_and_keys_commit_with_full_sync_and_the_rest_with_norm
     }
     assert_eq!(synchronous(&store), 1, "back to NORMAL");
     store
-        .save_desired(Source::Hub, 7, &[], &[], 1)
+        .save_desired(Source::Hub, 7, &[], &[], &[], 1)
         .expect("save");
     store.forget_hub_generation().expect("forget");
     store.set_trusted_keys(&[], 1).expect("keys");
@@ -312,7 +313,7 @@ fn on_a_full_disk_the_database_opens_reads_all_it_holds_and_refuses_writes_sayin
     {
         let store = Store::open(&data).expect("open");
         store
-            .save_desired(Source::Local, 3, &[], &[], 1)
+            .save_desired(Source::Local, 3, &[], &[], &[], 1)
             .expect("desired");
         store
             .save_container(&container("app.main"), 1)
@@ -349,7 +350,7 @@ fn on_a_full_disk_the_database_opens_reads_all_it_holds_and_refuses_writes_sayin
     assert_eq!(store.containers().expect("read"), [container("app.main")]);
     assert_eq!(store.recent_events(10).expect("read")[0].message, "before");
     let err = store
-        .save_desired(Source::Local, 4, &[], &[], 2)
+        .save_desired(Source::Local, 4, &[], &[], &[], 2)
         .expect_err("no room");
     assert!(err.is_disk_full(), "{err:?}");
     assert_eq!(
@@ -395,7 +396,7 @@ fn on_a_full_disk_the_database_opens_reads_all_it_holds_and_refuses_writes_sayin
     assert_eq!(store.outbox_len().expect("outbox"), 0);
     disk.unfill();
     store
-        .save_desired(Source::Local, 4, &[], &[], 3)
+        .save_desired(Source::Local, 4, &[], &[], &[], 3)
         .expect("room again");
     assert_eq!(
         store.latest_desired(Source::Local).expect("read"),
@@ -461,4 +462,75 @@ fn sqlite_errors_are_explained_in_words_an_operator_can_act_on() {
         StateError::disk_full(path, "save the desired state").to_string(),
         format!("cannot save the desired state in /var/lib/shoal/agent.db: {FULL}")
     );
+}
+
+#[test]
+fn revisions_on_trial_are_replaced_with_the_hubs_desired_state_and_a_failure_survives_reopening() {
+    use shoal_model::rollout::Failure;
+    use shoal_model::wire::DesiredWorkload;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let previous = |name: &str| {
+        let text = format!(
+            "apiVersion: shoal/v1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec:\n  containers: [{{ name: main, image: localhost/busybox:test }}]\n"
+        );
+        let (mut w, diagnostics) =
+            shoal_model::manifest::parse_manifest(Path::new("t.yaml"), &text);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        DesiredWorkload {
+            workload: w.remove(0).workload,
+            revision: 1,
+        }
+    };
+    let trial = |name: &str| crate::state::TrialRecord {
+        workload: name.into(),
+        revision: 2,
+        previous: previous(name),
+        failed: None,
+    };
+    store
+        .save_desired(Source::Hub, 3, &[], &[], &[trial("web"), trial("db")], 1)
+        .expect("save");
+    store
+        .fail_trial("web", 2, Failure::Restarting, 5)
+        .expect("fail");
+    // Another revision is not touched.
+    store
+        .fail_trial("db", 7, Failure::Crashed, 5)
+        .expect("no row");
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    let read = store.trials().expect("read");
+    assert_eq!(
+        read,
+        vec![
+            trial("db"),
+            crate::state::TrialRecord {
+                failed: Some(Failure::Restarting),
+                ..trial("web")
+            }
+        ]
+    );
+    store.end_trial("db", 2).expect("end");
+    assert_eq!(store.trials().expect("read").len(), 1);
+    // The next hub state replaces them all; a local one leaves them alone.
+    store
+        .save_desired(Source::Local, 1, &[], &[], &[], 1)
+        .expect("save local");
+    assert_eq!(store.trials().expect("read").len(), 1);
+    store
+        .save_desired(Source::Hub, 4, &[], &[], &[], 1)
+        .expect("save hub");
+    assert!(store.trials().expect("read").is_empty());
+    // A damaged row is refused with its table and workload, not dropped.
+    store
+        .save_desired(Source::Hub, 5, &[], &[], &[trial("web")], 1)
+        .expect("save");
+    store
+        .conn
+        .execute("UPDATE trials SET previous = x'00'", [])
+        .expect("damage");
+    let error = store.trials().expect_err("damaged").to_string();
+    assert!(error.contains("trials row web"), "{error}");
 }

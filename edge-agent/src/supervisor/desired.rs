@@ -10,7 +10,8 @@ use shoal_model::clock::wall_ms;
 use shoal_model::wire::signing::{self, PublicKey};
 use shoal_model::wire::{DesiredState, DesiredWorkload, Envelope, EventReason, Severity};
 
-use super::Supervisor;
+use super::{trial, Supervisor};
+use crate::reconcile;
 use crate::state::Source;
 
 /// What to do with a desired state from the hub.
@@ -131,11 +132,14 @@ impl Supervisor {
             );
             return;
         }
+        let trials =
+            reconcile::trial::begin(&self.desired, &self.trials, &state.workloads, self.now());
         if let Err(e) = self.store.save_desired(
             Source::Hub,
             generation,
             &state.workloads,
             &state.signing_keys,
+            &trial::records(&trials),
             wall_ms(),
         ) {
             let retry = if e.is_disk_full() {
@@ -156,7 +160,7 @@ impl Supervisor {
             );
             return;
         }
-        let lines = changes(&self.desired, &state.workloads);
+        let lines = changes(&self.accepted, &state.workloads);
         let summary = if lines.is_empty() {
             "no workload changes".to_string()
         } else {
@@ -167,7 +171,9 @@ impl Supervisor {
             previous = self.generation,
             "accepted the hub's desired state"
         );
-        self.desired = state.workloads;
+        self.desired = reconcile::trial::running(&state.workloads, &trials);
+        self.accepted = state.workloads;
+        self.trials = trials;
         self.generation = generation;
         if !state.signing_keys.is_empty() && state.signing_keys != self.trusted {
             let ids: Vec<String> = state

@@ -23,6 +23,7 @@ mod health;
 mod report;
 mod requests;
 mod status;
+mod trial;
 
 #[cfg(test)]
 mod tests;
@@ -208,8 +209,13 @@ pub struct Supervisor {
     store: Store,
     containers: Arc<dyn Containers>,
     images: Arc<dyn Images>,
-    /// The workloads this node runs, from the newest local desired state.
+    /// The workloads this node runs: the newest desired state's, with each hub revision that
+    /// failed its trial here at the revision the node went back to (`reconcile::trial`).
     desired: Vec<DesiredWorkload>,
+    /// The newest desired state's workloads, as accepted and stored.
+    accepted: Vec<DesiredWorkload>,
+    /// The hub's revisions on trial on this node, by workload.
+    trials: BTreeMap<String, reconcile::trial::Trial>,
     generation: u64,
     tracked: BTreeMap<Key, Tracked>,
     /// Records of containers not running now (after a reboot), kept for their counters.
@@ -259,7 +265,12 @@ impl Supervisor {
         } else {
             Source::Local
         };
-        let (generation, desired) = store.latest_desired(source)?.unwrap_or((0, Vec::new()));
+        let (generation, accepted) = store.latest_desired(source)?.unwrap_or((0, Vec::new()));
+        let trials = match source {
+            Source::Hub => trial::load(&store, &accepted)?,
+            Source::Local => BTreeMap::new(),
+        };
+        let desired = reconcile::trial::running(&accepted, &trials);
         let mut trusted = store.trusted_keys()?;
         if let Some(mode) = hub.as_ref().filter(|_| trusted.is_empty()) {
             anyhow::ensure!(
@@ -289,6 +300,8 @@ impl Supervisor {
             containers,
             images,
             desired,
+            accepted,
+            trials,
             generation,
             tracked: BTreeMap::new(),
             records,
@@ -432,9 +445,14 @@ impl Supervisor {
     fn step(&mut self) -> Duration {
         self.watch_disk();
         self.observe();
+        let trial_wake = self.judge_trials();
         let plan = reconcile::plan(&self.desired, &self.observed(), self.now());
         self.dispatch(plan.actions);
-        let until_wake = plan.wake_at_ms.map_or(TICK, |at| {
+        let wake = match (plan.wake_at_ms, trial_wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let until_wake = wake.map_or(TICK, |at| {
             Duration::from_millis(at.saturating_sub(self.now()))
         });
         until_wake.clamp(Duration::from_millis(10), TICK)

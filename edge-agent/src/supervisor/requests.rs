@@ -222,7 +222,9 @@ impl Supervisor {
         }
         let generation = self.generation.saturating_add(1);
         self.store
-            .save_desired(Source::Local, generation, &next, &[], wall_ms())?;
+            .save_desired(Source::Local, generation, &next, &[], &[], wall_ms())?;
+        // Standalone: no revision is tried (rollouts are the hub's), what is accepted runs.
+        self.accepted = next.clone();
         self.desired = next;
         self.generation = generation;
         let summary = changes.join("; ");
@@ -276,12 +278,15 @@ impl Supervisor {
         }
     }
 
-    /// The images desired workloads run, and those of containers still there (being
-    /// stopped, or not yet removed): their layers are mounted.
+    /// The images desired workloads run, those of containers still there (being stopped, or
+    /// not yet removed: their layers are mounted), and those a revision on trial would go
+    /// back to (a rollback offline cannot pull).
     pub(super) fn images_in_use(&self) -> Vec<ImageRef> {
+        let previous = self.trials.values().map(|t| &t.previous);
         let desired = self
             .desired
             .iter()
+            .chain(previous)
             .flat_map(|d| d.workload.spec.containers.iter().map(|c| c.image.clone()));
         let live = self
             .tracked

@@ -4,11 +4,12 @@
 use shoal_model::clock::wall_ms;
 use shoal_model::manifest::RestartPolicy;
 use shoal_model::wire::{
-    ContainerState, ContainerStatus, Health, NodeStatus, NodeUsage, WorkloadStatus,
+    ContainerState, ContainerStatus, DesiredWorkload, Health, NodeStatus, NodeUsage, RolledBack,
+    WorkloadStatus,
 };
 
 use super::{describe_exit, Key, Supervisor, Tracked};
-use crate::reconcile::{ImageState, Run};
+use crate::reconcile::{spec_hash, ImageState, Run};
 
 impl Supervisor {
     /// The status `shoal-agent ps` and the hub's `Status` request see: with usage figures and
@@ -26,28 +27,7 @@ impl Supervisor {
         let mut workloads: Vec<WorkloadStatus> = self
             .desired
             .iter()
-            .map(|d| WorkloadStatus {
-                name: d.workload.name.clone(),
-                revision: d.revision,
-                containers: d
-                    .workload
-                    .spec
-                    .containers
-                    .iter()
-                    .map(|c| {
-                        let key = (d.workload.name.clone(), c.name.clone());
-                        match self.tracked.get(&key) {
-                            Some(t) => self.container_status(
-                                &key,
-                                t,
-                                d.workload.spec.restart_policy,
-                                usage,
-                            ),
-                            None => self.waiting_status(&key, &c.image.to_string()),
-                        }
-                    })
-                    .collect(),
-            })
+            .map(|d| self.workload_status(d, usage))
             .collect();
         // Containers no longer desired, on their way out.
         for (key, t) in &self.tracked {
@@ -64,6 +44,7 @@ impl Supervisor {
                     name: key.0.clone(),
                     revision: 0,
                     containers: vec![status],
+                    rolled_back: None,
                 }),
             }
         }
@@ -79,6 +60,48 @@ impl Supervisor {
             },
             events: Vec::new(),
             dropped_events: 0,
+        }
+    }
+
+    /// Desired workload `d` as it runs here: each container of its spec, and the revision
+    /// the node went back from when that one failed here.
+    pub(super) fn workload_status(&self, d: &DesiredWorkload, usage: bool) -> WorkloadStatus {
+        let containers = d
+            .workload
+            .spec
+            .containers
+            .iter()
+            .map(|c| {
+                let key = (d.workload.name.clone(), c.name.clone());
+                match self.tracked.get(&key) {
+                    // A container of another spec (an older revision's, being replaced) is
+                    // not this revision's: it is waiting for its turn.
+                    Some(t) if t.record.spec_hash != spec_hash(&d.workload, c) => ContainerStatus {
+                        message: Some("replacing the container of another revision".to_string()),
+                        ..self.waiting_status(&key, &c.image.to_string())
+                    },
+                    Some(t) => {
+                        self.container_status(&key, t, d.workload.spec.restart_policy, usage)
+                    }
+                    None => self.waiting_status(&key, &c.image.to_string()),
+                }
+            })
+            .collect();
+        let rolled_back = self
+            .trials
+            .get(&d.workload.name)
+            .and_then(|t| t.failed.map(|failure| (t.revision, failure)))
+            .filter(|_| {
+                self.accepted
+                    .iter()
+                    .any(|a| a.workload.name == d.workload.name)
+            })
+            .map(|(revision, failure)| RolledBack { revision, failure });
+        WorkloadStatus {
+            name: d.workload.name.clone(),
+            revision: d.revision,
+            containers,
+            rolled_back,
         }
     }
 

@@ -48,6 +48,7 @@ fn node_status(containers: Vec<ContainerStatus>) -> NodeStatus {
             name: "web".into(),
             revision: 1,
             containers,
+            rolled_back: None,
         }],
         usage: NodeUsage::default(),
         events: Vec::new(),
@@ -487,6 +488,9 @@ impl Containers for FakeContainers {
         Ok(Vec::new())
     }
     fn start(&self, workload: &Workload, container: &Container) -> anyhow::Result<LiveContainer> {
+        if container.command.first().is_some_and(|c| c == "crash") {
+            anyhow::bail!("the fake cannot start `crash`");
+        }
         let live = LiveContainer {
             workload: workload.name.clone(),
             name: container.name.clone(),
@@ -497,10 +501,24 @@ impl Containers for FakeContainers {
         self.live.lock().expect("lock").push(live.clone());
         Ok(live)
     }
-    fn stop(&self, _: &str, _: &str, _: Duration) -> anyhow::Result<()> {
+    fn stop(&self, workload: &str, container: &str, _: Duration) -> anyhow::Result<()> {
+        for live in self.live.lock().expect("lock").iter_mut() {
+            if live.workload == workload && live.name == container && live.exit.is_none() {
+                live.exit = Some(ExitInfo {
+                    code: None,
+                    signal: Some(15),
+                    oom_killed: false,
+                    at_ms: wall_ms(),
+                });
+            }
+        }
         Ok(())
     }
-    fn remove(&self, _: &str, _: &str) -> anyhow::Result<()> {
+    fn remove(&self, workload: &str, container: &str) -> anyhow::Result<()> {
+        self.live
+            .lock()
+            .expect("lock")
+            .retain(|l| !(l.workload == workload && l.name == container));
         Ok(())
     }
     fn list(&self) -> anyhow::Result<Vec<LiveContainer>> {
@@ -908,5 +926,123 @@ fn statuses_carry_every_event_once_in_order_and_their_sequence_survives_a_restar
             statuses[2].events.last().map(|e| e.reason),
             Some(EventReason::AgentStarted)
         );
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// A revision on trial
+
+/// Generation `generation` for gw-1 with one workload `web` at `revision`, running `command`.
+fn web_at(generation: u64, revision: u64, command: &str) -> DesiredState {
+    let mut state = desired("gw-1", generation, &[("web", command)]);
+    state.workloads[0].revision = revision;
+    state
+}
+
+/// Steps the supervisor and hands it what its workers report, until they are quiet.
+async fn settle(rig: &mut Rig) {
+    for _ in 0..50 {
+        rig.supervisor.step();
+        match tokio::time::timeout(Duration::from_millis(300), rig.events.recv()).await {
+            Ok(Some(event)) => rig.supervisor.handle(event),
+            _ => return,
+        }
+    }
+}
+
+#[test]
+fn a_revision_that_fails_on_the_node_is_rolled_back_with_no_hub_and_not_tried_again() {
+    let dir = runtime().block_on(async {
+        let mut rig = rig(None);
+        rig.supervisor.handle(signed(web_at(1, 1, "sleep")));
+        settle(&mut rig).await;
+        assert!(rig.supervisor.trials.is_empty(), "a new workload is not tried");
+        // Revision 2 cannot start: the node goes back to revision 1 by itself.
+        rig.supervisor.handle(signed(web_at(2, 2, "crash")));
+        assert_eq!(rig.supervisor.trials["web"].revision, 2);
+        settle(&mut rig).await;
+        assert_eq!(rig.supervisor.desired, web_at(1, 1, "sleep").workloads);
+        let status = rig.supervisor.node_status(false);
+        assert_eq!(status.workloads[0].revision, 1);
+        assert_eq!(
+            status.workloads[0].rolled_back,
+            Some(wire::RolledBack {
+                revision: 2,
+                failure: shoal_model::rollout::Failure::Crashed
+            })
+        );
+        let events = recorded(&rig.supervisor, EventReason::RolledBack);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(
+            events[0].message.starts_with("rolled back from revision 2 to 1: revision 2 failed here (a container failed to start"),
+            "{}",
+            events[0].message
+        );
+        // The hub's next generation still names revision 2 (another change): not tried again.
+        let mut more = web_at(3, 2, "crash");
+        more.workloads.extend(workloads(&[("db", "sleep")]));
+        rig.supervisor.handle(signed(more));
+        settle(&mut rig).await;
+        assert_eq!(rig.supervisor.desired[0], web_at(1, 1, "sleep").workloads[0]);
+        assert_eq!(recorded(&rig.supervisor, EventReason::RolledBack).len(), 1);
+        rig.dir
+    });
+    // After a restart (a power cut), still on revision 1, from the database alone.
+    let dir = runtime().block_on(async {
+        let mut rig = rig(Some(dir));
+        assert_eq!(
+            rig.supervisor.desired[0],
+            web_at(1, 1, "sleep").workloads[0]
+        );
+        settle(&mut rig).await;
+        assert_eq!(
+            rig.supervisor.node_status(false).workloads[0]
+                .rolled_back
+                .map(|r| r.revision),
+            Some(2)
+        );
+        // The hub's rollback (revision 4, revision 1's spec) ends the trial: nothing to do.
+        rig.supervisor.handle(signed(web_at(4, 4, "sleep")));
+        assert!(rig.supervisor.trials.is_empty());
+        assert_eq!(rig.supervisor.desired, web_at(4, 4, "sleep").workloads);
+        assert_eq!(
+            rig.supervisor.node_status(false).workloads[0].rolled_back,
+            None
+        );
+        rig.dir
+    });
+    let store = Store::open(dir.path()).expect("open");
+    assert!(store.trials().expect("read").is_empty());
+}
+
+#[test]
+fn a_revision_that_runs_proves_itself_and_its_trial_ends() {
+    runtime().block_on(async {
+        let mut rig = rig(None);
+        rig.supervisor.handle(signed(web_at(1, 1, "sleep")));
+        settle(&mut rig).await;
+        // healthyFor 0s: proven as soon as it runs.
+        let mut next = web_at(2, 2, "sleep 2");
+        next.workloads[0].workload.spec.rollout.healthy_for = Duration::ZERO;
+        let newer = ImageRef::parse("localhost/busybox:next").expect("a reference");
+        next.workloads[0].workload.spec.containers[0].image = newer.clone();
+        rig.supervisor.handle(signed(next.clone()));
+        assert_eq!(rig.supervisor.store.trials().expect("read").len(), 1);
+        // While on trial, the image a rollback would go back to is in use: never pruned.
+        let in_use = rig.supervisor.images_in_use();
+        let previous = ImageRef::parse("localhost/busybox:test").expect("a reference");
+        assert!(
+            in_use.contains(&newer) && in_use.contains(&previous),
+            "{in_use:?}"
+        );
+        settle(&mut rig).await;
+        assert!(
+            rig.supervisor.trials.is_empty(),
+            "{:?}",
+            rig.supervisor.trials
+        );
+        assert!(rig.supervisor.store.trials().expect("read").is_empty());
+        assert_eq!(rig.supervisor.desired, next.workloads);
+        assert!(recorded(&rig.supervisor, EventReason::RolledBack).is_empty());
     });
 }

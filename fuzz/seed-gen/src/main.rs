@@ -291,6 +291,7 @@ fn node_status() -> NodeStatus {
                     }),
                 ),
             ],
+            rolled_back: None,
         }],
         usage: NodeUsage {
             memory_used_bytes: 300 << 20,

@@ -6,6 +6,7 @@
 mod claims;
 mod diff;
 pub mod enroll;
+pub mod metrics;
 pub mod tls;
 mod views;
 
@@ -78,13 +79,88 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/keys/rotate", post(enroll::rotate))
         .route("/v1/tokens", get(claims::list).post(claims::create))
         .route("/v1/tokens/{id}", axum::routing::delete(claims::revoke))
+        .route("/metrics", get(scrape))
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), authorize))
+        // For probes (a service manager, a load balancer), without the bearer token: they say
+        // only whether the hub is up and ready.
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         // For devices, without the bearer token: the CA is public, and the enrollment token
         // is the credential.
         .route("/v1/ca", get(enroll::ca))
         .route("/v1/enroll", post(enroll::enroll))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(middleware::from_fn_with_state(Arc::clone(&hub), timed))
         .with_state(hub)
+}
+
+/// Counts every request by its route's pattern (bounded, unlike paths) and status, with how
+/// long it took (`shoal_api_request_duration_seconds`).
+async fn timed(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let start = std::time::Instant::now();
+    let response = next.run(request).await;
+    hub.counters
+        .request(&route, response.status().as_u16(), start.elapsed());
+    response
+}
+
+/// `GET /metrics`: Prometheus' text format (`api::metrics`).
+async fn scrape(State(hub): State<Arc<Hub>>) -> Result<Response, Failure> {
+    let nodes = views::nodes(&hub)?;
+    let workloads = views::workloads(&hub)?;
+    let statuses = hub.store.statuses()?;
+    let rollouts = hub.store.rollouts()?;
+    let counters = hub.counters.snapshot();
+    let text = metrics::render(&metrics::Figures {
+        nodes: &nodes,
+        workloads: &workloads,
+        statuses: &statuses,
+        rollouts: &rollouts,
+        counters: &counters,
+        containers: hub.container_metrics,
+        now_ms: wall_ms(),
+    });
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// `GET /healthz`: the hub's API answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: 200 once the hub can do its job: its database answers, it is connected and
+/// subscribed to the broker, and its controller has decided at least once; 503 with what is
+/// missing otherwise.
+async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
+    let mut missing = Vec::new();
+    if let Err(e) = hub.store.nodes() {
+        missing.push(format!("the database does not answer: {e}"));
+    }
+    if !*hub.subscribed.borrow() {
+        missing.push(format!("not connected to the broker at {}", hub.broker));
+    }
+    let decided = hub
+        .decision
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some();
+    if !decided {
+        missing.push("the controller has not run its first pass".to_string());
+    }
+    if missing.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", missing.join("; ")),
+        )
+            .into_response()
+    }
 }
 
 /// An error answer: status and body.

@@ -271,7 +271,7 @@ pub fn rollout(hub: &Hub, name: &str) -> Result<Option<RolloutInfo>, StoreError>
         failed,
         started_ms: rollout.started_ms,
         changed_ms: rollout.changed_ms,
-        canary: spec.canary,
+        canary: spec.canary.to_string(),
         max_unavailable: spec.max_unavailable.to_string(),
         healthy_for_ms: u64::try_from(spec.healthy_for.as_millis()).unwrap_or(u64::MAX),
         auto_rollback: spec.auto_rollback,

@@ -26,6 +26,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about = "Shoal: containers for fleets of edge devices, healed offline", long_about = None)]
 struct Cli {
+    /// How the log on stderr is written: `text`, or `json` (one object per line)
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(flatten)]
     hub: client::HubArgs,
     #[command(subcommand)]
@@ -62,6 +65,7 @@ enum Command {
 /// command found problems, 2 for a usage error (from clap).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::telemetry::write_json(cli.log_format == "json");
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Up(args) => up::run(&args),

@@ -211,7 +211,7 @@ mod tests {
             failed: 0,
             started_ms: 10_000,
             changed_ms: 10_000,
-            canary: 1,
+            canary: "1".into(),
             max_unavailable: "2".into(),
             healthy_for_ms: 3_000,
             auto_rollback: true,

@@ -47,6 +47,10 @@ pub struct Args {
     /// Topic prefix, so several fleets can share a broker
     #[arg(long, value_name = "PREFIX", default_value = "shoal/v1")]
     pub prefix: String,
+    /// Leave out /metrics' series per container (memory, CPU, restarts, OOM kills), keeping
+    /// those per node and workload: for fleets whose containers would be too many series
+    #[arg(long)]
+    pub no_container_metrics: bool,
 }
 
 impl Args {
@@ -71,6 +75,7 @@ impl Args {
             tls_names: self.tls_names.clone(),
             insecure: self.insecure,
             prefix: self.prefix.clone(),
+            container_metrics: !self.no_container_metrics,
         }
     }
 }

@@ -71,6 +71,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         tls_names: Vec::new(),
         insecure: false,
         prefix: "shoal/v1".into(),
+        container_metrics: true,
     };
     let hub = runtime.spawn(server::serve(options, Some(ready_tx)));
     let ready = match runtime.block_on(ready_rx) {

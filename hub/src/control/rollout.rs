@@ -11,17 +11,21 @@
 //!   of the workload yet, when there is no revision healthy everywhere to keep it on (a new
 //!   workload). Otherwise a node new to the workload gets the stable revision first and joins
 //!   the rollout like the others.
-//! - **Canary**: the first `canary` nodes (by name, online ones) get the new revision alone;
-//!   the waves start when every canary is done.
+//! - **Canary**: the first `canary` nodes (a count, or a percentage of the workload's nodes
+//!   rounded up; by name, online ones) get the new revision alone; the waves start when
+//!   every canary is done.
 //! - **Waves**: then at most `maxUnavailable` nodes (a count, or a percentage of the
 //!   workload's nodes rounded up; at least 1) are updating at once. A node *is updating* from
 //!   the moment it is given the revision until it is done or failed.
 //! - **Done**: the node reports every container of the new revision running, and healthy
 //!   where the container has a health check, without a break for `healthyFor`.
 //! - **Failed**: a container of the new revision failed to start, exited with an error,
-//!   restarted [`MAX_RESTARTS`] times, or became unhealthy; or the node was not done within
-//!   `progressDeadline` (default 10 minutes) of getting the revision (a node that went
-//!   silent included; one offline since before it got the revision is deferred instead).
+//!   restarted [`MAX_RESTARTS`] times, or became unhealthy (the rule of
+//!   `shoal_model::rollout`, which the agent judges by too); or the node went back from the
+//!   revision by itself (`WorkloadStatus::rolled_back`, for the reason it reports); or the
+//!   node was not done within `progressDeadline` (default 10 minutes) of getting the revision
+//!   (a node that went silent included; one offline since before it got the revision is
+//!   deferred instead).
 //! - **Deferred**: a node offline before its turn is skipped, and gets the revision when it
 //!   is back; it does not hold the rollout up.
 //! - **Halt**: at `failureThreshold` failed nodes (a count, or a percentage of the workload's
@@ -42,10 +46,10 @@ use std::time::Duration;
 
 use shoal_model::manifest::Workload;
 use shoal_model::quantity::Amount;
-use shoal_model::wire::{ContainerState, Health, WorkloadStatus};
+use shoal_model::wire::WorkloadStatus;
 
-/// Restarts of a new revision's container that fail its node.
-pub const MAX_RESTARTS: u32 = 3;
+// The rule a node's report is judged by, the agent's own (it rolls back by the same).
+pub use shoal_model::rollout::{readiness, Failure, Readiness, MAX_RESTARTS};
 
 /// The revision of one workload a node was given, and how it is going there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,19 +70,6 @@ pub enum Outcome {
     Updating,
     Done,
     Failed(Failure),
-}
-
-/// Why a node failed a revision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// A container could not be started, or exited with an error.
-    Crashed,
-    /// A container restarted [`MAX_RESTARTS`] times.
-    Restarting,
-    /// A container's health check failed.
-    Unhealthy,
-    /// Not done within `progressDeadline` (silent nodes included).
-    Deadline,
 }
 
 /// A workload's rollout: the revision it brings, and where it stands.
@@ -224,9 +215,7 @@ pub fn step(input: Input<'_>) -> Step {
         }
         State::Progressing => {
             let total = input.targets.len();
-            let canaries = usize::try_from(spec.canary)
-                .unwrap_or(usize::MAX)
-                .min(total);
+            let canaries = share(spec.canary, total).min(total);
             let done = assigned
                 .values()
                 .filter(|a| on_target(a, |o| o == Outcome::Done))
@@ -326,9 +315,16 @@ fn observe(
     report: Option<&WorkloadStatus>,
     now: u64,
 ) {
-    let readiness = report
-        .filter(|r| r.revision == a.revision)
-        .map_or(Readiness::NotYet, |r| readiness(workload, r));
+    // A node that went back from the revision by itself failed it, for the reason it gives.
+    let rolled_back = report
+        .and_then(|r| r.rolled_back)
+        .filter(|r| r.revision == a.revision);
+    let readiness = match rolled_back {
+        Some(r) => Readiness::Failing(r.failure),
+        None => report
+            .filter(|r| r.revision == a.revision)
+            .map_or(Readiness::NotYet, |r| readiness(workload, r)),
+    };
     match readiness {
         Readiness::Ready => {
             a.ready_since_ms.get_or_insert(now);
@@ -365,74 +361,21 @@ fn observe(
     }
 }
 
-/// What a node's report says of a revision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Readiness {
-    /// Every container running, and healthy where it has a health check.
-    Ready,
-    NotYet,
-    Failing(Failure),
-}
-
-/// Whether `report` (of `workload`'s revision) shows it ready, not yet, or failing.
-pub fn readiness(workload: &Workload, report: &WorkloadStatus) -> Readiness {
-    let containers = &workload.spec.containers;
-    let mut ready = report.containers.len() == containers.len();
-    for status in &report.containers {
-        let checked = containers
-            .iter()
-            .find(|c| c.name == status.name)
-            .is_some_and(|c| c.health.is_some());
-        // Ended with an error, staying ended or waiting to restart: a revision that crashes
-        // at once is not given the benefit of its restarts.
-        let crashed = status.state == ContainerState::Failed
-            || (matches!(
-                status.state,
-                ContainerState::Exited | ContainerState::BackOff
-            ) && status.last_exit.is_some_and(|e| e.code != Some(0)));
-        if crashed {
-            return Readiness::Failing(Failure::Crashed);
-        }
-        if status.restarts >= MAX_RESTARTS {
-            return Readiness::Failing(Failure::Restarting);
-        }
-        if status.health == Health::Unhealthy {
-            return Readiness::Failing(Failure::Unhealthy);
-        }
-        ready &= status.state == ContainerState::Running
-            && (!checked || status.health == Health::Healthy);
-    }
-    if ready {
-        Readiness::Ready
-    } else {
-        Readiness::NotYet
-    }
-}
-
 /// `amount` of `total` nodes, rounded up, at least 1.
 fn at_most(amount: Amount, total: usize) -> usize {
-    let n = match amount {
+    share(amount, total).max(1)
+}
+
+/// `amount` of `total` nodes, rounded up (`10%` of 3 nodes is 1, `0%` none).
+fn share(amount: Amount, total: usize) -> usize {
+    match amount {
         Amount::Count(n) => usize::try_from(n).unwrap_or(usize::MAX),
-        Amount::Percent(p) => (total * usize::from(p)).div_ceil(100),
-    };
-    n.max(1)
+        Amount::Percent(p) => total.saturating_mul(usize::from(p)).div_ceil(100),
+    }
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Crashed => f.write_str("a container failed to start or exited with an error"),
-            Failure::Restarting => write!(f, "a container restarted {MAX_RESTARTS} times"),
-            Failure::Unhealthy => f.write_str("a container failed its health check"),
-            Failure::Deadline => f.write_str(
-                "not running and healthy within its progressDeadline of getting the revision",
-            ),
-        }
-    }
 }
 
 impl fmt::Display for Outcome {

@@ -994,6 +994,7 @@ fn report_given(fleet: &Fleet, node: &str, runs: &dyn Fn(&str, u64) -> Runs) -> 
             name: workload.clone(),
             revision: a.revision,
             containers: vec![state],
+            rolled_back: None,
         });
     }
     Some(NodeStatus {
@@ -1120,6 +1121,49 @@ fn a_new_revision_goes_to_the_canary_alone_then_in_waves_of_max_unavailable() {
     // Settled: deciding again moves nothing.
     let now = NOW + MIN + 41_000;
     assert!(decide(&fleet, now).is_settled());
+}
+
+#[test]
+fn a_canary_percentage_is_of_the_workloads_nodes_rounded_up() {
+    // 34% of 6 nodes is 2.04: three canaries, updating together before any wave.
+    let fleet = revision_2_applied(
+        six_nodes(),
+        "{ canary: 34%, maxUnavailable: 1, healthyFor: 3s }",
+    );
+    let (fleet, history) = run_rollout(fleet, NOW + MIN, 40, 2, &|_, _| Runs::Well);
+    eprintln!("updating per pass: {history:?}");
+    assert_eq!(history[0], vec!["a", "b", "c"], "{history:?}");
+    let after_canaries: Vec<&Vec<String>> = history.iter().skip_while(|u| u.len() == 3).collect();
+    assert!(after_canaries.iter().all(|u| u.len() <= 1), "{history:?}");
+    assert_eq!(fleet.rollouts["app"].state, State::Complete);
+}
+
+#[test]
+fn a_node_that_rolled_back_by_itself_failed_the_revision_for_the_reason_it_gives() {
+    let fleet = revision_2_applied(six_nodes(), CANARY_WAVES);
+    let (mut fleet, _) = run_rollout(fleet, NOW + MIN, 1, 2, &|_, _| Runs::Well);
+    assert_eq!(fleet.assigned["app"]["a"].revision, 2, "the canary got it");
+    // The canary reports revision 1 running: it went back from 2, whose containers restarted
+    // too often there. Healthy, but it failed the revision all the same.
+    let mut status = report_given(&fleet, "a", &|_, _| Runs::Well).expect("a status");
+    status.workloads[0].revision = 1;
+    status.workloads[0].rolled_back = Some(shoal_model::wire::RolledBack {
+        revision: 2,
+        failure: Failure::Restarting,
+    });
+    fleet.statuses.insert("a".into(), status);
+    let plan = decide(&fleet, NOW + MIN + 1_000);
+    assert_eq!(
+        plan.rollouts["app"].state,
+        State::RolledBack { failed: 1, to: 1 },
+        "{:#?}",
+        plan.rollouts
+    );
+    assert_eq!(plan.assigned["app"]["a"].revision, 1);
+    assert!(plan.assigned["app"]
+        .iter()
+        .filter(|(n, _)| *n != "a")
+        .all(|(_, a)| a.revision == 1 && a.since_ms == NOW));
 }
 
 #[test]

@@ -55,6 +55,8 @@ pub struct ServeOptions {
     /// Plain MQTT and HTTP everywhere.
     pub insecure: bool,
     pub prefix: String,
+    /// A `/metrics` series per container (see `Hub::container_metrics`).
+    pub container_metrics: bool,
 }
 
 /// Where a started hub listens, and its token.
@@ -256,6 +258,8 @@ pub async fn serve(
         embedded,
         ca,
         advertised_api: advertised_api.clone(),
+        counters: Default::default(),
+        container_metrics: options.container_metrics,
     });
     tokio::spawn(mqtt::run(Arc::clone(&hub), events));
     let publisher = mqtt::Publisher::new(hub.client.clone(), hub.topics.clone());
@@ -326,6 +330,7 @@ mod tests {
             tls_names: names.iter().map(|n| n.to_string()).collect(),
             insecure: false,
             prefix: "shoal/v1".into(),
+            container_metrics: true,
         }
     }
 

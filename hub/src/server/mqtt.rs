@@ -165,6 +165,7 @@ fn incoming(hub: &Hub, topic: &str, payload: &[u8]) {
         Channel::Desired => retained_desired(hub, &node, payload),
         Channel::RpcRequest => Ok(()),
     };
+    hub.counters.message(channel, payload.len(), result.is_ok());
     if let Err(problem) = result {
         tracing::warn!(node = %node, topic, "dropped a message: {problem}");
     }

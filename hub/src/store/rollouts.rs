@@ -484,6 +484,19 @@ impl Store {
     }
 
     /// `workload`'s rollout and what each node was given of it, when it has one.
+    /// Every workload's rollout with what its nodes were given, from one read.
+    pub fn rollouts(&self) -> Result<BTreeMap<String, WorkloadRollout>, StoreError> {
+        let conn = self.conn();
+        let mut assigned = read_assigned(&conn)?;
+        Ok(read_rollouts(&conn)?
+            .into_iter()
+            .map(|(workload, rollout)| {
+                let nodes = assigned.remove(&workload).unwrap_or_default();
+                (workload, (rollout, nodes))
+            })
+            .collect())
+    }
+
     pub fn rollout(&self, workload: &str) -> Result<Option<WorkloadRollout>, StoreError> {
         let conn = self.conn();
         let Some(rollout) = read_rollouts(&conn)?.remove(workload) else {

@@ -202,6 +202,7 @@ fn a_refused_status_changes_nothing_but_one_hub_event_a_minute() {
         name: "forged".into(),
         revision: 1,
         containers: Vec::new(),
+        rolled_back: None,
     });
     let mut ahead = status(8, vec![event(9)]);
     ahead.observed_generation = 3;

@@ -677,7 +677,12 @@ impl Decoder {
             None => Some(defaults.max_unavailable),
         };
         let canary = match f.get("canary") {
-            Some(n) => self.integer(n, &f.child("canary"), 10_000),
+            Some(n) => self.parsed(
+                n,
+                &f.child("canary"),
+                "a count or a percentage",
+                Amount::parse,
+            ),
             None => Some(defaults.canary),
         };
         let healthy_for = match f.get("healthyFor") {

@@ -77,8 +77,11 @@ pub const DEFAULT_STOP_GRACE_PERIOD: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollout {
     pub max_unavailable: Amount,
-    /// Nodes updated first, alone, before the rest of the fleet.
-    pub canary: u32,
+    /// Nodes updated first, alone, before the rest of the fleet: a count, or a percentage of
+    /// the workload's nodes rounded up (`canary: 10%`; a percentage added in wire version 3).
+    /// In the hub's JSON a count is the number it always was, a percentage the text `10%`.
+    #[serde(with = "canary_json")]
+    pub canary: Amount,
     /// How long a node must report healthy before the rollout counts it as done.
     pub healthy_for: Duration,
     pub auto_rollback: bool,
@@ -99,7 +102,7 @@ impl Default for Rollout {
     fn default() -> Self {
         Rollout {
             max_unavailable: Amount::Percent(25),
-            canary: 0,
+            canary: Amount::Count(0),
             healthy_for: Duration::from_secs(30),
             auto_rollback: true,
             progress_deadline: DEFAULT_PROGRESS_DEADLINE,
@@ -256,5 +259,35 @@ fn sum<T>(a: Option<T>, b: Option<T>, add: fn(T, T) -> T) -> Option<T> {
         (Some(a), Some(b)) => Some(add(a, b)),
         (a, None) => a,
         (None, b) => b,
+    }
+}
+
+/// `spec.rollout.canary` in the hub's JSON: a count as the number every earlier hub wrote, a
+/// percentage as its text (`"10%"`), so a client of an earlier release reads every count.
+mod canary_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::quantity::Amount;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Json {
+        Count(u32),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(amount: &Amount, s: S) -> Result<S::Ok, S::Error> {
+        match amount {
+            Amount::Count(n) => Json::Count(*n),
+            Amount::Percent(_) => Json::Text(amount.to_string()),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
+        match Json::deserialize(d)? {
+            Json::Count(n) => Ok(Amount::Count(n)),
+            Json::Text(text) => Amount::parse(&text).map_err(serde::de::Error::custom),
+        }
     }
 }

@@ -53,6 +53,9 @@ pub const PROGRESS_DEADLINE: FieldId = FieldId(1);
 /// In a desired state: `spec.rollout.failureThreshold` of each workload that does not hold
 /// the default, as `[(index in the list, v2 Amount)]` (wire version 3).
 pub const FAILURE_THRESHOLD: FieldId = FieldId(2);
+/// In a desired state: `spec.rollout.canary` of each workload where it is a percentage (its
+/// v1 bytes hold a canary of 0 then), as `[(index in the list, percent)]` (wire version 3).
+pub const CANARY_PERCENT: FieldId = FieldId(3);
 
 /// The identity bytes of one thing: its v1 bytes, then the later fields that are not at
 /// their default.
@@ -126,6 +129,7 @@ pub fn desired(workloads: &[DesiredWorkload], signing_keys: &[PublicKey]) -> Vec
     let defaults = crate::manifest::Rollout::default();
     let mut deadlines: Vec<(u32, v2::Duration)> = Vec::new();
     let mut thresholds: Vec<(u32, v2::Amount)> = Vec::new();
+    let mut canaries: Vec<(u32, u8)> = Vec::new();
     for (i, d) in (0u32..).zip(workloads) {
         let rollout = &d.workload.spec.rollout;
         if rollout.progress_deadline != defaults.progress_deadline {
@@ -133,6 +137,10 @@ pub fn desired(workloads: &[DesiredWorkload], signing_keys: &[PublicKey]) -> Vec
         }
         if rollout.failure_threshold != defaults.failure_threshold {
             thresholds.push((i, rollout.failure_threshold.into()));
+        }
+        // `0%` is a canary of none, as `0` is: the same digest.
+        if let crate::quantity::Amount::Percent(p @ 1..) = rollout.canary {
+            canaries.push((i, p));
         }
     }
     let frozen: Vec<v2::DesiredWorkload> = workloads.iter().map(Into::into).collect();
@@ -143,6 +151,9 @@ pub fn desired(workloads: &[DesiredWorkload], signing_keys: &[PublicKey]) -> Vec
         })
         .field(FAILURE_THRESHOLD, &thresholds, |t| {
             v2::to_bytes(t).unwrap_or_default()
+        })
+        .field(CANARY_PERCENT, &canaries, |c| {
+            v2::to_bytes(c).unwrap_or_default()
         })
         .into_bytes()
 }

@@ -109,7 +109,7 @@ pub use presence::Presence;
 pub use rpc::{ImageSummary, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody};
 pub use status::{
     ContainerState, ContainerStatus, Event, EventReason, ExitInfo, Health, NodeStatus, NodeUsage,
-    Severity, WorkloadStatus,
+    RolledBack, Severity, WorkloadStatus,
 };
 
 use std::collections::BTreeMap;

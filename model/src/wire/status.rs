@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::envelope::sealed::Sealed;
-use super::{check_name, check_optional_name, v2, Message, MessageKind, WireError};
+use super::{check_name, check_optional_name, v2, v3, Message, MessageKind, WireError};
+use crate::rollout::Failure;
 
 /// What one agent observes on its node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +39,18 @@ pub struct WorkloadStatus {
     /// The hub's revision of the workload that these containers run.
     pub revision: u64,
     pub containers: Vec<ContainerStatus>,
+    /// Set when the node went back from a newer revision of the workload on its own (the
+    /// newer one failed there, see `shoal_model::rollout`): `revision` above is then the one
+    /// it went back to. Added in wire version 3; left out for a hub that reads version 2.
+    pub rolled_back: Option<RolledBack>,
+}
+
+/// A revision that failed on the node, which went back to the previous one by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RolledBack {
+    /// The revision that failed.
+    pub revision: u64,
+    pub failure: Failure,
 }
 
 /// One container as the agent sees it.
@@ -206,11 +219,15 @@ pub enum EventReason {
     /// Recorded by the hub, not the agent: a status from the node that it refused (a sequence
     /// number or a desired-state generation no genuine agent can have).
     StatusRefused,
+    /// The node went back to a workload's previous revision on its own, because the new one
+    /// failed there (see `WorkloadStatus::rolled_back`). Added in wire version 3; a version-2
+    /// reader gets it as `DesiredStateRejected`, with the same message.
+    RolledBack,
 }
 
 impl EventReason {
     /// Every reason, in declaration order.
-    pub const ALL: [EventReason; 22] = [
+    pub const ALL: [EventReason; 23] = [
         EventReason::AgentStarted,
         EventReason::DesiredStateAccepted,
         EventReason::DesiredStateRejected,
@@ -233,6 +250,7 @@ impl EventReason {
         EventReason::Stopped,
         EventReason::Removed,
         EventReason::StatusRefused,
+        EventReason::RolledBack,
     ];
 
     /// A stable name, for storage and display (`oom-killed`).
@@ -260,6 +278,7 @@ impl EventReason {
             EventReason::Stopped => "stopped",
             EventReason::Removed => "removed",
             EventReason::StatusRefused => "status-refused",
+            EventReason::RolledBack => "rolled-back",
         }
     }
 
@@ -299,15 +318,15 @@ pub(super) fn check_reported_by_agent(
 
 impl Sealed for NodeStatus {
     type V2 = v2::NodeStatus;
-    /// Unchanged in version 3.
-    type V3 = v2::NodeStatus;
+    /// Workloads that went back by themselves, and the `rolled-back` event.
+    type V3 = v3::NodeStatus;
 
-    fn to_v3(&self) -> v2::NodeStatus {
-        self.to_v2()
+    fn to_v3(&self) -> v3::NodeStatus {
+        self.into()
     }
 
-    fn from_v3(frozen: v2::NodeStatus) -> Result<Self, v2::Invalid> {
-        Self::from_v2(frozen)
+    fn from_v3(frozen: v3::NodeStatus) -> Result<Self, v2::Invalid> {
+        frozen.try_into()
     }
 
     fn to_v2(&self) -> v2::NodeStatus {
@@ -361,6 +380,7 @@ mod tests {
                 name: "sensor-reader".into(),
                 revision: 2,
                 containers: vec![container("reader")],
+                rolled_back: None,
             }],
             usage: NodeUsage::default(),
             events: vec![event(Some("sensor-reader"), Some("reader"))],

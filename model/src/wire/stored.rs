@@ -4,10 +4,10 @@
 //! A stored format is the postcard encoding of one wire version's frozen types, and has that
 //! version's number: format 2 is what release 0.1.0 wrote (the `v2` types), in every table.
 //! Each row kind is written in the newest format that changed its shape, so a release that
-//! changes one shape leaves every other row readable by the release before: today node facts
-//! (they gained the agent's wire versions) and workloads (two more rollout settings) are
-//! written in format 3, statuses and events in format 2. Format 3 of an unchanged kind is its
-//! format 2, and reads as such.
+//! changes one shape leaves every other row readable by the release before. Today every kind
+//! is written in format 3: node facts gained the agent's wire versions, workloads two more
+//! rollout settings, statuses the workloads a node rolled back by itself and events the
+//! `rolled-back` reason.
 //! The databases keep the number beside the bytes (a `*_format` column that migrations added
 //! with `DEFAULT 2`, so every row 0.1.0 wrote reads as format 2); rows that are whole wire
 //! messages (the hub's published desired states, the agent's outbox) carry it as their first
@@ -17,8 +17,8 @@
 //! |----------|------------------------------------------|-------------------------|-----------|---------|------|
 //! | hub      | `workloads.spec`, `workload_revisions.spec` | [`Workload`]          | `spec_format` | 3 | 2, 3 |
 //! | hub      | `nodes.facts`                            | [`NodeFacts`]           | `facts_format` | 3 | 2, 3 |
-//! | hub      | `node_status.payload`                    | [`NodeStatus`], no events | `payload_format` | 2 | 2, 3 |
-//! | hub      | `events.payload`                         | [`Event`]               | `payload_format` | 2 | 2, 3 |
+//! | hub      | `node_status.payload`                    | [`NodeStatus`], no events | `payload_format` | 3 | 2, 3 |
+//! | hub      | `events.payload`                         | [`Event`]               | `payload_format` | 3 | 2, 3 |
 //! | hub      | `node_desired.payload`                   | the published envelope  | its first byte | the node's wire version | 2, 3 |
 //! | agent    | `desired_state.payload`                  | `[DesiredWorkload]`     | `payload_format` | 3 | 2, 3 |
 //! | agent    | `outbox.payload`                         | the status envelope     | its first byte | the hub's wire version | 2, 3 |
@@ -95,19 +95,6 @@ fn read_as<T: serde::de::DeserializeOwned, D>(
     into_domain(frozen).map_err(|v2::Invalid(reason)| RecordError::Invalid { format, reason })
 }
 
-/// Reads a row of a kind whose shape is version 2's in formats 2 and 3: `read_v2` converts
-/// the frozen value.
-fn read<T: serde::de::DeserializeOwned, D>(
-    format: i64,
-    bytes: &[u8],
-    read_v2: impl FnOnce(T) -> Result<D, v2::Invalid>,
-) -> Result<D, RecordError> {
-    match u8::try_from(format) {
-        Ok(format @ (v2::VERSION | v3::VERSION)) => read_as(format, bytes, read_v2),
-        _ => Err(RecordError::UnknownFormat { format }),
-    }
-}
-
 /// A workload (hub: `workloads.spec`, `workload_revisions.spec`), in format 3.
 pub fn write_workload(workload: &Workload) -> Result<Row, RecordError> {
     write(v3::VERSION, &v3::Workload::from(workload))
@@ -134,22 +121,31 @@ pub fn read_facts(format: i64, bytes: &[u8]) -> Result<NodeFacts, RecordError> {
     }
 }
 
-/// One event (hub: `events.payload`).
+/// One event (hub: `events.payload`), in format 3: its reason may be `RolledBack`.
 pub fn write_event(event: &Event) -> Result<Row, RecordError> {
-    write(v2::VERSION, &v2::Event::from(event))
+    write(v3::VERSION, &v3::Event::from(event))
 }
 
 pub fn read_event(format: i64, bytes: &[u8]) -> Result<Event, RecordError> {
-    read(format, bytes, |e: v2::Event| Ok(e.into()))
+    match u8::try_from(format) {
+        Ok(v2::VERSION) => read_as(v2::VERSION, bytes, |e: v2::Event| Ok(e.into())),
+        Ok(v3::VERSION) => read_as(v3::VERSION, bytes, |e: v3::Event| Ok(e.into())),
+        _ => Err(RecordError::UnknownFormat { format }),
+    }
 }
 
-/// A node's newest status (hub: `node_status.payload`; stored without its events).
+/// A node's newest status (hub: `node_status.payload`; stored without its events), in format
+/// 3: with the workloads the node rolled back by itself.
 pub fn write_status(status: &NodeStatus) -> Result<Row, RecordError> {
-    write(v2::VERSION, &v2::NodeStatus::from(status))
+    write(v3::VERSION, &v3::NodeStatus::from(status))
 }
 
 pub fn read_status(format: i64, bytes: &[u8]) -> Result<NodeStatus, RecordError> {
-    read(format, bytes, |s: v2::NodeStatus| Ok(s.into()))
+    match u8::try_from(format) {
+        Ok(v2::VERSION) => read_as(v2::VERSION, bytes, |s: v2::NodeStatus| Ok(s.into())),
+        Ok(v3::VERSION) => read_as(v3::VERSION, bytes, |s: v3::NodeStatus| s.try_into()),
+        _ => Err(RecordError::UnknownFormat { format }),
+    }
 }
 
 /// The workloads of an accepted desired state (agent: `desired_state.payload`).
@@ -201,19 +197,30 @@ mod tests {
     }
 
     #[test]
-    fn rows_of_kinds_unchanged_in_version_3_read_in_format_3_as_in_format_2() {
-        let event = Event {
+    fn events_are_written_in_format_3_and_format_2_rows_still_read() {
+        let event = |reason| Event {
             sequence: 1,
             at_ms: 1,
-            severity: super::super::Severity::Info,
-            reason: super::super::EventReason::Started,
-            workload: None,
+            severity: super::super::Severity::Warning,
+            reason,
+            workload: Some("web".into()),
             container: None,
-            message: "started".into(),
+            message: "rolled back".into(),
         };
-        let row = write_event(&event).expect("encodes");
-        assert_eq!(row.format, 2, "events did not change shape in version 3");
-        assert_eq!(read_event(3, &row.bytes).expect("reads"), event);
+        let rolled_back = event(super::super::EventReason::RolledBack);
+        let row = write_event(&rolled_back).expect("encodes");
+        assert_eq!(row.format, 3, "events gained `rolled-back` in version 3");
+        assert_eq!(read_event(3, &row.bytes).expect("reads"), rolled_back);
+        // A format-2 row, as release 0.1.0 wrote it.
+        let started = event(super::super::EventReason::Started);
+        let old = v2::to_bytes(&v2::Event::from(&started)).expect("encodes");
+        assert_eq!(read_event(2, &old).expect("reads"), started);
+        // Version 2 cannot say `rolled-back`: it reads as the node refusing the revision.
+        let older = v2::to_bytes(&v2::Event::from(&rolled_back)).expect("encodes");
+        assert_eq!(
+            read_event(2, &older).expect("reads").reason,
+            super::super::EventReason::DesiredStateRejected
+        );
     }
 
     #[test]

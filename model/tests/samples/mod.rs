@@ -246,7 +246,7 @@ pub fn sensor_workload() -> Workload {
             },
             rollout: Rollout {
                 max_unavailable: Amount::Count(2),
-                canary: 1,
+                canary: Amount::Count(1),
                 healthy_for: Duration::from_secs(45),
                 auto_rollback: false,
                 // Version 3's settings at their defaults: what a version-2 value reads as.
@@ -291,7 +291,7 @@ pub fn agent_workload() -> Workload {
             },
             rollout: Rollout {
                 max_unavailable: Amount::Percent(25),
-                canary: 0,
+                canary: Amount::Count(0),
                 healthy_for: Duration::from_secs(30),
                 auto_rollback: true,
                 ..Rollout::default()
@@ -431,12 +431,12 @@ fn containers() -> Vec<ContainerStatus> {
         .collect()
 }
 
-/// One event per reason an agent reports (all but the hub's own `status-refused`), cycling
-/// through severities.
+/// One event per reason an agent reports in version 2 (all but the hub's own
+/// `status-refused` and version 3's `rolled-back`), cycling through severities.
 fn events() -> Vec<Event> {
     EventReason::ALL
         .iter()
-        .filter(|reason| !reason.is_recorded_by_hub())
+        .filter(|reason| !reason.is_recorded_by_hub() && **reason != EventReason::RolledBack)
         .enumerate()
         .map(|(i, reason)| Event {
             sequence: 1_000 + i as u64,
@@ -461,11 +461,13 @@ pub fn status() -> NodeStatus {
                 name: "sensor-reader".into(),
                 revision: 129,
                 containers: containers(),
+                rolled_back: None,
             },
             WorkloadStatus {
                 name: "log-shipper".into(),
                 revision: 7,
                 containers: Vec::new(),
+                rolled_back: None,
             },
         ],
         usage: NodeUsage {

@@ -289,7 +289,13 @@ impl From<&domain::Rollout> for Rollout {
     fn from(r: &domain::Rollout) -> Self {
         Rollout {
             max_unavailable: r.max_unavailable.into(),
-            canary: r.canary,
+            // A percentage is version 3's: version 2 (an agent of release 0.1.0, which acts on
+            // no rollout setting) reads no canary, and identity v1 holds 0 for it too (the
+            // digest takes the percentage as a later field).
+            canary: match r.canary {
+                dq::Amount::Count(n) => n,
+                dq::Amount::Percent(_) => 0,
+            },
             healthy_for: (&r.healthy_for).into(),
             auto_rollback: r.auto_rollback,
         }
@@ -534,7 +540,7 @@ impl TryFrom<Rollout> for domain::Rollout {
                     return Err(Invalid(format!("maxUnavailable is {p}%, more than 100%")))
                 }
             },
-            canary: r.canary,
+            canary: dq::Amount::Count(r.canary),
             healthy_for: r.healthy_for.try_into()?,
             auto_rollback: r.auto_rollback,
             // Version 2 has neither: the defaults, which is how every hub before version 3

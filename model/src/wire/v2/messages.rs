@@ -380,6 +380,7 @@ impl From<&dw::NodeStatus> for NodeStatus {
 
 impl From<&dw::WorkloadStatus> for WorkloadStatus {
     fn from(w: &dw::WorkloadStatus) -> Self {
+        // `rolled_back` is version 3's: a version-2 hub runs no rollouts to tell.
         WorkloadStatus {
             name: w.name.clone(),
             revision: w.revision,
@@ -499,6 +500,9 @@ impl From<dw::EventReason> for EventReason {
             D::Stopped => EventReason::Stopped,
             D::Removed => EventReason::Removed,
             D::StatusRefused => EventReason::StatusRefused,
+            // Version 3's: a version-2 reader learns that the node refused the revision, and
+            // the message says it went back.
+            D::RolledBack => EventReason::DesiredStateRejected,
         }
     }
 }
@@ -723,6 +727,7 @@ impl From<WorkloadStatus> for dw::WorkloadStatus {
             name: w.name,
             revision: w.revision,
             containers: convert(w.containers),
+            rolled_back: None,
         }
     }
 }

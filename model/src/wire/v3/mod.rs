@@ -6,7 +6,8 @@
 //! - node facts (in presence, and in the hub's `nodes.facts`) carry the wire versions the agent
 //!   reads as a field of their own, [`NodeFacts::wire_versions`], after every version-2 field;
 //! - a workload's rollout has two more settings, [`Rollout::progress_deadline`] and
-//!   [`Rollout::failure_threshold`], after version 2's; so [`Workload`] (in the hub's
+//!   [`Rollout::failure_threshold`], after version 2's, and its [`Rollout::canary`] may be a
+//!   percentage; so [`Workload`] (in the hub's
 //!   `workloads` and `workload_revisions`), [`DesiredWorkload`] (in the agent's
 //!   `desired_state`) and [`DesiredState`] (on the wire) are version 3's shapes. Both settings
 //!   are the hub's alone (an agent acts on no rollout setting): converted to version 2 for an
@@ -170,7 +171,8 @@ pub struct WorkloadSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollout {
     pub max_unavailable: v2::Amount,
-    pub canary: u32,
+    /// A count or a percentage (version 2: a count).
+    pub canary: v2::Amount,
     pub healthy_for: v2::Duration,
     pub auto_rollback: bool,
     pub progress_deadline: v2::Duration,
@@ -202,7 +204,7 @@ impl From<&domain::Workload> for Workload {
                 placement: spec.placement,
                 rollout: Rollout {
                     max_unavailable: spec.rollout.max_unavailable,
-                    canary: spec.rollout.canary,
+                    canary: r.canary.into(),
                     healthy_for: spec.rollout.healthy_for,
                     auto_rollback: spec.rollout.auto_rollback,
                     progress_deadline: (&r.progress_deadline).into(),
@@ -238,7 +240,8 @@ impl TryFrom<Workload> for domain::Workload {
                 placement: spec.placement,
                 rollout: v2::Rollout {
                     max_unavailable,
-                    canary,
+                    // Set below: version 2's is a count.
+                    canary: 0,
                     healthy_for,
                     auto_rollback,
                 },
@@ -251,6 +254,13 @@ impl TryFrom<Workload> for domain::Workload {
         };
         let mut workload: domain::Workload = older.try_into()?;
         let rollout = &mut workload.spec.rollout;
+        rollout.canary = match canary {
+            v2::Amount::Count(n) => dq::Amount::Count(n),
+            v2::Amount::Percent(p) if p <= 100 => dq::Amount::Percent(p),
+            v2::Amount::Percent(p) => {
+                return Err(Invalid(format!("canary is {p}%, more than 100%")))
+            }
+        };
         rollout.progress_deadline = progress_deadline.try_into()?;
         if rollout.progress_deadline.is_zero() {
             return Err(Invalid("progressDeadline is 0s".into()));
@@ -313,5 +323,279 @@ impl TryFrom<DesiredState> for crate::wire::DesiredState {
                 .collect::<Result<_, _>>()?,
             signing_keys: d.signing_keys.into_iter().map(Into::into).collect(),
         })
+    }
+}
+
+// ---- statuses: version 3 tells a rollback on the node ----------------------------------
+//
+// A workload's status says when the node went back from a newer revision by itself
+// (`rolled_back`, after version 2's fields), and events have one more reason, `RolledBack`,
+// appended after version 2's. The containers, the usage and every other field are version
+// 2's; the conversions go through version 2's.
+
+use crate::rollout as dr;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub observed_generation: u64,
+    pub sequence: u64,
+    pub sent_at_ms: u64,
+    pub workloads: Vec<WorkloadStatus>,
+    pub usage: v2::NodeUsage,
+    pub events: Vec<Event>,
+    pub dropped_events: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadStatus {
+    pub name: String,
+    pub revision: u64,
+    pub containers: Vec<v2::ContainerStatus>,
+    pub rolled_back: Option<RolledBack>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolledBack {
+    pub revision: u64,
+    pub failure: Failure,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Failure {
+    Crashed,
+    Restarting,
+    Unhealthy,
+    Deadline,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub sequence: u64,
+    pub at_ms: u64,
+    pub severity: v2::Severity,
+    pub workload: Option<String>,
+    pub container: Option<String>,
+    pub reason: EventReason,
+    pub message: String,
+}
+
+/// Version 2's reasons, in their places, then `RolledBack`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventReason {
+    AgentStarted,
+    DesiredStateAccepted,
+    DesiredStateRejected,
+    CapacityExceeded,
+    WorkloadRefused,
+    ImagePulling,
+    ImagePulled,
+    ImagePullFailed,
+    ImageRejected,
+    DiskBudgetExceeded,
+    Created,
+    CreateFailed,
+    Started,
+    Adopted,
+    Exited,
+    OomKilled,
+    BackOff,
+    Healthy,
+    Unhealthy,
+    Stopped,
+    Removed,
+    StatusRefused,
+    RolledBack,
+}
+
+impl From<&dw::NodeStatus> for NodeStatus {
+    fn from(s: &dw::NodeStatus) -> Self {
+        NodeStatus {
+            node_id: s.node_id.clone(),
+            observed_generation: s.observed_generation,
+            sequence: s.sequence,
+            sent_at_ms: s.sent_at_ms,
+            workloads: s.workloads.iter().map(Into::into).collect(),
+            usage: (&s.usage).into(),
+            events: s.events.iter().map(Into::into).collect(),
+            dropped_events: s.dropped_events,
+        }
+    }
+}
+
+impl TryFrom<NodeStatus> for dw::NodeStatus {
+    type Error = Invalid;
+
+    fn try_from(s: NodeStatus) -> Result<Self, Invalid> {
+        Ok(dw::NodeStatus {
+            node_id: s.node_id,
+            observed_generation: s.observed_generation,
+            sequence: s.sequence,
+            sent_at_ms: s.sent_at_ms,
+            workloads: s.workloads.into_iter().map(Into::into).collect(),
+            usage: s.usage.into(),
+            events: s.events.into_iter().map(Into::into).collect(),
+            dropped_events: s.dropped_events,
+        })
+    }
+}
+
+impl From<&dw::WorkloadStatus> for WorkloadStatus {
+    fn from(w: &dw::WorkloadStatus) -> Self {
+        let v2::WorkloadStatus {
+            name,
+            revision,
+            containers,
+        } = w.into();
+        WorkloadStatus {
+            name,
+            revision,
+            containers,
+            rolled_back: w.rolled_back.map(|r| RolledBack {
+                revision: r.revision,
+                failure: match r.failure {
+                    dr::Failure::Crashed => Failure::Crashed,
+                    dr::Failure::Restarting => Failure::Restarting,
+                    dr::Failure::Unhealthy => Failure::Unhealthy,
+                    dr::Failure::Deadline => Failure::Deadline,
+                },
+            }),
+        }
+    }
+}
+
+impl From<WorkloadStatus> for dw::WorkloadStatus {
+    fn from(w: WorkloadStatus) -> Self {
+        let older: dw::WorkloadStatus = v2::WorkloadStatus {
+            name: w.name,
+            revision: w.revision,
+            containers: w.containers,
+        }
+        .into();
+        dw::WorkloadStatus {
+            rolled_back: w.rolled_back.map(|r| dw::RolledBack {
+                revision: r.revision,
+                failure: match r.failure {
+                    Failure::Crashed => dr::Failure::Crashed,
+                    Failure::Restarting => dr::Failure::Restarting,
+                    Failure::Unhealthy => dr::Failure::Unhealthy,
+                    Failure::Deadline => dr::Failure::Deadline,
+                },
+            }),
+            ..older
+        }
+    }
+}
+
+impl From<&dw::Event> for Event {
+    fn from(e: &dw::Event) -> Self {
+        let v2::Event {
+            sequence,
+            at_ms,
+            severity,
+            workload,
+            container,
+            reason,
+            message,
+        } = e.into();
+        Event {
+            sequence,
+            at_ms,
+            severity,
+            workload,
+            container,
+            // Version 2 has no `RolledBack`; every other reason is in the same place.
+            reason: match e.reason {
+                dw::EventReason::RolledBack => EventReason::RolledBack,
+                _ => EventReason::from(reason),
+            },
+            message,
+        }
+    }
+}
+
+impl From<Event> for dw::Event {
+    fn from(e: Event) -> Self {
+        let rolled_back = e.reason == EventReason::RolledBack;
+        let older: dw::Event = v2::Event {
+            sequence: e.sequence,
+            at_ms: e.at_ms,
+            severity: e.severity,
+            workload: e.workload,
+            container: e.container,
+            reason: e.reason.older(),
+            message: e.message,
+        }
+        .into();
+        dw::Event {
+            reason: if rolled_back {
+                dw::EventReason::RolledBack
+            } else {
+                older.reason
+            },
+            ..older
+        }
+    }
+}
+
+impl From<v2::EventReason> for EventReason {
+    fn from(r: v2::EventReason) -> Self {
+        use v2::EventReason as V;
+        match r {
+            V::AgentStarted => EventReason::AgentStarted,
+            V::DesiredStateAccepted => EventReason::DesiredStateAccepted,
+            V::DesiredStateRejected => EventReason::DesiredStateRejected,
+            V::CapacityExceeded => EventReason::CapacityExceeded,
+            V::WorkloadRefused => EventReason::WorkloadRefused,
+            V::ImagePulling => EventReason::ImagePulling,
+            V::ImagePulled => EventReason::ImagePulled,
+            V::ImagePullFailed => EventReason::ImagePullFailed,
+            V::ImageRejected => EventReason::ImageRejected,
+            V::DiskBudgetExceeded => EventReason::DiskBudgetExceeded,
+            V::Created => EventReason::Created,
+            V::CreateFailed => EventReason::CreateFailed,
+            V::Started => EventReason::Started,
+            V::Adopted => EventReason::Adopted,
+            V::Exited => EventReason::Exited,
+            V::OomKilled => EventReason::OomKilled,
+            V::BackOff => EventReason::BackOff,
+            V::Healthy => EventReason::Healthy,
+            V::Unhealthy => EventReason::Unhealthy,
+            V::Stopped => EventReason::Stopped,
+            V::Removed => EventReason::Removed,
+            V::StatusRefused => EventReason::StatusRefused,
+        }
+    }
+}
+
+impl EventReason {
+    /// Version 2's reason in the same place; `RolledBack`, which version 2 lacks, as
+    /// `DesiredStateRejected` (the conversion from version 3 puts it back).
+    fn older(self) -> v2::EventReason {
+        use v2::EventReason as V;
+        match self {
+            EventReason::AgentStarted => V::AgentStarted,
+            EventReason::DesiredStateAccepted => V::DesiredStateAccepted,
+            EventReason::DesiredStateRejected | EventReason::RolledBack => V::DesiredStateRejected,
+            EventReason::CapacityExceeded => V::CapacityExceeded,
+            EventReason::WorkloadRefused => V::WorkloadRefused,
+            EventReason::ImagePulling => V::ImagePulling,
+            EventReason::ImagePulled => V::ImagePulled,
+            EventReason::ImagePullFailed => V::ImagePullFailed,
+            EventReason::ImageRejected => V::ImageRejected,
+            EventReason::DiskBudgetExceeded => V::DiskBudgetExceeded,
+            EventReason::Created => V::Created,
+            EventReason::CreateFailed => V::CreateFailed,
+            EventReason::Started => V::Started,
+            EventReason::Adopted => V::Adopted,
+            EventReason::Exited => V::Exited,
+            EventReason::OomKilled => V::OomKilled,
+            EventReason::BackOff => V::BackOff,
+            EventReason::Healthy => V::Healthy,
+            EventReason::Unhealthy => V::Unhealthy,
+            EventReason::Stopped => V::Stopped,
+            EventReason::Removed => V::Removed,
+            EventReason::StatusRefused => V::StatusRefused,
+        }
     }
 }
