@@ -74,9 +74,82 @@ pub fn facts(
     }
 }
 
+/// What this device tells the hub about itself when it enrolls with a claim token: the
+/// name it proposes (`proposed`, else its host name), its machine id, its board's serial
+/// number and its first network interface's MAC address, each as found (absent when not).
+pub fn device_identity(proposed: Option<&str>) -> shoal_model::api::DeviceIdentity {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let name = proposed
+        .map(str::to_owned)
+        .or_else(|| read("/proc/sys/kernel/hostname"));
+    let serial = read("/sys/firmware/devicetree/base/serial-number")
+        .map(|s| s.trim_end_matches('\0').to_owned())
+        .or_else(|| read("/proc/cpuinfo").and_then(|text| cpuinfo_serial(&text)))
+        .or_else(|| read("/sys/class/dmi/id/product_serial"));
+    shoal_model::api::DeviceIdentity {
+        name: name.and_then(identity_item),
+        machine_id: read("/etc/machine-id").and_then(identity_item),
+        serial: serial.and_then(identity_item),
+        mac: first_mac(Path::new("/sys/class/net")).and_then(identity_item),
+    }
+}
+
+/// An identity item as sent: trimmed, non-empty, at most `MAX_IDENTITY_ITEM` bytes.
+fn identity_item(text: String) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty() && text.len() <= shoal_model::api::MAX_IDENTITY_ITEM).then(|| text.to_owned())
+}
+
+/// `Serial : 10000000d3a1b2c4` of a Raspberry Pi's `/proc/cpuinfo`; none when all zeros.
+fn cpuinfo_serial(cpuinfo: &str) -> Option<String> {
+    let line = cpuinfo.lines().find(|l| l.starts_with("Serial"))?;
+    let value = line.split_once(':')?.1.trim();
+    (!value.is_empty() && value.bytes().any(|b| b != b'0')).then(|| value.to_owned())
+}
+
+/// The MAC address of the first interface (by name) under `net` that has a real one: not
+/// loopback, not all zeros.
+fn first_mac(net: &Path) -> Option<String> {
+    let mut names: Vec<_> = std::fs::read_dir(net)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name())
+        .filter(|name| name != "lo")
+        .collect();
+    names.sort();
+    names.into_iter().find_map(|name| {
+        let mac = std::fs::read_to_string(net.join(name).join("address")).ok()?;
+        let mac = mac.trim();
+        (mac.len() == 17 && mac.bytes().any(|b| b != b'0' && b != b':')).then(|| mac.to_owned())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_board_serial_and_a_mac_are_found_where_linux_keeps_them() {
+        let cpuinfo = "processor\t: 0\nHardware\t: BCM2835\nSerial\t\t: 10000000d3a1b2c4\nModel\t: Raspberry Pi 4\n";
+        assert_eq!(cpuinfo_serial(cpuinfo).as_deref(), Some("10000000d3a1b2c4"));
+        assert_eq!(cpuinfo_serial("Serial\t: 0000000000000000\n"), None);
+        assert_eq!(cpuinfo_serial("processor: 0\n"), None);
+        let net = tempfile::tempdir().expect("dir");
+        for (name, mac) in [
+            ("lo", "00:00:00:00:00:00"),
+            ("dummy0", "00:00:00:00:00:00"),
+            ("wlan0", "dc:a6:32:00:00:02"),
+            ("eth0", "dc:a6:32:00:00:01"),
+        ] {
+            std::fs::create_dir(net.path().join(name)).expect("iface");
+            std::fs::write(net.path().join(name).join("address"), format!("{mac}\n"))
+                .expect("address");
+        }
+        assert_eq!(first_mac(net.path()).as_deref(), Some("dc:a6:32:00:00:01"));
+        let identity = device_identity(Some("  gw-7\n"));
+        assert_eq!(identity.name.as_deref(), Some("gw-7"));
+        assert_eq!(identity_item("x".repeat(200)), None);
+    }
 
     #[test]
     fn memory_capacity_comes_from_meminfo() {

@@ -4,12 +4,14 @@
 pub mod admission;
 pub mod api;
 pub mod broker;
+pub mod claim;
 pub mod cli;
 pub mod context;
 pub mod control;
 pub mod counters;
 pub mod demo;
 pub mod desired;
+pub mod flash;
 pub mod pki;
 pub mod rpc;
 pub mod scheduler;

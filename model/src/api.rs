@@ -17,10 +17,13 @@
 //! | `GET /v1/broker-config/mosquitto?port=P` | | [`MosquittoConfig`] |
 //! | `GET /v1/keys` | | `Vec<`[`KeyInfo`]`>` |
 //! | `POST /v1/keys/rotate` | [`RotateRequest`] | `Vec<`[`KeyInfo`]`>` |
+//! | `GET /v1/tokens` | | `Vec<`[`ClaimInfo`]`>` (claim tokens, newest first) |
+//! | `POST /v1/tokens` | [`ClaimCreateRequest`] | [`ClaimCreated`] |
+//! | `DELETE /v1/tokens/{id}` | | [`Done`] (revoked: it enrolls nobody more) |
 //!
 //! Two routes take no bearer token, for devices: `GET /v1/ca` (the hub's CA certificate, PEM;
 //! public) and `POST /v1/enroll` ([`EnrollRequest`] → [`EnrollResponse`]; the enrollment
-//! token is the credential).
+//! token, for one node, or the claim token, for a batch, is the credential).
 //!
 //! Errors come back with a 4xx/5xx status and an [`ApiError`] body.
 
@@ -228,9 +231,91 @@ pub struct NodeEnrollment {
 }
 
 /// `POST /v1/enroll`.
+///
+/// `device` came after release 0.1.0 and is optional both ways: an older agent sends only
+/// `token` (a per-node token, which needs nothing else), and an older hub ignores the field
+/// it does not know. The agent sends it only with a claim token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollRequest {
     pub token: String,
+    /// What the device says about itself, from which a claim token's name template makes
+    /// its node name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceIdentity>,
+}
+
+/// What a device enrolling with a claim token tells about itself (each item as it read it;
+/// absent when it has none). The hub makes the node's name from these and the claim's name
+/// template, and keeps names unique.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceIdentity {
+    /// The name it proposes: `shoal-agent enroll --name`, else its host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `/etc/machine-id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    /// The board's serial number (device tree, `/proc/cpuinfo` or DMI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// The MAC address of its first network interface, `aa:bb:cc:dd:ee:ff`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// The longest any one [`DeviceIdentity`] item may be.
+pub const MAX_IDENTITY_ITEM: usize = 128;
+
+/// `POST /v1/tokens`: a claim token that enrolls up to `uses` devices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimCreateRequest {
+    pub uses: u32,
+    /// How long it works, in seconds ([`DEFAULT_TOKEN_TTL_S`] when absent).
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+    /// Hub-side labels every node it enrolls gets.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// How each node is named ([`DEFAULT_NAME_TEMPLATE`] when absent).
+    #[serde(default)]
+    pub name_template: Option<String>,
+}
+
+/// The name template of a claim token unless `shoal token create --name-template` says
+/// otherwise: the name the device proposes (its host name).
+pub const DEFAULT_NAME_TEMPLATE: &str = "{name}";
+/// The most devices one claim token may enroll.
+pub const MAX_CLAIM_USES: u32 = 100_000;
+
+/// A claim token as `shoal token list` shows it (never its secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimInfo {
+    /// The token's id, its second part.
+    pub id: String,
+    /// How many devices it may enroll, and how many it did.
+    pub uses: u32,
+    pub used: u32,
+    pub labels: BTreeMap<String, String>,
+    pub name_template: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub revoked_ms: Option<u64>,
+    /// `active`, `used-up`, `expired` or `revoked`.
+    pub state: String,
+    /// The nodes it enrolled, oldest first.
+    pub nodes: Vec<String>,
+    /// The API URL devices enroll at (`--advertise-api`).
+    pub hub: ApiUrl,
+    /// The SHA-256 of the hub's CA certificate, which the token pins.
+    pub ca_fingerprint: String,
+}
+
+/// The answer to `POST /v1/tokens`: the token, shown only then.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimCreated {
+    /// `shoalc1.ID.SECRET.CA_FINGERPRINT`.
+    pub token: String,
+    pub claim: ClaimInfo,
 }
 
 /// Everything a device needs to join: its identity and how to check the hub's.
@@ -358,9 +443,168 @@ impl<'a> EnrollToken<'a> {
     }
 }
 
+/// The first part of every claim token: the format's version.
+pub const CLAIM_TOKEN_PREFIX: &str = "shoalc1";
+
+/// A claim token (`shoalc1.ID.SECRET.CA`, from `shoal token create`) taken apart: the claim's
+/// id, its secret and the SHA-256 of the hub's CA certificate. Pure, like [`EnrollToken`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClaimToken<'a> {
+    pub id: &'a str,
+    pub secret: &'a str,
+    pub ca_fingerprint: &'a str,
+}
+
+/// Either kind of token a device enrolls with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Token<'a> {
+    /// For one named node (`shoal node add`), once.
+    Node(EnrollToken<'a>),
+    /// For a batch of devices (`shoal token create`), each its own node.
+    Claim(ClaimToken<'a>),
+}
+
+impl<'a> Token<'a> {
+    /// Tells the two kinds apart by their first part and takes the token apart (pure).
+    pub fn parse(text: &'a str) -> Result<Token<'a>, String> {
+        let text = text.trim();
+        if text.split('.').next() == Some(CLAIM_TOKEN_PREFIX) {
+            ClaimToken::parse(text).map(Token::Claim)
+        } else {
+            EnrollToken::parse(text).map(Token::Node)
+        }
+    }
+
+    /// The SHA-256 of the hub's CA certificate the token pins, as written.
+    pub fn ca_fingerprint(&self) -> &'a str {
+        match self {
+            Token::Node(token) => token.ca_fingerprint,
+            Token::Claim(token) => token.ca_fingerprint,
+        }
+    }
+
+    /// Whether `cert_der` is the CA certificate this token pins (hex of either case).
+    pub fn pins(&self, cert_der: &[u8]) -> bool {
+        self.ca_fingerprint()
+            .eq_ignore_ascii_case(&ca_fingerprint(cert_der))
+    }
+}
+
+impl<'a> ClaimToken<'a> {
+    /// Splits a claim token into its parts, refusing anything that is not one (pure).
+    pub fn parse(text: &'a str) -> Result<ClaimToken<'a>, String> {
+        let parts: Vec<&str> = text.trim().split('.').collect();
+        let [prefix, id, secret, ca] = parts[..] else {
+            return Err(format!(
+                "not a claim token: expected {CLAIM_TOKEN_PREFIX}.ID.SECRET.CA (4 parts separated by dots), got {} part(s)",
+                parts.len()
+            ));
+        };
+        if prefix != CLAIM_TOKEN_PREFIX {
+            return Err(format!(
+                "not a claim token: it starts with `{}` instead of `{CLAIM_TOKEN_PREFIX}`",
+                prefix.chars().take(16).collect::<String>()
+            ));
+        }
+        check_claim_id(id)?;
+        if secret.len() < 32
+            || !secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(
+                "the claim token's secret is malformed: copy the whole token `shoal token create` printed"
+                    .into(),
+            );
+        }
+        if ca.len() != 64 || !ca.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("the claim token's CA fingerprint is malformed: copy the whole token `shoal token create` printed".into());
+        }
+        Ok(ClaimToken {
+            id,
+            secret,
+            ca_fingerprint: ca,
+        })
+    }
+}
+
+/// A claim's id: 4 to 32 lower-case letters and digits.
+pub fn check_claim_id(id: &str) -> Result<(), String> {
+    if (4..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a claim token id (4 to 32 lower-case letters and digits; `shoal token list` shows them)",
+            id.chars().take(40).collect::<String>()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claim_tokens_and_node_tokens_are_told_apart_by_their_first_part() {
+        let ca = "ab".repeat(32);
+        let secret = "A".repeat(43);
+        let claim = format!("shoalc1.k3x9q2ab.{secret}.{ca}");
+        assert_eq!(
+            Token::parse(&claim),
+            Ok(Token::Claim(ClaimToken {
+                id: "k3x9q2ab",
+                secret: &secret,
+                ca_fingerprint: &ca
+            }))
+        );
+        let node = format!("shoal1.gw-1.{secret}.{ca}");
+        assert!(matches!(Token::parse(&node), Ok(Token::Node(_))));
+        let rows = [
+            (format!("shoalc1.k3x9q2ab.{secret}"), "4 parts"),
+            (format!("shoalc1.K3X.{secret}.{ca}"), "not a claim token id"),
+            (
+                format!("shoalc1.k3x9q2ab.short.{ca}"),
+                "secret is malformed",
+            ),
+            (format!("shoalc1.k3x9q2ab.{secret}.abc"), "CA fingerprint"),
+            (format!("shoal9.gw-1.{secret}.{ca}"), "instead of `shoal1`"),
+        ];
+        for (token, expected) in rows {
+            let error = Token::parse(&token).expect_err(&token);
+            assert!(error.contains(expected), "{token}: {error}");
+        }
+    }
+
+    /// What an agent of 0.1.0 sends still decodes (no `device`), and what today's agent sends
+    /// with a per-node token is byte for byte what 0.1.0 sent, so an older hub reads it.
+    #[test]
+    fn enroll_requests_of_either_age_decode() {
+        let old = r#"{"token":"shoal1.gw-1.s.c"}"#;
+        let decoded: EnrollRequest = serde_json::from_str(old).expect("0.1.0's request");
+        assert_eq!(decoded.device, None);
+        assert_eq!(serde_json::to_string(&decoded).expect("encode"), old);
+        let new = EnrollRequest {
+            token: "shoalc1.id.s.c".into(),
+            device: Some(DeviceIdentity {
+                name: Some("pi".into()),
+                mac: Some("dc:a6:32:00:00:01".into()),
+                ..DeviceIdentity::default()
+            }),
+        };
+        let text = serde_json::to_string(&new).expect("encode");
+        assert_eq!(
+            text,
+            r#"{"token":"shoalc1.id.s.c","device":{"name":"pi","mac":"dc:a6:32:00:00:01"}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<EnrollRequest>(&text).expect("decode"),
+            new
+        );
+    }
 
     /// The JSON of 0.1.0, when `broker` and `hub` were plain strings: typing them changed
     /// no byte, and an answer whose url is not one is refused with the reason.

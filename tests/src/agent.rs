@@ -77,6 +77,31 @@ impl Agent {
         }
     }
 
+    /// Like [`Agent::new`] with no `node_name` in agent.toml, as a device that a claim token
+    /// enrolls has (the hub names it); `dir` names its directory, and [`Agent::name`] is set
+    /// from its enrollment by [`Agent::enrolled_name`].
+    pub fn unnamed(dir: &str, extra_config: &str) -> Agent {
+        let mut agent = Agent::new(dir, extra_config);
+        let text = std::fs::read_to_string(&agent.config).expect("read config");
+        let text = text.replacen(&format!("node_name = \"{dir}\"\n"), "", 1);
+        std::fs::write(&agent.config, text).expect("write config");
+        agent.name = String::new();
+        agent
+    }
+
+    /// The node name in the agent's `enrollment.toml` (the name its hub gave it), also kept
+    /// as [`Agent::name`]; `None` before it enrolled.
+    pub fn enrolled_name(&mut self) -> Option<String> {
+        let text = std::fs::read_to_string(self.root.join("data/enrollment.toml")).ok()?;
+        let line = text.lines().find(|l| l.starts_with("node_name = "))?;
+        let name = line
+            .trim_start_matches("node_name = ")
+            .trim_matches('"')
+            .to_string();
+        self.name = name.clone();
+        Some(name)
+    }
+
     /// Installs `from` as this device's `shoal-agent` (`ROOT/bin/shoal-agent`), as a package
     /// manager does: copied beside it, then renamed over it, so processes still running the
     /// previous file (the agent, its shims) keep it. The next [`Agent::start`] runs the new one.

@@ -16,7 +16,7 @@ use crate::agent::Agent;
 use crate::binary;
 
 /// The `[hub]` settings of test agents: a 5 s keep-alive and a 10 s heartbeat.
-const DEFAULT_HUB_SETTINGS: &str = "keep_alive = \"5s\"\nheartbeat = \"10s\"";
+pub const DEFAULT_HUB_SETTINGS: &str = "keep_alive = \"5s\"\nheartbeat = \"10s\"";
 
 #[derive(Debug)]
 pub struct Hub {
@@ -321,6 +321,25 @@ impl Hub {
     /// `nsenter --net=... --`), as an operator would on the device: with the device's own
     /// `shoal-agent` ([`Agent::binary`]).
     pub fn enroll_agent(&self, agent: &Agent, token: &str, wrapper: &[String]) {
+        let out = self.try_enroll_agent(agent, token, wrapper, &[]);
+        assert!(
+            out.status.success(),
+            "shoal-agent enroll failed: {}{}\nhub log tail:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30)
+        );
+    }
+
+    /// `shoal-agent enroll` as [`Hub::enroll_agent`] runs it, with `extra` arguments (such
+    /// as `--name N`), whatever its outcome.
+    pub fn try_enroll_agent(
+        &self,
+        agent: &Agent,
+        token: &str,
+        wrapper: &[String],
+        extra: &[&str],
+    ) -> Output {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
@@ -329,7 +348,7 @@ impl Hub {
             }
             None => Command::new(&agent.binary),
         };
-        let out = command
+        command
             .arg("enroll")
             .arg("--hub")
             .arg(&self.api)
@@ -337,15 +356,9 @@ impl Hub {
             .arg(token)
             .arg("--config")
             .arg(&agent.config)
+            .args(extra)
             .output()
-            .expect("run shoal-agent enroll");
-        assert!(
-            out.status.success(),
-            "shoal-agent enroll failed: {}{}\nhub log tail:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            tail(&self.log(), 30)
-        );
+            .expect("run shoal-agent enroll")
     }
 
     /// An agent registered with and enrolled in this hub (not started), with a 5 s

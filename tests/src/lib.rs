@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod fleet;
 pub mod hub;
+pub mod image;
 pub mod images;
 pub mod rollout;
 pub mod vm;

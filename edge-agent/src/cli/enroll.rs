@@ -9,6 +9,11 @@
 //! 4. The answer is kept in the data dir: `enrollment.toml` (node name, broker, password, CA
 //!    path, prefix, signing keys; 0600), `hub-ca.pem`, and the signing keys in SQLite.
 //!
+//! A claim token (`shoalc1.ID.SECRET.CA`, from `shoal token create`) works the same way for a
+//! batch of devices: the device also sends what it knows about itself (`DeviceIdentity`:
+//! the name it proposes, machine id, serial, MAC), and the hub answers with the node name
+//! the token's template gave it. agent.toml must then not set `node_name`.
+//!
 //! Enrolling again (a new token) replaces all of it. The node keeps running what it runs, and
 //! accepts the hub's next desired state whatever its generation, since the hub may have
 //! forgotten this node in between.
@@ -20,7 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use shoal_model::api::{ca_fingerprint, EnrollRequest, EnrollResponse, EnrollToken};
+use shoal_model::api::{ca_fingerprint, DeviceIdentity, EnrollRequest, EnrollResponse, Token};
+use shoal_model::bootstrap::Bootstrap;
 use shoal_model::clock::wall_ms;
 use shoal_model::endpoint::ApiUrl;
 use shoal_model::wire::signing::PublicKey;
@@ -37,11 +43,32 @@ const MAX_ANSWER_BYTES: u64 = 256 * 1024;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The hub's API, as `shoal node add` printed it (https://HOST:PORT)
-    #[arg(long, value_name = "URL")]
-    pub hub: String,
-    /// The one-time token from `shoal node add`
-    #[arg(long, value_name = "TOKEN")]
-    pub token: String,
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "bootstrap",
+        conflicts_with = "bootstrap"
+    )]
+    pub hub: Option<String>,
+    /// The one-time token from `shoal node add`, or a claim token from `shoal token create`
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        required_unless_present = "bootstrap",
+        conflicts_with = "bootstrap"
+    )]
+    pub token: Option<String>,
+    /// First boot: enroll with the bootstrap file `shoal flash` wrote (hub, claim token),
+    /// waiting for the network, then remove the token from it; does nothing once enrolled
+    #[arg(long, value_name = "PATH")]
+    pub bootstrap: Option<PathBuf>,
+    /// With --bootstrap: how long to keep trying while the hub cannot be reached
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub give_up_after: String,
+    /// With a claim token: the name this device proposes (its host name unless given); the
+    /// token's name template decides, and the hub keeps names unique
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// The agent's config file (for data_dir and node_name)
     #[arg(long, value_name = "FILE", default_value = config::DEFAULT_CONFIG)]
     pub config: PathBuf,
@@ -93,9 +120,15 @@ fn read_body(
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let token = EnrollToken::parse(&args.token).map_err(anyhow::Error::msg)?;
-    let pinned = token.ca_fingerprint.to_ascii_lowercase();
-    let base = check_hub_url(&args.hub, args.insecure)?;
+    if let Some(path) = &args.bootstrap {
+        return first_boot(args, path);
+    }
+    let (Some(hub), Some(token_text)) = (&args.hub, &args.token) else {
+        bail!("give --hub and --token, or --bootstrap");
+    };
+    let token = Token::parse(token_text).map_err(anyhow::Error::msg)?;
+    let pinned = token.ca_fingerprint().to_ascii_lowercase();
+    let base = check_hub_url(hub, args.insecure)?;
     if !base.is_tls() {
         eprintln!("warning: enrolling over plain http: the token is sent unencrypted");
     }
@@ -107,70 +140,266 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let (node_name, data_dir) = config::node_and_data_dir(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
-    if let Some(name) = node_name.filter(|name| *name != token.node) {
+    let device = match &token {
+        Token::Node(token) => {
+            if let Some(name) = node_name.filter(|name| *name != token.node) {
+                bail!(
+                    "{} names this node `{name}` but the token is for `{}`: remove node_name there, or ask for a token for `{name}`",
+                    args.config.display(),
+                    token.node,
+                );
+            }
+            if args.name.is_some() {
+                bail!(
+                    "--name goes with a claim token; this per-node token is for `{}`",
+                    token.node
+                );
+            }
+            None
+        }
+        Token::Claim(_) => {
+            if let Some(name) = node_name {
+                bail!(
+                    "{} names this node `{name}`, but with a claim token the hub names it (from the token's name template): remove node_name there and pass `--name {name}` to propose it",
+                    args.config.display()
+                );
+            }
+            Some(crate::host::device_identity(args.name.as_deref()))
+        }
+    };
+    let expected = match &token {
+        Token::Node(token) => Some(token.node),
+        Token::Claim(_) => None,
+    };
+    let enrolled = enroll(&base, &pinned, token_text.trim(), device)?;
+    if let Some(expected) = expected.filter(|e| *e != enrolled.node_name) {
         bail!(
-            "{} names this node `{name}` but the token is for `{}`: remove node_name there, or ask for a token for `{name}`",
-            args.config.display(),
-            token.node,
+            "the hub enrolled `{}` but the token is for `{expected}`",
+            enrolled.node_name
         );
     }
+    keep(&enrolled, &data_dir)?;
+    println!(
+        "enrolled as `{}` with the hub at {base}; broker {}\nidentity kept in {} (0600); start the agent with `shoal-agent run`",
+        enrolled.node_name,
+        enrolled.broker,
+        data_dir.join(ENROLLMENT_FILE).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
 
+/// `enroll --bootstrap`: the device's first boot (and every boot after: it is the agent
+/// unit's `ExecStartPre`). Enrolled already: the token is removed from the bootstrap if it
+/// is still there, and nothing else happens. Otherwise it enrolls with the bootstrap's hub
+/// and token, trying again with capped, jittered backoff while the hub cannot be reached
+/// (devices boot before their link is up), keeps the identity, then removes the token.
+fn first_boot(args: &Args, path: &Path) -> anyhow::Result<ExitCode> {
+    let text = read_bootstrap(path)?;
+    let bootstrap =
+        Bootstrap::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let config = match std::fs::read_to_string(&args.config) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", args.config.display())),
+    };
+    let (node_name, data_dir) = config::node_and_data_dir(&config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    let identity = data_dir.join(ENROLLMENT_FILE);
+    if identity.exists() {
+        if bootstrap.token.is_some() {
+            forget_token(path, &bootstrap)?;
+            println!(
+                "already enrolled ({}); removed the used token from {}",
+                identity.display(),
+                path.display()
+            );
+        } else {
+            println!("already enrolled ({}); nothing to do", identity.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(token_text) = bootstrap.token.clone() else {
+        bail!(
+            "{}: its token was used already, but this device holds no enrollment in {}: enroll it by hand with `shoal-agent enroll --hub URL --token TOKEN`",
+            path.display(),
+            data_dir.display()
+        );
+    };
+    let token = Token::parse(&token_text).map_err(anyhow::Error::msg)?;
+    let device = match &token {
+        Token::Node(token) => {
+            if let Some(name) = node_name.filter(|name| *name != token.node) {
+                bail!(
+                    "{} names this node `{name}` but the bootstrap's token is for `{}`",
+                    args.config.display(),
+                    token.node
+                );
+            }
+            None
+        }
+        Token::Claim(_) => {
+            if let Some(name) = node_name {
+                bail!("{} names this node `{name}`, but with a claim token the hub names it: remove node_name there", args.config.display());
+            }
+            Some(crate::host::device_identity(args.name.as_deref()))
+        }
+    };
+    let base = check_hub_url(&bootstrap.hub.to_string(), args.insecure)?;
+    let pinned = token.ca_fingerprint().to_ascii_lowercase();
+    let give_up = shoal_model::quantity::parse_duration(&args.give_up_after)
+        .map_err(|e| anyhow::anyhow!("--give-up-after: {e}"))?;
+    let started = std::time::Instant::now();
+    let mut failures = 0u32;
+    let enrolled = loop {
+        match attempt(&base, &pinned, &token_text, device.clone()) {
+            Ok(enrolled) => break enrolled,
+            Err(Failed::Refused(error)) => return Err(error),
+            Err(Failed::Unreachable(error)) => {
+                let wait = crate::mqtt::backoff::delay(failures, crate::mqtt::backoff::random());
+                if started.elapsed() + wait > give_up {
+                    return Err(error.context(format!("gave up after {:?}", started.elapsed())));
+                }
+                eprintln!(
+                    "warning: {error:#}; trying again in {} ms",
+                    wait.as_millis()
+                );
+                std::thread::sleep(wait);
+                failures = failures.saturating_add(1);
+            }
+        }
+    };
+    keep(&enrolled, &data_dir)?;
+    forget_token(path, &bootstrap)?;
+    println!(
+        "enrolled as `{}` with the hub at {base} after {} attempt(s); removed the token from {}",
+        enrolled.node_name,
+        failures + 1,
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_bootstrap(path: &Path) -> anyhow::Result<String> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut text = String::new();
+    file.take(shoal_model::bootstrap::MAX_BOOTSTRAP_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text)
+}
+
+/// Rewrites the bootstrap without its token (through a temporary file and a rename).
+fn forget_token(path: &Path, bootstrap: &Bootstrap) -> anyhow::Result<()> {
+    let used = Bootstrap {
+        token: None,
+        ..bootstrap.clone()
+    };
+    write_atomic(path, used.render().as_bytes(), 0o600)
+}
+
+/// Why an enrollment attempt failed: worth trying again later (the network or the hub is
+/// not there yet), or not (the hub refused, or is not the one the token pins).
+#[derive(Debug)]
+pub enum Failed {
+    Unreachable(anyhow::Error),
+    Refused(anyhow::Error),
+}
+
+/// Checks the hub's CA against `pinned`, then sends `token` over TLS verified with it.
+pub fn enroll(
+    base: &ApiUrl,
+    pinned: &str,
+    token: &str,
+    device: Option<DeviceIdentity>,
+) -> anyhow::Result<EnrollResponse> {
+    attempt(base, pinned, token, device).map_err(|failed| match failed {
+        Failed::Unreachable(e) | Failed::Refused(e) => e,
+    })
+}
+
+/// One enrollment attempt, its failure sorted into [`Failed`].
+pub fn attempt(
+    base: &ApiUrl,
+    pinned: &str,
+    token: &str,
+    device: Option<DeviceIdentity>,
+) -> Result<EnrollResponse, Failed> {
+    let refused = |e: anyhow::Error| Failed::Refused(e);
     // 1. The CA, checked against the pin before anything secret is sent.
     let unverified = agent(TlsConfig::builder().disable_verification(true).build());
     let mut response = unverified
         .get(format!("{base}/v1/ca"))
         .call()
-        .with_context(|| format!("cannot reach the hub at {base}"))?;
+        .with_context(|| format!("cannot reach the hub at {base}"))
+        .map_err(Failed::Unreachable)?;
+    if response.status().is_server_error() {
+        return Err(Failed::Unreachable(anyhow::anyhow!(
+            "the hub at {base} answered {} for its CA certificate",
+            response.status()
+        )));
+    }
     if !response.status().is_success() {
-        bail!(
+        return Err(refused(anyhow::anyhow!(
             "the hub at {base} answered {} for its CA certificate: is this a Shoal hub's API?",
             response.status()
-        );
+        )));
     }
-    let ca_pem = read_body(&mut response, "CA certificate")?;
-    let presented = fingerprint(&ca_pem)?;
+    let ca_pem = read_body(&mut response, "CA certificate").map_err(Failed::Unreachable)?;
+    let presented = fingerprint(&ca_pem).map_err(refused)?;
     if presented != pinned {
-        bail!(
-            "the hub at {base} presented a CA with fingerprint {presented}, but the token expects {}: this is not the hub that issued the token, or something in between impersonates it; nothing was sent",
-            pinned
-        );
+        return Err(refused(anyhow::anyhow!(
+            "the hub at {base} presented a CA with fingerprint {presented}, but the token expects {pinned}: this is not the hub that issued the token, or something in between impersonates it; nothing was sent"
+        )));
     }
 
     // 2. The token, over TLS verified with that CA alone.
-    let ca = Certificate::from_pem(&ca_pem)?;
+    let ca = Certificate::from_pem(&ca_pem)
+        .map_err(|e| refused(anyhow::anyhow!("the hub's CA: {e}")))?;
     let verified = agent(
         TlsConfig::builder()
             .root_certs(RootCerts::Specific(Arc::new(vec![ca])))
             .build(),
     );
     let body = serde_json::to_vec(&EnrollRequest {
-        token: args.token.trim().to_string(),
-    })?;
+        token: token.to_string(),
+        device,
+    })
+    .map_err(|e| refused(e.into()))?;
     let mut response = verified
         .post(format!("{base}/v1/enroll"))
         .header("content-type", "application/json")
         .send(&body[..])
-        .with_context(|| format!("cannot enroll with the hub at {base}"))?;
+        .with_context(|| format!("cannot enroll with the hub at {base}"))
+        .map_err(Failed::Unreachable)?;
     let status = response.status();
-    let answer = read_body(&mut response, "answer")?;
+    let answer = read_body(&mut response, "answer").map_err(Failed::Unreachable)?;
     if !status.is_success() {
         let reason = serde_json::from_slice::<shoal_model::api::ApiError>(&answer)
             .map(|e| e.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&answer).into_owned());
-        bail!("the hub refused the enrollment ({status}): {reason}");
+        let error = anyhow::anyhow!("the hub refused the enrollment ({status}): {reason}");
+        return Err(if status.is_server_error() {
+            Failed::Unreachable(error)
+        } else {
+            Failed::Refused(error)
+        });
     }
-    let enrolled: EnrollResponse =
-        serde_json::from_slice(&answer).context("the hub's enrollment answer is not valid")?;
-    if enrolled.node_name != token.node {
-        bail!(
-            "the hub enrolled `{}` but the token is for `{}`",
-            enrolled.node_name,
-            token.node
-        );
+    let enrolled: EnrollResponse = serde_json::from_slice(&answer)
+        .context("the hub's enrollment answer is not valid")
+        .map_err(refused)?;
+    shoal_model::manifest::names::check_dns_label(&enrolled.node_name)
+        .map_err(|e| refused(anyhow::anyhow!("the hub named this node badly: {e}")))?;
+    if fingerprint(enrolled.ca_pem.as_bytes()).map_err(refused)? != pinned {
+        return Err(refused(anyhow::anyhow!(
+            "the hub's answer carries another CA than the one the token pins"
+        )));
     }
-    if fingerprint(enrolled.ca_pem.as_bytes())? != pinned {
-        bail!("the hub's answer carries another CA than the one the token pins");
-    }
+    Ok(enrolled)
+}
+
+/// Keeps an enrollment in `data_dir`: the CA, the signing keys and `enrollment.toml`.
+pub fn keep(enrolled: &EnrollResponse, data_dir: &Path) -> anyhow::Result<()> {
     let keys = enrolled
         .signing_keys
         .iter()
@@ -182,22 +411,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
 
     // 3. Kept in the data dir; the file goes last, so a half-done enrollment is not one.
-    std::fs::create_dir_all(&data_dir)
+    std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let ca_path = data_dir.join(CA_FILE);
     write_atomic(&ca_path, enrolled.ca_pem.as_bytes(), 0o644)?;
-    let store = Store::open(&data_dir)?;
+    let store = Store::open(data_dir)?;
     store.set_trusted_keys(&keys, wall_ms())?;
     store.forget_hub_generation()?;
-    let file = enrollment_file(&enrolled, &ca_path, &keys)?;
+    let file = enrollment_file(enrolled, &ca_path, &keys)?;
     write_atomic(&data_dir.join(ENROLLMENT_FILE), file.as_bytes(), 0o600)?;
-    println!(
-        "enrolled as `{}` with the hub at {base}; broker {}\nidentity kept in {} (0600); start the agent with `shoal-agent run`",
-        enrolled.node_name,
-        enrolled.broker,
-        data_dir.join(ENROLLMENT_FILE).display()
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The text of `enrollment.toml` (a subset of agent.toml's keys).
@@ -259,7 +482,7 @@ mod tests {
         let ca = "AB".repeat(32);
         let secret = "s".repeat(43);
         let text = format!("shoal1.gw-1.{secret}.{ca}");
-        let token = EnrollToken::parse(&text).expect("token");
+        let token = shoal_model::api::EnrollToken::parse(&text).expect("token");
         assert_eq!(
             (token.node, token.ca_fingerprint.to_ascii_lowercase()),
             ("gw-1", ca.to_ascii_lowercase())
@@ -271,7 +494,7 @@ mod tests {
             &format!("shoal1.GW.{secret}.{ca}"),
             &format!("shoal1.gw-1.{secret}.abc"),
         ] {
-            assert!(EnrollToken::parse(bad).is_err(), "{bad}");
+            assert!(shoal_model::api::EnrollToken::parse(bad).is_err(), "{bad}");
         }
         // (given, --insecure, Some(tls) when accepted)
         let cases = [

@@ -25,7 +25,7 @@
 //! handed to rumqttc that it would refuse to send (which would fail its event loop and, with a
 //! persistent session, be resent forever).
 
-mod backoff;
+pub(crate) mod backoff;
 mod flight;
 mod rpc;
 mod session;

@@ -57,6 +57,7 @@ fn main() -> Result {
     endpoint_seeds(&mut seeds)?;
     password_seeds(&mut seeds)?;
     layer_seeds(&mut seeds)?;
+    provision_seeds(&mut seeds)?;
     println!("{} seeds in {}", seeds.written, out.display());
     Ok(())
 }
@@ -407,6 +408,46 @@ fn acl_seeds(seeds: &mut Seeds) -> Result {
     ];
     for (i, line) in lines.iter().enumerate() {
         seeds.write("broker_acl", &format!("acl{i}"), line.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// A bootstrap file, and small disk images: an MBR with a FAT12 boot partition holding a
+/// `cmdline.txt` (with and without `user-data`), and the same behind a GPT-looking MBR.
+fn provision_seeds(seeds: &mut Seeds) -> Result {
+    use std::io::Write;
+    let bootstrap = shoal_model::bootstrap::Bootstrap {
+        hub: "https://hub.example:7440".parse()?,
+        token: Some(format!("shoalc1.k3x9q2abcd.{}.{}", "A".repeat(43), "ab".repeat(32))),
+        labels: [("site".to_string(), "plant-1".to_string())].into(),
+    };
+    seeds.write("bootstrap", "sample", bootstrap.render().as_bytes())?;
+    for (name, files) in [
+        ("pi", vec![("cmdline.txt", "root=/dev/mmcblk0p2 rootwait\n")]),
+        (
+            "cloud",
+            vec![("cmdline.txt", "root=/dev/sda2\n"), ("user-data", "#cloud-config\n")],
+        ),
+    ] {
+        let sectors: u64 = 400;
+        let mut fat = std::io::Cursor::new(vec![0u8; (sectors * 512) as usize]);
+        fatfs::format_volume(&mut fat, fatfs::FormatVolumeOptions::new())?;
+        {
+            let fs = fatfs::FileSystem::new(&mut fat, fatfs::FsOptions::new())?;
+            for (file, text) in files {
+                fs.root_dir().create_file(file)?.write_all(text.as_bytes())?;
+            }
+            fs.unmount()?;
+        }
+        let mut image = vec![0u8; 512];
+        image[446 + 4] = 0x0c;
+        image[446 + 8..446 + 12].copy_from_slice(&1u32.to_le_bytes());
+        image[446 + 12..446 + 16].copy_from_slice(&(sectors as u32).to_le_bytes());
+        image[510] = 0x55;
+        image[511] = 0xAA;
+        image.extend_from_slice(fat.get_ref());
+        image.resize(image.len().max(34 * 512), 0);
+        seeds.write("disk_image", name, &image)?;
     }
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! hub keeps only their SHA-256), and the SHA-256 of the hub's CA certificate. The device
 //! fetches the CA, checks it against the token, and sends the secret only over TLS verified
 //! with that CA. Enrolling gives the node a fresh 256-bit MQTT password (the hub keeps its
-//! PBKDF2 hash), the broker URL, the CA and the hub's signing keys.
+//! PBKDF2 hash), the broker URL, the CA and the hub's signing keys. Claim tokens, which
+//! enroll a batch of devices, are `claims.rs`'s; `POST /v1/enroll` takes both.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use shoal_model::api::{
     Done, EnrollRequest, EnrollResponse, EnrollToken, KeyInfo, NodeAddRequest, NodeEnrollment,
-    RotateRequest, DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S, TOKEN_PREFIX,
+    RotateRequest, Token, DEFAULT_TOKEN_TTL_S, MAX_TOKEN_TTL_S, TOKEN_PREFIX,
 };
 use shoal_model::clock::wall_ms;
 use shoal_model::manifest::names::check_dns_label;
@@ -80,14 +81,15 @@ pub async fn ca(State(hub): State<Arc<Hub>>) -> String {
     hub.ca.cert_pem().to_string()
 }
 
-/// `POST /v1/enroll`: the token is the credential.
+/// `POST /v1/enroll`: the token is the credential: a per-node token (`shoal node add`), or
+/// a claim token (`shoal token create`) that enrolls one more device of a batch.
 pub async fn enroll(
     State(hub): State<Arc<Hub>>,
     Json(request): Json<EnrollRequest>,
 ) -> Answer<EnrollResponse> {
-    let token = EnrollToken::parse(&request.token).map_err(Failure::bad_request)?;
+    let token = Token::parse(&request.token).map_err(Failure::bad_request)?;
     if !token
-        .ca_fingerprint
+        .ca_fingerprint()
         .eq_ignore_ascii_case(hub.ca.fingerprint())
     {
         return Err(Failure::new(
@@ -95,25 +97,10 @@ pub async fn enroll(
             "this token was issued by another hub (its CA fingerprint is not this hub's)",
         ));
     }
-    let node = token.node.to_string();
-    let secret = secret_hash(token.secret);
-    let password = password::generate();
-    let hashed = password::hash(&password);
-    let store = Arc::clone(&hub.store);
-    let outcome = {
-        let node = node.clone();
-        tokio::task::spawn_blocking(move || store.enroll(&node, &secret, &hashed, wall_ms()))
-            .await
-            .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    let (node, password) = match token {
+        Token::Node(token) => (token.node.to_string(), enroll_node(&hub, &token).await?),
+        Token::Claim(token) => super::claims::enroll(&hub, &token, request.device).await?,
     };
-    match outcome {
-        Ok(()) => {}
-        Err(EnrollError::Store(error)) => return Err(error.into()),
-        Err(refused) => {
-            tracing::warn!(node, "enrollment refused: {refused}");
-            return Err(Failure::new(StatusCode::FORBIDDEN, refused.to_string()));
-        }
-    }
     // A device that enrolls again (wiped, replaced) takes over: the old credentials are gone,
     // so the old session goes too.
     if let Some(broker) = &hub.embedded {
@@ -132,6 +119,29 @@ pub async fn enroll(
         ca_pem: hub.ca.cert_pem().to_string(),
         signing_keys: keys.iter().map(ToString::to_string).collect(),
     }))
+}
+
+/// Takes a per-node token; returns the node's new password.
+async fn enroll_node(hub: &Hub, token: &EnrollToken<'_>) -> Result<String, Failure> {
+    let node = token.node.to_string();
+    let secret = secret_hash(token.secret);
+    let password = password::generate();
+    let hashed = password::hash(&password);
+    let store = Arc::clone(&hub.store);
+    let outcome = {
+        let node = node.clone();
+        tokio::task::spawn_blocking(move || store.enroll(&node, &secret, &hashed, wall_ms()))
+            .await
+            .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    };
+    match outcome {
+        Ok(()) => Ok(password),
+        Err(EnrollError::Store(error)) => Err(error.into()),
+        Err(refused) => {
+            tracing::warn!(node, "enrollment refused: {refused}");
+            Err(Failure::new(StatusCode::FORBIDDEN, refused.to_string()))
+        }
+    }
 }
 
 /// `DELETE /v1/nodes/{name}`: revokes the node's credentials and closes its session at once;

@@ -3,6 +3,7 @@
 //! sent, change the store, and wake the controller; they never publish to MQTT themselves
 //! (except RPC requests such as logs).
 
+mod claims;
 mod diff;
 pub mod enroll;
 pub mod metrics;
@@ -76,6 +77,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/broker-config/mosquitto", get(mosquitto))
         .route("/v1/keys", get(enroll::list_keys))
         .route("/v1/keys/rotate", post(enroll::rotate))
+        .route("/v1/tokens", get(claims::list).post(claims::create))
+        .route("/v1/tokens/{id}", axum::routing::delete(claims::revoke))
         .route("/metrics", get(scrape))
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), authorize))
         // For probes (a service manager, a load balancer), without the bearer token: they say

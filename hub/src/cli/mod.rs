@@ -6,6 +6,7 @@ pub mod broker_config;
 pub mod client;
 pub mod delete;
 pub mod describe;
+pub mod flash;
 pub mod get;
 pub mod key;
 pub mod logs;
@@ -13,6 +14,7 @@ pub mod node;
 pub mod output;
 pub mod rollout;
 mod serve;
+pub mod token;
 mod up;
 mod validate;
 
@@ -48,6 +50,8 @@ enum Command {
     Rollout(rollout::Args),
     Node(node::Args),
     Key(key::Args),
+    Token(token::Args),
+    Flash(flash::Args),
     BrokerConfig(broker_config::Args),
     /// Check fleet manifests without a hub: print every problem, or one line per workload
     Validate {
@@ -74,6 +78,8 @@ pub fn main() -> ExitCode {
         Command::Rollout(args) => rollout::run(&args, &cli.hub),
         Command::Node(args) => node::run(&args, &cli.hub),
         Command::Key(args) => key::run(&args, &cli.hub),
+        Command::Token(args) => token::run(&args, &cli.hub),
+        Command::Flash(args) => flash::run(&args, &cli.hub),
         Command::BrokerConfig(args) => broker_config::run(&args, &cli.hub),
         Command::Validate { path } => Ok(validate::run(&path)),
     };

@@ -11,6 +11,7 @@
 //! fails the read with [`StoreError::Row`], naming the table, the row and the format: it is
 //! never skipped, never dropped.
 
+mod claims;
 #[cfg(test)]
 mod released;
 mod rollouts;
@@ -32,6 +33,7 @@ use shoal_model::wire::{Event, EventReason, NodeStatus, Severity};
 use crate::admission::{self, Admission, Claim, Kept};
 use crate::scheduler::{Placement, Schedulable};
 
+pub use claims::{ClaimError, StoredClaim};
 pub use rollouts::{Assignments, RevisionHistory, Revisions, RolloutError};
 pub use security::{key_ring, signing_key, EnrollError, KeyState, StoredKey};
 pub use snapshot::{PlanWrite, Snapshot};
@@ -42,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_security.sql"),
     include_str!("migrations/0003_formats.sql"),
     include_str!("migrations/0004_rollouts.sql"),
+    include_str!("migrations/0005_claims.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

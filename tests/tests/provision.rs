@@ -1,0 +1,164 @@
+//! Provisioning a batch of devices: claim tokens (`shoal token create|list|revoke`) enrolling
+//! real agents with `shoal-agent enroll` against a real hub.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use shoal_tests::agent::Agent;
+use shoal_tests::hub::{Hub, DEFAULT_HUB_SETTINGS};
+
+/// `shoal token create ARGS...`: the token it printed.
+fn claim_token(hub: &Hub, args: &[&str]) -> String {
+    let mut all = vec!["token", "create"];
+    all.extend(args);
+    let out = hub.ok(&all);
+    out.split_whitespace()
+        .find(|word| word.starts_with("shoalc1."))
+        .unwrap_or_else(|| panic!("`shoal token create` printed no claim token:\n{out}"))
+        .to_string()
+}
+
+/// A device with no node name of its own.
+fn device(dir: &str) -> Agent {
+    Agent::unnamed(dir, &format!("[hub]\n{DEFAULT_HUB_SETTINGS}\n"))
+}
+
+/// `shoal-agent enroll` that must fail: its stderr.
+fn refused(hub: &Hub, agent: &Agent, token: &str) -> String {
+    let out = hub.try_enroll_agent(agent, token, &[], &[]);
+    assert!(
+        !out.status.success(),
+        "enrolled although it should not: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        !agent.root.join("data/enrollment.toml").exists(),
+        "a refused enrollment left an identity behind"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn token_list(hub: &Hub) -> Vec<Value> {
+    let text = hub.ok(&["token", "list", "-o", "json"]);
+    match serde_json::from_str(&text) {
+        Ok(Value::Array(items)) => items,
+        other => panic!("`shoal token list -o json` printed {other:?}: {text}"),
+    }
+}
+
+#[test]
+fn one_claim_token_enrolls_three_devices_as_three_nodes_and_refuses_a_fourth() {
+    let hub = Hub::start("claim-batch");
+    let token = claim_token(
+        &hub,
+        &["--uses", "3", "--ttl", "7d", "--labels", "site=plant-1"],
+    );
+
+    // Two devices propose the same name (the host's), one its own with --name.
+    let mut devices: Vec<Agent> = (0..3).map(|i| device(&format!("claim-{i}"))).collect();
+    let mut names = Vec::new();
+    for (i, agent) in devices.iter_mut().enumerate() {
+        let extra: &[&str] = if i == 0 { &["--name", "sensor-a"] } else { &[] };
+        let out = hub.try_enroll_agent(agent, &token, &[], extra);
+        assert!(
+            out.status.success(),
+            "device {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        names.push(agent.enrolled_name().expect("an enrolled name"));
+    }
+    assert_eq!(names[0], "sensor-a");
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let base = hostname
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        names[1].starts_with(&base),
+        "{names:?} from host name {base}"
+    );
+    assert_eq!(
+        names[2],
+        format!("{}-2", names[1]),
+        "the hub keeps names unique"
+    );
+
+    // Each is its own node, with its own credentials: all three connect at once.
+    for agent in &mut devices {
+        agent.start();
+    }
+    for name in &names {
+        let node = hub.wait_node_online(name);
+        assert_eq!(node["labels"]["site"], "plant-1", "{node}");
+    }
+    let passwords: std::collections::BTreeSet<String> = devices
+        .iter()
+        .map(|a| std::fs::read_to_string(a.root.join("data/enrollment.toml")).expect("identity"))
+        .filter_map(|t| {
+            t.lines()
+                .find(|l| l.starts_with("password"))
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(passwords.len(), 3, "every device has its own password");
+
+    let fourth = device("claim-3");
+    let error = refused(&hub, &fourth, &token);
+    assert!(
+        error.contains("has enrolled all 3 devices it allows"),
+        "{error}"
+    );
+    let claims = token_list(&hub);
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert_eq!(claims[0]["used"], 3);
+    assert_eq!(claims[0]["state"], "used-up");
+    let mut listed: Vec<String> = claims[0]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect();
+    listed.sort();
+    names.sort();
+    assert_eq!(listed, names);
+    assert_eq!(hub.get("nodes").len(), 3, "the refused device made no node");
+}
+
+#[test]
+fn expired_revoked_and_foreign_claim_tokens_are_refused() {
+    let hub = Hub::start("claim-refused");
+    let agent = device("claim-refused");
+
+    let short = claim_token(&hub, &["--uses", "5", "--ttl", "1s"]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let error = refused(&hub, &agent, &short);
+    assert!(error.contains("expired"), "{error}");
+    assert!(
+        error.contains("`shoal token create` issues a new one"),
+        "{error}"
+    );
+
+    let revoked = claim_token(&hub, &["--uses", "5"]);
+    let id = revoked.split('.').nth(1).expect("an id").to_string();
+    let out = hub.ok(&["token", "revoke", &id]);
+    assert!(
+        out.contains(&format!("claim token `{id}` revoked")),
+        "{out}"
+    );
+    let error = refused(&hub, &agent, &revoked);
+    assert!(error.contains("was revoked"), "{error}");
+    let states: Vec<Value> = token_list(&hub)
+        .iter()
+        .map(|c| c["state"].clone())
+        .collect();
+    assert_eq!(states, ["revoked", "expired"], "newest first");
+
+    // A token of another hub pins another CA: nothing is sent.
+    let other = Hub::start("claim-other");
+    let foreign = claim_token(&other, &["--uses", "5"]);
+    let error = refused(&hub, &agent, &foreign);
+    assert!(error.contains("nothing was sent"), "{error}");
+    assert!(hub.get("nodes").is_empty());
+}
