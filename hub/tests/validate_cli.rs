@@ -98,6 +98,8 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
             "rollout",
             "node",
             "key",
+            "token",
+            "flash",
             "broker-config",
             "validate",
             "help"
