@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::run;
+
 /// Sizes in MiB, and what goes in.
 #[derive(Clone, Debug)]
 pub struct Shape {
@@ -34,19 +36,6 @@ impl Shape {
             ],
         }
     }
-}
-
-fn run(command: &mut Command) -> String {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Builds `dir/NAME.img` of `shape`: the root holds a minimal Debian-like tree whose `/bin/sh`

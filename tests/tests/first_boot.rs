@@ -15,6 +15,7 @@ use shoal_tests::agent::{cell, shell_workload, Agent};
 use shoal_tests::fleet::{free_subnet, ip};
 use shoal_tests::hub::{Hub, DEFAULT_HUB_SETTINGS};
 use shoal_tests::image::{self, Shape};
+use shoal_tests::run;
 
 /// What the test set up, taken down on drop (also when it panics).
 #[derive(Default)]
@@ -40,19 +41,6 @@ impl Drop for Rig {
             let _ = Command::new("ip").args(["link", "del", bridge]).status();
         }
     }
-}
-
-fn run(command: &mut Command) -> String {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The installed unit's command line after `key=`.

@@ -4,20 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use shoal_tests::{clean_cargo_env, workspace};
-
-fn run(command: &mut Command) -> String {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use shoal_tests::{clean_cargo_env, run, workspace};
 
 fn check_installed(root: &Path, agent: &[u8]) {
     assert_eq!(

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::{query, to_i64, to_u64, Store, StoreError};
+use super::{labels_of, labels_text, query, to_i64, to_u64, Store, StoreError};
 use crate::broker::password::constant_time_eq;
 use crate::claim;
 
@@ -87,10 +87,7 @@ impl Store {
         expires_ms: u64,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        let labels = serde_json::to_string(labels).map_err(|e| StoreError::Decode {
-            what: "label set",
-            reason: e.to_string(),
-        })?;
+        let labels = labels_text(labels)?;
         self.conn()
             .execute(
                 "INSERT INTO claim_tokens (id, secret_hash, labels, name_template, uses, \
@@ -139,10 +136,7 @@ impl Store {
                 row.map_err(failed)?;
             claims.push(StoredClaim {
                 id,
-                labels: serde_json::from_str(&labels).map_err(|e| StoreError::Decode {
-                    what: "claim token's label set",
-                    reason: e.to_string(),
-                })?,
+                labels: labels_of(&labels, "claim token's label set")?,
                 name_template,
                 uses: u32::try_from(uses).unwrap_or(0),
                 used: u32::try_from(used).unwrap_or(0),

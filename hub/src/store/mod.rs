@@ -379,10 +379,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let conn = self.conn();
-        let labels = serde_json::to_string(labels).map_err(|e| StoreError::Decode {
-            what: "label set",
-            reason: e.to_string(),
-        })?;
+        let labels = labels_text(labels)?;
         let result = conn.execute(
             "INSERT INTO nodes (name, password_hash, labels, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![name, password_hash, labels, to_i64(now_ms)],
@@ -484,10 +481,7 @@ impl Store {
                 .transpose()?;
             out.push(StoredNode {
                 name,
-                labels: serde_json::from_str(&labels).map_err(|e| StoreError::Decode {
-                    what: "label set",
-                    reason: e.to_string(),
-                })?,
+                labels: labels_of(&labels, "label set")?,
                 schedulable: match schedulable.as_str() {
                     "cordoned" => Schedulable::Cordoned,
                     "drained" => Schedulable::Drained,
@@ -516,10 +510,7 @@ impl Store {
             labels.remove(key);
         }
         labels.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let labels = serde_json::to_string(&labels).map_err(|e| StoreError::Decode {
-            what: "label set",
-            reason: e.to_string(),
-        })?;
+        let labels = labels_text(&labels)?;
         self.conn()
             .execute(
                 "UPDATE nodes SET labels = ?2 WHERE name = ?1",
@@ -883,6 +874,22 @@ fn record_refusal(
     )
     .map_err(failed)?;
     Ok(())
+}
+
+/// A label set as the `labels` columns hold it (JSON).
+fn labels_text(labels: &BTreeMap<String, String>) -> Result<String, StoreError> {
+    serde_json::to_string(labels).map_err(|e| StoreError::Decode {
+        what: "label set",
+        reason: e.to_string(),
+    })
+}
+
+/// A `labels` column's label set; `what` names whose it is.
+fn labels_of(text: &str, what: &'static str) -> Result<BTreeMap<String, String>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Decode {
+        what,
+        reason: e.to_string(),
+    })
 }
 
 fn query(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + Copy {

@@ -8,7 +8,7 @@
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use shoal_model::wire::signing::{PublicKey, SigningKey};
 
-use super::{query, to_i64, to_u64, Store, StoreError};
+use super::{labels_text, query, to_i64, to_u64, Store, StoreError};
 use crate::broker::password::constant_time_eq;
 
 /// Where a signing key is in its life.
@@ -70,10 +70,7 @@ impl Store {
         expires_ms: u64,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        let labels = serde_json::to_string(labels).map_err(|e| StoreError::Decode {
-            what: "label set",
-            reason: e.to_string(),
-        })?;
+        let labels = labels_text(labels)?;
         let mut conn = self.conn();
         let failed = query("issuing an enrollment token");
         let tx = conn
