@@ -215,6 +215,12 @@ impl Amount {
     }
 }
 
+/// `d` in whole milliseconds, saturating at `u64::MAX` (about 584 million years): how
+/// durations meet the millisecond clocks of the hub and the agent.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -3,6 +3,7 @@
 //! attempts per second from every device. Capped exponential backoff with full jitter spreads
 //! a fleet's reconnects after a broker restart instead of synchronising them.
 
+use shoal_model::quantity::millis;
 use std::time::Duration;
 
 /// The ceiling of the first delay.
@@ -35,10 +36,6 @@ pub fn random() -> u64 {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::from(d.subsec_nanos()))
     })
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

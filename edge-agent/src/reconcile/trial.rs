@@ -26,8 +26,8 @@
 //!   when it first syncs; an agent restart gives a trial its whole deadline again, which errs
 //!   on the side of keeping what the hub sent).
 
+use shoal_model::quantity::millis;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use shoal_model::manifest::Workload;
 use shoal_model::rollout::{readiness, Failure, Readiness};
@@ -138,10 +138,6 @@ pub fn judge(trial: &Trial, workload: &Workload, report: &WorkloadStatus, now_ms
         ready_since_ms,
         wake_ms: gate.map_or(deadline, |g| g.min(deadline)),
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

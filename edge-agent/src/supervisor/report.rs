@@ -8,6 +8,7 @@
 //! into the SQLite outbox together with the reporter's cursor; the MQTT transport publishes
 //! them. Nothing is written between emissions.
 
+use shoal_model::quantity::millis;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -273,10 +274,6 @@ fn encoded_len((version, node): (u8, &str), status: &NodeStatus) -> usize {
         // Not encodable at all (a bad name): let `finish` report it.
         Err(_) => 0,
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Supervisor {

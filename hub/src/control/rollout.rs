@@ -40,9 +40,9 @@
 //!   updating finish, and failures still halt. **Undo** (`shoal rollout undo`) is a new
 //!   revision with an older spec, rolled out *immediately*: every node at once, no canary.
 
+use shoal_model::quantity::millis;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::time::Duration;
 
 use shoal_model::manifest::Workload;
 use shoal_model::quantity::Amount;
@@ -372,10 +372,6 @@ fn share(amount: Amount, total: usize) -> usize {
         Amount::Count(n) => usize::try_from(n).unwrap_or(usize::MAX),
         Amount::Percent(p) => total.saturating_mul(usize::from(p)).div_ceil(100),
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl fmt::Display for Outcome {

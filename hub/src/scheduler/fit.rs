@@ -3,6 +3,7 @@
 //! [`shoal_model::fit`] with their wording; the rest (cordon, drain, lost, affinity) only the
 //! hub can judge.
 
+use shoal_model::quantity::millis;
 use std::fmt;
 use std::time::Duration;
 
@@ -146,10 +147,6 @@ pub(super) fn offline_for(node: &NodeView, now_ms: u64) -> u64 {
         (true, _) | (false, None) => 0,
         (false, Some(since)) => now_ms.saturating_sub(since),
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// An age as operators read it: `45s`, `12m3s`, `3h12m`, `2d4h` (two units at most).
