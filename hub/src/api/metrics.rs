@@ -317,13 +317,13 @@ pub fn render(f: &Figures<'_>) -> String {
     out.0
 }
 
+/// The node's state as `get nodes` words it (`Ready`, `NotReady`, `Unknown`, each maybe with
+/// `,SchedulingDisabled`), as a label value.
 fn node_state(n: &NodeInfo) -> &'static str {
-    if n.online {
-        "ready"
-    } else if n.facts.is_none() {
-        "unknown"
-    } else {
-        "not-ready"
+    match n.status.split(',').next() {
+        Some("Ready") => "ready",
+        Some("Unknown") => "unknown",
+        _ => "not-ready",
     }
 }
 
@@ -404,7 +404,12 @@ mod tests {
         NodeInfo {
             name: name.into(),
             online,
-            status: String::new(),
+            status: match (online, facts) {
+                (true, _) => "Ready",
+                (false, true) => "NotReady",
+                (false, false) => "Unknown",
+            }
+            .into(),
             schedulable: "yes".into(),
             labels: BTreeMap::new(),
             facts: facts.then(NodeFacts::default),
