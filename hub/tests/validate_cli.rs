@@ -99,6 +99,7 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
             "node",
             "key",
             "token",
+            "agent-release",
             "flash",
             "broker-config",
             "validate",

@@ -349,6 +349,28 @@ pub struct KeyInfo {
     pub waiting: Vec<String>,
 }
 
+/// One agent release (`shoal agent-release list`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentReleaseInfo {
+    pub version: String,
+    /// `x86_64`, `aarch64` or `armv7`.
+    pub arch: String,
+    /// The binary's SHA-256, 64 hex digits.
+    pub sha256: String,
+    pub size: u64,
+    /// The id of the release key that signed it.
+    pub key: String,
+    pub created_ms: u64,
+}
+
+/// The answer to `POST /v1/agent-releases?version=V` (the binary as the body).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentReleaseAdded {
+    pub release: AgentReleaseInfo,
+    /// False when the same binary was already released under this version.
+    pub new: bool,
+}
+
 /// `POST /v1/keys/rotate`: start a rotation, or with `finish` end it now (nodes that have
 /// not taken the next key must enroll again).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,12 +9,14 @@
 pub mod api;
 pub mod bootstrap;
 pub mod clock;
+pub mod elf;
 pub mod endpoint;
 pub mod fit;
 pub mod hex;
 pub mod manifest;
 pub mod node;
 pub mod quantity;
+pub mod release;
 pub mod rollout;
 pub mod table;
 pub mod topic;

@@ -7,6 +7,7 @@ mod claims;
 mod diff;
 pub mod enroll;
 pub mod metrics;
+mod releases;
 pub mod tls;
 mod views;
 
@@ -79,6 +80,18 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/keys/rotate", post(enroll::rotate))
         .route("/v1/tokens", get(claims::list).post(claims::create))
         .route("/v1/tokens/{id}", axum::routing::delete(claims::revoke))
+        .route(
+            "/v1/agent-releases",
+            get(releases::list)
+                .post(releases::add)
+                .layer(DefaultBodyLimit::max(
+                    usize::try_from(shoal_model::release::MAX_AGENT_BYTES).unwrap_or(usize::MAX),
+                )),
+        )
+        .route(
+            "/v1/agent-releases/{version}",
+            axum::routing::delete(releases::remove),
+        )
         .route("/metrics", get(scrape))
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), authorize))
         // For probes (a service manager, a load balancer), without the bearer token: they say

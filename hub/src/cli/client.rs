@@ -287,6 +287,26 @@ impl Client {
         self.decode(path, answer)
     }
 
+    /// `POST path?query` with `bytes` as an `application/octet-stream` body (an agent
+    /// binary), decoding the JSON answer.
+    pub fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        bytes: &[u8],
+    ) -> Result<T, HubError> {
+        let mut request = self
+            .agent
+            .post(self.url(path))
+            .header("Authorization", self.bearer())
+            .content_type("application/octet-stream");
+        for (key, value) in query {
+            request = request.query(*key, *value);
+        }
+        let answer = request.send(bytes).map_err(|e| self.transport(e))?;
+        self.decode(path, answer)
+    }
+
     /// `POST path` without a body, decoding the JSON answer.
     pub fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T, HubError> {
         let answer = self

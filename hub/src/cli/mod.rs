@@ -1,6 +1,7 @@
 //! The `shoal` command line. Each subcommand is one variant of [`Command`]; `--help` lists
 //! only commands that work in this build.
 
+pub mod agent_release;
 pub mod apply;
 pub mod broker_config;
 pub mod client;
@@ -51,6 +52,7 @@ enum Command {
     Node(node::Args),
     Key(key::Args),
     Token(token::Args),
+    AgentRelease(agent_release::Args),
     Flash(flash::Args),
     BrokerConfig(broker_config::Args),
     /// Check fleet manifests without a hub: print every problem, or one line per workload
@@ -79,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Node(args) => node::run(&args, &cli.hub),
         Command::Key(args) => key::run(&args, &cli.hub),
         Command::Token(args) => token::run(&args, &cli.hub),
+        Command::AgentRelease(args) => agent_release::run(&args, &cli.hub),
         Command::Flash(args) => flash::run(&args, &cli.hub),
         Command::BrokerConfig(args) => broker_config::run(&args, &cli.hub),
         Command::Validate { path } => Ok(validate::run(&path)),

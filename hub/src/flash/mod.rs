@@ -19,7 +19,7 @@
 //! arguments, and either `user-data` (cloud-init images) or `cmdline.txt` (the others) the
 //! hook.
 
-pub mod elf;
+pub use shoal_model::elf;
 pub mod files;
 mod overlay;
 pub mod table;

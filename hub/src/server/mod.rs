@@ -152,6 +152,10 @@ pub async fn serve(
         store.add_signing_key(key.public(), &pkcs8, KeyState::Active, wall_ms())?;
         tracing::info!(key = %key.public().id(), "created the hub's signing key");
     }
+    // Made now rather than at the first release, so enrollment can hand devices its public
+    // half from the start.
+    let release_key = store.release_key(wall_ms())?;
+    tracing::debug!(key = %release_key.public().id(), "the hub's release key");
     let token = secret(&options.data_dir.join("api-token"))?;
     let hub_password = secret(&options.data_dir.join("mqtt-password"))?;
     let topics = Topics::new(&options.prefix)?;

@@ -14,6 +14,7 @@
 mod claims;
 #[cfg(test)]
 mod released;
+mod releases;
 mod rollouts;
 mod security;
 mod snapshot;
@@ -34,6 +35,7 @@ use crate::admission::{self, Admission, Claim, Kept};
 use crate::scheduler::{Placement, Schedulable};
 
 pub use claims::{ClaimError, StoredClaim};
+pub use releases::{ReleaseAdded, ReleaseError, StoredRelease};
 pub use rollouts::{Assignments, RevisionHistory, Revisions, RolloutError};
 pub use security::{key_ring, signing_key, EnrollError, KeyState, StoredKey};
 pub use snapshot::{PlanWrite, Snapshot};
@@ -45,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_formats.sql"),
     include_str!("migrations/0004_rollouts.sql"),
     include_str!("migrations/0005_claims.sql"),
+    include_str!("migrations/0006_agent_releases.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

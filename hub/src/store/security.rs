@@ -191,47 +191,7 @@ impl Store {
     }
 
     pub(super) fn read_signing_keys(conn: &Connection) -> Result<Vec<StoredKey>, StoreError> {
-        let failed = query("reading signing keys");
-        let mut statement = conn
-            .prepare(
-                "SELECT id, public, pkcs8, state, created_at, changed_at FROM signing_keys \
-                 ORDER BY created_at DESC, id",
-            )
-            .map_err(failed)?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, Option<Vec<u8>>>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, i64>(4)?,
-                    row.get::<_, i64>(5)?,
-                ))
-            })
-            .map_err(failed)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, public, pkcs8, state, created, changed) = row.map_err(failed)?;
-            out.push(StoredKey {
-                id,
-                public: public.parse().map_err(
-                    |e: shoal_model::wire::signing::SignatureError| StoreError::Decode {
-                        what: "signing key",
-                        reason: e.to_string(),
-                    },
-                )?,
-                pkcs8,
-                state: match state.as_str() {
-                    "active" => KeyState::Active,
-                    "next" => KeyState::Next,
-                    _ => KeyState::Retired,
-                },
-                created_ms: to_u64(created),
-                changed_ms: to_u64(changed),
-            });
-        }
-        Ok(out)
+        read_keys(conn, KeyTable::State)
     }
 
     /// Stores a new key as `active` when there is none (first start) or as `next`.
@@ -243,20 +203,7 @@ impl Store {
         state: KeyState,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO signing_keys (id, public, pkcs8, state, created_at, changed_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                params![
-                    public.id().to_string(),
-                    public.to_string(),
-                    pkcs8,
-                    state.as_str(),
-                    to_i64(now_ms)
-                ],
-            )
-            .map_err(query("storing a signing key"))?;
-        Ok(())
+        add_key(&self.conn(), KeyTable::State, public, pkcs8, state, now_ms)
     }
 
     /// Ends a rotation: the `next` key becomes `active`, the active one `retired` with its
@@ -282,6 +229,97 @@ impl Store {
         tx.commit().map_err(failed)?;
         Ok(true)
     }
+}
+
+/// The two kinds of hub keys, each in a table of the same shape: desired-state signing keys
+/// and agent-release keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum KeyTable {
+    State,
+    Release,
+}
+
+impl KeyTable {
+    fn name(self) -> &'static str {
+        match self {
+            KeyTable::State => "signing_keys",
+            KeyTable::Release => "release_keys",
+        }
+    }
+}
+
+/// Every key of `table`, newest first.
+pub(super) fn read_keys(conn: &Connection, table: KeyTable) -> Result<Vec<StoredKey>, StoreError> {
+    let failed = query("reading signing keys");
+    let mut statement = conn
+        .prepare(&format!(
+            "SELECT id, public, pkcs8, state, created_at, changed_at FROM {} \
+             ORDER BY created_at DESC, id",
+            table.name()
+        ))
+        .map_err(failed)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<Vec<u8>>>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, i64>(5)?,
+            ))
+        })
+        .map_err(failed)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, public, pkcs8, state, created, changed) = row.map_err(failed)?;
+        out.push(StoredKey {
+            id,
+            public: public
+                .parse()
+                .map_err(
+                    |e: shoal_model::wire::signing::SignatureError| StoreError::Decode {
+                        what: "signing key",
+                        reason: e.to_string(),
+                    },
+                )?,
+            pkcs8,
+            state: match state.as_str() {
+                "active" => KeyState::Active,
+                "next" => KeyState::Next,
+                _ => KeyState::Retired,
+            },
+            created_ms: to_u64(created),
+            changed_ms: to_u64(changed),
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn add_key(
+    conn: &Connection,
+    table: KeyTable,
+    public: PublicKey,
+    pkcs8: &[u8],
+    state: KeyState,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        &format!(
+            "INSERT INTO {} (id, public, pkcs8, state, created_at, changed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            table.name()
+        ),
+        params![
+            public.id().to_string(),
+            public.to_string(),
+            pkcs8,
+            state.as_str(),
+            to_i64(now_ms)
+        ],
+    )
+    .map_err(query("storing a signing key"))?;
+    Ok(())
 }
 
 /// Makes key `next` active and retires the active one (its private half erased), if `next` is

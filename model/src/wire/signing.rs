@@ -150,11 +150,17 @@ impl SigningKey {
     /// Signs `envelope` in place: its signature becomes this key's id and the signature over
     /// [`Envelope::signed_bytes`].
     pub fn sign(&self, envelope: &mut Envelope) {
-        let signature = self.pair.sign(&envelope.signed_bytes());
+        envelope.signature = Some(self.sign_bytes(&envelope.signed_bytes()));
+    }
+
+    /// This key's id followed by its signature over `message`: the form every signature
+    /// Shoal makes takes (envelopes, agent releases).
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        let signature = self.pair.sign(message);
         let mut bytes = Vec::with_capacity(KEY_ID_BYTES + ED25519_SIGNATURE_BYTES);
         bytes.extend_from_slice(&self.public.id().0);
         bytes.extend_from_slice(signature.as_ref());
-        envelope.signature = Some(bytes);
+        bytes
     }
 }
 
@@ -165,6 +171,16 @@ pub fn verify(envelope: &Envelope, trusted: &[PublicKey]) -> Result<KeyId, Signa
         .signature
         .as_deref()
         .ok_or(SignatureError::Unsigned)?;
+    verify_bytes(&envelope.signed_bytes(), signature, trusted)
+}
+
+/// Checks `signature` (a key id and an ed25519 signature, as [`SigningKey::sign_bytes`]
+/// makes) over `message` against the keys the verifier trusts; returns the key that signed.
+pub fn verify_bytes(
+    message: &[u8],
+    signature: &[u8],
+    trusted: &[PublicKey],
+) -> Result<KeyId, SignatureError> {
     if signature.len() != KEY_ID_BYTES + ED25519_SIGNATURE_BYTES {
         return Err(SignatureError::Malformed {
             len: signature.len(),
@@ -190,7 +206,7 @@ pub fn verify(envelope: &Envelope, trusted: &[PublicKey]) -> Result<KeyId, Signa
             },
         })?;
     UnparsedPublicKey::new(&ED25519, &key.0)
-        .verify(&envelope.signed_bytes(), signature)
+        .verify(message, signature)
         .map_err(|_| SignatureError::Invalid { key: key_id })?;
     Ok(key_id)
 }

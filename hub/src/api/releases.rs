@@ -1,0 +1,134 @@
+//! Agent releases over the API (`shoal agent-release add|list|rm`): the hub checks that a
+//! binary is a static agent for a known architecture (`shoal_model::release::inspect`),
+//! signs what it is with its release key and stores both in one transaction.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use shoal_model::api::{AgentReleaseAdded, AgentReleaseInfo, Done};
+use shoal_model::clock::wall_ms;
+use shoal_model::elf::Arch;
+use shoal_model::hex;
+use shoal_model::release::{self, AgentRelease};
+use shoal_model::wire::signing::KEY_ID_BYTES;
+
+use super::{Answer, Failure};
+use crate::context::Hub;
+use crate::store::{ReleaseAdded, ReleaseError, StoredRelease};
+
+/// `?version=V` of `POST /v1/agent-releases`.
+#[derive(Debug, Deserialize)]
+pub struct AddQuery {
+    version: String,
+}
+
+/// `?arch=A` of `DELETE /v1/agent-releases/{version}`.
+#[derive(Debug, Deserialize)]
+pub struct RemoveQuery {
+    arch: Option<String>,
+}
+
+fn info(stored: &StoredRelease) -> AgentReleaseInfo {
+    let key = stored
+        .signature
+        .get(..KEY_ID_BYTES)
+        .map(hex::encode)
+        .unwrap_or_default();
+    AgentReleaseInfo {
+        version: stored.release.version.to_string(),
+        arch: stored.release.arch.as_str().to_string(),
+        sha256: hex::encode(&stored.release.sha256),
+        size: stored.release.size,
+        key,
+        created_ms: stored.created_ms,
+    }
+}
+
+/// `POST /v1/agent-releases?version=V`, the binary as the body.
+pub async fn add(
+    State(hub): State<Arc<Hub>>,
+    Query(query): Query<AddQuery>,
+    body: Bytes,
+) -> Answer<AgentReleaseAdded> {
+    let version =
+        release::parse_version(&query.version).map_err(|e| Failure::bad_request(e.to_string()))?;
+    let release =
+        AgentRelease::of(version, &body).map_err(|e| Failure::bad_request(e.to_string()))?;
+    let now = wall_ms();
+    let key = hub.store.release_key(now)?;
+    let signature = release.sign(&key);
+    let added = hub
+        .store
+        .add_agent_release(&release, &signature, &body, now)
+        .map_err(|e| match e {
+            ReleaseError::Conflict { .. } => Failure::new(StatusCode::CONFLICT, e.to_string()),
+            ReleaseError::Store(e) => Failure::from(e),
+        })?;
+    let stored = hub
+        .store
+        .agent_releases()?
+        .into_iter()
+        .find(|s| s.release.version == release.version && s.release.arch == release.arch)
+        .ok_or_else(|| {
+            Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the release just stored cannot be read back",
+            )
+        })?;
+    tracing::info!(
+        version = %release.version,
+        arch = release.arch.as_str(),
+        sha256 = hex::encode(&release.sha256),
+        size = release.size,
+        new = added == ReleaseAdded::New,
+        "agent release added"
+    );
+    Ok(Json(AgentReleaseAdded {
+        release: info(&stored),
+        new: added == ReleaseAdded::New,
+    }))
+}
+
+/// `GET /v1/agent-releases`.
+pub async fn list(State(hub): State<Arc<Hub>>) -> Answer<Vec<AgentReleaseInfo>> {
+    Ok(Json(hub.store.agent_releases()?.iter().map(info).collect()))
+}
+
+/// `DELETE /v1/agent-releases/{version}[?arch=A]`.
+pub async fn remove(
+    State(hub): State<Arc<Hub>>,
+    UrlPath(version): UrlPath<String>,
+    Query(query): Query<RemoveQuery>,
+) -> Answer<Done> {
+    let version =
+        release::parse_version(&version).map_err(|e| Failure::bad_request(e.to_string()))?;
+    let arch = query
+        .arch
+        .as_deref()
+        .map(Arch::parse)
+        .transpose()
+        .map_err(Failure::bad_request)?;
+    let which = match arch {
+        Some(arch) => format!("agent {version} for {}", arch.as_str()),
+        None => format!("agent {version}"),
+    };
+    match hub.store.remove_agent_release(&version, arch)? {
+        0 => Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("no release of {which} (`shoal agent-release list` shows them)"),
+        )),
+        n => {
+            tracing::info!(%version, removed = n, "agent release removed");
+            Ok(Json(Done {
+                message: format!(
+                    "{which} removed ({n} release{})",
+                    if n == 1 { "" } else { "s" }
+                ),
+            }))
+        }
+    }
+}

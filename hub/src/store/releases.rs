@@ -1,0 +1,403 @@
+//! Agent releases (`shoal agent-release`) and the keys that sign them (migration 0006).
+//!
+//! - A release is one row per version and architecture with what the release key signed;
+//!   its binary is stored once per digest, in the same transaction, so there is never a
+//!   release without its bytes nor bytes without a release (removing the last release of a
+//!   digest removes the bytes).
+//! - Adding the same binary under the same version again changes nothing; another binary
+//!   under a version and architecture that already exist is refused: a version names one
+//!   set of bytes for ever, or agents could not tell which they run.
+//! - Release keys: one `active` key once the hub has started, like the state keys.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior, MAIN_DB};
+use shoal_model::elf::Arch;
+use shoal_model::hex;
+use shoal_model::release::{self, AgentRelease};
+use shoal_model::wire::signing::SigningKey;
+
+use super::security::{add_key, read_keys, signing_key, KeyTable};
+use super::{query, to_i64, to_u64, KeyState, Store, StoreError, StoredKey};
+
+/// A release as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRelease {
+    pub release: AgentRelease,
+    /// The release key's signature over `release.signed_bytes()`.
+    pub signature: Vec<u8>,
+    pub created_ms: u64,
+}
+
+/// What adding a release did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseAdded {
+    New,
+    /// The same bytes were already released under this version.
+    AlreadyThere,
+}
+
+/// Why a release was not stored. Every case leaves the store as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error(
+        "agent {version} for {arch} is already released with other bytes (sha256 {existing}): \
+         a version names one binary; release this one under a new version, or \
+         `shoal agent-release rm {version} --arch {arch}` first"
+    )]
+    Conflict {
+        version: String,
+        arch: &'static str,
+        existing: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// Every release key, newest first.
+    pub fn release_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        read_keys(&self.conn(), KeyTable::Release)
+    }
+
+    /// The active release key, made on the first call (the hub's first start after
+    /// migration 0006).
+    pub fn release_key(&self, now_ms: u64) -> Result<SigningKey, StoreError> {
+        let mut conn = self.conn();
+        let failed = query("reading the release key");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        let keys = read_keys(&tx, KeyTable::Release)?;
+        let key = match keys.iter().find(|k| k.state == KeyState::Active) {
+            Some(active) => signing_key(active)?,
+            None => {
+                let (key, pkcs8) = SigningKey::generate().map_err(|e| StoreError::Decode {
+                    what: "release key",
+                    reason: e.to_string(),
+                })?;
+                add_key(
+                    &tx,
+                    KeyTable::Release,
+                    key.public(),
+                    &pkcs8,
+                    KeyState::Active,
+                    now_ms,
+                )?;
+                key
+            }
+        };
+        tx.commit().map_err(failed)?;
+        Ok(key)
+    }
+
+    /// Stores `release`, signed by `signature`, with its binary `bytes` (which the caller
+    /// checked against it) in one transaction.
+    pub fn add_agent_release(
+        &self,
+        release: &AgentRelease,
+        signature: &[u8],
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<ReleaseAdded, ReleaseError> {
+        let mut conn = self.conn();
+        let failed = query("storing an agent release");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        let version = release.version.to_string();
+        let arch = release.arch.as_str();
+        let digest = hex::encode(&release.sha256);
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT sha256 FROM agent_releases WHERE version = ?1 AND arch = ?2",
+                params![version, arch],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(failed)?;
+        match existing {
+            Some(existing) if existing == digest => return Ok(ReleaseAdded::AlreadyThere),
+            Some(existing) => {
+                return Err(ReleaseError::Conflict {
+                    version,
+                    arch,
+                    existing,
+                })
+            }
+            None => {}
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO agent_binaries (sha256, bytes) VALUES (?1, ?2)",
+            params![digest, bytes],
+        )
+        .map_err(failed)?;
+        tx.execute(
+            "INSERT INTO agent_releases (version, arch, sha256, size, signature, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                version,
+                arch,
+                digest,
+                to_i64(release.size),
+                signature,
+                to_i64(now_ms)
+            ],
+        )
+        .map_err(failed)?;
+        tx.commit().map_err(failed)?;
+        Ok(ReleaseAdded::New)
+    }
+
+    /// Every release, newest version first, then by architecture.
+    pub fn agent_releases(&self) -> Result<Vec<StoredRelease>, StoreError> {
+        let conn = self.conn();
+        let failed = query("reading agent releases");
+        let mut statement = conn
+            .prepare(
+                "SELECT version, arch, sha256, size, signature, created_at FROM agent_releases",
+            )
+            .map_err(failed)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, Vec<u8>>(4)?,
+                    row.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(failed)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (version, arch, digest, size, signature, created) = row.map_err(failed)?;
+            let bad = |reason: String| StoreError::Decode {
+                what: "agent release",
+                reason: format!("{version} for {arch}: {reason}"),
+            };
+            let sha256: [u8; 32] = hex::decode(&digest)
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| bad(format!("sha256 `{digest}`")))?;
+            out.push(StoredRelease {
+                release: AgentRelease {
+                    version: release::parse_version(&version).map_err(|e| bad(e.to_string()))?,
+                    arch: Arch::parse(&arch).map_err(&bad)?,
+                    sha256,
+                    size: to_u64(size),
+                },
+                signature,
+                created_ms: to_u64(created),
+            });
+        }
+        out.sort_by(|a, b| {
+            b.release
+                .version
+                .cmp(&a.release.version)
+                .then(a.release.arch.as_str().cmp(b.release.arch.as_str()))
+        });
+        Ok(out)
+    }
+
+    /// Removes the releases of `version` (of one architecture, or all), and the binaries no
+    /// release names any more. Returns how many releases it removed.
+    pub fn remove_agent_release(
+        &self,
+        version: &release::Version,
+        arch: Option<Arch>,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let failed = query("removing an agent release");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        let version = version.to_string();
+        let removed = match arch {
+            Some(arch) => tx.execute(
+                "DELETE FROM agent_releases WHERE version = ?1 AND arch = ?2",
+                params![version, arch.as_str()],
+            ),
+            None => tx.execute(
+                "DELETE FROM agent_releases WHERE version = ?1",
+                params![version],
+            ),
+        }
+        .map_err(failed)?;
+        tx.execute(
+            "DELETE FROM agent_binaries WHERE sha256 NOT IN (SELECT sha256 FROM agent_releases)",
+            [],
+        )
+        .map_err(failed)?;
+        tx.commit().map_err(failed)?;
+        Ok(removed)
+    }
+
+    /// Up to `len` bytes of the binary with digest `sha256` from `offset`, and its whole
+    /// size; `None` when no release has that digest. Reads only the pages asked for.
+    pub fn agent_binary_range(
+        &self,
+        sha256: &[u8; 32],
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let conn = self.conn();
+        let failed = query("reading an agent binary");
+        let rowid: Option<i64> = conn
+            .query_row(
+                "SELECT rowid FROM agent_binaries WHERE sha256 = ?1",
+                [hex::encode(sha256)],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(failed)?;
+        let Some(rowid) = rowid else {
+            return Ok(None);
+        };
+        let blob = conn
+            .blob_open(MAIN_DB, c"agent_binaries", c"bytes", rowid, true)
+            .map_err(failed)?;
+        let total = u64::try_from(blob.len()).unwrap_or(0);
+        let start = offset.min(total);
+        let want = usize::try_from(total - start)
+            .unwrap_or(usize::MAX)
+            .min(len);
+        let mut out = vec![0; want];
+        let at = usize::try_from(start).unwrap_or(usize::MAX);
+        blob.read_at_exact(&mut out, at).map_err(failed)?;
+        Ok(Some((total, out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elf(machine: u16, filler: u8) -> Vec<u8> {
+        // A static ELF64 header with no program headers, then `filler` bytes.
+        let mut bytes = vec![filler; 200_000];
+        bytes[..64].fill(0);
+        bytes[..4].copy_from_slice(b"\x7fELF");
+        bytes[4] = 2;
+        bytes[5] = 1;
+        bytes[18..20].copy_from_slice(&machine.to_le_bytes());
+        bytes
+    }
+
+    fn stored(store: &Store, version: &str, bytes: &[u8]) -> Result<ReleaseAdded, ReleaseError> {
+        let key = store.release_key(1).expect("key");
+        let release =
+            AgentRelease::of(release::parse_version(version).expect("v"), bytes).expect("release");
+        let signature = release.sign(&key);
+        store.add_agent_release(&release, &signature, bytes, 5)
+    }
+
+    #[test]
+    fn a_release_is_stored_with_its_bytes_signed_by_a_key_that_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let key = store.release_key(1).expect("key");
+        assert_eq!(store.release_key(2).expect("again").public(), key.public());
+        let state_keys = store.signing_keys().expect("state keys");
+        assert!(state_keys.iter().all(|k| k.public != key.public()));
+
+        let bytes = elf(183, 7);
+        assert_eq!(
+            stored(&store, "0.2.0", &bytes).expect("add"),
+            ReleaseAdded::New
+        );
+        assert_eq!(
+            stored(&store, "0.2.0", &bytes).expect("again"),
+            ReleaseAdded::AlreadyThere
+        );
+        let refused = stored(&store, "0.2.0", &elf(183, 8)).expect_err("other bytes");
+        assert!(
+            matches!(refused, ReleaseError::Conflict { .. }),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("agent-release rm 0.2.0"),
+            "{refused}"
+        );
+        drop(store);
+
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(store.release_key(3).expect("key").public(), key.public());
+        let releases = store.agent_releases().expect("list");
+        assert_eq!(releases.len(), 1);
+        let release = &releases[0];
+        assert_eq!(release.release.arch, Arch::Aarch64);
+        release
+            .release
+            .verify(&release.signature, &[key.public()])
+            .expect("the stored signature verifies");
+        let (total, head) = store
+            .agent_binary_range(&release.release.sha256, 0, 64)
+            .expect("read")
+            .expect("present");
+        assert_eq!((total, head.as_slice()), (200_000, &bytes[..64]));
+        let (_, tail) = store
+            .agent_binary_range(&release.release.sha256, 199_990, 1000)
+            .expect("read")
+            .expect("present");
+        assert_eq!(tail, &bytes[199_990..]);
+        let (_, past) = store
+            .agent_binary_range(&release.release.sha256, 300_000, 10)
+            .expect("read")
+            .expect("present");
+        assert!(past.is_empty());
+    }
+
+    #[test]
+    fn removing_the_last_release_of_a_binary_removes_the_binary_and_versions_sort_newest_first() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let arm = elf(183, 1);
+        let x86 = elf(62, 1);
+        for (version, bytes) in [("0.2.0", &arm), ("0.10.0", &arm), ("0.10.0", &x86)] {
+            stored(&store, version, bytes).expect("add");
+        }
+        let listed: Vec<String> = store
+            .agent_releases()
+            .expect("list")
+            .iter()
+            .map(|r| r.release.to_string())
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "agent 0.10.0 for aarch64",
+                "agent 0.10.0 for x86_64",
+                "agent 0.2.0 for aarch64"
+            ]
+        );
+        let arm_digest = hex::sha256(&arm);
+        let v = |text| release::parse_version(text).expect("v");
+        assert_eq!(
+            store.remove_agent_release(&v("0.10.0"), None).expect("rm"),
+            2
+        );
+        assert!(store
+            .agent_binary_range(&arm_digest, 0, 1)
+            .expect("read")
+            .is_some());
+        assert!(store
+            .agent_binary_range(&hex::sha256(&x86), 0, 1)
+            .expect("read")
+            .is_none());
+        assert_eq!(
+            store
+                .remove_agent_release(&v("0.2.0"), Some(Arch::X86_64))
+                .expect("rm"),
+            0
+        );
+        assert_eq!(
+            store
+                .remove_agent_release(&v("0.2.0"), Some(Arch::Aarch64))
+                .expect("rm"),
+            1
+        );
+        assert!(store
+            .agent_binary_range(&arm_digest, 0, 1)
+            .expect("read")
+            .is_none());
+    }
+}

@@ -1,0 +1,268 @@
+//! Agent releases: the statement the hub signs about an agent binary (`shoal agent-release
+//! add`), and the checks both sides make of the binary itself. The hub signs with a release
+//! key of its own, not with the key that signs desired states: a stolen state key may move
+//! workloads but cannot make a fleet run another program.
+//!
+//! The signed statement is text, one `key=value` line each after a first line naming its
+//! format, so a signature can be checked by eye and by a later release of Shoal alike:
+//!
+//! ```text
+//! shoal-agent-release/1
+//! version=0.2.0
+//! arch=aarch64
+//! sha256=<64 hex digits>
+//! size=7612416
+//! ```
+//!
+//! Pure: no IO, no clock.
+
+use std::fmt;
+
+pub use semver::Version;
+
+use crate::elf::{self, Arch};
+use crate::hex::{self, Hex};
+use crate::wire::signing::{self, KeyId, PublicKey, SignatureError, SigningKey};
+
+/// The largest agent binary the hub stores and an agent downloads (today's is 8 MiB).
+pub const MAX_AGENT_BYTES: u64 = 64 << 20;
+/// The longest version text accepted.
+const MAX_VERSION_CHARS: usize = 64;
+/// The first line of the signed statement; a new layout gets a new number.
+const FORMAT: &str = "shoal-agent-release/1";
+
+/// An agent release as the hub signs it: which version, for which architecture, and the
+/// exact bytes (by digest and size).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentRelease {
+    pub version: semver::Version,
+    pub arch: Arch,
+    pub sha256: [u8; 32],
+    pub size: u64,
+}
+
+/// Why a release, its version or its binary was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("`{text}` is not a version: {reason} (write it as MAJOR.MINOR.PATCH, e.g. 0.2.0)")]
+    BadVersion { text: String, reason: String },
+    #[error("the file is empty")]
+    Empty,
+    #[error("the file is {size} bytes; an agent binary may be at most {MAX_AGENT_BYTES} bytes")]
+    TooLarge { size: u64 },
+    #[error("it is not an agent binary: {reason}")]
+    NotElf { reason: String },
+    #[error(
+        "it is a dynamically linked {} executable; devices need the static agent \
+         (`cross/build {}`)",
+        arch.as_str(),
+        arch.triple()
+    )]
+    Dynamic { arch: Arch },
+    #[error("its sha256 is {actual}, the release says {expected}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("its size is {actual} bytes, the release says {expected}")]
+    SizeMismatch { expected: u64, actual: u64 },
+    #[error("release signature: {0}")]
+    Signature(#[from] SignatureError),
+}
+
+/// Parses an agent version (semantic versioning, as Cargo writes it).
+pub fn parse_version(text: &str) -> Result<semver::Version, ReleaseError> {
+    let bad = |reason: String| ReleaseError::BadVersion {
+        text: text.chars().take(MAX_VERSION_CHARS).collect(),
+        reason,
+    };
+    if text.len() > MAX_VERSION_CHARS {
+        return Err(bad(format!("longer than {MAX_VERSION_CHARS} characters")));
+    }
+    semver::Version::parse(text.trim()).map_err(|e| bad(e.to_string()))
+}
+
+/// What a binary offered as an agent is built for: a static ELF executable of an
+/// architecture Shoal builds agents for, within [`MAX_AGENT_BYTES`].
+pub fn inspect(bytes: &[u8]) -> Result<Arch, ReleaseError> {
+    if bytes.is_empty() {
+        return Err(ReleaseError::Empty);
+    }
+    let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if size > MAX_AGENT_BYTES {
+        return Err(ReleaseError::TooLarge { size });
+    }
+    let found = elf::read(bytes).map_err(|reason| ReleaseError::NotElf { reason })?;
+    if found.dynamic {
+        return Err(ReleaseError::Dynamic { arch: found.arch });
+    }
+    Ok(found.arch)
+}
+
+impl AgentRelease {
+    /// The release of `bytes` as `version`, after [`inspect`].
+    pub fn of(version: semver::Version, bytes: &[u8]) -> Result<AgentRelease, ReleaseError> {
+        let arch = inspect(bytes)?;
+        Ok(AgentRelease {
+            version,
+            arch,
+            sha256: hex::sha256(bytes),
+            size: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// The statement a release key signs (the module doc shows it).
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        format!(
+            "{FORMAT}\nversion={}\narch={}\nsha256={}\nsize={}\n",
+            self.version,
+            self.arch.as_str(),
+            Hex(&self.sha256),
+            self.size
+        )
+        .into_bytes()
+    }
+
+    /// The release key's signature (key id and ed25519 signature) over the statement.
+    pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
+        key.sign_bytes(&self.signed_bytes())
+    }
+
+    /// Checks `signature` against the release keys a node trusts.
+    pub fn verify(&self, signature: &[u8], trusted: &[PublicKey]) -> Result<KeyId, ReleaseError> {
+        Ok(signing::verify_bytes(
+            &self.signed_bytes(),
+            signature,
+            trusted,
+        )?)
+    }
+
+    /// Checks that `bytes` are this release's binary: size and digest.
+    pub fn matches(&self, bytes: &[u8]) -> Result<(), ReleaseError> {
+        let actual = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        if actual != self.size {
+            return Err(ReleaseError::SizeMismatch {
+                expected: self.size,
+                actual,
+            });
+        }
+        let digest = hex::sha256(bytes);
+        if digest != self.sha256 {
+            return Err(ReleaseError::DigestMismatch {
+                expected: hex::encode(&self.sha256),
+                actual: hex::encode(&digest),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for AgentRelease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "agent {} for {}", self.version, self.arch.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busybox_like(arch_machine: u16) -> Vec<u8> {
+        // A minimal static ELF64 header: class 2, little-endian, e_machine, no program
+        // headers (so no PT_INTERP).
+        let mut bytes = vec![0u8; 64];
+        bytes[..4].copy_from_slice(b"\x7fELF");
+        bytes[4] = 2;
+        bytes[5] = 1;
+        bytes[18..20].copy_from_slice(&arch_machine.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_static_binary_becomes_a_release_whose_signature_covers_every_field() {
+        let bytes = busybox_like(183);
+        let release =
+            AgentRelease::of(parse_version("0.2.0").expect("version"), &bytes).expect("release");
+        assert_eq!(release.arch, Arch::Aarch64);
+        assert_eq!(release.size, 64);
+        assert_eq!(release.to_string(), "agent 0.2.0 for aarch64");
+        let (key, _) = SigningKey::generate().expect("key");
+        let signature = release.sign(&key);
+        assert_eq!(
+            release.verify(&signature, &[key.public()]),
+            Ok(key.public().id())
+        );
+        release.matches(&bytes).expect("its own bytes");
+        let text = String::from_utf8(release.signed_bytes()).expect("text");
+        assert!(
+            text.starts_with("shoal-agent-release/1\nversion=0.2.0\narch=aarch64\nsha256="),
+            "{text}"
+        );
+
+        type Tamper = fn(&mut AgentRelease);
+        let tamper: [(&str, Tamper); 4] = [
+            ("version", |r| r.version = semver::Version::new(0, 2, 1)),
+            ("arch", |r| r.arch = Arch::X86_64),
+            ("digest", |r| r.sha256[0] ^= 1),
+            ("size", |r| r.size += 1),
+        ];
+        for (what, change) in tamper {
+            let mut forged = release.clone();
+            change(&mut forged);
+            assert!(
+                matches!(
+                    forged.verify(&signature, &[key.public()]),
+                    Err(ReleaseError::Signature(SignatureError::Invalid { .. }))
+                ),
+                "{what}"
+            );
+        }
+        let (other, _) = SigningKey::generate().expect("key");
+        assert!(matches!(
+            release.verify(&release.sign(&other), &[key.public()]),
+            Err(ReleaseError::Signature(SignatureError::UnknownKey { .. }))
+        ));
+    }
+
+    #[test]
+    fn other_bytes_than_the_release_names_are_refused() {
+        let bytes = busybox_like(62);
+        let release = AgentRelease::of(semver::Version::new(1, 0, 0), &bytes).expect("release");
+        let mut changed = bytes.clone();
+        changed[63] = 1;
+        assert!(matches!(
+            release.matches(&changed),
+            Err(ReleaseError::DigestMismatch { .. })
+        ));
+        assert_eq!(
+            release.matches(&bytes[..10]),
+            Err(ReleaseError::SizeMismatch {
+                expected: 64,
+                actual: 10
+            })
+        );
+    }
+
+    #[test]
+    fn files_that_are_not_a_static_agent_and_bad_versions_are_refused_with_reasons() {
+        assert_eq!(inspect(b""), Err(ReleaseError::Empty));
+        assert!(matches!(
+            inspect(b"#!/bin/sh\necho hi\n"),
+            Err(ReleaseError::NotElf { .. })
+        ));
+        assert!(matches!(
+            inspect(&busybox_like(8)),
+            Err(ReleaseError::NotElf { reason }) if reason.contains("machine 8")
+        ));
+        if let Ok(me) = std::env::current_exe().and_then(std::fs::read) {
+            // Test binaries link the C library dynamically.
+            let refused = inspect(&me).expect_err("a dynamic executable");
+            assert!(refused.to_string().contains("cross/build"), "{refused}");
+        }
+        for bad in ["", "1", "1.2", "v1.2.3", "1.2.3.4", &"9".repeat(70)] {
+            let error = parse_version(bad).expect_err(bad);
+            assert!(error.to_string().contains("MAJOR.MINOR.PATCH"), "{error}");
+        }
+        assert!(
+            parse_version("0.2.0-rc.1").expect("pre-release")
+                < parse_version("0.2.0").expect("release")
+        );
+    }
+}
