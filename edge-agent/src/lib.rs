@@ -12,6 +12,7 @@ mod cli;
 mod config;
 mod host;
 mod image;
+mod launch;
 mod mqtt;
 mod reconcile;
 mod runtime;

@@ -123,7 +123,19 @@ impl Agent {
 
     /// Starts the agent through `command` (for example `unshare --net shoal-agent`), which gets
     /// `run --config ...` appended.
-    pub fn start_with(&mut self, mut command: Command) {
+    pub fn start_with(&mut self, command: Command) {
+        self.spawn_and_wait(command, &["run"]);
+    }
+
+    /// Starts the agent as its systemd unit does, through `shoal-agent launch ARGS...`
+    /// (`--config ...` appended), and waits until the agent answers.
+    pub fn launch(&mut self, args: &[&str]) {
+        let mut all = vec!["launch"];
+        all.extend(args);
+        self.spawn_and_wait(Command::new(&self.binary), &all);
+    }
+
+    fn spawn_and_wait(&mut self, mut command: Command, subcommand: &[&str]) {
         assert!(self.child.is_none(), "the agent is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -131,7 +143,8 @@ impl Agent {
             .open(self.log_path())
             .expect("agent log");
         let child = command
-            .args(["run", "--config"])
+            .args(subcommand)
+            .arg("--config")
             .arg(&self.config)
             .env("SHOAL_LOG", "debug")
             .stdout(log.try_clone().expect("log fd"))

@@ -15,7 +15,7 @@ fn check_installed(root: &Path, agent: &[u8]) {
     let unit = std::fs::read_to_string(root.join("lib/systemd/system/shoal-agent.service"))
         .expect("the unit");
     for line in [
-        "ExecStart=/usr/bin/shoal-agent run",
+        "ExecStart=/usr/bin/shoal-agent launch",
         "KillMode=process",
         "Restart=always",
         "StateDirectory=shoal",

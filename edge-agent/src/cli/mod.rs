@@ -8,6 +8,7 @@ mod selftest;
 mod shim;
 mod validate;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,21 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent: keep this device's workloads running, also with no hub or network
     Run(run::Args),
+    /// Start the agent the way the systemd unit does: run the agent binary the data dir names,
+    /// try a new one on probation, and go back to the one before if it fails
+    Launch(crate::launch::Args),
+    /// Stage a new agent binary for `launch` to try on probation (no hub needed)
+    Update {
+        /// The new `shoal-agent` binary, built for this device's architecture
+        #[arg(long, value_name = "FILE")]
+        binary: PathBuf,
+        /// Its version, as MAJOR.MINOR.PATCH (`--version` is this agent's own)
+        #[arg(long = "as", value_name = "VERSION")]
+        as_version: String,
+        /// The agent's configuration file (it names the data dir)
+        #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Join a hub with the one-time token from `shoal node add`
     Enroll(enroll::Args),
     /// Make the workloads in a manifest file or folder run on this device (no hub needed)
@@ -90,6 +106,12 @@ pub fn main() -> ExitCode {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(args) => run::run(&args),
+        Command::Launch(args) => crate::launch::run(&args),
+        Command::Update {
+            binary,
+            as_version,
+            config,
+        } => update(&binary, &as_version, &config),
         Command::Enroll(args) => enroll::run(&args),
         Command::Apply { args, socket } => local::apply(&socket, &args),
         Command::Ps { socket } => local::ps(&socket),
@@ -100,6 +122,17 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Selftest(args) => selftest::run(&args),
         Command::Shim(args) => shim::run(args),
     }
+}
+
+/// `shoal-agent update`: stages the binary for the launcher.
+fn update(binary: &Path, version: &str, config: &Path) -> anyhow::Result<ExitCode> {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let config = crate::config::load(config, hostname.trim())?;
+    println!(
+        "{}",
+        crate::launch::stage(&config.data_dir, binary, version)?
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -70,11 +70,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             events.clone(),
             mode,
         )?;
+        let ready = crate::launch::Ready::new(&config.data_dir, hub.is_some());
         if let Some(link) = hub {
             let broker = link.hub.broker.to_string();
             // The transport reads and trims the outbox through a connection of its own.
             let outbox = state::Store::open(&config.data_dir)?;
-            mqtt::start(link, outbox, outbox_ready, events.clone())
+            mqtt::start(link, outbox, outbox_ready, events.clone(), Arc::clone(&ready))
                 .context("cannot set up the link to the hub")?;
             tracing::info!(broker, "connecting to the hub; meanwhile the node runs what the hub last sent");
         }
@@ -89,7 +90,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         });
         tracing::info!(node = config.node_name, socket = %config.socket().display(), "agent running");
         tokio::select! {
-            () = supervisor.run(receiver) => {}
+            () = supervisor.run(receiver, ready) => {}
             signal = stop_signal() => {
                 signal?;
                 tracing::info!("stopping; containers keep running and the next agent re-adopts them");

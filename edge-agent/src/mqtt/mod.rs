@@ -101,6 +101,7 @@ pub fn start(
     outbox: Store,
     outbox_ready: Arc<Notify>,
     supervisor: mpsc::Sender<Event>,
+    ready: Arc<crate::launch::Ready>,
 ) -> Result<(), MqttError> {
     let node = NodeId::new(link.node_name.clone())?;
     let topics = link.topics()?;
@@ -124,7 +125,12 @@ pub fn start(
     let (client, eventloop) = AsyncClient::new(options, 0);
     let (link_tx, link_rx) = mpsc::channel(64);
     let (replies_tx, replies_rx) = mpsc::channel(16);
-    tokio::spawn(drive(eventloop, link_tx, link.hub.broker.to_string()));
+    tokio::spawn(drive(
+        eventloop,
+        link_tx,
+        link.hub.broker.to_string(),
+        ready,
+    ));
     let session = Session::new(
         client, node, topics, limits, online, outbox, supervisor, replies_tx,
     );
@@ -175,7 +181,12 @@ fn options(
 
 /// The connection task: polls the event loop forever, forwarding its events, and waits a
 /// backoff after every error (rumqttc itself would reconnect at once).
-async fn drive(mut eventloop: EventLoop, link: mpsc::Sender<LinkEvent>, broker: String) {
+async fn drive(
+    mut eventloop: EventLoop,
+    link: mpsc::Sender<LinkEvent>,
+    broker: String,
+    ready: Arc<crate::launch::Ready>,
+) {
     let mut failures: u32 = 0;
     let mut connected = false;
     let mut warned: Option<Instant> = None;
@@ -191,6 +202,7 @@ async fn drive(mut eventloop: EventLoop, link: mpsc::Sender<LinkEvent>, broker: 
                     failures = 0;
                     connected = true;
                     warned = None;
+                    ready.link_known();
                 }
                 tracing::debug!(event = %describe(&event), "mqtt");
                 if link.send(LinkEvent::Mqtt(event)).await.is_err() {
@@ -198,6 +210,9 @@ async fn drive(mut eventloop: EventLoop, link: mpsc::Sender<LinkEvent>, broker: 
                 }
             }
             Err(error) => {
+                // Offline, and knowing it, is ready enough: a device whose link is down
+                // must not roll its agent back.
+                ready.link_known();
                 if link.send(LinkEvent::Lost).await.is_err() {
                     return;
                 }

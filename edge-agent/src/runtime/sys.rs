@@ -250,3 +250,25 @@ pub fn attach_device_program(cgroup: BorrowedFd<'_>, program: BorrowedFd<'_>) ->
     }
     Ok(())
 }
+
+/// Makes the process `command` starts receive SIGKILL when the thread that spawned it dies
+/// (`PR_SET_PDEATHSIG`), and exit at once if that already happened: the launcher's child agent
+/// must never outlive its launcher, or a restarted launcher would start a second agent on the
+/// same data. (Its containers are not affected: the flag is not inherited across fork.)
+pub fn die_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // async-signal-safe functions (`prctl`, `getppid`, `_exit`); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}

@@ -393,8 +393,14 @@ impl Supervisor {
     }
 
     /// Runs the loop until the process is stopped. Containers are left running on exit.
-    pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+    /// Runs until `events` closes; says `ready` once the first pass re-adopted what runs.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        ready: std::sync::Arc<crate::launch::Ready>,
+    ) {
         let mut wake = self.step();
+        ready.adopted();
         loop {
             wake = wake.min(self.report());
             let event = tokio::select! {

@@ -117,7 +117,8 @@ After=network-online.target
 [Service]
 # Enrolls once with the bootstrap (waiting for the network), then does nothing.
 ExecStartPre=/usr/local/bin/shoal-agent enroll --bootstrap @BOOTSTRAP@
-ExecStart=/usr/local/bin/shoal-agent run
+# Runs the agent; tries an updated agent on probation, reverting one that fails.
+ExecStart=/usr/local/bin/shoal-agent launch
 # Stopping or restarting the agent leaves the containers running.
 KillMode=process
 Restart=always
