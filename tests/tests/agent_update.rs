@@ -274,6 +274,15 @@ fn a_new_agent_that_exits_at_start_is_reverted_at_once_and_one_that_hangs_within
         reason.contains("exited (code 3) before it became ready"),
         "{state}"
     );
+    // The agent that came back says so in an event (for the hub), once.
+    let said: Vec<String> = agent
+        .events_after(0)
+        .into_iter()
+        .filter(|(_, _, message)| message.contains("update to agent 9.9.1 was reverted"))
+        .map(|(_, _, message)| message)
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("exited (code 3)"), "{said:?}");
     assert!(
         state.get("trial").is_none() && state.get("good").is_none(),
         "{state}"

@@ -105,6 +105,9 @@ pub struct Trial {
 pub struct Failed {
     pub version: String,
     pub reason: String,
+    /// Whether an agent has recorded it as an event (once).
+    #[serde(default)]
+    pub reported: bool,
 }
 
 /// `{data_dir}/bin`.
@@ -215,6 +218,22 @@ impl Ready {
                         tracing::warn!(error = %format!("{e:#}"), "cannot say the agent is ready")
                     }
                 });
+        }
+    }
+}
+
+/// The last failed update not yet reported, marked reported: what the agent that starts
+/// after a revert says in its first event. `None` when there is nothing new (or no state).
+pub fn take_unreported_failure(data_dir: &Path) -> Option<Failed> {
+    let mut state = read_state(data_dir).ok()?;
+    let failed = state.failed.as_mut().filter(|f| !f.reported)?;
+    failed.reported = true;
+    let taken = failed.clone();
+    match write_state(data_dir, &state) {
+        Ok(()) => Some(taken),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot mark the failed update as reported");
+            Some(taken)
         }
     }
 }
@@ -473,6 +492,7 @@ impl Launcher {
         state.failed = Some(Failed {
             version: trial.version.clone(),
             reason: failure.to_string(),
+            reported: false,
         });
         write_state(&self.data_dir, state)?;
         self.remove_own_binary(&trial.binary, state);

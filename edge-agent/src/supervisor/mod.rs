@@ -331,6 +331,20 @@ impl Supervisor {
             EventReason::AgentStarted,
             format!("agent started with {from} desired generation {generation}"),
         );
+        if let Some(failed) = crate::launch::take_unreported_failure(supervisor.store.data_dir()) {
+            supervisor.note(
+                Severity::Warning,
+                None,
+                None,
+                EventReason::AgentStarted,
+                format!(
+                    "agent {} started again after the update to agent {} was reverted: {}",
+                    env!("CARGO_PKG_VERSION"),
+                    failed.version,
+                    failed.reason
+                ),
+            );
+        }
         Ok(supervisor)
     }
 
