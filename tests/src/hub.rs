@@ -208,6 +208,30 @@ impl Hub {
             .expect("run shoal")
     }
 
+    /// Runs a `shoal` CLI command against this hub with `input` on its stdin.
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(&self.binary)
+            .args(args)
+            .arg("--hub")
+            .arg(&self.api)
+            .arg("--ca")
+            .arg(self.ca_path())
+            .env("SHOAL_TOKEN", self.token_if_any())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run shoal");
+        child
+            .stdin
+            .take()
+            .expect("a piped stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait for shoal")
+    }
+
     fn token_if_any(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("api-token"))
             .map(|t| t.trim().to_string())

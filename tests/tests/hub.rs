@@ -155,6 +155,58 @@ fn apply_stores_a_workload_with_a_rollout_and_warns_about_nothing_the_hub_enforc
 }
 
 #[test]
+fn diff_and_apply_read_stdin_and_diff_exits_0_unchanged_1_changed_2_on_error() {
+    let mut hub = Hub::start("diff-stdin");
+    let manifest = shell_workload("piped", "sleep 300", "", "");
+    let code = |out: &Output| {
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+
+    let (status, text) = code(&hub.cli_stdin(&["diff", "-f", "-"], &manifest));
+    assert_eq!(status, Some(1), "a new workload is a change: {text}");
+    assert!(text.contains("piped"), "{text}");
+
+    let (status, text) = code(&hub.cli_stdin(&["apply", "-f", "-"], &manifest));
+    assert_eq!(status, Some(0), "{text}");
+    assert!(text.contains("workload/piped created"), "{text}");
+    assert!(hub.workload("piped").is_some());
+
+    let (status, text) = code(&hub.cli_stdin(&["diff", "-f", "-"], &manifest));
+    assert_eq!((status, text.as_str()), (Some(0), ""), "nothing changes");
+
+    let misspelled = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/invalid/misspelled-field.yaml"),
+    )
+    .expect("fixture");
+    for command in ["apply", "diff"] {
+        let (status, text) = code(&hub.cli_stdin(&[command, "-f", "-"], &misspelled));
+        let expected = if command == "diff" { 2 } else { 1 };
+        assert_eq!(
+            status,
+            Some(expected),
+            "`{command}` of a bad manifest: {text}"
+        );
+        assert!(
+            text.contains("<stdin>:9:20: spec.containers[0].resources.memroy"),
+            "problems in stdin are named `<stdin>` with their position: {text}"
+        );
+    }
+
+    let (status, text) = code(&hub.cli(&["diff", "-f", "/nonexistent/shoal.yaml"]));
+    assert_eq!(status, Some(2), "an unreadable file is an error: {text}");
+    hub.kill9();
+    let (status, text) = code(&hub.cli_stdin(&["diff", "-f", "-"], &manifest));
+    assert_eq!(status, Some(2), "an unreachable hub is an error: {text}");
+}
+
+#[test]
 fn a_hub_killed_with_sigkill_loses_no_workload_and_restarts_no_container() {
     let mut hub = Hub::start("crash");
     let agent = started(&hub, "crash-a", "");

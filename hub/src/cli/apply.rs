@@ -16,7 +16,8 @@ use super::client::{segment, Client, HubArgs};
 /// Apply fleet manifests: the hub creates or updates their workloads
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A manifest file, or a folder of .yaml/.yml files (not recursive); repeatable
+    /// A manifest file, a folder of .yaml/.yml files (not recursive), or `-` for stdin;
+    /// repeatable
     #[arg(
         short = 'f',
         long = "filename",
@@ -40,10 +41,12 @@ fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
     shoal_model::quantity::parse_duration(text)
 }
 
-/// Show what `shoal apply` would change; exit 1 when something would, 0 when nothing would
+/// Show what `shoal apply` would change; exit 0 when nothing would, 1 when something would,
+/// 2 on an error
 #[derive(Debug, clap::Args)]
 pub struct DiffArgs {
-    /// A manifest file, or a folder of .yaml/.yml files (not recursive); repeatable
+    /// A manifest file, a folder of .yaml/.yml files (not recursive), or `-` for stdin;
+    /// repeatable
     #[arg(
         short = 'f',
         long = "filename",
@@ -148,13 +151,30 @@ fn send(files: &[ManifestFile], dry_run: bool, hub: &HubArgs) -> anyhow::Result<
     Ok(client.post("/v1/apply", &request)?)
 }
 
+/// The name that problems in manifests read from stdin (`-f -`) are reported under.
+pub const STDIN_NAME: &str = "<stdin>";
+
 /// Reads each path: a file as it is, a folder as its `.yaml`/`.yml` files (sorted by name,
-/// hidden files skipped, not recursive), as [`shoal_model::manifest::load`] does. Every
-/// problem is reported, not only the first.
+/// hidden files skipped, not recursive), as [`shoal_model::manifest::load`] does, and `-` as
+/// stdin (named [`STDIN_NAME`]; at most once). Every problem is reported, not only the first.
 pub fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
     let mut files = Vec::new();
     let mut problems = Vec::new();
+    let stdin_count = paths.iter().filter(|p| p.as_os_str() == "-").count();
+    if stdin_count > 1 {
+        bail!("`-f -` is given {stdin_count} times: stdin can be read only once");
+    }
     for path in paths {
+        if path.as_os_str() == "-" {
+            match read_stdin(&mut std::io::stdin().lock()) {
+                Ok(text) => files.push(ManifestFile {
+                    name: STDIN_NAME.into(),
+                    text,
+                }),
+                Err(message) => problems.push(format!("{STDIN_NAME}: {message}")),
+            }
+            continue;
+        }
         let listed = match manifest::manifest_files(path) {
             Ok(files) => files,
             Err(message) => {
@@ -177,6 +197,29 @@ pub fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
     } else {
         bail!("cannot read the manifests:\n  {}", problems.join("\n  "))
     }
+}
+
+/// Manifest text from `input` with the limits of a manifest file: at most
+/// [`manifest::MAX_FILE_BYTES`], UTF-8.
+fn read_stdin(input: &mut impl std::io::Read) -> Result<String, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    input
+        .take(manifest::MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    if bytes.len() as u64 > manifest::MAX_FILE_BYTES {
+        return Err(format!(
+            "stdin holds more than {} bytes; manifests are limited to that: split it",
+            manifest::MAX_FILE_BYTES
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "stdin is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// `workload/hello created`, `workload/hello configured (revision 3)`,
@@ -225,6 +268,27 @@ mod tests {
     use super::*;
     use shoal_model::api::WorkloadChange;
     use shoal_model::manifest::MAX_FILE_BYTES;
+
+    #[test]
+    fn stdin_is_read_whole_up_to_the_manifest_limit_and_refused_beyond_it() {
+        let text = "a".repeat(MAX_FILE_BYTES as usize);
+        assert_eq!(
+            read_stdin(&mut text.as_bytes()).as_deref(),
+            Ok(text.as_str())
+        );
+        let over = "a".repeat(MAX_FILE_BYTES as usize + 1);
+        let error = read_stdin(&mut over.as_bytes()).expect_err("over the limit");
+        assert!(error.contains("limited"), "{error}");
+        let error = read_stdin(&mut &[0x61, 0xff][..]).expect_err("not UTF-8");
+        assert!(error.contains("offset 1"), "{error}");
+    }
+
+    #[test]
+    fn stdin_given_twice_is_refused() {
+        let error =
+            read_manifests(&[PathBuf::from("-"), PathBuf::from("-")]).expect_err("two stdins");
+        assert!(error.to_string().contains("only once"), "{error}");
+    }
 
     fn change(
         workload: &str,

@@ -64,9 +64,14 @@ enum Command {
 }
 
 /// Parses the command line and runs the command; the exit code is 0 on success, 1 when the
-/// command found problems, 2 for a usage error (from clap).
+/// command found problems, 2 for a usage error (from clap). `shoal diff` follows `kubectl
+/// diff`: 0 when nothing would change, 1 when something would, 2 for any error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let error_code = match cli.command {
+        Command::Diff(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    };
     crate::telemetry::write_json(cli.log_format == "json");
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
@@ -90,7 +95,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            error_code
         }
     }
 }
