@@ -369,3 +369,18 @@ fn a_launcher_killed_during_probation_takes_the_trial_down_and_the_next_start_st
     );
     untouched(&rows, &pid);
 }
+
+#[test]
+fn a_launch_state_that_cannot_be_read_still_runs_the_installed_agent() {
+    let mut agent = Agent::new("update-garbled", "");
+    let bin = agent.root.join("data/bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    std::fs::write(bin.join("launch.json"), b"{\"format\": 1, \"good\": ").expect("garble");
+    // launch waits until the agent answers: the installed one runs its workloads anyway.
+    agent.launch(&LAUNCH);
+    assert!(
+        agent.log().contains("cannot read the launch state"),
+        "{}",
+        agent.log_tail()
+    );
+}

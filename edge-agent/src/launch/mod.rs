@@ -312,21 +312,45 @@ impl Launcher {
         let dir = bin_dir(&self.data_dir);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        write_atomic(&dir, PID_FILE, std::process::id().to_string().as_bytes())?;
+        if let Err(e) = write_atomic(&dir, PID_FILE, std::process::id().to_string().as_bytes()) {
+            // Only `shoal-agent update`'s signal needs it; the agent must run regardless.
+            tracing::warn!(error = %format!("{e:#}"), "cannot record the launcher's pid");
+        }
         let mut signals = Signals {
             term: &mut term,
             int: &mut int,
             hup: &mut hup,
         };
         loop {
-            let mut state = read_state(&self.data_dir)?;
+            // A launch state that cannot be read (or an attempt that cannot be counted, on a
+            // full disk) must not keep the device's workloads from being supervised: the
+            // launcher then runs its own binary, the one the package installed.
+            let mut state = match read_state(&self.data_dir) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), own = %self.own.display(), "cannot read the launch state; running the installed agent");
+                    LaunchState {
+                        format: FORMAT,
+                        ..LaunchState::default()
+                    }
+                }
+            };
             let choice = plan::choose(state.trial.as_ref().map(|t| t.attempts));
             let trial = match (&choice, state.trial.clone()) {
                 (Choice::Trial { attempt }, Some(mut trial)) => {
                     trial.attempts = *attempt;
-                    state.trial = Some(trial.clone());
-                    write_state(&self.data_dir, &state)?;
-                    Some(trial)
+                    let mut counted = state.clone();
+                    counted.trial = Some(trial.clone());
+                    match write_state(&self.data_dir, &counted) {
+                        Ok(()) => {
+                            state = counted;
+                            Some(trial)
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), version = trial.version, "cannot count a start of the new agent; running the good one until it can");
+                            None
+                        }
+                    }
                 }
                 (Choice::Exhausted { attempts }, Some(trial)) => {
                     self.fail(
