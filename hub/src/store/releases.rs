@@ -16,7 +16,7 @@ use shoal_model::release::{self, AgentRelease};
 use shoal_model::wire::signing::SigningKey;
 
 use super::security::{add_key, read_keys, signing_key, KeyTable};
-use super::{query, to_i64, to_u64, KeyState, Store, StoreError, StoredKey};
+use super::{query, to_i64, to_u64, KeyState, Store, StoreError};
 
 /// A release as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,11 +53,6 @@ pub enum ReleaseError {
 }
 
 impl Store {
-    /// Every release key, newest first.
-    pub fn release_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        read_keys(&self.conn(), KeyTable::Release)
-    }
-
     /// The active release key, made on the first call (the hub's first start after
     /// migration 0006).
     pub fn release_key(&self, now_ms: u64) -> Result<SigningKey, StoreError> {
