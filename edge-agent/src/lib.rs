@@ -21,6 +21,7 @@ mod supervisor;
 mod telemetry;
 #[cfg(test)]
 mod testing;
+mod update;
 mod wiring;
 
 pub use cli::main;

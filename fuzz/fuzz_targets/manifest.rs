@@ -54,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
                 revision: 1,
             }],
             signing_keys: Vec::new(),
+            agent: None,
         };
         let bytes = match encode("fuzz-node", &state, &limits) {
             Ok(bytes) => bytes,

@@ -130,6 +130,7 @@ fn report(store: &Store, sequence: u64) -> anyhow::Result<()> {
             usage: NodeUsage::default(),
             events: Vec::new(),
             dropped_events: 0,
+            agent_update: None,
         };
         store.record_status(&node.name, &status, now)?;
     }
@@ -166,7 +167,7 @@ fn main() -> anyhow::Result<()> {
     let counter = Counter::default();
     let pass = |store: &Arc<Store>| {
         runtime
-            .block_on(controller::pass(store, &limits, &counter, None))
+            .block_on(controller::pass(store, &limits, None, &counter, None))
             .expect("a pass")
     };
     // A fresh fleet with no desired state yet, for each first pass.

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use shoal_model::release::AgentTarget;
 use shoal_model::wire::identity;
 use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::{DesiredState, DesiredWorkload};
@@ -81,8 +82,12 @@ pub fn per_node_given(
 /// to a workload later takes part only when it is not at its default (the rule in
 /// `identity`), so adding an optional field gives no node a new generation; setting it
 /// gives a new generation to exactly the nodes that run that workload.
-pub fn digest(workloads: &[DesiredWorkload], signing_keys: &[PublicKey]) -> String {
-    shoal_model::hex::sha256_hex(&identity::desired(workloads, signing_keys))
+pub fn digest(
+    workloads: &[DesiredWorkload],
+    signing_keys: &[PublicKey],
+    agent: Option<&AgentTarget>,
+) -> String {
+    shoal_model::hex::sha256_hex(&identity::desired(workloads, signing_keys, agent))
 }
 
 /// The next desired state for `node`, or `None` when neither what it should run nor the keys
@@ -91,13 +96,21 @@ pub fn next(
     node: &str,
     workloads: Vec<DesiredWorkload>,
     signing_keys: &[PublicKey],
+    agent: Option<AgentTarget>,
     previous: Option<&Published>,
 ) -> Option<(DesiredState, String)> {
-    let digest = digest(&workloads, signing_keys);
+    let digest = digest(&workloads, signing_keys, agent.as_ref());
     if previous.is_some_and(|p| p.digest == digest) {
         return None;
     }
-    Some(after(node, workloads, signing_keys, previous, digest))
+    Some(after(
+        node,
+        workloads,
+        signing_keys,
+        agent,
+        previous,
+        digest,
+    ))
 }
 
 /// The desired state after `previous` (generation 1 without one), with its `digest`.
@@ -105,6 +118,7 @@ pub fn after(
     node: &str,
     workloads: Vec<DesiredWorkload>,
     signing_keys: &[PublicKey],
+    agent: Option<AgentTarget>,
     previous: Option<&Published>,
     digest: String,
 ) -> (DesiredState, String) {
@@ -115,6 +129,7 @@ pub fn after(
             generation,
             workloads,
             signing_keys: signing_keys.to_vec(),
+            agent,
         },
         digest,
     )
@@ -156,7 +171,7 @@ mod tests {
     fn published(generation: u64, workloads: &[DesiredWorkload]) -> Published {
         Published {
             generation,
-            digest: digest(workloads, &[]),
+            digest: digest(workloads, &[], None),
             signing_keys: Vec::new(),
             wire_version: shoal_model::wire::WIRE_VERSION,
         }
@@ -189,7 +204,7 @@ mod tests {
 
     #[test]
     fn the_first_desired_state_has_generation_one() {
-        let (state, _) = next("a", Vec::new(), &[], None).expect("first");
+        let (state, _) = next("a", Vec::new(), &[], None, None).expect("first");
         assert_eq!(state.generation, 1);
     }
 
@@ -201,7 +216,10 @@ mod tests {
             &["a".into()],
         );
         let previous = published(4, &lists["a"]);
-        assert_eq!(next("a", lists["a"].clone(), &[], Some(&previous)), None);
+        assert_eq!(
+            next("a", lists["a"].clone(), &[], None, Some(&previous)),
+            None
+        );
     }
 
     #[test]
@@ -217,7 +235,8 @@ mod tests {
             &placement(&[("web", &["a"])]),
             &["a".into()],
         );
-        let (state, _) = next("a", after["a"].clone(), &[], Some(&previous)).expect("changed");
+        let (state, _) =
+            next("a", after["a"].clone(), &[], None, Some(&previous)).expect("changed");
         assert_eq!((state.generation, state.workloads[0].revision), (5, 2));
     }
 
@@ -230,7 +249,8 @@ mod tests {
         );
         let previous = published(4, &lists["a"]);
         let key = PublicKey([7; 32]);
-        let (state, _) = next("a", lists["a"].clone(), &[key], Some(&previous)).expect("changed");
+        let (state, _) =
+            next("a", lists["a"].clone(), &[key], None, Some(&previous)).expect("changed");
         assert_eq!((state.generation, state.signing_keys), (5, vec![key]));
     }
 
@@ -300,7 +320,7 @@ spec:
         ];
         let keys = [PublicKey([0xa5; 32]), PublicKey([0x5a; 32])];
         assert_eq!(
-            (digest(&workloads, &keys), digest(&[], &[])),
+            (digest(&workloads, &keys, None), digest(&[], &[], None)),
             (
                 "e0cd6d9240cf31d2bd69ca59c6ba994db878752fb8bedd890e1bef8eb43d0356".to_string(),
                 "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7".to_string()

@@ -100,6 +100,7 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
             "key",
             "token",
             "agent-release",
+            "agent",
             "flash",
             "broker-config",
             "validate",

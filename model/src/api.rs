@@ -20,10 +20,18 @@
 //! | `GET /v1/tokens` | | `Vec<`[`ClaimInfo`]`>` (claim tokens, newest first) |
 //! | `POST /v1/tokens` | [`ClaimCreateRequest`] | [`ClaimCreated`] |
 //! | `DELETE /v1/tokens/{id}` | | [`Done`] (revoked: it enrolls nobody more) |
+//! | `GET /v1/agent-releases` | | `Vec<`[`AgentReleaseInfo`]`>` |
+//! | `POST /v1/agent-releases?version=V` | the binary | [`AgentReleaseAdded`] |
+//! | `DELETE /v1/agent-releases/{version}?arch=A` | | [`Done`] |
+//! | `GET /v1/agent-upgrades` | | [`AgentUpgradeStatus`] |
+//! | `POST /v1/agent-upgrades` | [`AgentUpgradeRequest`] | [`Done`] |
+//! | `DELETE /v1/agent-upgrades` | [`AgentUpgradeRequest`] (no version) | [`Done`] |
 //!
-//! Two routes take no bearer token, for devices: `GET /v1/ca` (the hub's CA certificate, PEM;
-//! public) and `POST /v1/enroll` ([`EnrollRequest`] → [`EnrollResponse`]; the enrollment
-//! token, for one node, or the claim token, for a batch, is the credential).
+//! Three routes take no bearer token, for devices: `GET /v1/ca` (the hub's CA certificate,
+//! PEM; public), `POST /v1/enroll` ([`EnrollRequest`] → [`EnrollResponse`]; the enrollment
+//! token, for one node, or the claim token, for a batch, is the credential), and
+//! `GET /v1/agent-binaries/{sha256}` (an agent release's binary, by HTTP Basic with the
+//! node's name and MQTT password; `Range: bytes=N-` resumes a download).
 //!
 //! Errors come back with a 4xx/5xx status and an [`ApiError`] body.
 
@@ -332,6 +340,11 @@ pub struct EnrollResponse {
     pub ca_pem: String,
     /// The hub keys desired states are signed with (`ed25519:…`).
     pub signing_keys: Vec<String>,
+    /// The hub keys agent releases are signed with (`ed25519:…`), for the agent to update
+    /// itself; absent from hubs that have none (release 0.1.0), and ignored by agents that
+    /// cannot update themselves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub release_keys: Vec<String>,
 }
 
 /// One of the hub's signing keys (`shoal key list`).
@@ -361,6 +374,48 @@ pub struct AgentReleaseInfo {
     /// The id of the release key that signed it.
     pub key: String,
     pub created_ms: u64,
+}
+
+/// `POST /v1/agent-upgrades` (`shoal agent upgrade --to V [-l SELECTOR]`) and, without
+/// `version`, `DELETE /v1/agent-upgrades` (`--cancel`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUpgradeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Labels a node must all have; empty: every node.
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+}
+
+/// One agent upgrade.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUpgradeInfo {
+    pub selector: BTreeMap<String, String>,
+    pub version: String,
+    pub created_ms: u64,
+}
+
+/// Where one node is with its agent upgrade (`shoal agent status`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentNodeInfo {
+    pub node: String,
+    pub arch: String,
+    /// The version its agent runs (as its presence says).
+    pub running: String,
+    /// The version the upgrade that picks it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// `none`, `updated`, `blocked`, `waiting`, `downloading`, `switching` or `failed`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// `GET /v1/agent-upgrades`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUpgradeStatus {
+    pub upgrades: Vec<AgentUpgradeInfo>,
+    pub nodes: Vec<AgentNodeInfo>,
 }
 
 /// The answer to `POST /v1/agent-releases?version=V` (the binary as the body).

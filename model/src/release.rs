@@ -21,6 +21,7 @@ use std::fmt;
 pub use semver::Version;
 
 use crate::elf::{self, Arch};
+use crate::endpoint::ApiUrl;
 use crate::hex::{self, Hex};
 use crate::wire::signing::{self, KeyId, PublicKey, SignatureError, SigningKey};
 
@@ -65,6 +66,8 @@ pub enum ReleaseError {
     SizeMismatch { expected: u64, actual: u64 },
     #[error("release signature: {0}")]
     Signature(#[from] SignatureError),
+    #[error("release keys: {0}")]
+    Keys(String),
 }
 
 /// Parses an agent version (semantic versioning, as Cargo writes it).
@@ -154,6 +157,83 @@ impl AgentRelease {
     }
 }
 
+/// The first line of the statement that endorses a set of release keys.
+const KEYS_FORMAT: &str = "shoal-release-keys/1";
+/// The most release keys a target may announce, and endorsements it may carry.
+pub const MAX_RELEASE_KEYS: usize = 4;
+
+/// The statement each release key signs to endorse the set of release keys a node is to
+/// trust (the hub's release keys that are not retired, in the order given):
+///
+/// ```text
+/// shoal-release-keys/1
+/// ed25519:<base64>
+/// ```
+pub fn keys_statement(keys: &[PublicKey]) -> Vec<u8> {
+    let mut out = format!("{KEYS_FORMAT}\n");
+    for key in keys {
+        out.push_str(&key.to_string());
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// What the hub wants a node's agent to be: a release for the node's architecture, signed by
+/// a release key, where to download it, and the release keys to check it with. Travels in
+/// the signed desired state (wire version 3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentTarget {
+    pub release: AgentRelease,
+    /// A release key's signature over [`AgentRelease::signed_bytes`].
+    pub signature: Vec<u8>,
+    /// The hub's API: the binary is `{source}/v1/agent-binaries/{sha256}`, fetched with the
+    /// node's credentials. Not signed by a release key (the digest is): a wrong source can
+    /// only fail the download.
+    pub source: ApiUrl,
+    /// The hub's release keys (at most [`MAX_RELEASE_KEYS`]).
+    pub release_keys: Vec<PublicKey>,
+    /// Signatures over [`keys_statement`] of `release_keys`, one per key that signs it.
+    pub endorsements: Vec<Vec<u8>>,
+}
+
+impl AgentTarget {
+    /// Checks the target against the release keys the node trusts, and returns the release
+    /// keys to trust from now on.
+    ///
+    /// `release_keys` are taken when an endorsement verifies with a key the node trusts; a node
+    /// that trusts no release key yet (enrolled before its hub had one) takes them on first
+    /// use, since the desired state they came in verified with the hub's state key. Then the
+    /// release's signature must verify with the keys taken.
+    pub fn accept(&self, trusted: &[PublicKey]) -> Result<Vec<PublicKey>, ReleaseError> {
+        if self.release_keys.is_empty() || self.release_keys.len() > MAX_RELEASE_KEYS {
+            return Err(ReleaseError::Keys(format!(
+                "the target announces {} release keys; 1 to {MAX_RELEASE_KEYS} are allowed",
+                self.release_keys.len()
+            )));
+        }
+        if !trusted.is_empty() {
+            let statement = keys_statement(&self.release_keys);
+            let endorsed = self
+                .endorsements
+                .iter()
+                .take(MAX_RELEASE_KEYS)
+                .map(|e| signing::verify_bytes(&statement, e, trusted))
+                .collect::<Vec<_>>();
+            if !endorsed.iter().any(Result::is_ok) {
+                let why = endorsed.into_iter().find_map(Result::err).map_or_else(
+                    || "it carries no endorsement".to_string(),
+                    |e| e.to_string(),
+                );
+                return Err(ReleaseError::Keys(format!(
+                    "the announced release keys are not endorsed by a release key this node trusts: {why}"
+                )));
+            }
+        }
+        self.release.verify(&self.signature, &self.release_keys)?;
+        Ok(self.release_keys.clone())
+    }
+}
+
 impl fmt::Display for AgentRelease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "agent {} for {}", self.version, self.arch.as_str())
@@ -219,6 +299,61 @@ mod tests {
             release.verify(&release.sign(&other), &[key.public()]),
             Err(ReleaseError::Signature(SignatureError::UnknownKey { .. }))
         ));
+    }
+
+    fn target(keys: &[&SigningKey], signer: &SigningKey, endorsers: &[&SigningKey]) -> AgentTarget {
+        let release =
+            AgentRelease::of(semver::Version::new(0, 2, 0), &busybox_like(62)).expect("release");
+        let release_keys: Vec<PublicKey> = keys.iter().map(|k| k.public()).collect();
+        let statement = keys_statement(&release_keys);
+        AgentTarget {
+            signature: release.sign(signer),
+            release,
+            source: "https://hub.example:7440".parse().expect("url"),
+            endorsements: endorsers.iter().map(|k| k.sign_bytes(&statement)).collect(),
+            release_keys,
+        }
+    }
+
+    #[test]
+    fn a_target_is_taken_with_keys_the_node_trusts_and_refused_with_others() {
+        let (old, _) = SigningKey::generate().expect("key");
+        let (new, _) = SigningKey::generate().expect("key");
+        let (thief, _) = SigningKey::generate().expect("key");
+        // First use: a node that trusts no release key takes the announced ones.
+        let first = target(&[&old], &old, &[&old]);
+        assert_eq!(first.accept(&[]), Ok(vec![old.public()]));
+        // Rotation: the set {old, new}, endorsed by old, signed by new.
+        let rotated = target(&[&old, &new], &new, &[&old, &new]);
+        assert_eq!(
+            rotated.accept(&[old.public()]),
+            Ok(vec![old.public(), new.public()])
+        );
+        // A stolen state key can announce keys, but cannot endorse them.
+        let forged = target(&[&thief], &thief, &[&thief]);
+        let refused = forged.accept(&[old.public()]).expect_err("not endorsed");
+        assert!(refused.to_string().contains("not endorsed"), "{refused}");
+        let bare = target(&[&thief], &thief, &[]);
+        assert!(bare
+            .accept(&[old.public()])
+            .expect_err("no endorsement")
+            .to_string()
+            .contains("no endorsement"));
+        // Endorsed keys, but the release signed by a key outside them.
+        let outside = target(&[&old], &thief, &[&old]);
+        assert!(matches!(
+            outside.accept(&[old.public()]),
+            Err(ReleaseError::Signature(SignatureError::UnknownKey { .. }))
+        ));
+        // A changed release under a good signature.
+        let mut changed = target(&[&old], &old, &[&old]);
+        changed.release.size += 1;
+        assert!(matches!(
+            changed.accept(&[old.public()]),
+            Err(ReleaseError::Signature(SignatureError::Invalid { .. }))
+        ));
+        let none = target(&[], &old, &[]);
+        assert!(matches!(none.accept(&[]), Err(ReleaseError::Keys(_))));
     }
 
     #[test]

@@ -60,6 +60,7 @@ fn padded(kind: MessageKind, pad: usize) -> Envelope {
                         revision: 1,
                     }],
                     signing_keys: Vec::new(),
+                    agent: None,
                 },
             )
         }
@@ -82,6 +83,7 @@ fn padded(kind: MessageKind, pad: usize) -> Envelope {
                     message: text,
                 }],
                 dropped_events: 0,
+                agent_update: None,
             },
         ),
         MessageKind::Presence => Envelope::seal(

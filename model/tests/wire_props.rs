@@ -163,6 +163,7 @@ fn desired_state() -> impl Strategy<Value = DesiredState> {
         generation,
         workloads,
         signing_keys: Vec::new(),
+        agent: None,
     })
 }
 
@@ -249,7 +250,9 @@ fn event_reason(with_v3: bool) -> impl Strategy<Value = EventReason> {
     let reported: Vec<EventReason> = EventReason::ALL
         .into_iter()
         .filter(|r| !r.is_recorded_by_hub())
-        .filter(|r| with_v3 || *r != EventReason::RolledBack)
+        .filter(|r| {
+            with_v3 || !matches!(r, EventReason::RolledBack | EventReason::AgentUpdateFailed)
+        })
         .collect();
     prop::sample::select(reported)
 }
@@ -325,6 +328,7 @@ fn node_status_in(with_v3: bool) -> impl Strategy<Value = NodeStatus> {
         usage,
         prop::collection::vec(event_in(with_v3), 0..4),
         any::<u64>(),
+        agent_update(with_v3),
     )
         .prop_map(
             |(
@@ -333,6 +337,7 @@ fn node_status_in(with_v3: bool) -> impl Strategy<Value = NodeStatus> {
                 usage,
                 events,
                 dropped_events,
+                agent_update,
             )| NodeStatus {
                 node_id,
                 observed_generation,
@@ -342,8 +347,31 @@ fn node_status_in(with_v3: bool) -> impl Strategy<Value = NodeStatus> {
                 usage,
                 events,
                 dropped_events,
+                agent_update,
             },
         )
+}
+
+/// Where an agent update is (`with_v3`; version 2 has none).
+fn agent_update(with_v3: bool) -> impl Strategy<Value = Option<shoal_model::wire::AgentUpdate>> {
+    use shoal_model::wire::{AgentUpdate, AgentUpdateState};
+    let state = prop_oneof![
+        (0u64..1000, 1000u64..2000)
+            .prop_map(|(received, size)| AgentUpdateState::Downloading { received, size }),
+        Just(AgentUpdateState::Switching),
+        "[ -~]{0,40}".prop_map(|reason| AgentUpdateState::Failed { reason }),
+    ];
+    let some = ((0u64..5, 0u64..5, 0u64..5), state).prop_map(|((a, b, c), state)| {
+        Some(AgentUpdate {
+            version: format!("{a}.{b}.{c}"),
+            state,
+        })
+    });
+    if with_v3 {
+        prop_oneof![Just(None), some].boxed()
+    } else {
+        Just(None).boxed()
+    }
 }
 
 fn presence() -> impl Strategy<Value = Presence> {
@@ -564,9 +592,13 @@ proptest! {
         for w in &mut older.workloads {
             w.rolled_back = None;
         }
+        older.agent_update = None;
         for e in &mut older.events {
             if e.reason == EventReason::RolledBack {
                 e.reason = EventReason::DesiredStateRejected;
+            }
+            if e.reason == EventReason::AgentUpdateFailed {
+                e.reason = EventReason::AgentStarted;
             }
         }
         prop_assert_eq!(read, older);

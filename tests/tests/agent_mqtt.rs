@@ -540,6 +540,7 @@ fn send_desired(broker: &Endpoint, node: &str, generation: u64, workloads: Vec<D
         generation,
         workloads,
         signing_keys: Vec::new(),
+        agent: None,
     };
     broker.publish(&topic(node, "desired"), &signed(hub_key(), &state), true);
 }
@@ -678,6 +679,7 @@ fn a_hub_over_mqtt_drives_the_agent_and_gets_its_answers() {
         generation: 9,
         workloads: Vec::new(),
         signing_keys: Vec::new(),
+        agent: None,
     };
     broker.publish(&topic(node, "desired"), &signed(hub_key(), &theirs), false);
     let takeover = DesiredState {
@@ -685,6 +687,7 @@ fn a_hub_over_mqtt_drives_the_agent_and_gets_its_answers() {
         generation: 50,
         workloads: workloads(&[("evil", "exec sleep 300", "")]),
         signing_keys: Vec::new(),
+        agent: None,
     };
     let unsigned = wire::encode(node, &takeover, &Limits::default()).expect("encodes");
     broker.publish(&topic(node, "desired"), &unsigned, false);

@@ -324,6 +324,7 @@ fn status_numbered(node: &str, sequence: u64, observed_generation: u64, message:
             message: message.into(),
         }],
         dropped_events: 0,
+        agent_update: None,
     };
     wire::encode(node, &status, &Limits::default()).expect("encode a status")
 }

@@ -409,6 +409,12 @@ pub fn keep(enrolled: &EnrollResponse, data_dir: &Path) -> anyhow::Result<()> {
     if keys.is_empty() {
         bail!("the hub sent no signing key");
     }
+    let release_keys = enrolled
+        .release_keys
+        .iter()
+        .map(|k| k.parse::<PublicKey>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("the hub's release keys are not valid")?;
 
     // 3. Kept in the data dir; the file goes last, so a half-done enrollment is not one.
     std::fs::create_dir_all(data_dir)
@@ -418,6 +424,11 @@ pub fn keep(enrolled: &EnrollResponse, data_dir: &Path) -> anyhow::Result<()> {
     let store = Store::open(data_dir)?;
     store.set_trusted_keys(&keys, wall_ms())?;
     store.forget_hub_generation()?;
+    // The release keys the agent's own updates must be signed with (a hub of release 0.1.0
+    // has none: the first target then brings them, see `update`).
+    if !release_keys.is_empty() {
+        crate::update::keep_release_keys(data_dir, &release_keys)?;
+    }
     let file = enrollment_file(enrolled, &ca_path, &keys)?;
     write_atomic(&data_dir.join(ENROLLMENT_FILE), file.as_bytes(), 0o600)?;
     Ok(())
@@ -457,7 +468,7 @@ fn enrollment_file(
 }
 
 /// Writes `path` through a temporary file and a rename, with `mode`.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let temp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
@@ -532,6 +543,7 @@ mod tests {
             prefix: "shoal/v1".into(),
             ca_pem: String::new(),
             signing_keys: Vec::new(),
+            release_keys: Vec::new(),
         };
         let key = PublicKey([9; 32]);
         let text = enrollment_file(&enrolled, Path::new("/var/lib/shoal/hub-ca.pem"), &[key])

@@ -324,6 +324,7 @@ mod tests {
             usage: NodeUsage::default(),
             events: vec![],
             dropped_events: 0,
+            agent_update: None,
         };
         let out = ps_table(&status, 91_000);
         let expected = "\
@@ -348,6 +349,7 @@ app/side: exited (code 3)
             usage: NodeUsage::default(),
             events: vec![event(Change::Full, 0, dir, 1)],
             dropped_events: 0,
+            agent_update: None,
         };
         let out = ps_table(&status, 2);
         assert_eq!(

@@ -2,6 +2,7 @@
 //! are listed.
 
 mod enroll;
+pub(crate) use enroll::write_atomic;
 mod local;
 mod run;
 mod selftest;

@@ -113,6 +113,11 @@ fn hub_mode(link: &mqtt::Link, outbox_ready: Arc<Notify>) -> anyhow::Result<HubM
         heartbeat: link.hub.heartbeat,
         outbox_ready,
         signing_keys: link.hub.signing_keys.clone(),
+        update: link.hub.password()?.map(|password| crate::update::Access {
+            node: link.node_name.clone(),
+            password,
+            ca_file: link.hub.ca_file.clone(),
+        }),
     })
 }
 

@@ -565,10 +565,18 @@ pub fn stage(data_dir: &Path, file: &Path, version: &str) -> anyhow::Result<Stri
     }
     let dir = bin_dir(data_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = format!("shoal-agent-{version}");
-    write_atomic(&dir, &format!("{name}.unverified"), &bytes)?;
-    let staged = dir.join(&name);
-    std::fs::rename(dir.join(format!("{name}.unverified")), &staged)
+    let unverified = dir.join(format!("shoal-agent-{version}.unverified"));
+    write_atomic(&dir, &format!("shoal-agent-{version}.unverified"), &bytes)?;
+    install(data_dir, &unverified, &version.to_string())
+}
+
+/// Stages `unverified` (a checked binary of `version` in `{data_dir}/bin`) as the
+/// launcher's trial: renamed to `shoal-agent-VERSION`, made executable, written into
+/// `launch.json`, and the running launcher told (SIGHUP).
+pub fn install(data_dir: &Path, unverified: &Path, version: &str) -> anyhow::Result<String> {
+    let dir = bin_dir(data_dir);
+    let staged = dir.join(format!("shoal-agent-{version}"));
+    std::fs::rename(unverified, &staged)
         .with_context(|| format!("cannot move the new agent to {}", staged.display()))?;
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -583,7 +591,19 @@ pub fn stage(data_dir: &Path, file: &Path, version: &str) -> anyhow::Result<Stri
     });
     state.failed = None;
     write_state(data_dir, &state)?;
-    let signalled = std::fs::read_to_string(dir.join(PID_FILE))
+    let signalled = launcher_pid(data_dir).is_some_and(|pid| {
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).is_ok()
+    });
+    Ok(if signalled {
+        format!("agent {version} staged at {}; the launcher switches to it now and keeps it if it proves itself", staged.display())
+    } else {
+        format!("agent {version} staged at {}; no `shoal-agent launch` runs, so it is tried at the next launch", staged.display())
+    })
+}
+
+/// The pid of the `shoal-agent launch` that runs the agent of `data_dir`, if one runs.
+fn launcher_pid(data_dir: &Path) -> Option<rustix::process::Pid> {
+    std::fs::read_to_string(bin_dir(data_dir).join(PID_FILE))
         .ok()
         .and_then(|pid| pid.trim().parse::<i32>().ok())
         .filter(|pid| {
@@ -592,14 +612,12 @@ pub fn stage(data_dir: &Path, file: &Path, version: &str) -> anyhow::Result<Stri
                 .unwrap_or(false)
         })
         .and_then(rustix::process::Pid::from_raw)
-        .is_some_and(|pid| {
-            rustix::process::kill_process(pid, rustix::process::Signal::HUP).is_ok()
-        });
-    Ok(if signalled {
-        format!("agent {version} staged at {}; the launcher switches to it now and keeps it if it proves itself", staged.display())
-    } else {
-        format!("agent {version} staged at {}; no `shoal-agent launch` runs, so it is tried at the next launch", staged.display())
-    })
+}
+
+/// Whether a `shoal-agent launch` runs the agent of `data_dir` (so a staged trial is tried
+/// now, and gone back from if it fails).
+pub fn launcher_runs(data_dir: &Path) -> bool {
+    launcher_pid(data_dir).is_some()
 }
 
 /// SIGTERM, then SIGKILL after `grace`; waits for the exit.

@@ -104,6 +104,13 @@ impl Supervisor {
         if matches!(verdict, Verdict::Accept | Verdict::Ignore(_)) {
             self.hub_writes(envelope.version);
         }
+        if matches!(verdict, Verdict::Accept | Verdict::Ignore(_)) {
+            // Verified: its agent target counts, also when it is the state already taken
+            // (redelivered at every reconnect, so a restarted agent learns its target again).
+            if let Some(updater) = self.updater.as_mut() {
+                updater.offer(state.agent.as_ref());
+            }
+        }
         match verdict {
             Verdict::Ignore(why) => {
                 tracing::debug!("{why}");

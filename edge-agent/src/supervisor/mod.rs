@@ -237,6 +237,8 @@ pub struct Supervisor {
     /// The hub's desired state that could not be stored for lack of space: taken again once
     /// the disk has space.
     waiting_for_space: Option<(Box<Envelope>, DesiredState)>,
+    /// Fetches and stages the agent the hub names (hub mode with credentials only).
+    updater: Option<crate::update::Updater>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -281,6 +283,10 @@ impl Supervisor {
             store.set_trusted_keys(&mode.signing_keys, wall_ms())?;
             trusted = mode.signing_keys.clone();
         }
+        let updater = hub
+            .as_ref()
+            .and_then(|mode| mode.update.clone())
+            .map(|access| crate::update::Updater::new(store.data_dir(), access));
         let hub = match hub {
             Some(mode) => Some(report::Reporter::new(mode, store.report_cursor()?)),
             None => None,
@@ -315,6 +321,7 @@ impl Supervisor {
             trusted,
             disk,
             waiting_for_space: None,
+            updater,
         };
         // First, so that on a full disk the reserve is given up before anything is recorded.
         supervisor.watch_disk();
@@ -336,7 +343,7 @@ impl Supervisor {
                 Severity::Warning,
                 None,
                 None,
-                EventReason::AgentStarted,
+                EventReason::AgentUpdateFailed,
                 format!(
                     "agent {} started again after the update to agent {} was reverted: {}",
                     env!("CARGO_PKG_VERSION"),
@@ -464,6 +471,7 @@ impl Supervisor {
     /// Observes, plans and dispatches; returns how long to sleep at most.
     fn step(&mut self) -> Duration {
         self.watch_disk();
+        self.note_update_failures();
         self.observe();
         let trial_wake = self.judge_trials();
         let plan = reconcile::plan(&self.desired, &self.observed(), self.now());
@@ -476,6 +484,24 @@ impl Supervisor {
             Duration::from_millis(at.saturating_sub(self.now()))
         });
         until_wake.clamp(Duration::from_millis(10), TICK)
+    }
+
+    /// Records the agent update's failures as events, once each.
+    fn note_update_failures(&mut self) {
+        let failures = self
+            .updater
+            .as_ref()
+            .map(crate::update::Updater::take_failures)
+            .unwrap_or_default();
+        for message in failures {
+            self.note(
+                Severity::Warning,
+                None,
+                None,
+                EventReason::AgentUpdateFailed,
+                message,
+            );
+        }
     }
 
     /// Notices containers that exited since the last look.

@@ -48,6 +48,9 @@ pub struct HubMode {
     pub outbox_ready: Arc<Notify>,
     /// The hub keys to trust when the database has none yet (from `[hub] signing_key`).
     pub signing_keys: Vec<shoal_model::wire::signing::PublicKey>,
+    /// How to reach the hub's API for agent updates; `None`: this node does not update
+    /// itself (no password to authenticate with).
+    pub update: Option<crate::update::Access>,
 }
 
 /// The supervisor's reporting state in hub mode.

@@ -60,6 +60,10 @@ impl Supervisor {
             },
             events: Vec::new(),
             dropped_events: 0,
+            agent_update: self
+                .updater
+                .as_ref()
+                .and_then(crate::update::Updater::status),
         }
     }
 

@@ -53,6 +53,7 @@ fn node_status(containers: Vec<ContainerStatus>) -> NodeStatus {
         usage: NodeUsage::default(),
         events: Vec::new(),
         dropped_events: 0,
+        agent_update: None,
     }
 }
 
@@ -391,6 +392,7 @@ fn desired(node: &str, generation: u64, names: &[(&str, &str)]) -> DesiredState 
         generation,
         workloads: workloads(names),
         signing_keys: Vec::new(),
+        agent: None,
     }
 }
 
@@ -588,6 +590,7 @@ fn rig(dir: Option<tempfile::TempDir>) -> Rig {
         heartbeat: Duration::from_secs(60),
         outbox_ready: Arc::clone(&outbox_ready),
         signing_keys: vec![hub_key().public()],
+        update: None,
     };
     let supervisor = Supervisor::new(
         "gw-1".into(),

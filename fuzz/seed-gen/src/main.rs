@@ -118,6 +118,7 @@ fn wire_seeds(seeds: &mut Seeds, workloads: &[Workload]) -> Result {
             })
             .collect(),
         signing_keys: Vec::new(),
+        agent: None,
     };
     seeds.message("wire_desired", "empty", NODE, &desired(1, &[]))?;
     seeds.message("wire_desired", "examples", NODE, &desired(7, workloads))?;
@@ -315,6 +316,7 @@ fn node_status() -> NodeStatus {
             })
             .collect(),
         dropped_events: 2,
+        agent_update: None,
     }
 }
 

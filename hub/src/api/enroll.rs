@@ -118,6 +118,11 @@ pub async fn enroll(
         prefix: hub.topics.prefix().to_string(),
         ca_pem: hub.ca.cert_pem().to_string(),
         signing_keys: keys.iter().map(ToString::to_string).collect(),
+        release_keys: hub
+            .store
+            .release_trust()?
+            .map(|trust| trust.keys.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
     }))
 }
 

@@ -455,6 +455,7 @@ mod tests {
             },
             events: Vec::new(),
             dropped_events: 0,
+            agent_update: None,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod enroll;
 pub mod metrics;
 mod releases;
 pub mod tls;
+mod upgrades;
 mod views;
 
 use std::collections::BTreeMap;
@@ -92,6 +93,12 @@ pub fn router(hub: Arc<Hub>) -> Router {
             "/v1/agent-releases/{version}",
             axum::routing::delete(releases::remove),
         )
+        .route(
+            "/v1/agent-upgrades",
+            get(upgrades::status)
+                .post(upgrades::set)
+                .delete(upgrades::cancel),
+        )
         .route("/metrics", get(scrape))
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), authorize))
         // For probes (a service manager, a load balancer), without the bearer token: they say
@@ -102,6 +109,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         // is the credential.
         .route("/v1/ca", get(enroll::ca))
         .route("/v1/enroll", post(enroll::enroll))
+        // For nodes, by their own credentials (HTTP Basic): the binaries they update to.
+        .route("/v1/agent-binaries/{sha256}", get(upgrades::download))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), timed))
         .with_state(hub)

@@ -1,6 +1,7 @@
 //! The `shoal` command line. Each subcommand is one variant of [`Command`]; `--help` lists
 //! only commands that work in this build.
 
+pub mod agent;
 pub mod agent_release;
 pub mod apply;
 pub mod broker_config;
@@ -53,6 +54,7 @@ enum Command {
     Key(key::Args),
     Token(token::Args),
     AgentRelease(agent_release::Args),
+    Agent(agent::Args),
     Flash(flash::Args),
     BrokerConfig(broker_config::Args),
     /// Check fleet manifests without a hub: print every problem, or one line per workload
@@ -87,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Key(args) => key::run(&args, &cli.hub),
         Command::Token(args) => token::run(&args, &cli.hub),
         Command::AgentRelease(args) => agent_release::run(&args, &cli.hub),
+        Command::Agent(args) => agent::run(&args, &cli.hub),
         Command::Flash(args) => flash::run(&args, &cli.hub),
         Command::BrokerConfig(args) => broker_config::run(&args, &cli.hub),
         Command::Validate { path } => Ok(validate::run(&path)),

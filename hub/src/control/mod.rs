@@ -48,6 +48,7 @@
 //! that never reports holds the rotation until `shoal key rotate --finish`. With no active
 //! key nothing is signed, so no desired state is issued.
 
+pub mod agent;
 pub mod plan;
 pub mod rollout;
 
@@ -91,6 +92,8 @@ pub struct Fleet {
     pub rollouts: BTreeMap<String, Rollout>,
     /// The specs of older revisions that nodes run or a rollout would go back to.
     pub revisions: Revisions,
+    /// Agent upgrades, releases and release keys; the shell sets where nodes download from.
+    pub agent: agent::AgentFleet,
 }
 
 impl Fleet {
@@ -105,8 +108,10 @@ impl Fleet {
             assigned,
             rollouts,
             revisions,
+            agent,
         } = snapshot;
         Fleet {
+            agent,
             workloads,
             nodes,
             placement,
@@ -196,12 +201,20 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
             continue;
         };
         let reads = |version: u8| wire::read_by(&announced).contains(&version);
-        let digest = desired::digest(&list, &plan.keys.announced);
+        // Version 2 has no agent target: an agent that reads only it is sent none.
+        let target = nodes
+            .get(node.as_str())
+            .filter(|_| wire_version >= 3)
+            .and_then(|n| {
+                let facts = n.effective_facts();
+                agent::target(&fleet.agent, &facts.labels, &facts.arch).ok()
+            });
+        let digest = desired::digest(&list, &plan.keys.announced, target.as_ref());
         let unchanged = previous.filter(|p| p.digest == digest);
         match (unchanged, previous) {
             (Some(published), _) if !reads(published.wire_version) => {
                 let (state, digest) =
-                    desired::after(&node, list, &plan.keys.announced, previous, digest);
+                    desired::after(&node, list, &plan.keys.announced, target, previous, digest);
                 plan.desired.push(NodePlan {
                     state,
                     digest,
@@ -228,7 +241,7 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
             }
             (None, previous) => {
                 let (state, digest) =
-                    desired::after(&node, list, &plan.keys.announced, previous, digest);
+                    desired::after(&node, list, &plan.keys.announced, target, previous, digest);
                 let reason = why_new(
                     &node,
                     previous,

@@ -144,6 +144,7 @@ fn status(node: &str, observed_generation: u64) -> NodeStatus {
         usage: NodeUsage::default(),
         events: Vec::new(),
         dropped_events: 0,
+        agent_update: None,
     }
 }
 

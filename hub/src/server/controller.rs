@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shoal_model::clock::wall_ms;
+use shoal_model::endpoint::ApiUrl;
 use shoal_model::topic::NodeId;
 use shoal_model::wire::{Envelope, Limits};
 use tokio::time::Instant;
@@ -64,7 +65,16 @@ pub async fn run<P: Publish + 'static>(hub: Arc<Hub>, publisher: P) {
     loop {
         let started = Instant::now();
         let mut gate = None;
-        match pass(&hub.store, &hub.limits, &publisher, retained.clone()).await {
+        let source = Some(hub.advertised_api.clone());
+        match pass(
+            &hub.store,
+            &hub.limits,
+            source,
+            &publisher,
+            retained.clone(),
+        )
+        .await
+        {
             Ok(plan) => {
                 retained = None;
                 gate = plan.wake_ms.map(|at| {
@@ -107,18 +117,20 @@ pub async fn pace(wake: &Wake, started: Instant, gate: Option<Instant>) {
     }
 }
 
-/// One pass: snapshot, decide, sign, store, publish. `retained`: what the broker retains per
-/// node, for the first pass after the hub starts. Returns the plan, with its reasons.
+/// One pass: snapshot, decide, sign, store, publish. `source`: the hub's API as nodes reach
+/// it (where they download agent binaries). `retained`: what the broker retains per node, for
+/// the first pass after the hub starts. Returns the plan, with its reasons.
 pub async fn pass<P: Publish>(
     store: &Arc<Store>,
     limits: &Limits,
+    source: Option<ApiUrl>,
     publisher: &P,
     retained: Option<BTreeMap<String, u64>>,
 ) -> anyhow::Result<Plan> {
     let prepared = {
         let store = Arc::clone(store);
         let limits = *limits;
-        tokio::task::spawn_blocking(move || prepare(&store, &limits, retained, wall_ms()))
+        tokio::task::spawn_blocking(move || prepare(&store, &limits, source, retained, wall_ms()))
             .await
             .context("the controller's pass panicked")??
     };
@@ -149,10 +161,12 @@ struct Prepared {
 fn prepare(
     store: &Store,
     limits: &Limits,
+    source: Option<ApiUrl>,
     retained: Option<BTreeMap<String, u64>>,
     now_ms: u64,
 ) -> anyhow::Result<Prepared> {
-    let fleet = Fleet::new(store.snapshot()?, retained);
+    let mut fleet = Fleet::new(store.snapshot()?, retained);
+    fleet.agent.source = source;
     let plan = control::decide(&fleet, now_ms);
     if plan.is_settled() {
         return Ok(Prepared {

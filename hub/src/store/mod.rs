@@ -35,7 +35,7 @@ use crate::admission::{self, Admission, Claim, Kept};
 use crate::scheduler::{Placement, Schedulable};
 
 pub use claims::{ClaimError, StoredClaim};
-pub use releases::{ReleaseAdded, ReleaseError, StoredRelease};
+pub use releases::{ReleaseAdded, ReleaseError, StoredRelease, UpgradeError};
 pub use rollouts::{Assignments, RevisionHistory, Revisions, RolloutError};
 pub use security::{key_ring, signing_key, EnrollError, KeyState, StoredKey};
 pub use snapshot::{PlanWrite, Snapshot};
@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_rollouts.sql"),
     include_str!("migrations/0005_claims.sql"),
     include_str!("migrations/0006_agent_releases.sql"),
+    include_str!("migrations/0007_agent_upgrades.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

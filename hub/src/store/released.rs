@@ -258,7 +258,7 @@ fn a_hub_upgraded_on_a_released_database_publishes_nothing_new() {
         for (node, list) in desired::per_node(&workloads, &placement, &names) {
             let previous = published.get(&node);
             assert!(
-                desired::next(&node, list, &announced, previous).is_none(),
+                desired::next(&node, list, &announced, None, previous).is_none(),
                 "{version}/hub.db: an upgraded hub would publish a new generation to {node} though \
                  nothing changed: the desired-state digest of what it stored changed; keep the \
                  digest stable (hub/src/desired.rs) or convert the stored digests"

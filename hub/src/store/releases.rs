@@ -9,14 +9,19 @@
 //!   set of bytes for ever, or agents could not tell which they run.
 //! - Release keys: one `active` key once the hub has started, like the state keys.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior, MAIN_DB};
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior, MAIN_DB};
 use shoal_model::elf::Arch;
 use shoal_model::hex;
 use shoal_model::release::{self, AgentRelease};
-use shoal_model::wire::signing::SigningKey;
+use shoal_model::wire::signing::{PublicKey, SigningKey};
 
 use super::security::{add_key, read_keys, signing_key, KeyTable};
-use super::{query, to_i64, to_u64, KeyState, Store, StoreError};
+use super::{
+    labels_of, labels_text, query, to_i64, to_u64, KeyState, Store, StoreError, StoredKey,
+};
+pub use crate::control::agent::{AgentUpgrade, ReleaseTrust};
 
 /// A release as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,55 +149,186 @@ impl Store {
 
     /// Every release, newest version first, then by architecture.
     pub fn agent_releases(&self) -> Result<Vec<StoredRelease>, StoreError> {
-        let conn = self.conn();
-        let failed = query("reading agent releases");
-        let mut statement = conn
-            .prepare(
-                "SELECT version, arch, sha256, size, signature, created_at FROM agent_releases",
-            )
-            .map_err(failed)?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, Vec<u8>>(4)?,
-                    row.get::<_, i64>(5)?,
-                ))
-            })
-            .map_err(failed)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (version, arch, digest, size, signature, created) = row.map_err(failed)?;
-            let bad = |reason: String| StoreError::Decode {
-                what: "agent release",
-                reason: format!("{version} for {arch}: {reason}"),
-            };
-            let sha256: [u8; 32] = hex::decode(&digest)
-                .and_then(|bytes| bytes.try_into().ok())
-                .ok_or_else(|| bad(format!("sha256 `{digest}`")))?;
-            out.push(StoredRelease {
-                release: AgentRelease {
-                    version: release::parse_version(&version).map_err(|e| bad(e.to_string()))?,
-                    arch: Arch::parse(&arch).map_err(&bad)?,
-                    sha256,
-                    size: to_u64(size),
-                },
-                signature,
-                created_ms: to_u64(created),
-            });
-        }
-        out.sort_by(|a, b| {
-            b.release
-                .version
-                .cmp(&a.release.version)
-                .then(a.release.arch.as_str().cmp(b.release.arch.as_str()))
-        });
-        Ok(out)
+        read_releases(&self.conn())
     }
 
+    /// Sets the agent version the nodes `selector` picks should run (replacing the upgrade
+    /// of the same selector). The version must be released, for some architecture.
+    pub fn set_agent_upgrade(
+        &self,
+        selector: &BTreeMap<String, String>,
+        version: &release::Version,
+        now_ms: u64,
+    ) -> Result<(), UpgradeError> {
+        let mut conn = self.conn();
+        let failed = query("storing an agent upgrade");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        let text = version.to_string();
+        let released: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM agent_releases WHERE version = ?1",
+                [&text],
+                |row| row.get(0),
+            )
+            .map_err(failed)?;
+        if released == 0 {
+            return Err(UpgradeError::NotReleased { version: text });
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO agent_upgrades (selector, version, created_at)              VALUES (?1, ?2, ?3)",
+            params![labels_text(selector)?, text, to_i64(now_ms)],
+        )
+        .map_err(failed)?;
+        tx.commit().map_err(failed)?;
+        Ok(())
+    }
+
+    /// Removes the upgrade of exactly `selector`; whether there was one.
+    pub fn cancel_agent_upgrade(
+        &self,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<bool, StoreError> {
+        let removed = self
+            .conn()
+            .execute(
+                "DELETE FROM agent_upgrades WHERE selector = ?1",
+                [labels_text(selector)?],
+            )
+            .map_err(query("removing an agent upgrade"))?;
+        Ok(removed > 0)
+    }
+
+    /// The release keys nodes are to trust, with their endorsements.
+    pub fn release_trust(&self) -> Result<Option<ReleaseTrust>, StoreError> {
+        read_trust(&self.conn())
+    }
+
+    /// Every agent upgrade, newest first.
+    pub fn agent_upgrades(&self) -> Result<Vec<AgentUpgrade>, StoreError> {
+        read_upgrades(&self.conn())
+    }
+}
+
+/// Why an upgrade was not stored. Every case leaves the store as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error(
+        "agent {version} is not released: add it first with `shoal agent-release add FILE \
+         --version {version}` (one per architecture)"
+    )]
+    NotReleased { version: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Every upgrade, newest first (then by selector, so the order is total).
+pub(super) fn read_upgrades(conn: &Connection) -> Result<Vec<AgentUpgrade>, StoreError> {
+    let failed = query("reading agent upgrades");
+    let mut statement = conn
+        .prepare(
+            "SELECT selector, version, created_at FROM agent_upgrades \
+             ORDER BY created_at DESC, selector",
+        )
+        .map_err(failed)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(failed)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (selector, version, created) = row.map_err(failed)?;
+        out.push(AgentUpgrade {
+            selector: labels_of(&selector, "agent upgrade selector")?,
+            version: release::parse_version(&version).map_err(|e| StoreError::Decode {
+                what: "agent upgrade",
+                reason: e.to_string(),
+            })?,
+            created_ms: to_u64(created),
+        });
+    }
+    Ok(out)
+}
+
+/// The release keys nodes are to trust (every key not retired, newest first) and, by each
+/// key with its private half, its signature over that set
+/// ([`shoal_model::release::keys_statement`]).
+pub(super) fn read_trust(conn: &Connection) -> Result<Option<ReleaseTrust>, StoreError> {
+    let keys: Vec<StoredKey> = read_keys(conn, KeyTable::Release)?
+        .into_iter()
+        .filter(|k| k.state != KeyState::Retired)
+        .take(release::MAX_RELEASE_KEYS)
+        .collect();
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let public: Vec<PublicKey> = keys.iter().map(|k| k.public).collect();
+    let statement = release::keys_statement(&public);
+    let mut endorsements = Vec::new();
+    for key in keys.iter().filter(|k| k.pkcs8.is_some()) {
+        endorsements.push(signing_key(key)?.sign_bytes(&statement));
+    }
+    Ok(Some(ReleaseTrust {
+        keys: public,
+        endorsements,
+    }))
+}
+
+/// Every release, newest version first, then by architecture.
+pub(super) fn read_releases(conn: &Connection) -> Result<Vec<StoredRelease>, StoreError> {
+    let failed = query("reading agent releases");
+    let mut statement = conn
+        .prepare("SELECT version, arch, sha256, size, signature, created_at FROM agent_releases")
+        .map_err(failed)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, Vec<u8>>(4)?,
+                row.get::<_, i64>(5)?,
+            ))
+        })
+        .map_err(failed)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (version, arch, digest, size, signature, created) = row.map_err(failed)?;
+        let bad = |reason: String| StoreError::Decode {
+            what: "agent release",
+            reason: format!("{version} for {arch}: {reason}"),
+        };
+        let sha256: [u8; 32] = hex::decode(&digest)
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| bad(format!("sha256 `{digest}`")))?;
+        out.push(StoredRelease {
+            release: AgentRelease {
+                version: release::parse_version(&version).map_err(|e| bad(e.to_string()))?,
+                arch: Arch::parse(&arch).map_err(&bad)?,
+                sha256,
+                size: to_u64(size),
+            },
+            signature,
+            created_ms: to_u64(created),
+        });
+    }
+    out.sort_by(|a, b| {
+        b.release
+            .version
+            .cmp(&a.release.version)
+            .then(a.release.arch.as_str().cmp(b.release.arch.as_str()))
+    });
+    Ok(out)
+}
+
+impl Store {
     /// Removes the releases of `version` (of one architecture, or all), and the binaries no
     /// release names any more. Returns how many releases it removed.
     pub fn remove_agent_release(

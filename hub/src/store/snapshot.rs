@@ -8,11 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{params, Connection, TransactionBehavior};
 use shoal_model::wire::NodeStatus;
 
+use super::releases;
 use super::rollouts::{self, Assignments, Revisions};
 use super::{
     query, security, to_i64, to_u64, NodeDesired, Published, Store, StoreError, StoredKey,
     StoredNode, StoredWorkload,
 };
+use crate::control::agent::AgentFleet;
 use crate::control::rollout::Rollout;
 use crate::scheduler::Placement;
 
@@ -33,6 +35,9 @@ pub struct Snapshot {
     pub rollouts: BTreeMap<String, Rollout>,
     /// The specs of older revisions that nodes run or a rollout would go back to.
     pub revisions: Revisions,
+    /// Agent upgrades, releases and the release keys' endorsements (no download source:
+    /// that is the hub's configuration, set by the controller).
+    pub agent: AgentFleet,
 }
 
 /// What one pass of the controller stores, in one transaction.
@@ -66,6 +71,12 @@ impl Store {
             assigned: rollouts::read_assigned(&tx)?,
             rollouts: rollouts::read_rollouts(&tx)?,
             revisions: rollouts::read_revisions(&tx)?,
+            agent: AgentFleet {
+                upgrades: releases::read_upgrades(&tx)?,
+                releases: releases::read_releases(&tx)?,
+                trust: releases::read_trust(&tx)?,
+                source: None,
+            },
         };
         tx.commit().map_err(failed)?;
         Ok(snapshot)

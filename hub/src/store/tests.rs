@@ -38,6 +38,7 @@ fn status(sequence: u64, events: Vec<Event>) -> NodeStatus {
         usage: NodeUsage::default(),
         events,
         dropped_events: 0,
+        agent_update: None,
     }
 }
 

@@ -6,6 +6,7 @@ use super::envelope::sealed::Sealed;
 use super::signing::PublicKey;
 use super::{check_name, v2, v3, Message, MessageKind, WireError};
 use crate::manifest::Workload;
+use crate::release::{AgentTarget, MAX_RELEASE_KEYS};
 
 /// Everything one node should run. Level-triggered: the newest generation wins and a lower or
 /// equal generation is ignored by the agent.
@@ -20,6 +21,10 @@ pub struct DesiredState {
     /// that signs, and during a rotation the next one. Taken only from a state that verified
     /// with a key the node already trusts; see `docs/security.md`.
     pub signing_keys: Vec<PublicKey>,
+    /// The agent this node should run, when the hub has an upgrade for it (`shoal agent
+    /// upgrade`). Added in wire version 3; version 2 has no field for it, so an agent that
+    /// reads only version 2 never gets one (it cannot update itself anyway).
+    pub agent: Option<AgentTarget>,
 }
 
 /// The most hub keys a desired state may announce.
@@ -82,6 +87,24 @@ impl Message for DesiredState {
         let keys: BTreeSet<&PublicKey> = self.signing_keys.iter().collect();
         if keys.len() != self.signing_keys.len() {
             return Err(duplicate("a signing key is announced twice".to_string()));
+        }
+        if let Some(agent) = &self.agent {
+            let keys = &agent.release_keys;
+            let distinct: BTreeSet<&PublicKey> = keys.iter().collect();
+            if keys.is_empty() || keys.len() > MAX_RELEASE_KEYS || distinct.len() != keys.len() {
+                return Err(duplicate(format!(
+                    "its agent target announces {} release keys (or one twice); 1 to \
+                     {MAX_RELEASE_KEYS} distinct keys are allowed",
+                    keys.len()
+                )));
+            }
+            if agent.endorsements.len() > MAX_RELEASE_KEYS {
+                return Err(duplicate(format!(
+                    "its agent target carries {} endorsements, more than the \
+                     {MAX_RELEASE_KEYS} allowed",
+                    agent.endorsements.len()
+                )));
+            }
         }
         let mut workloads = BTreeSet::new();
         for desired in &self.workloads {
@@ -203,6 +226,7 @@ mod tests {
                 })
                 .collect(),
             signing_keys: Vec::new(),
+            agent: None,
         }
     }
 

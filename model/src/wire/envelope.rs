@@ -382,6 +382,7 @@ mod tests {
             generation,
             workloads: Vec::new(),
             signing_keys: Vec::new(),
+            agent: None,
         }
     }
 
@@ -395,6 +396,7 @@ mod tests {
             usage: NodeUsage::default(),
             events: Vec::new(),
             dropped_events: 0,
+            agent_update: None,
         }
     }
 

@@ -37,8 +37,9 @@ use std::collections::BTreeMap;
 
 use super::signing::PublicKey;
 use super::v2;
-use super::DesiredWorkload;
+use super::{v3, DesiredWorkload};
 use crate::manifest::{Container, Workload};
+use crate::release::AgentTarget;
 
 /// Names a field added after identity v1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,6 +57,9 @@ pub const FAILURE_THRESHOLD: FieldId = FieldId(2);
 /// In a desired state: `spec.rollout.canary` of each workload where it is a percentage (its
 /// v1 bytes hold a canary of 0 then), as `[(index in the list, percent)]` (wire version 3).
 pub const CANARY_PERCENT: FieldId = FieldId(3);
+/// In a desired state: the agent target, when there is one, as wire version 3's
+/// `AgentTarget` (wire version 3).
+pub const AGENT_TARGET: FieldId = FieldId(4);
 
 /// The identity bytes of one thing: its v1 bytes, then the later fields that are not at
 /// their default.
@@ -125,7 +129,11 @@ pub fn pod(w: &Workload) -> Vec<u8> {
 
 /// The identity of a node's desired state: its workloads in order and the keys it
 /// announces. When it changes, the node gets a new generation.
-pub fn desired(workloads: &[DesiredWorkload], signing_keys: &[PublicKey]) -> Vec<u8> {
+pub fn desired(
+    workloads: &[DesiredWorkload],
+    signing_keys: &[PublicKey],
+    agent: Option<&AgentTarget>,
+) -> Vec<u8> {
     let defaults = crate::manifest::Rollout::default();
     let mut deadlines: Vec<(u32, v2::Duration)> = Vec::new();
     let mut thresholds: Vec<(u32, v2::Amount)> = Vec::new();
@@ -154,6 +162,9 @@ pub fn desired(workloads: &[DesiredWorkload], signing_keys: &[PublicKey]) -> Vec
         })
         .field(CANARY_PERCENT, &canaries, |c| {
             v2::to_bytes(c).unwrap_or_default()
+        })
+        .field(AGENT_TARGET, &agent.map(v3::AgentTarget::from), |t| {
+            v2::to_bytes(t).unwrap_or_default()
         })
         .into_bytes()
 }

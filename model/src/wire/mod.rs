@@ -108,8 +108,8 @@ pub use envelope::{
 pub use presence::Presence;
 pub use rpc::{ImageSummary, RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody};
 pub use status::{
-    ContainerState, ContainerStatus, Event, EventReason, ExitInfo, Health, NodeStatus, NodeUsage,
-    RolledBack, Severity, WorkloadStatus,
+    AgentUpdate, AgentUpdateState, ContainerState, ContainerStatus, Event, EventReason, ExitInfo,
+    Health, NodeStatus, NodeUsage, RolledBack, Severity, WorkloadStatus, MAX_UPDATE_REASON_CHARS,
 };
 
 use std::collections::BTreeMap;

@@ -200,6 +200,7 @@ impl Message for RpcRequest {
                 generation: 0,
                 workloads: workloads.clone(),
                 signing_keys: Vec::new(),
+                agent: None,
             }
             .check(),
             RpcRequestBody::DeleteWorkload { workload } => {

@@ -30,7 +30,34 @@ pub struct NodeStatus {
     pub events: Vec<Event>,
     /// Events the agent had to drop because its buffer was full, since the previous status.
     pub dropped_events: u64,
+    /// Where the node is with the agent upgrade its desired state names, while it is not
+    /// running that version (once it runs it, its presence says so). Added in wire version 3;
+    /// left out for a hub that reads version 2.
+    pub agent_update: Option<AgentUpdate>,
 }
+
+/// The agent upgrade a node is on: the version the hub asked for, and how far it got.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUpdate {
+    pub version: String,
+    pub state: AgentUpdateState,
+}
+
+/// How far a node got with an agent upgrade. Variants are append-only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum AgentUpdateState {
+    /// Downloading the binary: `received` of `size` bytes so far.
+    Downloading { received: u64, size: u64 },
+    /// Verified and handed to the launcher, which is starting it on probation.
+    Switching,
+    /// It failed here, and the node runs its previous agent; it is not tried again until the
+    /// hub names another version.
+    Failed { reason: String },
+}
+
+/// The longest failure reason a status may carry.
+pub const MAX_UPDATE_REASON_CHARS: usize = 1024;
 
 /// One workload as the agent sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,11 +250,15 @@ pub enum EventReason {
     /// failed there (see `WorkloadStatus::rolled_back`). Added in wire version 3; a version-2
     /// reader gets it as `DesiredStateRejected`, with the same message.
     RolledBack,
+    /// An agent upgrade failed on the node (download, verification, or the new agent did not
+    /// come up healthy and the launcher went back to the previous one). Added in wire version
+    /// 3; a version-2 reader gets it as `AgentStarted`, with the same message.
+    AgentUpdateFailed,
 }
 
 impl EventReason {
     /// Every reason, in declaration order.
-    pub const ALL: [EventReason; 23] = [
+    pub const ALL: [EventReason; 24] = [
         EventReason::AgentStarted,
         EventReason::DesiredStateAccepted,
         EventReason::DesiredStateRejected,
@@ -251,6 +282,7 @@ impl EventReason {
         EventReason::Removed,
         EventReason::StatusRefused,
         EventReason::RolledBack,
+        EventReason::AgentUpdateFailed,
     ];
 
     /// A stable name, for storage and display (`oom-killed`).
@@ -279,6 +311,7 @@ impl EventReason {
             EventReason::Removed => "removed",
             EventReason::StatusRefused => "status-refused",
             EventReason::RolledBack => "rolled-back",
+            EventReason::AgentUpdateFailed => "agent-update-failed",
         }
     }
 
@@ -385,6 +418,7 @@ mod tests {
             usage: NodeUsage::default(),
             events: vec![event(Some("sensor-reader"), Some("reader"))],
             dropped_events: 0,
+            agent_update: None,
         }
     }
 

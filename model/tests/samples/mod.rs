@@ -340,6 +340,7 @@ pub fn desired() -> DesiredState {
             },
         ],
         signing_keys: signing_keys(),
+        agent: None,
     }
 }
 
@@ -432,11 +433,18 @@ fn containers() -> Vec<ContainerStatus> {
 }
 
 /// One event per reason an agent reports in version 2 (all but the hub's own
-/// `status-refused` and version 3's `rolled-back`), cycling through severities.
+/// `status-refused` and version 3's `rolled-back` and `agent-update-failed`), cycling
+/// through severities.
 fn events() -> Vec<Event> {
     EventReason::ALL
         .iter()
-        .filter(|reason| !reason.is_recorded_by_hub() && **reason != EventReason::RolledBack)
+        .filter(|reason| {
+            !reason.is_recorded_by_hub()
+                && !matches!(
+                    **reason,
+                    EventReason::RolledBack | EventReason::AgentUpdateFailed
+                )
+        })
         .enumerate()
         .map(|(i, reason)| Event {
             sequence: 1_000 + i as u64,
@@ -479,6 +487,7 @@ pub fn status() -> NodeStatus {
         },
         events: events(),
         dropped_events: 12,
+        agent_update: None,
     }
 }
 

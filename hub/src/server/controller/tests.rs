@@ -79,7 +79,7 @@ fn bench() -> Bench {
 
 impl Bench {
     async fn pass(&self, retained: Option<BTreeMap<String, u64>>) -> Plan {
-        pass(&self.store, &self.limits, &self.recorder, retained)
+        pass(&self.store, &self.limits, None, &self.recorder, retained)
             .await
             .expect("pass")
     }
@@ -96,6 +96,7 @@ impl Bench {
                 usage: NodeUsage::default(),
                 events: Vec::new(),
                 dropped_events: 0,
+                agent_update: None,
             };
             self.store.record_status(&node, &status, 2).expect("status");
         }

@@ -503,6 +503,9 @@ impl From<dw::EventReason> for EventReason {
             // Version 3's: a version-2 reader learns that the node refused the revision, and
             // the message says it went back.
             D::RolledBack => EventReason::DesiredStateRejected,
+            // Version 3's: a version-2 reader learns, with the message, that the agent
+            // started again on its previous version.
+            D::AgentUpdateFailed => EventReason::AgentStarted,
         }
     }
 }
@@ -691,6 +694,8 @@ impl TryFrom<DesiredState> for dw::DesiredState {
             generation: d.generation,
             workloads: try_list(d.workloads)?,
             signing_keys: convert(d.signing_keys),
+            // Version 2 has no agent target.
+            agent: None,
         })
     }
 }
@@ -717,6 +722,8 @@ impl From<NodeStatus> for dw::NodeStatus {
             usage: s.usage.into(),
             events: convert(s.events),
             dropped_events: s.dropped_events,
+            // Version 2 has no agent upgrades.
+            agent_update: None,
         }
     }
 }

@@ -11,7 +11,15 @@
 //!   `workloads` and `workload_revisions`), [`DesiredWorkload`] (in the agent's
 //!   `desired_state`) and [`DesiredState`] (on the wire) are version 3's shapes. Both settings
 //!   are the hub's alone (an agent acts on no rollout setting): converted to version 2 for an
-//!   agent that reads nothing newer, they are left out, and that agent runs the same.
+//!   agent that reads nothing newer, they are left out, and that agent runs the same;
+//! - a workload's status says when the node went back from a revision by itself
+//!   ([`WorkloadStatus::rolled_back`]), and events have one more reason, `RolledBack`;
+//! - a desired state may name the agent the node should run ([`AgentTarget`]: the signed
+//!   release, where to download it, the release keys and their endorsements), after its
+//!   other fields; version 2 has no such field, so an agent that reads only version 2 is
+//!   never sent one;
+//! - a node's status says where the node is with such an upgrade ([`AgentUpdate`]), after
+//!   its other fields, and events have one more reason, `AgentUpdateFailed`.
 //!
 //! The rest of this paragraph is about the first change. Version 2 had no such field, so
 //! there the versions travel as the label `shoal.dev/wire-versions` (see
@@ -19,8 +27,8 @@
 //! does not know yet, whose release may read version 2 only.
 //!
 //! Every other shape of version 3 *is* version 2's, used from `v2`: version 2 is frozen, so
-//! these are frozen too, and their version-3 bytes are their version-2 bytes (statuses, rpc
-//! messages, events). The envelope is version 2's as well; only its version byte differs.
+//! these are frozen too, and their version-3 bytes are their version-2 bytes (rpc
+//! messages, containers' statuses, usage). The envelope is version 2's as well; only its version byte differs.
 //!
 //! Frozen like `v2`: nothing here may ever change (see the rule in `wire/mod.rs`);
 //! `model/tests/golden.rs` holds its bytes.
@@ -191,6 +199,72 @@ pub struct DesiredState {
     pub generation: u64,
     pub workloads: Vec<DesiredWorkload>,
     pub signing_keys: Vec<v2::PublicKey>,
+    pub agent: Option<AgentTarget>,
+}
+
+/// The agent a node should run (`crate::release::AgentTarget`); its release as the fields of
+/// the signed statement, in text where the statement has text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentTarget {
+    pub version: String,
+    pub arch: String,
+    pub sha256: [u8; 32],
+    pub size: u64,
+    pub signature: Vec<u8>,
+    pub source: String,
+    pub release_keys: Vec<v2::PublicKey>,
+    pub endorsements: Vec<Vec<u8>>,
+}
+
+impl From<&crate::release::AgentTarget> for AgentTarget {
+    fn from(t: &crate::release::AgentTarget) -> Self {
+        AgentTarget {
+            version: t.release.version.to_string(),
+            arch: t.release.arch.as_str().to_string(),
+            sha256: t.release.sha256,
+            size: t.release.size,
+            signature: t.signature.clone(),
+            source: t.source.to_string(),
+            release_keys: t.release_keys.iter().map(Into::into).collect(),
+            endorsements: t.endorsements.clone(),
+        }
+    }
+}
+
+impl TryFrom<AgentTarget> for crate::release::AgentTarget {
+    type Error = Invalid;
+
+    fn try_from(t: AgentTarget) -> Result<Self, Invalid> {
+        let bad =
+            |what: &str, e: &dyn std::fmt::Display| Invalid(format!("agent target {what}: {e}"));
+        let version = crate::release::parse_version(&t.version).map_err(|e| bad("version", &e))?;
+        let arch = crate::elf::Arch::parse(&t.arch).map_err(|_| {
+            let shown: String = t.arch.chars().take(32).collect();
+            Invalid(format!(
+                "agent target arch `{shown}` is not one Shoal builds agents for"
+            ))
+        })?;
+        if t.size == 0 || t.size > crate::release::MAX_AGENT_BYTES {
+            return Err(Invalid(format!(
+                "agent target size {} is outside 1 to {} bytes",
+                t.size,
+                crate::release::MAX_AGENT_BYTES
+            )));
+        }
+        let source = t.source.parse().map_err(|e| bad("source", &e))?;
+        Ok(crate::release::AgentTarget {
+            release: crate::release::AgentRelease {
+                version,
+                arch,
+                sha256: t.sha256,
+                size: t.size,
+            },
+            signature: t.signature,
+            source,
+            release_keys: t.release_keys.into_iter().map(Into::into).collect(),
+            endorsements: t.endorsements,
+        })
+    }
 }
 
 impl From<&domain::Workload> for Workload {
@@ -305,6 +379,7 @@ impl From<&crate::wire::DesiredState> for DesiredState {
             generation: d.generation,
             workloads: d.workloads.iter().map(Into::into).collect(),
             signing_keys: d.signing_keys.iter().map(Into::into).collect(),
+            agent: d.agent.as_ref().map(Into::into),
         }
     }
 }
@@ -322,6 +397,7 @@ impl TryFrom<DesiredState> for crate::wire::DesiredState {
                 .map(TryInto::try_into)
                 .collect::<Result<_, _>>()?,
             signing_keys: d.signing_keys.into_iter().map(Into::into).collect(),
+            agent: d.agent.map(TryInto::try_into).transpose()?,
         })
     }
 }
@@ -345,6 +421,73 @@ pub struct NodeStatus {
     pub usage: v2::NodeUsage,
     pub events: Vec<Event>,
     pub dropped_events: u64,
+    pub agent_update: Option<AgentUpdate>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUpdate {
+    pub version: String,
+    pub state: AgentUpdateState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentUpdateState {
+    Downloading { received: u64, size: u64 },
+    Switching,
+    Failed { reason: String },
+}
+
+impl From<&dw::AgentUpdate> for AgentUpdate {
+    fn from(u: &dw::AgentUpdate) -> Self {
+        AgentUpdate {
+            version: u.version.clone(),
+            state: match &u.state {
+                dw::AgentUpdateState::Downloading { received, size } => {
+                    AgentUpdateState::Downloading {
+                        received: *received,
+                        size: *size,
+                    }
+                }
+                dw::AgentUpdateState::Switching => AgentUpdateState::Switching,
+                dw::AgentUpdateState::Failed { reason } => AgentUpdateState::Failed {
+                    reason: reason.clone(),
+                },
+            },
+        }
+    }
+}
+
+impl TryFrom<AgentUpdate> for dw::AgentUpdate {
+    type Error = Invalid;
+
+    fn try_from(u: AgentUpdate) -> Result<Self, Invalid> {
+        crate::release::parse_version(&u.version)
+            .map_err(|e| Invalid(format!("agent update version: {e}")))?;
+        let state = match u.state {
+            AgentUpdateState::Downloading { received, size } => {
+                if received > size || size > crate::release::MAX_AGENT_BYTES {
+                    return Err(Invalid(format!(
+                        "agent update downloading {received} of {size} bytes"
+                    )));
+                }
+                dw::AgentUpdateState::Downloading { received, size }
+            }
+            AgentUpdateState::Switching => dw::AgentUpdateState::Switching,
+            AgentUpdateState::Failed { reason } => {
+                if reason.chars().count() > dw::MAX_UPDATE_REASON_CHARS {
+                    return Err(Invalid(format!(
+                        "agent update failure reason longer than {} characters",
+                        dw::MAX_UPDATE_REASON_CHARS
+                    )));
+                }
+                dw::AgentUpdateState::Failed { reason }
+            }
+        };
+        Ok(dw::AgentUpdate {
+            version: u.version,
+            state,
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -406,6 +549,7 @@ pub enum EventReason {
     Removed,
     StatusRefused,
     RolledBack,
+    AgentUpdateFailed,
 }
 
 impl From<&dw::NodeStatus> for NodeStatus {
@@ -419,6 +563,7 @@ impl From<&dw::NodeStatus> for NodeStatus {
             usage: (&s.usage).into(),
             events: s.events.iter().map(Into::into).collect(),
             dropped_events: s.dropped_events,
+            agent_update: s.agent_update.as_ref().map(Into::into),
         }
     }
 }
@@ -436,6 +581,7 @@ impl TryFrom<NodeStatus> for dw::NodeStatus {
             usage: s.usage.into(),
             events: s.events.into_iter().map(Into::into).collect(),
             dropped_events: s.dropped_events,
+            agent_update: s.agent_update.map(TryInto::try_into).transpose()?,
         })
     }
 }
@@ -504,9 +650,11 @@ impl From<&dw::Event> for Event {
             severity,
             workload,
             container,
-            // Version 2 has no `RolledBack`; every other reason is in the same place.
+            // Version 2 has neither `RolledBack` nor `AgentUpdateFailed`; every other reason
+            // is in the same place.
             reason: match e.reason {
                 dw::EventReason::RolledBack => EventReason::RolledBack,
+                dw::EventReason::AgentUpdateFailed => EventReason::AgentUpdateFailed,
                 _ => EventReason::from(reason),
             },
             message,
@@ -516,7 +664,11 @@ impl From<&dw::Event> for Event {
 
 impl From<Event> for dw::Event {
     fn from(e: Event) -> Self {
-        let rolled_back = e.reason == EventReason::RolledBack;
+        let own = match e.reason {
+            EventReason::RolledBack => Some(dw::EventReason::RolledBack),
+            EventReason::AgentUpdateFailed => Some(dw::EventReason::AgentUpdateFailed),
+            _ => None,
+        };
         let older: dw::Event = v2::Event {
             sequence: e.sequence,
             at_ms: e.at_ms,
@@ -528,11 +680,7 @@ impl From<Event> for dw::Event {
         }
         .into();
         dw::Event {
-            reason: if rolled_back {
-                dw::EventReason::RolledBack
-            } else {
-                older.reason
-            },
+            reason: own.unwrap_or(older.reason),
             ..older
         }
     }
@@ -569,12 +717,13 @@ impl From<v2::EventReason> for EventReason {
 }
 
 impl EventReason {
-    /// Version 2's reason in the same place; `RolledBack`, which version 2 lacks, as
-    /// `DesiredStateRejected` (the conversion from version 3 puts it back).
+    /// Version 2's reason in the same place; `RolledBack` and `AgentUpdateFailed`, which
+    /// version 2 lacks, as `DesiredStateRejected` and `AgentStarted` (the conversion from
+    /// version 3 puts them back).
     fn older(self) -> v2::EventReason {
         use v2::EventReason as V;
         match self {
-            EventReason::AgentStarted => V::AgentStarted,
+            EventReason::AgentStarted | EventReason::AgentUpdateFailed => V::AgentStarted,
             EventReason::DesiredStateAccepted => V::DesiredStateAccepted,
             EventReason::DesiredStateRejected | EventReason::RolledBack => V::DesiredStateRejected,
             EventReason::CapacityExceeded => V::CapacityExceeded,
