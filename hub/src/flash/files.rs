@@ -201,10 +201,12 @@ fn add_to_block(lines: &[(&str, &str)], at: usize) -> Result<String, String> {
         .map(|(line, _)| *line);
     let item_indent = match first {
         Some(line) if is_item(line) => indent_of(line),
-        Some(line) if indent_of(line) > 0 => return Err(format!(
+        Some(line) if indent_of(line) > 0 => {
+            return Err(format!(
             "has a runcmd whose first entry is not a `- ` item (`{}`): make it a list of commands",
             line.trim()
-        )),
+        ))
+        }
         // `runcmd:` with nothing under it.
         _ => 2,
     };
