@@ -144,8 +144,15 @@ fn expired_revoked_and_foreign_claim_tokens_are_refused() {
         "{error}"
     );
 
-    let revoked = claim_token(&hub, &["--uses", "5"]);
+    // `-o json`: the token and its claim, as the hub answered.
+    let created: Value =
+        serde_json::from_str(&hub.ok(&["token", "create", "--uses", "5", "-o", "json"]))
+            .expect("`shoal token create -o json` prints JSON");
+    let revoked = created["token"].as_str().expect("a token").to_string();
+    assert!(revoked.starts_with("shoalc1."), "{created}");
+    assert_eq!(created["claim"]["uses"], 5, "{created}");
     let id = revoked.split('.').nth(1).expect("an id").to_string();
+    assert_eq!(created["claim"]["id"], id.as_str(), "{created}");
     let out = hub.ok(&["token", "revoke", &id]);
     assert!(
         out.contains(&format!("claim token `{id}` revoked")),

@@ -67,7 +67,7 @@ pub fn user_data(text: &str) -> Result<String, String> {
     }
     if !text.starts_with("#cloud-config") {
         return Err(format!(
-            "user-data is not a #cloud-config file: add this item to its runcmd by hand, or boot the image once first\n  - {HOOK}"
+            "user-data is not a #cloud-config file (a script, or MIME parts?), which shoal flash cannot extend: make it #cloud-config with this item in its runcmd, and flash again\n  - {HOOK}"
         ));
     }
     let edited = add_to_runcmd(text).map_err(|why| {
