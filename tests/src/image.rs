@@ -1,5 +1,6 @@
-//! Disk images shaped like a Raspberry Pi OS card, built with Debian's own tools (sfdisk,
-//! mkfs.vfat, mcopy, mkfs.ext4 -d), and read back with mtools, for `shoal flash`.
+//! Disk images shaped like a Raspberry Pi OS card, built by `cross/sample-image` with Debian's
+//! own tools (sfdisk, mkfs.vfat, mcopy, mkfs.ext4 -d), and read back with mtools, for `shoal
+//! flash`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,7 +21,7 @@ pub struct Shape {
 /// The first sector of the boot partition.
 pub const BOOT_START: u64 = 2048;
 
-/// A Raspberry Pi OS `cmdline.txt`.
+/// A Raspberry Pi OS `cmdline.txt` (the one `cross/sample-image` writes unless `--bare`).
 pub const CMDLINE: &str = "console=serial0,115200 console=tty1 root=PARTUUID=5e3da3da-02 rootfstype=ext4 fsck.repair=yes rootwait quiet\n";
 
 impl Shape {
@@ -38,120 +39,33 @@ impl Shape {
     }
 }
 
-/// Builds `dir/NAME.img` of `shape`: the root holds a minimal Debian-like tree whose `/bin/sh`
-/// is `busybox` (the host's static one, so its ELF names this machine's architecture).
+/// Builds `dir/NAME.img` of `shape` with `cross/sample-image` (the script the README's
+/// "Provision devices" uses): the root holds a minimal Debian-like tree whose `/bin/sh` is
+/// `busybox` (the host's static one, so its ELF names this machine's architecture).
 pub fn build(dir: &Path, name: &str, shape: &Shape) -> PathBuf {
     let image = dir.join(format!("{name}.img"));
-    let boot = dir.join(format!("{name}.boot"));
-    let root = dir.join(format!("{name}.root"));
-    let tree = dir.join(format!("{name}.tree"));
-    let total = 1 + shape.boot_mib + shape.root_mib + 1;
-    let _ = std::fs::remove_file(&image);
-    run(Command::new("truncate")
-        .arg("-s")
-        .arg(format!("{total}M"))
-        .arg(&image));
-    let (boot_type, root_type) = match shape.label {
-        "gpt" => ("U", "L"),
-        _ => ("c", "83"),
-    };
-    let script = format!(
-        "label: {}\nstart={BOOT_START}, size={}, type={boot_type}\nstart={}, size={}, type={root_type}\n",
-        shape.label,
-        shape.boot_mib * 2048,
-        BOOT_START + shape.boot_mib * 2048,
-        shape.root_mib * 2048,
-    );
-    let mut sfdisk = Command::new("sfdisk");
-    sfdisk
-        .arg("--quiet")
+    let mut command = Command::new(crate::workspace().join("cross/sample-image"));
+    command
         .arg(&image)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = sfdisk.spawn().expect("sfdisk");
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(script.as_bytes())
-            .expect("sfdisk script");
-    }
-    let out = child.wait_with_output().expect("sfdisk");
-    assert!(
-        out.status.success(),
-        "sfdisk: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let _ = std::fs::remove_file(&boot);
-    run(Command::new("truncate")
-        .arg("-s")
-        .arg(format!("{}M", shape.boot_mib))
-        .arg(&boot));
-    let mut mkfs = Command::new("mkfs.vfat");
-    if shape.boot_mib >= 64 {
-        mkfs.args(["-F", "32", "-s", "1"]);
-    }
-    run(mkfs.arg("-n").arg("bootfs").arg(&boot));
+        .args(["--label", shape.label])
+        .arg("--boot-mib")
+        .arg(shape.boot_mib.to_string())
+        .arg("--root-mib")
+        .arg(shape.root_mib.to_string())
+        .arg("--bare");
+    let mut texts = Vec::new();
     for (file, text) in &shape.boot_files {
         let path = dir.join(format!("{name}.{file}"));
         std::fs::write(&path, text).expect("boot file");
-        run(Command::new("mcopy")
-            .arg("-i")
-            .arg(&boot)
-            .arg(&path)
-            .arg(format!("::/{file}")));
+        command
+            .arg("--boot-file")
+            .arg(format!("{file}={}", path.display()));
+        texts.push(path);
     }
-
-    let _ = std::fs::remove_dir_all(&tree);
-    for sub in [
-        "bin",
-        "etc/systemd/system",
-        "boot/firmware",
-        "usr/local/bin",
-        "var/lib",
-        "dev",
-        "proc",
-        "sys",
-        "run",
-        "tmp",
-    ] {
-        std::fs::create_dir_all(tree.join(sub)).expect("tree");
+    run(&mut command);
+    for path in texts {
+        let _ = std::fs::remove_file(path);
     }
-    std::fs::copy("/bin/busybox", tree.join("bin/busybox"))
-        .expect("busybox-static (apt-get install busybox-static)");
-    std::os::unix::fs::symlink("busybox", tree.join("bin/sh")).expect("sh");
-    std::fs::write(
-        tree.join("etc/os-release"),
-        "PRETTY_NAME=\"Test OS (Raspberry Pi OS shaped)\"\nID=debian\n",
-    )
-    .expect("os-release");
-    std::fs::write(tree.join("etc/hostname"), "raspberrypi\n").expect("hostname");
-    let _ = std::fs::remove_file(&root);
-    run(Command::new("truncate")
-        .arg("-s")
-        .arg(format!("{}M", shape.root_mib))
-        .arg(&root));
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "rootfs", "-d"])
-        .arg(&tree)
-        .arg(&root));
-
-    for (part, start) in [
-        (&boot, BOOT_START),
-        (&root, BOOT_START + shape.boot_mib * 2048),
-    ] {
-        run(Command::new("dd")
-            .arg(format!("if={}", part.display()))
-            .arg(format!("of={}", image.display()))
-            .args(["bs=512", "conv=notrunc,sparse", "status=none"])
-            .arg(format!("seek={start}")));
-        let _ = std::fs::remove_file(part);
-    }
-    let _ = std::fs::remove_dir_all(&tree);
     image
 }
 

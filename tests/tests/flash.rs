@@ -222,7 +222,76 @@ fn gpt_and_cloud_init_images_are_flashed_too() {
         !cmdline.contains("systemd.run="),
         "cloud-init runs the hook: {cmdline}"
     );
+
+    // A user-data with a runcmd of its own: the hook joins its list, once, and the rest of
+    // the file stays byte for byte.
+    let own = "#cloud-config\nhostname: pi-8\nruncmd:\n  # the site's own\n  - [sh, -c, 'echo site > /etc/site']\n  - touch /var/tmp/ready\npackages: [curl]\n";
+    let mut shape = Shape::pi();
+    shape.boot_files.push(("user-data", own.into()));
+    let with_runcmd = image::build(&dir, "runcmd", &shape);
+    for _ in 0..2 {
+        let out = flash(
+            &hub,
+            &with_runcmd,
+            &token,
+            &["--agent", &agent, "--hub-url", "https://hub.example:7440"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let user_data = image::mtype(&with_runcmd, "user-data");
+    let hook_line = user_data
+        .lines()
+        .find(|l| l.contains("shoal-firstboot.sh"))
+        .unwrap_or_else(|| panic!("no hook in {user_data}"));
+    assert_eq!(
+        user_data,
+        own.replace(
+            "  - touch /var/tmp/ready\n",
+            &format!("  - touch /var/tmp/ready\n{hook_line}\n")
+        ),
+        "one more line, nothing else changed"
+    );
+    let items = runcmd_items(&user_data);
+    assert_eq!(items.len(), 3, "{items:?}");
+    assert_eq!(items[0], "[sh, -c, echo site > /etc/site]");
+    assert_eq!(items[1], "touch /var/tmp/ready");
+    assert!(
+        items[2].starts_with("[sh, -c, for d in /boot/firmware /boot;")
+            && items[2].contains("shoal-firstboot.sh"),
+        "{items:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The items of the top-level `runcmd` a YAML parser (saphyr, through the manifest
+/// loader's tree) sees in `text`, each rendered in flow style.
+fn runcmd_items(text: &str) -> Vec<String> {
+    use shoal_model::manifest::yaml::{parse_documents, Node, Value};
+    fn render(node: &Node) -> String {
+        match &node.value {
+            Value::Scalar { text, .. } => text.clone(),
+            Value::Seq(items) => format!(
+                "[{}]",
+                items.iter().map(render).collect::<Vec<_>>().join(", ")
+            ),
+            Value::Map(_) => "{..}".into(),
+        }
+    }
+    let documents = parse_documents(text).unwrap_or_else(|e| panic!("{e:?} in {text}"));
+    assert_eq!(documents.len(), 1, "one document: {text}");
+    let Value::Map(entries) = &documents[0].value else {
+        panic!("not a mapping: {text}")
+    };
+    let runcmds: Vec<&Node> = entries
+        .iter()
+        .filter(|(k, _)| matches!(&k.value, Value::Scalar { text, .. } if text == "runcmd"))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(runcmds.len(), 1, "one runcmd key: {text}");
+    match &runcmds[0].value {
+        Value::Seq(items) => items.iter().map(render).collect(),
+        _ => panic!("runcmd is not a list: {text}"),
+    }
 }
 
 #[test]

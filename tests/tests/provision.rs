@@ -1,11 +1,15 @@
 //! Provisioning a batch of devices: claim tokens (`shoal token create|list|revoke`) enrolling
-//! real agents with `shoal-agent enroll` against a real hub.
+//! real agents with `shoal-agent enroll` against a real hub; and the README's "Provision
+//! devices" block, run as pasted.
 
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use shoal_tests::agent::Agent;
 use shoal_tests::hub::{Hub, DEFAULT_HUB_SETTINGS};
+use shoal_tests::image;
+use shoal_tests::{binary, workspace};
 
 /// `shoal token create ARGS...`: the token it printed.
 fn claim_token(hub: &Hub, args: &[&str]) -> String {
@@ -140,8 +144,15 @@ fn expired_revoked_and_foreign_claim_tokens_are_refused() {
         "{error}"
     );
 
-    let revoked = claim_token(&hub, &["--uses", "5"]);
+    // `-o json`: the token and its claim, as the hub answered.
+    let created: Value =
+        serde_json::from_str(&hub.ok(&["token", "create", "--uses", "5", "-o", "json"]))
+            .expect("`shoal token create -o json` prints JSON");
+    let revoked = created["token"].as_str().expect("a token").to_string();
+    assert!(revoked.starts_with("shoalc1."), "{created}");
+    assert_eq!(created["claim"]["uses"], 5, "{created}");
     let id = revoked.split('.').nth(1).expect("an id").to_string();
+    assert_eq!(created["claim"]["id"], id.as_str(), "{created}");
     let out = hub.ok(&["token", "revoke", &id]);
     assert!(
         out.contains(&format!("claim token `{id}` revoked")),
@@ -161,4 +172,147 @@ fn expired_revoked_and_foreign_claim_tokens_are_refused() {
     let error = refused(&hub, &agent, &foreign);
     assert!(error.contains("nothing was sent"), "{error}");
     assert!(hub.get("nodes").is_empty());
+}
+
+/// The command block after `marker` in README.md, as `.ci/run` reads the test command.
+fn readme_block(marker: &str) -> String {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).expect("README.md");
+    let after = readme
+        .split_once(marker)
+        .unwrap_or_else(|| panic!("README.md has no {marker}"))
+        .1;
+    let mut lines = after.lines().skip_while(|l| l.trim().is_empty());
+    assert!(
+        lines.next().is_some_and(|l| l.starts_with("```")),
+        "a command block follows {marker}"
+    );
+    let block: Vec<&str> = lines.take_while(|l| !l.starts_with("```")).collect();
+    assert!(!block.is_empty(), "the block after {marker} is empty");
+    block.join("\n") + "\n"
+}
+
+/// README "Provision devices", run with bash as written, in a root shell that stands for the
+/// hub machine: its own network namespace (so the hub gets the README's ports, and nothing
+/// leaves loopback), a tmpfs for /var/lib/shoal (the hub's default data dir), and a folder
+/// of this test's for /tmp; `shoal` from this build on the PATH. The README's hub is a real
+/// one; what it flashed is read back with mtools.
+#[test]
+fn the_readme_provisioning_block_runs_as_pasted_and_flashes_a_sample_image() {
+    let block = readme_block("<!-- ci:provision -->");
+    for placeholder in ["…", "/dev/sd", "hub.example", "shoalc1."] {
+        assert!(
+            !block.contains(placeholder),
+            "the block has a placeholder ({placeholder}):\n{block}"
+        );
+    }
+    // Built outside the namespace (cross/setup may download its tools); the block's own
+    // `cross/build` then finds it built.
+    let agent = shoal_tests::vm::device_agent(shoal_tests::vm::Arch::X86_64);
+    let dir = std::env::temp_dir().join(format!("shoal-readme-provision-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch");
+    std::fs::write(dir.join("provision.sh"), &block).expect("block");
+    let shoal_dir = binary("shoal")
+        .parent()
+        .expect("the binaries' folder")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        shoal_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let wrapper = format!(
+        "set -e\n\
+         ip link set lo up\n\
+         mkdir -p /var/lib/shoal\n\
+         mount -t tmpfs shoal-state /var/lib/shoal\n\
+         mount --bind {tmp} /tmp\n\
+         cd {repo}\n\
+         bash -euo pipefail /tmp/provision.sh\n",
+        tmp = dir.display(),
+        repo = workspace().display(),
+    );
+    let started = std::time::Instant::now();
+    let mut command = Command::new("unshare");
+    shoal_tests::clean_cargo_env(&mut command);
+    let out = command
+        .args([
+            "--net",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "bash",
+            "-c",
+            &wrapper,
+        ])
+        .env("PATH", path)
+        .env("SHOAL_CROSS_NO_SETUP", "1")
+        .env_remove("SHOAL_HUB")
+        .env_remove("SHOAL_TOKEN")
+        .env_remove("SHOAL_CA")
+        .output()
+        .expect("run unshare bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let hub_log = std::fs::read_to_string(dir.join("shoal-hub.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "the README block failed:\n{block}\nstdout:\n{stdout}\nstderr:\n{}\nhub log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        shoal_tests::hub::tail(&hub_log, 40)
+    );
+    eprintln!(
+        "README provisioning block: {:?}\n{stdout}",
+        started.elapsed()
+    );
+    let flashed = dir.join("plant-1.img");
+    assert!(stdout.contains("flashed /tmp/plant-1.img"), "{stdout}");
+    assert!(
+        stdout.contains("active"),
+        "`shoal token list` shows the token: {stdout}"
+    );
+
+    let listing = image::mdir(&flashed, "");
+    for file in [
+        "shoal-agent",
+        "shoal-bootstrap.env",
+        "shoal-firstboot.sh",
+        "shoal-agent.service",
+        "cmdline.txt",
+        "config.txt",
+    ] {
+        assert!(
+            listing.contains(&format!("::/{file}\n")),
+            "{file} in {listing}"
+        );
+    }
+    let copied = dir.join("agent.out");
+    image::mcopy_out(&flashed, "shoal-agent", &copied);
+    assert_eq!(
+        std::fs::read(&copied).expect("copied agent"),
+        std::fs::read(agent).expect("agent"),
+        "the agent cross/build made"
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let bootstrap = image::mtype(&flashed, "shoal-bootstrap.env");
+    for line in [
+        format!("SHOAL_HUB=https://{}:7440", host.trim()),
+        "SHOAL_LABELS=site=plant-1".to_string(),
+    ] {
+        assert!(
+            bootstrap.lines().any(|l| l == line),
+            "{line} in {bootstrap}"
+        );
+    }
+    assert!(bootstrap.contains("SHOAL_TOKEN=shoalc1."), "{bootstrap}");
+    let cmdline = image::mtype(&flashed, "cmdline.txt");
+    assert!(
+        cmdline.starts_with(image::CMDLINE.trim_end())
+            && cmdline.contains("cgroup_enable=memory cgroup_memory=1 systemd.run=/boot/firmware/shoal-firstboot.sh"),
+        "{cmdline}"
+    );
+    // --out left the sample image as cross/sample-image made it.
+    let sample = image::mdir(&dir.join("sample.img"), "");
+    assert!(!sample.contains("shoal"), "{sample}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -97,7 +97,7 @@ pub fn written_report(dir: &Path) -> String {
     let conf = dir.join("mosquitto.conf");
     format!(
         "wrote {}, {} (mode 0600) and {}\n\
-         hint: start the broker with `mosquitto -c {}`; run this command again after each `shoal node add`\n",
+         hint: start the broker with `mosquitto -c {}`; run this command again after each `shoal node add` and after devices enroll with a claim token (`shoal token list` names them)\n",
         conf.display(),
         dir.join("passwd").display(),
         dir.join("acl").display(),
@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(
             written_report(Path::new("/etc/mosquitto/shoal")),
             "wrote /etc/mosquitto/shoal/mosquitto.conf, /etc/mosquitto/shoal/passwd (mode 0600) and /etc/mosquitto/shoal/acl\n\
-             hint: start the broker with `mosquitto -c /etc/mosquitto/shoal/mosquitto.conf`; run this command again after each `shoal node add`\n"
+             hint: start the broker with `mosquitto -c /etc/mosquitto/shoal/mosquitto.conf`; run this command again after each `shoal node add` and after devices enroll with a claim token (`shoal token list` names them)\n"
         );
     }
 }

@@ -43,8 +43,10 @@ pub struct Args {
     #[arg(long, value_name = "PATH", conflicts_with = "agent_dir")]
     pub agent: Option<PathBuf>,
     /// A folder of static agents as `cross/build` writes them (TRIPLE/shoal-agent)
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_AGENT_DIR)]
-    pub agent_dir: PathBuf,
+    /// [default: $CARGO_TARGET_DIR/dist, as for cross/build, else
+    /// /var/cache/shoal/cross-target/dist]
+    #[arg(long, value_name = "DIR")]
+    pub agent_dir: Option<PathBuf>,
     /// The URL devices enroll at, instead of the one the hub advertises
     #[arg(long, value_name = "URL")]
     pub hub_url: Option<ApiUrl>,
@@ -89,7 +91,7 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
     };
     let agent = match &args.agent {
         Some(path) => AgentSource::File(path.clone()),
-        None => AgentSource::Dir(args.agent_dir.clone()),
+        None => AgentSource::Dir(args.agent_dir.clone().unwrap_or_else(default_agent_dir)),
     };
     let report = flash::flash(&Request {
         image: &args.image,
@@ -118,6 +120,14 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
         bootstrap.hub,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `cross/build` writes the agents: under CARGO_TARGET_DIR when set, as it does.
+fn default_agent_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("dist"),
+        None => PathBuf::from(DEFAULT_AGENT_DIR),
+    }
 }
 
 /// The hub's claim `id`, if it is one of this hub's (by the pin) and still enrolls devices.

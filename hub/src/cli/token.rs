@@ -41,6 +41,12 @@ pub enum Command {
         /// keeps the last N characters. Taken names get -2, -3, ...
         #[arg(long, value_name = "TEMPLATE", default_value = shoal_model::api::DEFAULT_NAME_TEMPLATE)]
         name_template: String,
+        /// Print only the token, for a shell variable: `token=$(shoal token create ... -q)`
+        #[arg(short, long, conflicts_with = "output")]
+        quiet: bool,
+        /// Output format: json or yaml (the token and its claim, as the hub answers)
+        #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
+        output: Option<Format>,
     },
     /// List claim tokens: uses, expiry, state and the nodes each enrolled
     List {
@@ -64,6 +70,8 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
             ttl,
             labels,
             name_template,
+            quiet,
+            output,
         } => {
             let labels = match labels {
                 Some(text) => parse_label_set(text).map_err(anyhow::Error::msg)?,
@@ -77,7 +85,13 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
                 name_template: Some(name_template.clone()),
             };
             let created: ClaimCreated = client.post("/v1/tokens", &request)?;
-            print!("{}", created_text(&created, shoal_model::clock::wall_ms()));
+            match output {
+                _ if *quiet => println!("{}", created.token),
+                None | Some(Format::Wide) => {
+                    print!("{}", created_text(&created, shoal_model::clock::wall_ms()))
+                }
+                Some(format) => print!("{}", render(&serde_json::to_value(&created)?, *format)),
+            }
             if let Some(warning) = local_address_warning(&created.claim.hub) {
                 eprintln!("{warning}");
             }

@@ -1,6 +1,6 @@
-//! The files `shoal flash` writes into the boot partition, and its edits of the board's own
-//! files (pure): `cmdline.txt` (the memory cgroup, the kernel-command-line hook) and
-//! cloud-init's `user-data`.
+//! The files `shoal flash` writes into the boot partition, and its edit of the board's
+//! `cmdline.txt` (the memory cgroup, the kernel-command-line hook); pure. Cloud-init's
+//! `user-data` is edited in `cloud_init`.
 
 /// Kernel arguments that turn the memory controller on (off by default on Raspberry Pi
 /// kernels; containers get no memory limit without it).
@@ -49,33 +49,6 @@ pub fn cmdline(text: &str, hook: Option<&str>) -> Result<String, String> {
         }
     }
     Ok(format!("{}\n", words.join(" ")))
-}
-
-/// The `runcmd` entry that runs the hook under cloud-init, wherever the boot partition is.
-const RUNCMD: &str = "  - [sh, -c, 'for d in /boot/firmware /boot; do if [ -f \"$d/shoal-firstboot.sh\" ]; then exec sh \"$d/shoal-firstboot.sh\"; fi; done']";
-
-/// cloud-init's `user-data` with the hook in its `runcmd` (once). Refuses what it cannot
-/// extend safely: not `#cloud-config`, or a `runcmd` of its own.
-pub fn user_data(text: &str) -> Result<String, String> {
-    if text.contains(RUNCMD) {
-        return Ok(text.to_string());
-    }
-    if !text.starts_with("#cloud-config") {
-        return Err("user-data is not a #cloud-config file: add the first-boot hook by hand (see `shoal flash --help`)".into());
-    }
-    if text.lines().any(|l| l.starts_with("runcmd:")) {
-        return Err(format!(
-            "user-data has a runcmd of its own: add this line to it, and flash again\n{RUNCMD}"
-        ));
-    }
-    let mut out = text.to_string();
-    if !out.ends_with('\n') {
-        out.push('\n');
-    }
-    out.push_str("# Added by `shoal flash`: installs and enrolls the Shoal agent.\nruncmd:\n");
-    out.push_str(RUNCMD);
-    out.push('\n');
-    Ok(out)
 }
 
 /// The first-boot script: installs the agent and its unit from the boot partition; the unit
@@ -153,20 +126,5 @@ mod tests {
             .expect_err("another hook")
             .contains("firstrun.sh"));
         assert!(cmdline("a\nb\n", None).is_err());
-    }
-
-    #[test]
-    fn user_data_gets_a_runcmd_unless_it_has_its_own() {
-        let text = "#cloud-config\nhostname: pi\n";
-        let once = user_data(text).expect("edit");
-        assert!(
-            once.starts_with(text) && once.contains("runcmd:\n  - [sh, -c,"),
-            "{once}"
-        );
-        assert_eq!(user_data(&once), Ok(once.clone()));
-        assert!(user_data("#cloud-config\nruncmd:\n  - ls\n")
-            .expect_err("own")
-            .contains("runcmd of its own"));
-        assert!(user_data("#!/bin/sh\n").is_err());
     }
 }

@@ -20,6 +20,7 @@
 //! hook.
 
 pub use shoal_model::elf;
+pub mod cloud_init;
 pub mod files;
 mod overlay;
 pub mod table;
@@ -343,7 +344,7 @@ fn write_boot(
     let cmdline = read("cmdline.txt")?;
     let (user_data, cmdline, hook) = match (&user_data, &cmdline) {
         (Some(text), cmdline) => (
-            Some(files::user_data(text)?),
+            Some(cloud_init::user_data(text)?),
             cmdline.as_deref().map(|c| files::cmdline(c, None)).transpose()?,
             "user-data",
         ),

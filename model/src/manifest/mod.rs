@@ -9,7 +9,8 @@ mod decode;
 pub mod image;
 pub mod names;
 mod types;
-mod yaml;
+/// Also what `shoal flash` checks its edits of cloud-init's `user-data` with.
+pub mod yaml;
 
 use std::collections::HashMap;
 use std::fmt;
