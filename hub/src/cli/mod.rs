@@ -5,6 +5,8 @@ pub mod agent_release;
 pub mod apply;
 pub mod broker_config;
 pub mod client;
+pub mod config;
+mod context;
 pub mod delete;
 pub mod describe;
 pub mod flash;
@@ -55,6 +57,7 @@ enum Command {
     AgentRelease(agent_release::Args),
     Flash(flash::Args),
     BrokerConfig(broker_config::Args),
+    Context(context::Args),
     /// Check fleet manifests without a hub: print every problem, or one line per workload
     Validate {
         /// A manifest file, or a folder of .yaml/.yml files
@@ -74,8 +77,8 @@ pub fn main() -> ExitCode {
     };
     crate::telemetry::write_json(cli.log_format == "json");
     let result = match cli.command {
-        Command::Serve(args) => serve::run(&args),
-        Command::Up(args) => up::run(&args),
+        Command::Serve(args) => serve::run(&args, cli.hub.context.as_deref()),
+        Command::Up(args) => up::run(&args, cli.hub.context.as_deref()),
         Command::Apply(args) => apply::run(&args, &cli.hub),
         Command::Diff(args) => apply::run_diff(&args, &cli.hub),
         Command::Get(args) => get::run(&args, &cli.hub),
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::AgentRelease(args) => agent_release::run(&args, &cli.hub),
         Command::Flash(args) => flash::run(&args, &cli.hub),
         Command::BrokerConfig(args) => broker_config::run(&args, &cli.hub),
+        Command::Context(args) => context::run(&args, &cli.hub),
         Command::Validate { path } => Ok(validate::run(&path)),
     };
     match result {
