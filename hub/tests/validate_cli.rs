@@ -102,6 +102,7 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
             "agent-release",
             "flash",
             "broker-config",
+            "context",
             "validate",
             "help"
         ],
