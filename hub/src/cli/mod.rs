@@ -58,6 +58,16 @@ enum Command {
     Flash(flash::Args),
     BrokerConfig(broker_config::Args),
     Context(context::Args),
+    /// Write the demo image (localhost/shoal-demo:latest, built from busybox-static) as an
+    /// OCI tarball, for `shoal-agent images import`
+    DemoImage {
+        /// The tarball to write
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The static busybox the image is built from
+        #[arg(long, value_name = "FILE", default_value = "/bin/busybox")]
+        busybox: PathBuf,
+    },
     /// Check fleet manifests without a hub: print every problem, or one line per workload
     Validate {
         /// A manifest file, or a folder of .yaml/.yml files
@@ -93,6 +103,15 @@ pub fn main() -> ExitCode {
         Command::Flash(args) => flash::run(&args, &cli.hub),
         Command::BrokerConfig(args) => broker_config::run(&args, &cli.hub),
         Command::Context(args) => context::run(&args, &cli.hub),
+        Command::DemoImage { out, busybox } => crate::demo::write_image(&busybox, &out).map(|()| {
+            println!(
+                "wrote {} ({}) from {}",
+                out.display(),
+                crate::demo::IMAGE,
+                busybox.display()
+            );
+            ExitCode::SUCCESS
+        }),
         Command::Validate { path } => Ok(validate::run(&path)),
     };
     match result {
