@@ -103,6 +103,8 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
             "flash",
             "broker-config",
             "context",
+            "backup",
+            "restore",
             "demo-image",
             "validate",
             "help"

@@ -3,6 +3,7 @@
 
 pub mod agent_release;
 pub mod apply;
+mod backup;
 pub mod broker_config;
 pub mod client;
 pub mod config;
@@ -58,6 +59,11 @@ enum Command {
     Flash(flash::Args),
     BrokerConfig(broker_config::Args),
     Context(context::Args),
+    /// Copy what the hub cannot lose (its store, CA, keys and tokens) into one file, while it
+    /// runs
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new data dir; enrolled agents reconnect without enrolling again
+    Restore(backup::RestoreArgs),
     /// Write the demo image (localhost/shoal-demo:latest, built from busybox-static) as an
     /// OCI tarball, for `shoal-agent images import`
     DemoImage {
@@ -103,6 +109,8 @@ pub fn main() -> ExitCode {
         Command::Flash(args) => flash::run(&args, &cli.hub),
         Command::BrokerConfig(args) => broker_config::run(&args, &cli.hub),
         Command::Context(args) => context::run(&args, &cli.hub),
+        Command::Backup(args) => backup::run_backup(&args),
+        Command::Restore(args) => backup::run_restore(&args),
         Command::DemoImage { out, busybox } => crate::demo::write_image(&busybox, &out).map(|()| {
             println!(
                 "wrote {} ({}) from {}",
