@@ -253,6 +253,111 @@ fn a_hub_killed_with_sigkill_loses_no_workload_and_restarts_no_container() {
     clean_up(&hub, &[&agent]);
 }
 
+#[test]
+fn a_hub_restored_from_a_backup_onto_a_fresh_data_dir_gets_its_agents_back_without_enrolling_them_again(
+) {
+    let mut hub = Hub::start("backup");
+    let agent = started(&hub, "backup-a", "site=plant-1");
+    hub.apply(
+        "steady",
+        &shell_workload("steady", "while true; do sleep 1; done", "", ""),
+    );
+    let rows = agent.wait_for("steady running", CONVERGE, |rows| running(rows, "steady"));
+    let pid = cell(&rows, "steady", "main", "PID");
+    let before = hub.wait_for("steady ready", CONVERGE, || {
+        hub.workload("steady").filter(|w| ready(w, 1))
+    });
+    let enrollment = std::fs::read(agent.root.join("data/enrollment.toml")).expect("enrolled");
+
+    // Taken while the hub runs.
+    let file = hub.root.join("hub.backup");
+    let taken = hub.cli(&[
+        "backup",
+        &file.display().to_string(),
+        "--data-dir",
+        &hub.data_dir.display().to_string(),
+    ]);
+    assert!(taken.status.success(), "{taken:?}");
+    assert!(
+        String::from_utf8_lossy(&taken.stdout).contains("hub.db ("),
+        "{taken:?}"
+    );
+
+    // The machine is lost: the old data dir is gone for good.
+    hub.kill9();
+    std::fs::remove_dir_all(&hub.data_dir).expect("remove the old data dir");
+    let fresh = hub.root.join("restored");
+    let fresh_text = fresh.display().to_string();
+    let restored = hub.cli(&[
+        "restore",
+        &file.display().to_string(),
+        "--data-dir",
+        &fresh_text,
+    ]);
+    assert!(restored.status.success(), "{restored:?}");
+    // Restoring again, over the restored dir, is refused and changes nothing.
+    let again = hub.cli(&[
+        "restore",
+        &file.display().to_string(),
+        "--data-dir",
+        &fresh_text,
+    ]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is not empty"),
+        "{again:?}"
+    );
+    // A damaged copy is refused, and writes nothing.
+    let bytes = std::fs::read(&file).expect("backup");
+    let damaged = hub.root.join("damaged.backup");
+    std::fs::write(&damaged, &bytes[..bytes.len() * 2 / 3]).expect("write");
+    let elsewhere = hub.root.join("elsewhere");
+    let refused = hub.cli(&[
+        "restore",
+        &damaged.display().to_string(),
+        "--data-dir",
+        &elsewhere.display().to_string(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is damaged"),
+        "{refused:?}"
+    );
+    assert!(!elsewhere.exists());
+
+    hub.data_dir = fresh;
+    let start = Instant::now();
+    hub.restart();
+    hub.wait_for(
+        "the agent back online with the restored hub",
+        CONVERGE,
+        || hub.node("backup-a").filter(|n| n["online"] == true),
+    );
+    eprintln!(
+        "[restored hub start to agent online: {} ms]",
+        start.elapsed().as_millis()
+    );
+    let node = hub.node("backup-a").expect("node");
+    assert_eq!(node["labels"]["site"], "plant-1");
+    let after = hub.workload("steady").expect("steady survives the restore");
+    assert_eq!(after["revision"], before["revision"]);
+    assert_eq!(
+        std::fs::read(agent.root.join("data/enrollment.toml")).expect("enrolled"),
+        enrollment,
+        "the agent was enrolled again"
+    );
+    // The restored hub signs with the same key: the agent accepts its states and keeps its
+    // container.
+    std::thread::sleep(Duration::from_secs(3));
+    let rows = agent.ps();
+    assert!(running(&rows, "steady"));
+    assert_eq!(
+        cell(&rows, "steady", "main", "PID"),
+        pid,
+        "the container was restarted"
+    );
+    clean_up(&hub, &[&agent]);
+}
+
 // ---- the broker's access rules, attacked with Mosquitto's own clients ----
 
 /// `mosquitto_sub` over TLS, trusting `ca`.
