@@ -707,6 +707,19 @@ fn shoal_up_demo_brings_hello_to_running_and_get_workloads_shows_it() {
         .find(|l| l.starts_with("hello "))
         .unwrap_or_else(|| panic!("no hello row:\n{text}"));
     assert!(hello.contains("1/1"), "hello is not ready:\n{text}");
+    // `shoal up` wrote the context `up`: no flags needed.
+    let no_flags = Command::new(shoal_tests::binary("shoal"))
+        .args(["get", "workloads", "hello"])
+        .env("SHOAL_CONFIG", root.join("cli-config.toml"))
+        .env_remove("SHOAL_HUB")
+        .env_remove("SHOAL_TOKEN")
+        .output()
+        .expect("run shoal");
+    assert!(
+        no_flags.status.success() && String::from_utf8_lossy(&no_flags.stdout).contains("hello "),
+        "{no_flags:?}\nconfig:\n{}",
+        std::fs::read_to_string(root.join("cli-config.toml")).unwrap_or_default()
+    );
     let logs = shoal(&["logs", "hello", "--tail", "2"]);
     assert!(
         String::from_utf8_lossy(&logs.stdout).contains("hello from"),

@@ -246,6 +246,10 @@ fn the_readme_run_a_fleet_block_runs_as_written_and_its_fleet_comes_up() {
         "the block did not use the context `shoal serve` wrote:\n{output}"
     );
 
+    assert!(
+        sandbox.root.join("home/hub.backup").is_file(),
+        "the block's `shoal backup` wrote nothing"
+    );
     let nodes = sandbox.get("nodes");
     let gw = nodes
         .iter()
