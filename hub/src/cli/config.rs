@@ -3,7 +3,8 @@
 //! `shoal serve` or `shoal up` just started, with no flags.
 //!
 //! Where it lives: `$SHOAL_CONFIG`, else `$XDG_CONFIG_HOME/shoal/config.toml`, else
-//! `$HOME/.config/shoal/config.toml` (`/root/.config/shoal/config.toml` for root).
+//! `$HOME/.config/shoal/config.toml`, else, for root without HOME (a hub a service manager
+//! started), `/root/.config/shoal/config.toml`.
 //!
 //! ```toml
 //! version = 1
@@ -89,11 +90,14 @@ pub enum ConfigError {
 }
 
 /// Where the config file is: `SHOAL_CONFIG`, else under `XDG_CONFIG_HOME` (when absolute, as
-/// the XDG spec asks), else under `HOME`. Empty values count as unset.
+/// the XDG spec asks), else under `HOME`, else under `/root` for root (a hub started by a
+/// service manager often has no HOME). Empty values count as unset, and so does a HOME of `/`
+/// (system users): there is no config then.
 pub fn path_from(
     shoal_config: Option<OsString>,
     xdg_config_home: Option<OsString>,
     home: Option<OsString>,
+    is_root: bool,
 ) -> Option<PathBuf> {
     let set = |value: Option<OsString>| value.filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(path) = set(shoal_config) {
@@ -102,17 +106,23 @@ pub fn path_from(
     if let Some(dir) = set(xdg_config_home).filter(|d| d.is_absolute()) {
         return Some(dir.join("shoal/config.toml"));
     }
-    set(home)
-        .filter(|d| d.is_absolute())
-        .map(|home| home.join(".config/shoal/config.toml"))
+    match set(home) {
+        Some(home) => Some(home).filter(|h| h.is_absolute() && h != Path::new("/")),
+        None => is_root.then(|| PathBuf::from("/root")),
+    }
+    .map(|home| home.join(".config/shoal/config.toml"))
 }
 
 /// [`path_from`] with this process's environment.
 pub fn path() -> Result<PathBuf, ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of /proc/self is this process's effective user.
+    let is_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
     path_from(
         std::env::var_os(CONFIG_ENV),
         std::env::var_os("XDG_CONFIG_HOME"),
         std::env::var_os("HOME"),
+        is_root,
     )
     .ok_or(ConfigError::NoPath)
 }
@@ -376,39 +386,37 @@ mod tests {
     #[test]
     fn the_config_lives_where_shoal_config_then_xdg_then_home_say() {
         let os = |s: &str| Some(OsString::from(s));
+        let root_config = Some("/root/.config/shoal/config.toml");
+        let home_a = Some("/home/a/.config/shoal/config.toml");
         let cases = [
             (
                 os("/etc/x.toml"),
                 os("/xdg"),
                 os("/home/a"),
+                false,
                 Some("/etc/x.toml"),
             ),
             (
                 None,
                 os("/xdg"),
                 os("/home/a"),
+                false,
                 Some("/xdg/shoal/config.toml"),
             ),
-            (
-                os(""),
-                os(""),
-                os("/root"),
-                Some("/root/.config/shoal/config.toml"),
-            ),
-            (
-                None,
-                os("relative"),
-                os("/home/a"),
-                Some("/home/a/.config/shoal/config.toml"),
-            ),
-            (None, None, None, None),
-            (None, None, os("relative"), None),
+            (os(""), os(""), os("/root"), true, root_config),
+            (None, os("relative"), os("/home/a"), false, home_a),
+            (None, None, os("/home/a"), true, home_a),
+            (None, None, None, false, None),
+            (None, None, None, true, root_config),
+            (None, None, os("/"), false, None),
+            (None, None, os("/"), true, None),
+            (None, None, os("relative"), false, None),
         ];
-        for (shoal, xdg, home, expected) in cases {
+        for (shoal, xdg, home, is_root, expected) in cases {
             assert_eq!(
-                path_from(shoal.clone(), xdg.clone(), home.clone()),
+                path_from(shoal.clone(), xdg.clone(), home.clone(), is_root),
                 expected.map(PathBuf::from),
-                "{shoal:?} {xdg:?} {home:?}"
+                "{shoal:?} {xdg:?} {home:?} root {is_root}"
             );
         }
     }

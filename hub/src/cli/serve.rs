@@ -103,6 +103,10 @@ pub fn run(args: &Args, context: Option<&str>) -> anyhow::Result<ExitCode> {
                         config = %path.display(),
                         "wrote the CLI context for this hub: `shoal get nodes` uses it"
                     ),
+                    Err(error) if is_no_path(&error) => tracing::info!(
+                        context = %name,
+                        "no CLI context written: this user has no home dir (set SHOAL_CONFIG to write one)"
+                    ),
                     Err(error) => tracing::warn!(
                         context = %name,
                         "did not write the CLI context for this hub: {error:#}"
@@ -136,6 +140,13 @@ pub fn write_context(name: &str, url: &ApiUrl, data_dir: &Path) -> anyhow::Resul
         },
     )?;
     Ok(path)
+}
+
+fn is_no_path(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<config::ConfigError>(),
+        Some(config::ConfigError::NoPath)
+    )
 }
 
 /// Resolves on SIGTERM or SIGINT.
