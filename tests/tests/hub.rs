@@ -689,7 +689,7 @@ fn shoal_up_demo_brings_hello_to_running_and_get_workloads_shows_it() {
         "[shoal up --demo to hello running: {} ms]",
         start.elapsed().as_millis()
     );
-    // The CLI finds the token in ./.shoal, as the README says.
+    // With --hub alone the CLI reads no config and finds the token in ./.shoal.
     let shoal = |args: &[&str]| {
         Command::new(shoal_tests::binary("shoal"))
             .current_dir(&root)

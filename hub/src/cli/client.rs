@@ -204,8 +204,12 @@ impl Target {
         }
     }
 
-    /// The CA to trust for an `https://` hub; `None` trusts the usual public roots.
+    /// The CA to trust for an `https://` hub; `None` trusts the usual public roots. An
+    /// `http://` hub needs none, so none is read (a context's CA file may be gone).
     pub fn ca(&self) -> Result<Option<ureq::tls::Certificate<'static>>, HubError> {
+        if !self.url.is_tls() {
+            return Ok(None);
+        }
         let path = match &self.ca {
             CaFrom::File(path) => path.clone(),
             CaFrom::PublicRoots => return Ok(None),

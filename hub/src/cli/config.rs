@@ -285,6 +285,14 @@ pub fn load(path: &Path) -> Result<Option<Config>, ConfigError> {
             })
         }
     };
+    let regular = file.metadata().is_ok_and(|m| m.is_file());
+    if !regular {
+        // A FIFO or a device would block or never end.
+        return Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("not a regular file"),
+        });
+    }
     let mut text = String::new();
     file.take(MAX_BYTES + 1)
         .read_to_string(&mut text)
@@ -561,6 +569,22 @@ mod tests {
             std::fs::read_to_string(&path).expect("read"),
             "version = 1\n[contexts\n"
         );
+    }
+
+    #[test]
+    fn deep_nesting_and_odd_files_are_errors_not_crashes() {
+        let path = Path::new("/h/config.toml");
+        let deep = format!("version = 1\nx = {}", "[".repeat(100_000));
+        assert!(parse(path, &deep).is_err());
+        let deep_tables = format!("version = 1\nx = {}", "{ a = ".repeat(100_000));
+        assert!(parse(path, &deep_tables).is_err());
+        let error = load(Path::new("/dev/null")).expect_err("not a regular file");
+        assert_eq!(
+            error.to_string(),
+            "cannot read /dev/null: not a regular file"
+        );
+        let error = load(Path::new("/")).expect_err("a dir");
+        assert!(error.to_string().starts_with("cannot read /: "), "{error}");
     }
 
     #[test]
