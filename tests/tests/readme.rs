@@ -204,6 +204,10 @@ impl Drop for Sandbox {
         for pid in self.pids() {
             let _ = Command::new("kill").args(["-KILL", &pid]).status();
         }
+        // Containers have network namespaces of their own: found by their cgroups.
+        for pid in workload_processes() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .output();
@@ -220,6 +224,20 @@ impl Drop for Sandbox {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// The processes in the cgroups of the block's workloads on gw-1.
+fn workload_processes() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|p| {
+            let cgroup = std::fs::read_to_string(p.path().join("cgroup")).unwrap_or_default();
+            cgroup.contains("/shoal/gw-1/hello/") || cgroup.contains("/shoal/gw-1/sensor-reader/")
+        })
+        .map(|p| p.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]
@@ -308,14 +326,9 @@ fn the_readme_run_a_fleet_block_runs_as_written_and_its_fleet_comes_up() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut left: Vec<String> = std::fs::read_dir("/proc")
-        .expect("proc")
-        .flatten()
-        .filter(|p| {
-            let cgroup = std::fs::read_to_string(p.path().join("cgroup")).unwrap_or_default();
-            cgroup.contains("/shoal/gw-1/hello/") || cgroup.contains("/shoal/gw-1/sensor-reader/")
-        })
-        .map(|p| format!("process {}", p.file_name().to_string_lossy()))
+    let mut left: Vec<String> = workload_processes()
+        .into_iter()
+        .map(|pid| format!("process {pid}"))
         .collect();
     for subsystem in std::fs::read_dir("/sys/fs/cgroup")
         .expect("cgroup fs")
