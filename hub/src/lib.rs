@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod backup;
 pub mod broker;
 pub mod claim;
 pub mod cli;

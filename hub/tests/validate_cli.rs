@@ -103,6 +103,10 @@ fn usage_errors_exit_2_and_help_lists_only_working_commands() {
             "agent",
             "flash",
             "broker-config",
+            "context",
+            "backup",
+            "restore",
+            "demo-image",
             "validate",
             "help"
         ],

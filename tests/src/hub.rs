@@ -151,6 +151,9 @@ impl Hub {
             command.arg("--advertise").arg(self.broker_url());
         }
         let child = command
+            // The context `shoal serve` writes goes here, not into the CLI config of whoever
+            // runs the tests.
+            .env("SHOAL_CONFIG", self.root.join("cli-config.toml"))
             .env(
                 "SHOAL_LOG",
                 "debug,rmqtt=info,rmqtt_net=info,rmqtt_retainer=info,rustls=info",

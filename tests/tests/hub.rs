@@ -253,6 +253,111 @@ fn a_hub_killed_with_sigkill_loses_no_workload_and_restarts_no_container() {
     clean_up(&hub, &[&agent]);
 }
 
+#[test]
+fn a_hub_restored_from_a_backup_onto_a_fresh_data_dir_gets_its_agents_back_without_enrolling_them_again(
+) {
+    let mut hub = Hub::start("backup");
+    let agent = started(&hub, "backup-a", "site=plant-1");
+    hub.apply(
+        "steady",
+        &shell_workload("steady", "while true; do sleep 1; done", "", ""),
+    );
+    let rows = agent.wait_for("steady running", CONVERGE, |rows| running(rows, "steady"));
+    let pid = cell(&rows, "steady", "main", "PID");
+    let before = hub.wait_for("steady ready", CONVERGE, || {
+        hub.workload("steady").filter(|w| ready(w, 1))
+    });
+    let enrollment = std::fs::read(agent.root.join("data/enrollment.toml")).expect("enrolled");
+
+    // Taken while the hub runs.
+    let file = hub.root.join("hub.backup");
+    let taken = hub.cli(&[
+        "backup",
+        &file.display().to_string(),
+        "--data-dir",
+        &hub.data_dir.display().to_string(),
+    ]);
+    assert!(taken.status.success(), "{taken:?}");
+    assert!(
+        String::from_utf8_lossy(&taken.stdout).contains("hub.db ("),
+        "{taken:?}"
+    );
+
+    // The machine is lost: the old data dir is gone for good.
+    hub.kill9();
+    std::fs::remove_dir_all(&hub.data_dir).expect("remove the old data dir");
+    let fresh = hub.root.join("restored");
+    let fresh_text = fresh.display().to_string();
+    let restored = hub.cli(&[
+        "restore",
+        &file.display().to_string(),
+        "--data-dir",
+        &fresh_text,
+    ]);
+    assert!(restored.status.success(), "{restored:?}");
+    // Restoring again, over the restored dir, is refused and changes nothing.
+    let again = hub.cli(&[
+        "restore",
+        &file.display().to_string(),
+        "--data-dir",
+        &fresh_text,
+    ]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is not empty"),
+        "{again:?}"
+    );
+    // A damaged copy is refused, and writes nothing.
+    let bytes = std::fs::read(&file).expect("backup");
+    let damaged = hub.root.join("damaged.backup");
+    std::fs::write(&damaged, &bytes[..bytes.len() * 2 / 3]).expect("write");
+    let elsewhere = hub.root.join("elsewhere");
+    let refused = hub.cli(&[
+        "restore",
+        &damaged.display().to_string(),
+        "--data-dir",
+        &elsewhere.display().to_string(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is damaged"),
+        "{refused:?}"
+    );
+    assert!(!elsewhere.exists());
+
+    hub.data_dir = fresh;
+    let start = Instant::now();
+    hub.restart();
+    hub.wait_for(
+        "the agent back online with the restored hub",
+        CONVERGE,
+        || hub.node("backup-a").filter(|n| n["online"] == true),
+    );
+    eprintln!(
+        "[restored hub start to agent online: {} ms]",
+        start.elapsed().as_millis()
+    );
+    let node = hub.node("backup-a").expect("node");
+    assert_eq!(node["labels"]["site"], "plant-1");
+    let after = hub.workload("steady").expect("steady survives the restore");
+    assert_eq!(after["revision"], before["revision"]);
+    assert_eq!(
+        std::fs::read(agent.root.join("data/enrollment.toml")).expect("enrolled"),
+        enrollment,
+        "the agent was enrolled again"
+    );
+    // The restored hub signs with the same key: the agent accepts its states and keeps its
+    // container.
+    std::thread::sleep(Duration::from_secs(3));
+    let rows = agent.ps();
+    assert!(running(&rows, "steady"));
+    assert_eq!(
+        cell(&rows, "steady", "main", "PID"),
+        pid,
+        "the container was restarted"
+    );
+    clean_up(&hub, &[&agent]);
+}
+
 // ---- the broker's access rules, attacked with Mosquitto's own clients ----
 
 /// `mosquitto_sub` over TLS, trusting `ca`.
@@ -550,6 +655,7 @@ fn shoal_up_demo_brings_hello_to_running_and_get_workloads_shows_it() {
     let mut up = Up(Command::new(shoal_tests::binary("shoal"))
         .current_dir(&root)
         .args(["up", "--demo", "--node", "up-demo", "--listen-api", &api])
+        .env("SHOAL_CONFIG", root.join("cli-config.toml"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(Stdio::null())
@@ -584,7 +690,7 @@ fn shoal_up_demo_brings_hello_to_running_and_get_workloads_shows_it() {
         "[shoal up --demo to hello running: {} ms]",
         start.elapsed().as_millis()
     );
-    // The CLI finds the token in ./.shoal, as the README says.
+    // With --hub alone the CLI reads no config and finds the token in ./.shoal.
     let shoal = |args: &[&str]| {
         Command::new(shoal_tests::binary("shoal"))
             .current_dir(&root)
@@ -602,6 +708,19 @@ fn shoal_up_demo_brings_hello_to_running_and_get_workloads_shows_it() {
         .find(|l| l.starts_with("hello "))
         .unwrap_or_else(|| panic!("no hello row:\n{text}"));
     assert!(hello.contains("1/1"), "hello is not ready:\n{text}");
+    // `shoal up` wrote the context `up`: no flags needed.
+    let no_flags = Command::new(shoal_tests::binary("shoal"))
+        .args(["get", "workloads", "hello"])
+        .env("SHOAL_CONFIG", root.join("cli-config.toml"))
+        .env_remove("SHOAL_HUB")
+        .env_remove("SHOAL_TOKEN")
+        .output()
+        .expect("run shoal");
+    assert!(
+        no_flags.status.success() && String::from_utf8_lossy(&no_flags.stdout).contains("hello "),
+        "{no_flags:?}\nconfig:\n{}",
+        std::fs::read_to_string(root.join("cli-config.toml")).unwrap_or_default()
+    );
     let logs = shoal(&["logs", "hello", "--tail", "2"]);
     assert!(
         String::from_utf8_lossy(&logs.stdout).contains("hello from"),
@@ -1115,4 +1234,185 @@ fn a_status_claiming_a_generation_the_hub_never_published_is_refused() {
         hub.node("gen-b")
             .filter(|n| n["observed_generation"] == generation)
     });
+}
+
+/// A network namespace with only loopback, deleted on drop, with the processes started in it.
+struct LoopbackOnly {
+    name: String,
+    children: Vec<std::process::Child>,
+}
+
+impl LoopbackOnly {
+    fn new(name: &str) -> LoopbackOnly {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        shoal_tests::fleet::ip(&["netns", "add", name]);
+        shoal_tests::fleet::ip(&["-n", name, "link", "set", "lo", "up"]);
+        LoopbackOnly {
+            name: name.to_string(),
+            children: Vec::new(),
+        }
+    }
+
+    /// `program args` inside the namespace, as a user with HOME `home` would run it in `cwd`:
+    /// none of the CLI's environment variables set.
+    fn command(&self, home: &Path, cwd: &Path, program: &Path) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{}", self.name))
+            .arg(program)
+            .current_dir(cwd)
+            .env("HOME", home);
+        for name in [
+            "XDG_CONFIG_HOME",
+            "SHOAL_CONFIG",
+            "SHOAL_CONTEXT",
+            "SHOAL_HUB",
+            "SHOAL_TOKEN",
+            "SHOAL_CA",
+        ] {
+            command.env_remove(name);
+        }
+        command
+    }
+}
+
+impl Drop for LoopbackOnly {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn after_shoal_serve_the_cli_reaches_the_hub_over_https_with_no_flags_through_its_context() {
+    let root = std::env::temp_dir().join(format!("shoal-context-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (home, work, data) = (root.join("home"), root.join("work"), root.join("data"));
+    let config_dir = home.join(".config/shoal");
+    std::fs::create_dir_all(&config_dir).expect("config dir");
+    std::fs::create_dir_all(&work).expect("work dir");
+    let config = config_dir.join("config.toml");
+    // Another hub's context, current until `shoal serve` starts: it must survive.
+    std::fs::write(
+        &config,
+        "version = 1\ncurrent = \"elsewhere\"\n\n[contexts.elsewhere]\nhub = \"https://127.0.0.1:9\"\ntoken_file = \"elsewhere-token\"\n",
+    )
+    .expect("seed config");
+    std::fs::write(config_dir.join("elsewhere-token"), "t\n").expect("token");
+    let mut ns = LoopbackOnly::new(&format!("shoal-ctx-{}", std::process::id()));
+    let shoal = shoal_tests::binary("shoal");
+    let log = std::fs::File::create(root.join("hub.log")).expect("hub log");
+    // Every address of a namespace with only loopback: the API serves HTTPS, as it does
+    // beyond loopback, and nothing outside the namespace can reach it.
+    let hub = ns
+        .command(&home, &work, &shoal)
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--listen-api",
+            "0.0.0.0:7440",
+            "--listen-mqtt",
+            "127.0.0.1:8883",
+        ])
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start shoal serve");
+    ns.children.push(hub);
+    let cli = |args: &[&str]| -> Output {
+        ns.command(&home, &work, &shoal)
+            .args(args)
+            .output()
+            .expect("run shoal")
+    };
+    let hub_log = || std::fs::read_to_string(root.join("hub.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let nodes = loop {
+        let out = cli(&["get", "nodes"]);
+        if out.status.success() {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`shoal get nodes` with no flags did not succeed within 30 s: {}\nconfig:\n{}\nhub log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&config).unwrap_or_default(),
+            hub_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        String::from_utf8_lossy(&nodes.stderr).contains("no nodes yet"),
+        "{nodes:?}"
+    );
+    assert!(
+        hub_log().contains("wrote the CLI context for this hub")
+            && hub_log().contains(&config.display().to_string()),
+        "serve does not say where it wrote the context:\n{}",
+        hub_log()
+    );
+    assert!(!work.join(".shoal").exists());
+
+    let show = String::from_utf8_lossy(&cli(&["context", "show"]).stdout).into_owned();
+    let data = std::fs::canonicalize(&data).expect("data dir");
+    for expected in [
+        format!("context: local (in {})", config.display()),
+        "hub:     https://127.0.0.1:7440".to_string(),
+        format!("ca:      {}", data.join("tls/ca.crt").display()),
+        format!(
+            "token:   read from the first of {}",
+            data.join("api-token").display()
+        ),
+    ] {
+        assert!(show.contains(&expected), "no `{expected}` in:\n{show}");
+    }
+    let list = String::from_utf8_lossy(&cli(&["context", "list"]).stdout).into_owned();
+    let row = |name: &str| {
+        list.lines()
+            .find(|l| l.split_whitespace().any(|w| w == name))
+            .unwrap_or_else(|| panic!("no context {name} in:\n{list}"))
+            .to_string()
+    };
+    assert!(row("local").starts_with('*'), "{list}");
+    assert!(row("elsewhere").contains("https://127.0.0.1:9"), "{list}");
+
+    // Another context made current: the CLI goes there; `--context` picks one for a command.
+    assert!(cli(&["context", "use", "elsewhere"]).status.success());
+    let refused = cli(&["get", "nodes"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("cannot reach the hub at https://127.0.0.1:9"),
+        "{refused:?}"
+    );
+    assert!(cli(&["--context", "local", "get", "nodes"])
+        .status
+        .success());
+    let unknown = cli(&["context", "use", "nowhere"]);
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains(&format!("no context `nowhere` in {}", config.display())),
+        "{unknown:?}"
+    );
+
+    // A broken config names its file, line and column, and is not overwritten.
+    std::fs::write(&config, "version = 1\ncurrent = local\n").expect("break config");
+    let broken = cli(&["get", "nodes"]);
+    assert!(!broken.status.success());
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains(&format!("{}:2:11: ", config.display())),
+        "{broken:?}"
+    );
+    assert!(cli(&["context", "use", "local"]).status.code() == Some(1));
+    assert_eq!(
+        std::fs::read_to_string(&config).expect("config"),
+        "version = 1\ncurrent = local\n"
+    );
+    drop(ns);
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -91,6 +91,7 @@ fn with_log_format_json_every_log_line_of_the_hub_is_a_json_object() {
     let _ = std::fs::remove_dir_all(&dir);
     let mut hub = Command::new(shoal_tests::binary("shoal"))
         .args(["--log-format", "json", "serve", "--insecure", "--data-dir"])
+        .env("SHOAL_CONFIG", dir.join("cli-config.toml"))
         .arg(&dir)
         .args([
             "--listen-api",

@@ -2,13 +2,15 @@
 //! ([`HubArgs`]), which token to send, and a small blocking [`Client`] whose errors say what
 //! to do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shoal_model::api::{ApiError, DEFAULT_API_ADDR};
 use shoal_model::endpoint::{ApiUrl, UrlError};
+
+use super::config::{self, Config, ConfigError, Context};
 
 /// Read when `--hub` is not given.
 pub const HUB_ENV: &str = "SHOAL_HUB";
@@ -31,43 +33,187 @@ const MAX_ANSWER_BYTES: u64 = 64 << 20;
 const MAX_QUOTED_BYTES: usize = 200;
 
 /// Where the hub is and how to authenticate: global options of every command that talks to
-/// the hub.
+/// the hub. Each of them overrides the context's setting; a context (`--context`, else
+/// `SHOAL_CONTEXT`, else the config's current one) is used unless the hub is named by `--hub`
+/// or `SHOAL_HUB` alone.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct HubArgs {
-    /// The hub's API, http(s)://host[:port] [env: SHOAL_HUB] [default: http://127.0.0.1:7440]
+    /// The hub's API, http(s)://host[:port] [env: SHOAL_HUB] [default: the context's hub, else
+    /// http://127.0.0.1:7440]
     #[arg(long, global = true, value_name = "URL")]
     pub hub: Option<String>,
-    /// The API token [env: SHOAL_TOKEN] [default: read from ./.shoal/hub/api-token, then
-    /// /var/lib/shoal/api-token]
+    /// The API token [env: SHOAL_TOKEN] [default: read from the context's token file, else
+    /// ./.shoal/hub/api-token, then /var/lib/shoal/api-token]
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
-    /// The hub's CA certificate, to check an https:// hub [env: SHOAL_CA] [default:
-    /// ./.shoal/hub/tls/ca.crt, then /var/lib/shoal/tls/ca.crt]
+    /// The hub's CA certificate, to check an https:// hub [env: SHOAL_CA] [default: the
+    /// context's, else ./.shoal/hub/tls/ca.crt, then /var/lib/shoal/tls/ca.crt]
     #[arg(long, global = true, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// The context (hub, CA and token file) from the CLI config to use [env: SHOAL_CONTEXT]
+    /// [default: the current one]; `shoal serve` and `shoal up` write theirs under this name
+    /// [default: `local` and `up`]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+/// The environment variables that stand in for [`HubArgs`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HubEnv {
+    pub hub: Option<String>,
+    pub token: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub context: Option<String>,
+}
+
+impl HubEnv {
+    pub fn read() -> HubEnv {
+        HubEnv {
+            hub: non_empty_env(HUB_ENV),
+            token: non_empty_env(TOKEN_ENV),
+            ca: non_empty_env(CA_ENV).map(PathBuf::from),
+            context: non_empty_env(config::CONTEXT_ENV),
+        }
+    }
+}
+
+/// Where the token comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenFrom {
+    /// `--token` or `SHOAL_TOKEN`.
+    Given(String),
+    /// The first of these files that exists.
+    Files(Vec<PathBuf>),
+}
+
+/// Which CA certificate checks an `https://` hub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaFrom {
+    /// `--ca`, `SHOAL_CA` or the context's.
+    File(PathBuf),
+    /// The first of [`CA_FILES`] that exists, else the public roots.
+    Search,
+    /// The public roots: a context without a CA.
+    PublicRoots,
+}
+
+/// What the CLI uses, once flags, environment and the config are weighed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub url: ApiUrl,
+    pub token: TokenFrom,
+    pub ca: CaFrom,
+    /// The context used, if any, and the config file it is in.
+    pub context: Option<(String, PathBuf)>,
+}
+
+/// Weighs flags over environment over the context; `config` is the config file (its path and
+/// contents, `None` when there is none), read only when [`needs_config`] says so.
+pub fn choose(
+    flags: &HubArgs,
+    env: &HubEnv,
+    config: Option<(&Path, Option<&Config>)>,
+) -> Result<Target, HubError> {
+    let named = flags.context.clone().or_else(|| env.context.clone());
+    let context = match config {
+        Some((path, file)) => {
+            let name = named
+                .clone()
+                .or_else(|| file.and_then(|c| c.current.clone()));
+            match name {
+                Some(name) => match file.and_then(|c| c.contexts.get(&name)) {
+                    Some(context) => Some((name, path.to_path_buf(), context.clone())),
+                    None => {
+                        return Err(HubError::Config(ConfigError::UnknownContext {
+                            name,
+                            path: path.to_path_buf(),
+                        }))
+                    }
+                },
+                None => None,
+            }
+        }
+        None => None,
+    };
+    let url = match flags.hub.clone().or_else(|| env.hub.clone()) {
+        Some(given) => given.parse()?,
+        None => match &context {
+            Some((_, _, context)) => context.hub.clone(),
+            None => format!("http://{DEFAULT_API_ADDR}").parse()?,
+        },
+    };
+    let token = match flags.token.clone().or_else(|| env.token.clone()) {
+        Some(token) => TokenFrom::Given(token),
+        None => match context.as_ref().and_then(|(_, _, c)| c.token_file.clone()) {
+            Some(file) => TokenFrom::Files(vec![file]),
+            None => TokenFrom::Files(TOKEN_FILES.iter().map(PathBuf::from).collect()),
+        },
+    };
+    let ca = match flags.ca.clone().or_else(|| env.ca.clone()) {
+        Some(path) => CaFrom::File(path),
+        None => match &context {
+            Some((_, _, Context { ca: Some(path), .. })) => CaFrom::File(path.clone()),
+            Some(_) => CaFrom::PublicRoots,
+            None => CaFrom::Search,
+        },
+    };
+    Ok(Target {
+        url,
+        token,
+        ca,
+        context: context.map(|(name, path, _)| (name, path)),
+    })
+}
+
+/// Whether the config file matters: a context is named, or the hub is not given (so the
+/// current context may name it). With `--hub` or `SHOAL_HUB` alone it is not even read, so
+/// scripts that name the hub do not depend on it.
+pub fn needs_config(flags: &HubArgs, env: &HubEnv) -> bool {
+    flags.context.is_some() || env.context.is_some() || (flags.hub.is_none() && env.hub.is_none())
 }
 
 impl HubArgs {
-    /// `--hub`, else `SHOAL_HUB`, else the default address.
-    pub fn url(&self) -> Result<ApiUrl, HubError> {
-        let given = self
-            .hub
-            .clone()
-            .or_else(|| non_empty_env(HUB_ENV))
-            .unwrap_or_else(|| format!("http://{DEFAULT_API_ADDR}"));
-        Ok(given.parse()?)
+    /// Flags, then the environment, then the config file's context, then the defaults.
+    pub fn target(&self) -> Result<Target, HubError> {
+        let env = HubEnv::read();
+        if !needs_config(self, &env) {
+            return choose(self, &env, None);
+        }
+        let path = match config::path() {
+            Ok(path) => path,
+            // Without HOME there is no config to read, unless a context is asked for.
+            Err(e) if self.context.is_some() || env.context.is_some() => return Err(e.into()),
+            Err(_) => return choose(self, &env, None),
+        };
+        let file = config::load(&path)?;
+        choose(self, &env, Some((&path, file.as_ref())))
     }
 
-    /// The CA to trust for an `https://` hub: `--ca`, else `SHOAL_CA`, else the first of
-    /// [`CA_FILES`] that exists; `None` trusts the usual public roots.
+    /// The hub's URL, as [`HubArgs::target`] finds it.
+    pub fn url(&self) -> Result<ApiUrl, HubError> {
+        Ok(self.target()?.url)
+    }
+}
+
+impl Target {
+    /// The API token from the flag, the environment or the token file.
+    pub fn token(&self) -> Result<String, HubError> {
+        match &self.token {
+            TokenFrom::Given(token) => resolve_token(Some(token), None, &[]),
+            TokenFrom::Files(files) => resolve_token(None, None, files),
+        }
+    }
+
+    /// The CA to trust for an `https://` hub; `None` trusts the usual public roots. An
+    /// `http://` hub needs none, so none is read (a context's CA file may be gone).
     pub fn ca(&self) -> Result<Option<ureq::tls::Certificate<'static>>, HubError> {
-        let given = self
-            .ca
-            .clone()
-            .or_else(|| non_empty_env(CA_ENV).map(PathBuf::from));
-        let path = match given {
-            Some(path) => path,
-            None => match CA_FILES.iter().map(PathBuf::from).find(|p| p.is_file()) {
+        if !self.url.is_tls() {
+            return Ok(None);
+        }
+        let path = match &self.ca {
+            CaFrom::File(path) => path.clone(),
+            CaFrom::PublicRoots => return Ok(None),
+            CaFrom::Search => match CA_FILES.iter().map(PathBuf::from).find(|p| p.is_file()) {
                 Some(path) => path,
                 None => return Ok(None),
             },
@@ -83,16 +229,6 @@ impl HubArgs {
                 reason: e.to_string(),
             })
     }
-
-    /// `--token`, else `SHOAL_TOKEN`, else the first of [`TOKEN_FILES`] that exists.
-    pub fn token(&self) -> Result<String, HubError> {
-        let files: Vec<PathBuf> = TOKEN_FILES.iter().map(PathBuf::from).collect();
-        resolve_token(
-            self.token.as_deref(),
-            non_empty_env(TOKEN_ENV).as_deref(),
-            &files,
-        )
-    }
 }
 
 fn non_empty_env(name: &str) -> Option<String> {
@@ -104,8 +240,10 @@ fn non_empty_env(name: &str) -> Option<String> {
 pub enum HubError {
     #[error("{0}, with --hub or SHOAL_HUB")]
     BadUrl(#[from] UrlError),
-    #[error("no API token: pass --token or set SHOAL_TOKEN (the hub writes it to `api-token` in its data dir at first start; looked in {})", TOKEN_FILES.join(" and "))]
-    NoToken,
+    #[error("no API token: pass --token or set SHOAL_TOKEN, or start the hub with `shoal serve`, which writes a context for this CLI (the hub writes the token to `api-token` in its data dir; looked in {})", .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and "))]
+    NoToken(Vec<PathBuf>),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot read the API token from {}: {reason}: pass --token or SHOAL_TOKEN, or run as a user who can read it", path.display())]
     TokenFile { path: PathBuf, reason: String },
     #[error("cannot read the hub's CA certificate {}: {reason} (pass --ca or SHOAL_CA with the hub's tls/ca.crt)", path.display())]
@@ -171,7 +309,7 @@ pub fn resolve_token(
             }
         }
     }
-    Err(HubError::NoToken)
+    Err(HubError::NoToken(files.to_vec()))
 }
 
 /// Percent-encodes one path segment (a node or workload name as the user typed it), so that
@@ -239,9 +377,10 @@ pub struct Client {
 impl Client {
     /// Resolves the address and the token; does not connect yet.
     pub fn new(args: &HubArgs) -> Result<Client, HubError> {
-        let base = args.url()?.to_string();
-        let token = args.token()?;
-        let ca = args.ca()?;
+        let target = args.target()?;
+        let base = target.url.to_string();
+        let token = target.token()?;
+        let ca = target.ca()?;
         Ok(Client {
             base,
             token,
@@ -533,6 +672,230 @@ mod tests {
         );
     }
 
+    /// A config with contexts `local` (current, with a CA and a token file) and `bare` (a hub
+    /// only).
+    fn two_contexts() -> Config {
+        let mut config = Config {
+            current: Some("local".into()),
+            ..Config::default()
+        };
+        config.contexts.insert(
+            "local".into(),
+            Context {
+                hub: "https://127.0.0.1:7440".parse().expect("url"),
+                ca: Some("/d/tls/ca.crt".into()),
+                token_file: Some("/d/api-token".into()),
+            },
+        );
+        config.contexts.insert(
+            "bare".into(),
+            Context {
+                hub: "https://hub.example".parse().expect("url"),
+                ca: None,
+                token_file: None,
+            },
+        );
+        config
+    }
+
+    #[test]
+    fn flags_beat_the_environment_which_beats_the_context_which_beats_the_defaults() {
+        let config = two_contexts();
+        let file = Path::new("/c/config.toml");
+        let default_files = TokenFrom::Files(TOKEN_FILES.iter().map(PathBuf::from).collect());
+        let flags = |hub: Option<&str>,
+                     token: Option<&str>,
+                     ca: Option<&str>,
+                     context: Option<&str>| HubArgs {
+            hub: hub.map(Into::into),
+            token: token.map(Into::into),
+            ca: ca.map(Into::into),
+            context: context.map(Into::into),
+        };
+        let none = HubArgs::default();
+        let no_env = HubEnv::default();
+        let env = HubEnv {
+            hub: Some("http://10.0.0.1:7440".into()),
+            token: Some("env-token".into()),
+            ca: Some("/env/ca.crt".into()),
+            context: None,
+        };
+        struct Case<'a> {
+            name: &'a str,
+            flags: HubArgs,
+            env: HubEnv,
+            config: Option<(&'a Path, Option<&'a Config>)>,
+            expected: (&'a str, TokenFrom, CaFrom, Option<&'a str>),
+        }
+        let cases = [
+            Case {
+                name: "the_current_context_with_no_flags",
+                flags: none.clone(),
+                env: no_env.clone(),
+                config: Some((file, Some(&config))),
+                expected: (
+                    "https://127.0.0.1:7440",
+                    TokenFrom::Files(vec!["/d/api-token".into()]),
+                    CaFrom::File("/d/tls/ca.crt".into()),
+                    Some("local"),
+                ),
+            },
+            Case {
+                name: "a_context_by_flag_without_ca_or_token_file",
+                flags: flags(None, None, None, Some("bare")),
+                env: no_env.clone(),
+                config: Some((file, Some(&config))),
+                expected: (
+                    "https://hub.example",
+                    default_files.clone(),
+                    CaFrom::PublicRoots,
+                    Some("bare"),
+                ),
+            },
+            Case {
+                name: "flags_override_each_field_of_the_context",
+                flags: flags(
+                    Some("https://10.1.1.1:1"),
+                    Some("flag-token"),
+                    Some("/f/ca.crt"),
+                    Some("local"),
+                ),
+                env: env.clone(),
+                config: Some((file, Some(&config))),
+                expected: (
+                    "https://10.1.1.1:1",
+                    TokenFrom::Given("flag-token".into()),
+                    CaFrom::File("/f/ca.crt".into()),
+                    Some("local"),
+                ),
+            },
+            Case {
+                name: "the_environment_overrides_the_context",
+                flags: none.clone(),
+                env: HubEnv {
+                    hub: None,
+                    ..env.clone()
+                },
+                config: Some((file, Some(&config))),
+                expected: (
+                    "https://127.0.0.1:7440",
+                    TokenFrom::Given("env-token".into()),
+                    CaFrom::File("/env/ca.crt".into()),
+                    Some("local"),
+                ),
+            },
+            Case {
+                name: "no_config_file_keeps_the_old_defaults",
+                flags: none.clone(),
+                env: no_env.clone(),
+                config: Some((file, None)),
+                expected: (
+                    "http://127.0.0.1:7440",
+                    default_files.clone(),
+                    CaFrom::Search,
+                    None,
+                ),
+            },
+            Case {
+                name: "a_config_without_a_current_context_keeps_the_old_defaults",
+                flags: none.clone(),
+                env: no_env.clone(),
+                config: Some((
+                    file,
+                    Some(&Config {
+                        current: None,
+                        ..config.clone()
+                    }),
+                )),
+                expected: (
+                    "http://127.0.0.1:7440",
+                    default_files.clone(),
+                    CaFrom::Search,
+                    None,
+                ),
+            },
+            Case {
+                name: "a_hub_given_alone_leaves_the_config_unread",
+                flags: none.clone(),
+                env: env.clone(),
+                config: None,
+                expected: (
+                    "http://10.0.0.1:7440",
+                    TokenFrom::Given("env-token".into()),
+                    CaFrom::File("/env/ca.crt".into()),
+                    None,
+                ),
+            },
+        ];
+        for case in cases {
+            let target = choose(&case.flags, &case.env, case.config).expect(case.name);
+            let (url, token, ca, context) = case.expected;
+            assert_eq!(target.url.to_string(), url, "{}", case.name);
+            assert_eq!(target.token, token, "{}", case.name);
+            assert_eq!(target.ca, ca, "{}", case.name);
+            assert_eq!(
+                target.context.map(|(name, _)| name).as_deref(),
+                context,
+                "{}",
+                case.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_config_is_read_unless_the_hub_alone_is_given() {
+        let hub = HubArgs {
+            hub: Some("http://h:1".into()),
+            ..HubArgs::default()
+        };
+        let env_hub = HubEnv {
+            hub: Some("http://h:1".into()),
+            ..HubEnv::default()
+        };
+        let env_context = HubEnv {
+            context: Some("x".into()),
+            ..env_hub.clone()
+        };
+        assert!(needs_config(&HubArgs::default(), &HubEnv::default()));
+        assert!(!needs_config(&hub, &HubEnv::default()));
+        assert!(!needs_config(&HubArgs::default(), &env_hub));
+        assert!(needs_config(&HubArgs::default(), &env_context));
+        assert!(needs_config(
+            &HubArgs {
+                context: Some("x".into()),
+                ..hub
+            },
+            &HubEnv::default()
+        ));
+    }
+
+    #[test]
+    fn a_context_that_is_not_there_is_an_error_naming_the_file() {
+        let config = two_contexts();
+        let file = Path::new("/c/config.toml");
+        let by_flag = HubArgs {
+            context: Some("gone".into()),
+            ..HubArgs::default()
+        };
+        let dangling = Config {
+            current: Some("gone".into()),
+            ..config.clone()
+        };
+        for (flags, config) in [
+            (&by_flag, Some(&config)),
+            (&by_flag, None),
+            (&HubArgs::default(), Some(&dangling)),
+        ] {
+            let error = choose(flags, &HubEnv::default(), Some((file, config)))
+                .expect_err("no such context")
+                .to_string();
+            assert_eq!(
+                error,
+                "no context `gone` in /c/config.toml: see `shoal context list`"
+            );
+        }
+    }
+
     #[test]
     fn error_answers_become_messages_that_say_what_to_do() {
         let api =
@@ -611,6 +974,7 @@ mod tests {
             hub: Some(format!("http://127.0.0.1:{port}")),
             token: Some("t".into()),
             ca: None,
+            context: None,
         };
         let client = Client::new(&args).expect("client");
         let error = client
@@ -629,6 +993,7 @@ mod tests {
             hub: Some(url),
             token: Some("s3cret".into()),
             ca: None,
+            context: None,
         })
         .expect("client");
         let error = client

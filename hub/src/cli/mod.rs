@@ -4,8 +4,11 @@
 pub mod agent;
 pub mod agent_release;
 pub mod apply;
+mod backup;
 pub mod broker_config;
 pub mod client;
+pub mod config;
+mod context;
 pub mod delete;
 pub mod describe;
 pub mod flash;
@@ -57,6 +60,22 @@ enum Command {
     Agent(agent::Args),
     Flash(flash::Args),
     BrokerConfig(broker_config::Args),
+    Context(context::Args),
+    /// Copy what the hub cannot lose (its store, CA, keys and tokens) into one file, while it
+    /// runs
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new data dir; enrolled agents reconnect without enrolling again
+    Restore(backup::RestoreArgs),
+    /// Write the demo image (localhost/shoal-demo:latest, built from busybox-static) as an
+    /// OCI tarball, for `shoal-agent images import`
+    DemoImage {
+        /// The tarball to write
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The static busybox the image is built from
+        #[arg(long, value_name = "FILE", default_value = "/bin/busybox")]
+        busybox: PathBuf,
+    },
     /// Check fleet manifests without a hub: print every problem, or one line per workload
     Validate {
         /// A manifest file, or a folder of .yaml/.yml files
@@ -76,8 +95,8 @@ pub fn main() -> ExitCode {
     };
     crate::telemetry::write_json(cli.log_format == "json");
     let result = match cli.command {
-        Command::Serve(args) => serve::run(&args),
-        Command::Up(args) => up::run(&args),
+        Command::Serve(args) => serve::run(&args, cli.hub.context.as_deref()),
+        Command::Up(args) => up::run(&args, cli.hub.context.as_deref()),
         Command::Apply(args) => apply::run(&args, &cli.hub),
         Command::Diff(args) => apply::run_diff(&args, &cli.hub),
         Command::Get(args) => get::run(&args, &cli.hub),
@@ -92,6 +111,18 @@ pub fn main() -> ExitCode {
         Command::Agent(args) => agent::run(&args, &cli.hub),
         Command::Flash(args) => flash::run(&args, &cli.hub),
         Command::BrokerConfig(args) => broker_config::run(&args, &cli.hub),
+        Command::Context(args) => context::run(&args, &cli.hub),
+        Command::Backup(args) => backup::run_backup(&args),
+        Command::Restore(args) => backup::run_restore(&args),
+        Command::DemoImage { out, busybox } => crate::demo::write_image(&busybox, &out).map(|()| {
+            println!(
+                "wrote {} ({}) from {}",
+                out.display(),
+                crate::demo::IMAGE,
+                busybox.display()
+            );
+            ExitCode::SUCCESS
+        }),
         Command::Validate { path } => Ok(validate::run(&path)),
     };
     match result {

@@ -1,13 +1,14 @@
 //! `shoal serve`: the hub daemon.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use shoal_model::api::{DEFAULT_API_ADDR, DEFAULT_INSECURE_MQTT_ADDR, DEFAULT_MQTT_ADDR};
 use shoal_model::endpoint::{ApiUrl, BrokerUrl};
 
+use super::config;
 use crate::server::{self, ServeOptions};
 
 #[derive(Debug, clap::Args)]
@@ -80,15 +81,41 @@ impl Args {
     }
 }
 
-pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+/// The context `shoal serve` writes for the local admin unless `--context` names another.
+pub const CONTEXT: &str = "local";
+
+pub fn run(args: &Args, context: Option<&str>) -> anyhow::Result<ExitCode> {
     crate::telemetry::init("info");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the hub's runtime")?;
+    let name = context.unwrap_or(CONTEXT).to_string();
+    let data_dir = args.data_dir.clone();
     runtime.block_on(async {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<server::Ready>();
+        tokio::spawn(async move {
+            if let Ok(ready) = ready_rx.await {
+                match write_context(&name, &ready.local_api, &data_dir) {
+                    Ok(path) => tracing::info!(
+                        context = %name,
+                        hub = %ready.local_api,
+                        config = %path.display(),
+                        "wrote the CLI context for this hub: `shoal get nodes` uses it"
+                    ),
+                    Err(error) if is_no_path(&error) => tracing::info!(
+                        context = %name,
+                        "no CLI context written: this user has no home dir (set SHOAL_CONFIG to write one)"
+                    ),
+                    Err(error) => tracing::warn!(
+                        context = %name,
+                        "did not write the CLI context for this hub: {error:#}"
+                    ),
+                }
+            }
+        });
         tokio::select! {
-            result = server::serve(args.options(), None) => result?,
+            result = server::serve(args.options(), Some(ready_tx)) => result?,
             signal = stop_signal() => {
                 signal?;
                 tracing::info!("hub stopping");
@@ -96,6 +123,30 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Adds (or replaces) the context `name` in the CLI config, pointing at a hub reached at `url`
+/// with its data in `data_dir`, and makes it current; returns the config file's path. Other
+/// contexts are kept.
+pub fn write_context(name: &str, url: &ApiUrl, data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let data_dir = std::fs::canonicalize(data_dir)
+        .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+    let path = config::record(
+        name,
+        config::Context {
+            hub: url.clone(),
+            ca: Some(data_dir.join("tls/ca.crt")),
+            token_file: Some(data_dir.join("api-token")),
+        },
+    )?;
+    Ok(path)
+}
+
+fn is_no_path(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<config::ConfigError>(),
+        Some(config::ConfigError::NoPath)
+    )
 }
 
 /// Resolves on SIGTERM or SIGINT.

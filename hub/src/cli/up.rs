@@ -49,7 +49,10 @@ pub struct Args {
     pub busybox: PathBuf,
 }
 
-pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+/// The context `shoal up` writes unless `--context` names another.
+pub const CONTEXT: &str = "up";
+
+pub fn run(args: &Args, context: Option<&str>) -> anyhow::Result<ExitCode> {
     crate::telemetry::init("warn");
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
@@ -83,15 +86,24 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     };
     println!(
-        "hub: API on http://{} (token in {}), broker {}",
-        ready.api,
+        "hub: API on {} (token in {}), broker {}",
+        ready.local_api,
         root.join("hub/api-token").display(),
         ready.broker
     );
+    let name = context.unwrap_or(CONTEXT);
+    match super::serve::write_context(name, &ready.local_api, &root.join("hub")) {
+        Ok(path) => println!(
+            "cli: context `{name}` written to {}: `shoal get nodes` uses it",
+            path.display()
+        ),
+        Err(error) => eprintln!("warning: did not write the CLI context `{name}`: {error:#}"),
+    }
     let client = Client::new(&HubArgs {
-        hub: Some(format!("http://{}", ready.api)),
+        hub: Some(ready.local_api.to_string()),
         token: Some(ready.token.clone()),
-        ca: None,
+        ca: Some(root.join("hub/tls/ca.crt")),
+        context: None,
     })?;
     let node = match &args.node {
         Some(node) => node.clone(),
@@ -105,7 +117,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let config = agent_config(
         &client,
         &agent_binary,
-        &format!("http://{}", ready.api),
+        &ready.local_api.to_string(),
         &agent_dir,
         &node,
         &ready.broker.to_string(),

@@ -63,6 +63,9 @@ pub struct ServeOptions {
 #[derive(Clone, Debug)]
 pub struct Ready {
     pub api: SocketAddr,
+    /// The API's URL from this machine: loopback when it listens on every address, `https`
+    /// when it serves TLS.
+    pub local_api: ApiUrl,
     /// The broker URL agents use.
     pub broker: BrokerUrl,
     pub token: String,
@@ -270,8 +273,14 @@ pub async fn serve(
     tokio::spawn(controller::run(Arc::clone(&hub), publisher));
     tracing::info!(%api, api_url = %advertised_api, broker = %advertised, data_dir = %options.data_dir.display(), "hub serving");
     if let Some(ready) = ready {
+        let local = match api.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv6() => Host::from(Ipv6Addr::LOCALHOST),
+            ip if ip.is_unspecified() => Host::from(Ipv4Addr::LOCALHOST),
+            ip => Host::from(ip),
+        };
         let _ = ready.send(Ready {
             api,
+            local_api: ApiUrl::new(api_tls, local, Some(api.port())),
             broker: advertised,
             token,
         });
