@@ -68,7 +68,7 @@ pub fn facts(
         kernel: kernel_release().unwrap_or_default(),
         cgroup_version,
         capacity: capacity(),
-        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        agent_version: crate::version::version().to_string(),
         labels,
         wire_versions: shoal_model::wire::SUPPORTED_WIRE_VERSIONS.to_vec(),
     }

@@ -22,6 +22,7 @@ mod telemetry;
 #[cfg(test)]
 mod testing;
 mod update;
+mod version;
 mod wiring;
 
 pub use cli::main;

@@ -42,6 +42,58 @@ pub struct AgentRelease {
     pub size: u64,
 }
 
+/// What precedes the version in the mark every agent binary carries
+/// (`\0shoal-agent-version=0.2.0\0`): the version the binary reports itself as, so a
+/// release's version can be checked against its bytes.
+pub const VERSION_MARK: &[u8] = b"\0shoal-agent-version=";
+
+/// The version an agent binary's mark says (see [`VERSION_MARK`]). Only a mark followed by a
+/// version and a NUL counts (the prefix alone also appears where code names it); every mark
+/// must say the same version.
+pub fn marked_version(bytes: &[u8]) -> Result<semver::Version, ReleaseError> {
+    let mut found: Vec<semver::Version> = Vec::new();
+    let mut rest = bytes;
+    while let Some(at) = find(rest, VERSION_MARK) {
+        let after = &rest[at + VERSION_MARK.len()..];
+        let end = after
+            .iter()
+            .take(MAX_VERSION_CHARS + 1)
+            .position(|b| *b == 0);
+        let version = end
+            .and_then(|end| std::str::from_utf8(&after[..end]).ok())
+            .and_then(|text| semver::Version::parse(text).ok());
+        if let Some(version) = version {
+            if !found.contains(&version) {
+                found.push(version);
+            }
+        }
+        rest = after;
+    }
+    match found.as_slice() {
+        [] => Err(ReleaseError::NoMark),
+        [one] => Ok(one.clone()),
+        _ => Err(ReleaseError::NotElf {
+            reason: "it carries several different version marks".into(),
+        }),
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Checks that `bytes` say they are agent `version`.
+pub fn check_marked(bytes: &[u8], version: &semver::Version) -> Result<(), ReleaseError> {
+    let marked = marked_version(bytes)?;
+    if &marked != version {
+        return Err(ReleaseError::VersionMismatch {
+            given: version.to_string(),
+            marked: marked.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Why a release, its version or its binary was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReleaseError {
@@ -68,6 +120,13 @@ pub enum ReleaseError {
     Signature(#[from] SignatureError),
     #[error("release keys: {0}")]
     Keys(String),
+    #[error(
+        "it has no agent version mark: it is not a shoal-agent binary, or one from before \
+         agents could update themselves"
+    )]
+    NoMark,
+    #[error("the binary says it is agent {marked}, not {given}: release it as {marked}")]
+    VersionMismatch { given: String, marked: String },
 }
 
 /// Parses an agent version (semantic versioning, as Cargo writes it).
@@ -354,6 +413,36 @@ mod tests {
         ));
         let none = target(&[], &old, &[]);
         assert!(matches!(none.accept(&[]), Err(ReleaseError::Keys(_))));
+    }
+
+    #[test]
+    fn the_version_mark_in_a_binary_is_read_and_checked() {
+        let mut bytes = busybox_like(62);
+        assert_eq!(marked_version(&bytes), Err(ReleaseError::NoMark));
+        bytes.extend_from_slice(VERSION_MARK);
+        bytes.extend_from_slice(b"0.2.0\0tail");
+        assert_eq!(marked_version(&bytes), Ok(semver::Version::new(0, 2, 0)));
+        check_marked(&bytes, &semver::Version::new(0, 2, 0)).expect("the same");
+        let error = check_marked(&bytes, &semver::Version::new(0, 3, 0)).expect_err("another");
+        assert!(
+            error
+                .to_string()
+                .contains("says it is agent 0.2.0, not 0.3.0"),
+            "{error}"
+        );
+        // The same mark twice is one; two versions are refused; an unended mark is none.
+        let mut twice = bytes.clone();
+        twice.extend_from_slice(VERSION_MARK);
+        twice.extend_from_slice(b"0.2.0\0");
+        assert_eq!(marked_version(&twice), Ok(semver::Version::new(0, 2, 0)));
+        let mut two = bytes.clone();
+        two.extend_from_slice(VERSION_MARK);
+        two.extend_from_slice(b"0.2.1\0");
+        assert!(marked_version(&two).is_err());
+        let mut open = busybox_like(62);
+        open.extend_from_slice(VERSION_MARK);
+        open.extend_from_slice(&[b'9'; 80]);
+        assert_eq!(marked_version(&open), Err(ReleaseError::NoMark));
     }
 
     #[test]

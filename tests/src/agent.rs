@@ -130,9 +130,14 @@ impl Agent {
     /// Starts the agent as its systemd unit does, through `shoal-agent launch ARGS...`
     /// (`--config ...` appended), and waits until the agent answers.
     pub fn launch(&mut self, args: &[&str]) {
+        self.launch_with(Command::new(&self.binary), args);
+    }
+
+    /// As [`Agent::launch`], through `command` (for example `nsenter --net=... shoal-agent`).
+    pub fn launch_with(&mut self, command: Command, args: &[&str]) {
         let mut all = vec!["launch"];
         all.extend(args);
-        self.spawn_and_wait(Command::new(&self.binary), &all);
+        self.spawn_and_wait(command, &all);
     }
 
     fn spawn_and_wait(&mut self, mut command: Command, subcommand: &[&str]) {

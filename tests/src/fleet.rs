@@ -62,6 +62,9 @@ pub struct Settings {
     /// 10.X.Y.1:PORT`, the default) rather than on every address (`0.0.0.0:PORT`; agents dial
     /// the bridge's address either way).
     pub broker_on_bridge_only: bool,
+    /// Start each agent as its unit does, through `shoal-agent launch` with these probation
+    /// bounds (`--up-within`, `--stable-for`), instead of `shoal-agent run`.
+    pub launch: Option<(Duration, Duration)>,
 }
 
 impl Default for Settings {
@@ -73,6 +76,7 @@ impl Default for Settings {
             keep_alive: Duration::from_secs(4),
             heartbeat: Some(Duration::from_secs(10)),
             broker_on_bridge_only: true,
+            launch: None,
         }
     }
 }
@@ -152,6 +156,8 @@ pub struct Node {
     /// The node's address on the bridge.
     pub address: String,
     pub agent: Agent,
+    /// Started through `shoal-agent launch` with these bounds (see [`Settings::launch`]).
+    pub launch: Option<(Duration, Duration)>,
 }
 
 impl Node {
@@ -175,6 +181,7 @@ impl Node {
             veth,
             address,
             agent,
+            launch: None,
         };
         ip(&[
             "link",
@@ -204,14 +211,24 @@ impl Node {
         node
     }
 
-    /// `shoal-agent run` inside the node's network namespace.
+    /// `shoal-agent run` (or `launch`) inside the node's network namespace.
     fn start(&mut self) {
         let mut command = Command::new("nsenter");
         command
             .arg(format!("--net=/run/netns/{}", self.netns))
             .arg("--")
             .arg(binary("shoal-agent"));
-        self.agent.start_with(command);
+        match self.launch {
+            None => self.agent.start_with(command),
+            Some((up_within, stable_for)) => {
+                let up = format!("{}s", up_within.as_secs());
+                let stable = format!("{}s", stable_for.as_secs());
+                self.agent.launch_with(
+                    command,
+                    &["--up-within", up.as_str(), "--stable-for", stable.as_str()],
+                );
+            }
+        }
     }
 
     /// Every process of this node: in its network namespace (agent, shims, host-network
@@ -312,7 +329,8 @@ impl Fleet {
                 "interface name {} too long",
                 spec.veth
             );
-            let node = Node::create(&fleet.hub, &fleet.bridge, spec, &fleet.settings);
+            let mut node = Node::create(&fleet.hub, &fleet.bridge, spec, &fleet.settings);
+            node.launch = fleet.settings.launch;
             fleet.nodes.push(node);
         }
         // Start and fill the agents a few at a time: quicker, and two cores stay usable.

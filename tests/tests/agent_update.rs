@@ -45,15 +45,30 @@ fn text(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
+/// `bytes` with the version mark of agent `version` appended, as every agent binary carries
+/// one (`shoal_model::release::VERSION_MARK`).
+fn marked(bytes: &[u8], version: &str) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    out.extend_from_slice(shoal_model::release::VERSION_MARK);
+    out.extend_from_slice(version.as_bytes());
+    out.push(0);
+    out
+}
+
 #[test]
 fn agent_releases_are_checked_signed_kept_across_a_restart_and_removed() {
     let mut hub = Hub::start("agent-release");
     let dir = tempfile::tempdir().expect("dir");
-    let busybox = std::fs::read(BUSYBOX).expect("busybox-static is installed");
+    // A static executable standing in for the agent, marked as agent 0.2.0.
+    let busybox = marked(
+        &std::fs::read(BUSYBOX).expect("busybox-static is installed"),
+        "0.2.0",
+    );
+    let agent = file(dir.path(), "agent-0.2.0", &busybox);
 
-    let out = hub.ok(&["agent-release", "add", BUSYBOX, "--version", "0.2.0"]);
+    let out = hub.ok(&["agent-release", "add", text(&agent), "--version", "0.2.0"]);
     assert!(out.contains("agent 0.2.0 for x86_64 added"), "{out}");
-    let out = hub.ok(&["agent-release", "add", BUSYBOX, "--version", "0.2.0"]);
+    let out = hub.ok(&["agent-release", "add", text(&agent), "--version", "0.2.0"]);
     assert!(out.contains("nothing changed"), "{out}");
 
     // The same ELF header claiming aarch64 is that architecture's release.
@@ -89,6 +104,20 @@ fn agent_releases_are_checked_signed_kept_across_a_restart_and_removed() {
     assert!(error.contains("not an agent binary"), "{error}");
     let error = refused(&hub, &["agent-release", "add", BUSYBOX, "--version", "v1"]);
     assert!(error.contains("MAJOR.MINOR.PATCH"), "{error}");
+    // The version must be the one the binary says it is.
+    let error = refused(
+        &hub,
+        &["agent-release", "add", BUSYBOX, "--version", "0.3.0"],
+    );
+    assert!(error.contains("no agent version mark"), "{error}");
+    let error = refused(
+        &hub,
+        &["agent-release", "add", text(&agent), "--version", "0.3.0"],
+    );
+    assert!(
+        error.contains("says it is agent 0.2.0, not 0.3.0"),
+        "{error}"
+    );
     let empty = file(dir.path(), "empty", b"");
     let error = refused(
         &hub,
@@ -383,4 +412,213 @@ fn a_launch_state_that_cannot_be_read_still_runs_the_installed_agent() {
         "{}",
         agent.log_tail()
     );
+}
+
+// ---- over the air, through a real hub ----
+
+/// The static agent of this tree (`cross/build x86_64`) with its version mark changed to
+/// `version` (as long as its own), standing in for another release: the hub and the agents
+/// read the version from that mark (`shoal_model::release::marked_version`).
+fn release_of_this_agent(dir: &Path, version: &str) -> PathBuf {
+    let built = shoal_tests::vm::device_agent(shoal_tests::vm::Arch::X86_64);
+    let mut bytes = std::fs::read(built).expect("the static agent");
+    let own = env!("CARGO_PKG_VERSION");
+    assert_eq!(version.len(), own.len(), "a mark keeps its length");
+    let mut mark = shoal_model::release::VERSION_MARK.to_vec();
+    mark.extend_from_slice(own.as_bytes());
+    mark.push(0);
+    let at: Vec<usize> = bytes
+        .windows(mark.len())
+        .enumerate()
+        .filter(|(_, w)| *w == mark.as_slice())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        at.len(),
+        1,
+        "the static agent carries its version mark once"
+    );
+    let start = at[0] + shoal_model::release::VERSION_MARK.len();
+    bytes[start..start + own.len()].copy_from_slice(version.as_bytes());
+    file(dir, &format!("shoal-agent-{version}"), &bytes)
+}
+
+/// A version of the same length as this build's, `bump` higher in its last digit.
+fn next_version(bump: u8) -> String {
+    let own = env!("CARGO_PKG_VERSION");
+    let (head, last) = own.split_at(own.len() - 1);
+    let digit = last.parse::<u8>().expect("the version ends with a digit");
+    format!("{head}{}", (digit + bump) % 10)
+}
+
+/// `shoal agent status -o json`'s entry per node: (running version, state, detail).
+fn agent_status(hub: &Hub) -> std::collections::BTreeMap<String, (String, String, String)> {
+    let text = hub.ok(&["agent", "status", "-o", "json"]);
+    let value: Value = serde_json::from_str(&text).expect("agent status is JSON");
+    value["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            let s = |k: &str| n[k].as_str().unwrap_or_default().to_string();
+            (s("node"), (s("running"), s("state"), s("detail")))
+        })
+        .collect()
+}
+
+#[test]
+fn a_fleet_upgrades_its_agents_through_the_hub_and_a_bad_or_forged_release_goes_nowhere() {
+    use shoal_tests::fleet::{Fleet, Settings, CONVERGE};
+    let dir = tempfile::tempdir().expect("dir");
+    let good = next_version(1);
+    let bad = next_version(2);
+    let forged = next_version(3);
+    let good_binary = release_of_this_agent(dir.path(), &good);
+    let forged_binary = release_of_this_agent(dir.path(), &forged);
+    // A program that exits at once, marked as a release of `bad`.
+    let crash = static_program(dir.path(), "crash", "int main(void) { return 3; }\n");
+    let bad_binary = file(
+        dir.path(),
+        "bad",
+        &marked(&std::fs::read(&crash).expect("crash"), &bad),
+    );
+
+    let settings = Settings {
+        launch: Some((Duration::from_secs(20), Duration::from_secs(3))),
+        ..Settings::default()
+    };
+    let fleet = Fleet::start_with(
+        "ota",
+        &[
+            ("ota-a", "site=a"),
+            ("ota-b", "site=a"),
+            ("ota-c", "site=b"),
+        ],
+        settings,
+    );
+    let nodes = ["ota-a", "ota-b", "ota-c"];
+    let manifest = shell_workload(
+        "steady",
+        "while true; do sleep 1; done",
+        "  placement: { mode: every }\n",
+        "",
+    );
+    fleet.apply("steady", &manifest);
+    fleet.wait_for("steady running everywhere", CONVERGE, || {
+        nodes
+            .iter()
+            .all(|n| fleet.pids(n).contains_key("steady/main"))
+            .then_some(())
+    });
+    let pids: Vec<String> = nodes
+        .iter()
+        .map(|n| fleet.pids(n)["steady/main"].clone())
+        .collect();
+    let hub = &fleet.hub;
+    for (binary, version) in [
+        (&good_binary, &good),
+        (&bad_binary, &bad),
+        (&forged_binary, &forged),
+    ] {
+        let out = hub.ok(&["agent-release", "add", text(binary), "--version", version]);
+        assert!(out.contains("added"), "{out}");
+    }
+
+    // 1. The good release on site a: both nodes switch, nothing restarts, site b stays.
+    let out = hub.ok(&["agent", "upgrade", "--to", &good, "-l", "site=a"]);
+    assert!(
+        out.contains("the nodes with site=a should run agent"),
+        "{out}"
+    );
+    let (_, took) = fleet.wait_for("site a on the new agent", CONVERGE, || {
+        let status = agent_status(hub);
+        ["ota-a", "ota-b"]
+            .iter()
+            .all(|n| status[*n] == (good.clone(), "updated".into(), String::new()))
+            .then_some(())
+    });
+    eprintln!(
+        "[{good} on 2 nodes through the hub: {} ms]",
+        took.as_millis()
+    );
+    // Kept by each launcher once it proved itself.
+    let (_, proven) = fleet.wait_for("site a's launchers keep the new agent", CONVERGE, || {
+        ["ota-a", "ota-b"]
+            .iter()
+            .all(|n| {
+                let state = launch_state(fleet.agent(n));
+                state["good"]
+                    .as_str()
+                    .is_some_and(|g| g.ends_with(&format!("shoal-agent-{good}")))
+                    && state.get("trial").is_none()
+            })
+            .then_some(())
+    });
+    eprintln!("[{good} proven on both: {} ms more]", proven.as_millis());
+    let status = agent_status(hub);
+    assert_eq!(status["ota-c"].1, "none", "{status:?}");
+    assert_ne!(status["ota-c"].0, good, "{status:?}");
+    for (node, pid) in nodes.iter().zip(&pids) {
+        let rows = fleet.ps(node);
+        untouched(&rows, pid);
+    }
+    let wide = hub.ok(&["get", "nodes", "-o", "wide"]);
+    assert!(wide.contains(&good), "{wide}");
+
+    // 2. A release that crashes at start: tried, reverted by each launcher, reported; the
+    //    nodes keep the good one and their containers.
+    hub.ok(&["agent", "upgrade", "--to", &bad, "-l", "site=a"]);
+    fleet.wait_for("the bad release reverted on site a", CONVERGE, || {
+        let status = agent_status(hub);
+        ["ota-a", "ota-b"]
+            .iter()
+            .all(|n| {
+                let (running, state, detail) = &status[*n];
+                *running == good && state == "failed" && detail.contains("exited")
+            })
+            .then_some(())
+    });
+    for (node, pid) in nodes.iter().zip(&pids) {
+        untouched(&fleet.ps(node), pid);
+    }
+    // The revert is told by the agent that starts after it, in its first status. That status
+    // goes out before the hub's desired state says which wire version the hub reads, so in
+    // version 2, where the reason reads as `AgentStarted`; the message is the same.
+    let events = fleet.hub_events("ota-a");
+    let reverted = format!("after the update to agent {bad} was reverted: it exited");
+    assert!(
+        events.iter().any(|e| e["severity"] == "Warning"
+            && e["message"].as_str().is_some_and(|m| m.contains(&reverted))),
+        "{events:?}"
+    );
+
+    // 3. A binary changed in the hub's database after it was signed: site b downloads it,
+    //    finds it is not the release, and keeps its agent.
+    let db = rusqlite::Connection::open(hub.data_dir.join("hub.db")).expect("hub.db");
+    db.busy_timeout(Duration::from_secs(5)).expect("timeout");
+    let digest: String = db
+        .query_row(
+            "SELECT sha256 FROM agent_releases WHERE version = ?1",
+            [&forged],
+            |row| row.get(0),
+        )
+        .expect("the forged release's row");
+    let changed = db
+        .execute(
+            "UPDATE agent_binaries SET bytes = zeroblob(length(bytes)) WHERE sha256 = ?1",
+            [&digest],
+        )
+        .expect("change the bytes");
+    assert_eq!(changed, 1);
+    hub.ok(&["agent", "upgrade", "--to", &forged, "-l", "site=b"]);
+    fleet.wait_for("the changed binary refused on site b", CONVERGE, || {
+        let (running, state, detail) = agent_status(hub)["ota-c"].clone();
+        (running != forged && state == "failed" && detail.contains("not the release")).then_some(())
+    });
+    untouched(&fleet.ps("ota-c"), &pids[2]);
+    let staged = fleet
+        .agent("ota-c")
+        .root
+        .join(format!("data/bin/shoal-agent-{forged}"));
+    assert!(!staged.exists(), "nothing unverified is staged");
 }

@@ -24,7 +24,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let checks = [
         Check::pass(
             "version",
-            format!("shoal-agent {}", env!("CARGO_PKG_VERSION")),
+            format!("shoal-agent {}", crate::version::version()),
         ),
         arch(),
         kernel(),

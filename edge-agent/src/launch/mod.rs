@@ -172,7 +172,7 @@ fn write_ready(data_dir: &Path) -> anyhow::Result<()> {
     let text = format!(
         "pid={}\nversion={}\n",
         std::process::id(),
-        env!("CARGO_PKG_VERSION")
+        crate::version::version()
     );
     write_atomic(&dir, READY_FILE, text.as_bytes())
 }
@@ -493,10 +493,23 @@ impl Launcher {
         }
     }
 
+    /// The state as stored now, for a change after a trial: a trial staged meanwhile (by
+    /// `shoal-agent update`) is kept, not overwritten with what the launcher read before.
+    fn fresh(&self, state: &LaunchState) -> LaunchState {
+        read_state(&self.data_dir).unwrap_or_else(|_| state.clone())
+    }
+
     fn promote(&self, state: &mut LaunchState, trial: &Trial) -> anyhow::Result<()> {
+        *state = self.fresh(state);
         let old = state.good.replace(trial.binary.clone());
         let superseded = std::mem::replace(&mut state.previous, old);
-        state.trial = None;
+        if state
+            .trial
+            .as_ref()
+            .is_none_or(|t| t.binary == trial.binary)
+        {
+            state.trial = None;
+        }
         write_state(&self.data_dir, state)?;
         tracing::info!(version = trial.version, binary = %trial.binary.display(), "the new agent is proven; it is now the good one");
         if let Some(superseded) = superseded {
@@ -512,7 +525,14 @@ impl Launcher {
         failure: &Failure,
     ) -> anyhow::Result<()> {
         tracing::error!(version = trial.version, reason = %failure, "the new agent failed its probation; going back to the previous one");
-        state.trial = None;
+        *state = self.fresh(state);
+        if state
+            .trial
+            .as_ref()
+            .is_none_or(|t| t.binary == trial.binary)
+        {
+            state.trial = None;
+        }
         state.failed = Some(Failed {
             version: trial.version.clone(),
             reason: failure.to_string(),

@@ -346,7 +346,7 @@ impl Supervisor {
                 EventReason::AgentUpdateFailed,
                 format!(
                     "agent {} started again after the update to agent {} was reverted: {}",
-                    env!("CARGO_PKG_VERSION"),
+                    crate::version::version(),
                     failed.version,
                     failed.reason
                 ),
@@ -488,6 +488,9 @@ impl Supervisor {
 
     /// Records the agent update's failures as events, once each.
     fn note_update_failures(&mut self) {
+        if let Some(updater) = self.updater.as_mut() {
+            updater.tick();
+        }
         let failures = self
             .updater
             .as_ref()

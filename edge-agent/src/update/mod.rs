@@ -80,16 +80,42 @@ pub struct Updater {
     shared: Arc<Mutex<Shared>>,
     /// The version being fetched, and the flag that stops its worker.
     worker: Option<(Version, Arc<AtomicBool>)>,
+    /// The target of the newest desired state that verified.
+    target: Option<AgentTarget>,
+    /// When to look at `launch.json` again (a trial being judged, this agent's probation).
+    recheck: Option<std::time::Instant>,
 }
+
+/// How often a waiting updater looks at `launch.json` again.
+const RECHECK: Duration = Duration::from_secs(2);
 
 impl Updater {
     pub fn new(data_dir: &Path, access: Access) -> Updater {
-        Updater {
+        let mut updater = Updater {
             data_dir: data_dir.to_path_buf(),
-            own: Version::parse(env!("CARGO_PKG_VERSION")).unwrap_or(Version::new(0, 0, 0)),
+            own: Version::parse(crate::version::version()).unwrap_or(Version::new(0, 0, 0)),
             access,
             shared: Arc::default(),
             worker: None,
+            target: None,
+            recheck: None,
+        };
+        // A trial on probation says so from its first status on, before the hub's state
+        // (and its target) arrives again.
+        if plan::probation(&updater.own, &launch_view(data_dir)) {
+            updater.offer(None);
+        }
+        updater
+    }
+
+    /// Looks at `launch.json` again when a trial was being judged (the supervisor's tick).
+    pub fn tick(&mut self) {
+        if self
+            .recheck
+            .is_some_and(|at| std::time::Instant::now() >= at)
+        {
+            let target = self.target.clone();
+            self.offer(target.as_ref());
         }
     }
 
@@ -110,9 +136,20 @@ impl Updater {
     /// The target of a desired state that verified (a new one, or the one already taken,
     /// redelivered at reconnect).
     pub fn offer(&mut self, target: Option<&AgentTarget>) {
+        self.target = target.cloned();
+        self.recheck = None;
         let launch = launch_view(&self.data_dir);
         let version = target.map(|t| &t.release.version);
         let action = plan::decide(version, &self.own, &launch);
+        if plan::probation(&self.own, &launch) {
+            // This agent is the trial: it says so until the launcher has judged it.
+            self.recheck = Some(std::time::Instant::now() + RECHECK);
+            self.lock().update = Some(AgentUpdate {
+                version: self.own.to_string(),
+                state: AgentUpdateState::Switching,
+            });
+            return;
+        }
         if let Some((fetching, stop)) = &self.worker {
             if Some(fetching) == version && action == plan::Action::Fetch {
                 return;
@@ -127,6 +164,10 @@ impl Updater {
         let text = version.to_string();
         match action {
             plan::Action::Idle => self.lock().update = None,
+            plan::Action::Wait => {
+                self.recheck = Some(std::time::Instant::now() + RECHECK);
+                self.lock().update = None;
+            }
             plan::Action::Failed(reason) => {
                 self.lock().update = Some(AgentUpdate {
                     version: text,
@@ -341,17 +382,21 @@ impl Job {
         let bytes = std::fs::read(&part)
             .with_context(|| format!("cannot read {}", part.display()))
             .map_err(Failure::Again)?;
-        if let Err(e) = release.matches(&bytes).and_then(|()| {
-            shoal_model::release::inspect(&bytes).and_then(|arch| {
-                if arch == release.arch {
-                    Ok(())
-                } else {
-                    Err(shoal_model::release::ReleaseError::NotElf {
-                        reason: format!("it is built for {}", arch.as_str()),
-                    })
-                }
+        if let Err(e) = release
+            .matches(&bytes)
+            .and_then(|()| shoal_model::release::check_marked(&bytes, &release.version))
+            .and_then(|()| {
+                shoal_model::release::inspect(&bytes).and_then(|arch| {
+                    if arch == release.arch {
+                        Ok(())
+                    } else {
+                        Err(shoal_model::release::ReleaseError::NotElf {
+                            reason: format!("it is built for {}", arch.as_str()),
+                        })
+                    }
+                })
             })
-        }) {
+        {
             let _ = std::fs::remove_file(&part);
             return Err(Failure::ForGood(anyhow::anyhow!(
                 "the downloaded binary is not the release: {e}"

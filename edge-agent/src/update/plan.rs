@@ -8,7 +8,11 @@
 //!   failure until the hub names another version. A downgrade is an upgrade like any other:
 //!   the hub's `agent upgrade --to` an older version is how an operator goes back.
 //! - The version staged as the launcher's trial: it is switching.
+//! - Another trial is on (this agent itself, on probation, or one staged by hand): wait until
+//!   the launcher has judged it; a second trial must not replace one being judged.
 //! - Otherwise: fetch it (download, verify, stage).
+//!
+//! And what the node says about itself while it is the trial: on probation ([`probation`]).
 
 use shoal_model::release::Version;
 
@@ -16,6 +20,8 @@ use shoal_model::release::Version;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Idle,
+    /// Another trial is being judged.
+    Wait,
     /// It failed here before, for this reason.
     Failed(String),
     Switching,
@@ -42,10 +48,16 @@ pub fn decide(target: Option<&Version>, own: &Version, launch: &Launch) -> Actio
     if let Some((_, reason)) = launch.failed.as_ref().filter(|(v, _)| *v == text) {
         return Action::Failed(reason.clone());
     }
-    if launch.trial.as_deref() == Some(text.as_str()) {
-        return Action::Switching;
+    match launch.trial.as_deref() {
+        Some(trial) if trial == text => Action::Switching,
+        Some(_) => Action::Wait,
+        None => Action::Fetch,
     }
-    Action::Fetch
+}
+
+/// Whether this agent (version `own`) is the trial the launcher is judging.
+pub fn probation(own: &Version, launch: &Launch) -> bool {
+    launch.trial.as_deref() == Some(own.to_string().as_str())
 }
 
 #[cfg(test)]
@@ -80,6 +92,7 @@ mod tests {
             ),
             (Some(v("0.3.1")), &failed, Action::Fetch),
             (Some(v("0.3.0")), &staged, Action::Switching),
+            (Some(v("0.4.0")), &staged, Action::Wait),
         ];
         for (target, launch, expected) in cases {
             assert_eq!(
@@ -88,5 +101,12 @@ mod tests {
                 "{target:?}"
             );
         }
+        let on_trial = Launch {
+            trial: Some("0.2.0".into()),
+            failed: None,
+        };
+        assert!(probation(&own, &on_trial));
+        assert!(!probation(&own, &staged));
+        assert!(!probation(&own, &none));
     }
 }

@@ -58,6 +58,10 @@ pub async fn add(
         release::parse_version(&query.version).map_err(|e| Failure::bad_request(e.to_string()))?;
     let release =
         AgentRelease::of(version, &body).map_err(|e| Failure::bad_request(e.to_string()))?;
+    // The version given must be the one the binary reports itself as, or a node that took
+    // it would see itself still behind and fetch it again.
+    release::check_marked(&body, &release.version)
+        .map_err(|e| Failure::bad_request(e.to_string()))?;
     let now = wall_ms();
     let key = hub.store.release_key(now)?;
     let signature = release.sign(&key);

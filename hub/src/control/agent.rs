@@ -14,9 +14,10 @@
 //!   update themselves), when the hub has release keys and knows the URL its API is reached
 //!   at. The target stays in the node's desired state once the node runs the version, so the
 //!   node's generation does not change again for it.
-//! - **Progress** ([`progress`]): the node runs the version (`updated`); or it reports how
-//!   far it got (`downloading`, `switching`, `failed` with its reason); or it is waiting for
-//!   its desired state to reach it.
+//! - **Progress** ([`progress`]): the node runs the version and its launcher has kept it
+//!   (`updated`); or it reports how far it got (`downloading`, `switching` until the new
+//!   agent is proven, `failed` with its reason); or it is waiting for its desired state to
+//!   reach it.
 
 use std::collections::BTreeMap;
 
@@ -171,8 +172,18 @@ pub fn progress(
     let Some(upgrade) = upgrade else {
         return Progress::None;
     };
+    let version = upgrade.version.to_string();
+    let reported = status
+        .and_then(|s| s.agent_update.as_ref())
+        .filter(|u| u.version == version)
+        .map(|u| &u.state);
     if Version::parse(running).is_ok_and(|v| v == upgrade.version) {
-        return Progress::Updated;
+        // Running it, but on probation until its launcher has judged it.
+        return if reported == Some(&AgentUpdateState::Switching) {
+            Progress::Switching
+        } else {
+            Progress::Updated
+        };
     }
     if !reads_v3 {
         return Progress::Blocked(format!(
@@ -192,12 +203,7 @@ pub fn progress(
             upgrade.version, upgrade.version
         ));
     }
-    let version = upgrade.version.to_string();
-    match status
-        .and_then(|s| s.agent_update.as_ref())
-        .filter(|u| u.version == version)
-        .map(|u| &u.state)
-    {
+    match reported {
         Some(AgentUpdateState::Downloading { received, size }) => Progress::Downloading {
             received: *received,
             size: *size,
@@ -330,6 +336,11 @@ mod tests {
             Progress::None
         );
         assert_eq!(p("0.3.0", true, "aarch64", None), Progress::Updated);
+        let probation = status(Some(AgentUpdateState::Switching));
+        assert_eq!(
+            p("0.3.0", true, "aarch64", Some(&probation)),
+            Progress::Switching
+        );
         assert_eq!(p("0.1.0", false, "aarch64", None).as_str(), "blocked");
         assert!(p("0.2.0", true, "armv7", None)
             .detail()

@@ -101,7 +101,7 @@ pub enum DesiredReason {
     First,
     /// What it should run, or the keys it should trust, changed since generation `previous`.
     /// With nothing `added` or `removed` and the same keys, a workload it runs has a new
-    /// revision.
+    /// revision, or the agent it should run changed (`shoal agent upgrade`).
     Changed {
         previous: u64,
         /// Workloads newly placed on it, by name.
@@ -221,7 +221,10 @@ impl fmt::Display for DesiredReason {
                     parts.push(format!("announces keys {}", names(keys, 5)));
                 }
                 if parts.is_empty() {
-                    parts.push("a workload it runs has a new revision".into());
+                    parts.push(
+                        "a workload it runs has a new revision, or the agent it should run changed"
+                            .into(),
+                    );
                 }
                 write!(f, ": {}", parts.join("; "))
             }

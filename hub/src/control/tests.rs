@@ -908,7 +908,7 @@ fn reasons_read_as_operators_expect() {
                 keys: None,
             }
             .to_string(),
-            "changed since generation 4: a workload it runs has a new revision",
+            "changed since generation 4: a workload it runs has a new revision, or the agent it should run changed",
         ),
         (
             Republish {

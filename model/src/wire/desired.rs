@@ -290,4 +290,36 @@ mod tests {
             .to_string();
         assert!(error.contains("node id `node+1`"), "{error}");
     }
+
+    #[test]
+    fn an_agent_target_with_too_many_or_repeated_release_keys_is_refused() {
+        use crate::release::{AgentRelease, AgentTarget};
+        let target = |keys: Vec<PublicKey>, endorsements: usize| AgentTarget {
+            release: AgentRelease {
+                version: crate::release::Version::new(0, 2, 0),
+                arch: crate::elf::Arch::X86_64,
+                sha256: [0; 32],
+                size: 1,
+            },
+            signature: vec![0; 72],
+            source: "https://hub.example:7440".parse().expect("url"),
+            release_keys: keys,
+            endorsements: vec![vec![0; 72]; endorsements],
+        };
+        let key = |b: u8| PublicKey([b; 32]);
+        let mut ok = state(Vec::new());
+        ok.agent = Some(target(vec![key(1), key(2)], 2));
+        assert_eq!(ok.check().map_err(|e| e.to_string()), Ok(()));
+        for (keys, endorsements, expected) in [
+            (vec![], 0, "0 release keys"),
+            ((1..=5).map(key).collect(), 1, "5 release keys"),
+            (vec![key(1), key(1)], 1, "(or one twice)"),
+            (vec![key(1)], 5, "5 endorsements"),
+        ] {
+            let mut bad = state(Vec::new());
+            bad.agent = Some(target(keys, endorsements));
+            let error = bad.check().expect_err(expected).to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
 }

@@ -748,3 +748,96 @@ impl EventReason {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> AgentTarget {
+        AgentTarget {
+            version: "0.2.0".into(),
+            arch: "aarch64".into(),
+            sha256: [1; 32],
+            size: 1000,
+            signature: vec![2; 72],
+            source: "https://hub.example:7440".into(),
+            release_keys: vec![v2::PublicKey([3; 32])],
+            endorsements: vec![vec![4; 72]],
+        }
+    }
+
+    #[test]
+    fn a_hostile_agent_target_is_refused_naming_what_is_wrong() {
+        let read: Result<crate::release::AgentTarget, Invalid> = target().try_into();
+        let read = read.expect("a sound target");
+        assert_eq!(AgentTarget::from(&read), target(), "it reads back whole");
+        type Spoil = fn(&mut AgentTarget);
+        let cases: [(Spoil, &str); 6] = [
+            (|t| t.version = "latest".into(), "agent target version"),
+            (|t| t.arch = "mips".into(), "arch `mips`"),
+            (|t| t.arch = "x".repeat(5000), "is not one Shoal builds"),
+            (|t| t.size = 0, "size 0"),
+            (|t| t.size = u64::MAX, "outside 1 to"),
+            (|t| t.source = "ftp://hub".into(), "agent target source"),
+        ];
+        for (spoil, expected) in cases {
+            let mut hostile = target();
+            spoil(&mut hostile);
+            let error: Invalid =
+                crate::release::AgentTarget::try_from(hostile).expect_err(expected);
+            assert!(
+                error.0.contains(expected),
+                "{} should mention {expected}",
+                error.0
+            );
+            assert!(error.0.len() < 300, "the error stays short: {}", error.0);
+        }
+    }
+
+    #[test]
+    fn a_hostile_agent_update_in_a_status_is_refused() {
+        let update = |version: &str, state| AgentUpdate {
+            version: version.into(),
+            state,
+        };
+        let sound = update(
+            "0.2.0",
+            AgentUpdateState::Downloading {
+                received: 5,
+                size: 10,
+            },
+        );
+        assert!(dw::AgentUpdate::try_from(sound).is_ok());
+        let hostile = [
+            update(
+                "0.2.0",
+                AgentUpdateState::Downloading {
+                    received: 11,
+                    size: 10,
+                },
+            ),
+            update(
+                "0.2.0",
+                AgentUpdateState::Downloading {
+                    received: 0,
+                    size: u64::MAX,
+                },
+            ),
+            update(
+                "0.2.0",
+                AgentUpdateState::Failed {
+                    reason: "x".repeat(dw::MAX_UPDATE_REASON_CHARS + 1),
+                },
+            ),
+            update("not a version", AgentUpdateState::Switching),
+        ];
+        for h in hostile {
+            let shown = format!("{h:?}");
+            assert!(
+                dw::AgentUpdate::try_from(h).is_err(),
+                "{}",
+                &shown[..shown.len().min(80)]
+            );
+        }
+    }
+}
