@@ -1309,3 +1309,80 @@ fn with_no_signing_key_no_node_is_given_a_revision() {
         "{plan:#?}"
     );
 }
+
+// ---- agent upgrades ----
+
+fn agent_fleet(nodes: Vec<StoredNode>, selector: &[(&str, &str)]) -> Fleet {
+    use crate::control::agent::{AgentFleet, AgentUpgrade, ReleaseTrust};
+    use shoal_model::release::{AgentRelease, Version};
+    let mut fleet = fleet(Vec::new(), nodes);
+    fleet.agent = AgentFleet {
+        upgrades: vec![AgentUpgrade {
+            selector: selector
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+            version: Version::new(0, 2, 0),
+            created_ms: NOW - 1,
+        }],
+        releases: vec![crate::store::StoredRelease {
+            release: AgentRelease {
+                version: Version::new(0, 2, 0),
+                arch: shoal_model::elf::Arch::Aarch64,
+                sha256: [9; 32],
+                size: 100,
+            },
+            signature: vec![1; 72],
+            created_ms: 0,
+        }],
+        trust: Some(ReleaseTrust {
+            keys: vec![key(1, KeyState::Active).public],
+            endorsements: vec![vec![2; 72]],
+        }),
+        source: Some("https://hub.example:7440".parse().expect("url")),
+    };
+    fleet
+}
+
+#[test]
+fn an_agent_upgrade_names_the_release_in_the_desired_state_of_the_nodes_it_picks_once() {
+    let nodes = vec![
+        node("a").reads(&[2, 3]).label("site", "one"),
+        node("b").reads(&[2, 3]).label("site", "two"),
+        // Release 0.1.0's agent reads version 2 only: it cannot update itself.
+        node("c").label("site", "one"),
+    ];
+    let before = settled(fleet(Vec::new(), nodes.clone()));
+    let mut fleet = agent_fleet(nodes, &[("site", "one")]);
+    fleet.published = before.published.clone();
+    fleet.statuses = before.statuses.clone();
+    let plan = decide(&fleet, NOW);
+    let given: BTreeMap<&str, Option<String>> = plan
+        .desired
+        .iter()
+        .map(|d| {
+            (
+                d.state.node_id.as_str(),
+                d.state
+                    .agent
+                    .as_ref()
+                    .map(|t| t.release.version.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        given,
+        BTreeMap::from([("a", Some("0.2.0".to_string()))]),
+        "only the picked node that reads version 3 gets a new generation"
+    );
+    // Settled: deciding again on what the plan leaves publishes nothing.
+    let next = after(&fleet, &plan);
+    let again = decide(&next, NOW);
+    assert!(again.desired.is_empty(), "{:?}", again.desired);
+    // Without an upgrade the node gets a state without a target: back to its old digest.
+    let mut cancelled = next.clone();
+    cancelled.agent.upgrades.clear();
+    let plan = decide(&cancelled, NOW);
+    assert_eq!(plan.desired.len(), 1);
+    assert_eq!(plan.desired[0].state.agent, None);
+}
