@@ -221,16 +221,34 @@ fn the_readme_provisioning_block_runs_as_pasted_and_flashes_a_sample_image() {
         shoal_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // A checkout under /tmp would be hidden by the folder mounted there: it is mounted again
+    // at its own path on top (through `.repo`, which `--rbind` carries along), so the block's
+    // `cross/build` finds the same tree, and so the same build.
+    let repo = workspace();
+    let (keep, restore) = match repo.strip_prefix("/tmp") {
+        Ok(inside) => (
+            format!(
+                "mkdir -p {tmp}/.repo {tmp}/{inside}\nmount --bind {repo} {tmp}/.repo\n",
+                tmp = dir.display(),
+                inside = inside.display(),
+                repo = repo.display(),
+            ),
+            format!("mount --bind /tmp/.repo {}\n", repo.display()),
+        ),
+        Err(_) => (String::new(), String::new()),
+    };
     let wrapper = format!(
         "set -e\n\
          ip link set lo up\n\
          mkdir -p /var/lib/shoal\n\
          mount -t tmpfs shoal-state /var/lib/shoal\n\
-         mount --bind {tmp} /tmp\n\
+         {keep}\
+         mount --rbind {tmp} /tmp\n\
+         {restore}\
          cd {repo}\n\
          bash -euo pipefail /tmp/provision.sh\n",
         tmp = dir.display(),
-        repo = workspace().display(),
+        repo = repo.display(),
     );
     let started = std::time::Instant::now();
     let mut command = Command::new("unshare");
