@@ -298,6 +298,10 @@ impl Job {
                         tracing::warn!(error = %format!("{e:#}"), "cannot record the failed update");
                     }
                     let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                    if self.stop.load(Ordering::SeqCst) {
+                        // The hub named another version meanwhile: this one is not reported.
+                        return;
+                    }
                     shared.unreported.push(format!(
                         "the update to agent {version} failed: {reason}; it is not tried again until the hub names another version"
                     ));
