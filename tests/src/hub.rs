@@ -417,6 +417,43 @@ impl Hub {
     }
 
     /// An HTTP client that trusts the hub's CA.
+    /// `GET path` as node `node` with `password` (HTTP Basic), from byte `from` on when given
+    /// (`Range: bytes=N-`): the status, the body and the `Content-Range` header.
+    pub fn get_as_node(
+        &self,
+        path: &str,
+        node: &str,
+        password: &str,
+        from: Option<u64>,
+    ) -> (u16, Vec<u8>, Option<String>) {
+        use base64::Engine as _;
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{node}:{password}"));
+        let mut request = self
+            .http()
+            .get(format!("{}{path}", self.api))
+            .header("Authorization", format!("Basic {credentials}"));
+        if let Some(from) = from {
+            request = request.header("Range", format!("bytes={from}-"));
+        }
+        let mut answer = request
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path} as {node}: {e}"));
+        let range = answer
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let status = answer.status().as_u16();
+        let body = answer
+            .body_mut()
+            .with_config()
+            .limit(128 << 20)
+            .read_to_vec()
+            .unwrap_or_else(|e| panic!("GET {path} as {node}: {e}"));
+        (status, body, range)
+    }
+
     fn http(&self) -> ureq::Agent {
         let pem = std::fs::read(self.ca_path()).expect("the hub's CA");
         let ca = ureq::tls::Certificate::from_pem(&pem).expect("a PEM certificate");

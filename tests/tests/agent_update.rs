@@ -524,6 +524,41 @@ fn a_fleet_upgrades_its_agents_through_the_hub_and_a_bad_or_forged_release_goes_
         assert!(out.contains("added"), "{out}");
     }
 
+    // The binaries are for enrolled nodes, by their own credentials, from any byte on.
+    let enrollment =
+        std::fs::read_to_string(fleet.agent("ota-a").root.join("data/enrollment.toml"))
+            .expect("ota-a's enrollment");
+    let password = enrollment
+        .lines()
+        .find_map(|l| l.strip_prefix("password = "))
+        .map(|p| p.trim_matches('"').to_string())
+        .expect("a password in enrollment.toml");
+    let bytes = std::fs::read(&good_binary).expect("the release");
+    let path = format!(
+        "/v1/agent-binaries/{}",
+        shoal_model::hex::sha256_hex(&bytes)
+    );
+    let (status, body, range) = hub.get_as_node(&path, "ota-a", &password, Some(1000));
+    assert_eq!(status, 206);
+    assert!(
+        body == bytes[1000..],
+        "the rest of the binary, from byte 1000"
+    );
+    assert_eq!(
+        range,
+        Some(format!("bytes 1000-{}/{}", bytes.len() - 1, bytes.len()))
+    );
+    let (status, body, _) = hub.get_as_node(&path, "ota-a", &password, None);
+    assert_eq!((status, body.len()), (200, bytes.len()));
+    assert_eq!(hub.get_as_node(&path, "ota-a", "guessed", None).0, 401);
+    assert_eq!(
+        hub.get_as_node(&path, "ota-b", &password, None).0,
+        401,
+        "another node's name"
+    );
+    let unknown = format!("/v1/agent-binaries/{}", "0".repeat(64));
+    assert_eq!(hub.get_as_node(&unknown, "ota-a", &password, None).0, 404);
+
     // 1. The good release on site a: both nodes switch, nothing restarts, site b stays.
     let out = hub.ok(&["agent", "upgrade", "--to", &good, "-l", "site=a"]);
     assert!(
