@@ -468,7 +468,7 @@ fn enrollment_file(
 }
 
 /// Writes `path` through a temporary file and a rename, with `mode`.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let temp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()

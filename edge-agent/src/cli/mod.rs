@@ -2,7 +2,6 @@
 //! are listed.
 
 mod enroll;
-pub(crate) use enroll::write_atomic;
 mod local;
 mod run;
 mod selftest;

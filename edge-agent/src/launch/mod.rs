@@ -148,7 +148,8 @@ pub fn write_state(data_dir: &Path, state: &LaunchState) -> anyhow::Result<()> {
     write_atomic(&dir, STATE_FILE, text.as_bytes())
 }
 
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes `dir/name` through a temporary file, fsync, rename and fsync of `dir`.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     let path = dir.join(name);
     let temporary = dir.join(format!(".{name}.new"));

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use shoal_model::endpoint::ApiUrl;
 use shoal_model::release::{AgentTarget, Version};
 use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::{AgentUpdate, AgentUpdateState};
@@ -246,7 +247,7 @@ pub fn keep_release_keys(data_dir: &Path, keys: &[PublicKey]) -> anyhow::Result<
         text.push_str(&key.to_string());
         text.push('\n');
     }
-    crate::cli::write_atomic(&data_dir.join(RELEASE_KEYS_FILE), text.as_bytes(), 0o644)
+    launch::write_atomic(data_dir, RELEASE_KEYS_FILE, text.as_bytes())
 }
 
 /// Why a download attempt failed.
@@ -364,14 +365,13 @@ impl Job {
                 dir.display()
             )));
         }
-        let url = format!(
-            "{}/v1/agent-binaries/{}",
-            self.target.source,
+        let path = format!(
+            "/v1/agent-binaries/{}",
             shoal_model::hex::encode(&release.sha256)
         );
         download(
             &client(&self.access).map_err(Failure::ForGood)?,
-            &url,
+            (&self.target.source, &path),
             &self.access,
             &part,
             release.size,
@@ -444,11 +444,11 @@ fn client(access: &Access) -> anyhow::Result<ureq::Agent> {
         .into())
 }
 
-/// Appends the rest of `url`'s body to `part` (from its length on, by an HTTP range), never
-/// beyond `size` bytes in all.
+/// Appends the rest of the body of `path` on the hub's API `source` to `part` (from its
+/// length on, by an HTTP range), never beyond `size` bytes in all.
 fn download(
     client: &ureq::Agent,
-    url: &str,
+    (source, path): (&ApiUrl, &str),
     access: &Access,
     part: &Path,
     size: u64,
@@ -467,15 +467,16 @@ fn download(
     if have == size {
         return Ok(());
     }
-    if !url.starts_with("https://") && !is_loopback_http(url) {
+    if !source.is_tls() && !source.host().is_loopback() {
         return Err(Failure::ForGood(anyhow::anyhow!(
-            "the hub's API is {url}, plain http to another machine: the node's password would cross the network unencrypted"
+            "the hub's API is {source}, plain http to another machine: the node's password would cross the network unencrypted"
         )));
     }
+    let url = format!("{source}{path}");
     let credentials = base64::engine::general_purpose::STANDARD
         .encode(format!("{}:{}", access.node, access.password));
     let mut request = client
-        .get(url)
+        .get(&url)
         .header("authorization", format!("Basic {credentials}"));
     if have > 0 {
         request = request.header("range", format!("bytes={have}-"));
@@ -552,14 +553,6 @@ fn download(
         )));
     }
     Ok(())
-}
-
-/// Whether `url` (`http://HOST[:PORT]/…`) is plain http to this machine.
-fn is_loopback_http(url: &str) -> bool {
-    let base: Vec<&str> = url.splitn(4, '/').take(3).collect();
-    base.join("/")
-        .parse::<shoal_model::endpoint::ApiUrl>()
-        .is_ok_and(|u| !u.is_tls() && u.host().is_loopback())
 }
 
 /// Records a failure that trying again cannot fix, as the launcher records a failed trial.

@@ -101,19 +101,20 @@ fn a_cut_download_resumes_where_it_stopped_and_never_writes_more_than_the_releas
     let dir = tempfile::tempdir().expect("dir");
     let part = dir.path().join("shoal-agent-0.2.0.unverified");
     let client = client(&access()).expect("client");
-    let url = format!("http://{addr}/v1/agent-binaries/x");
+    let source: ApiUrl = format!("http://{addr}").parse().expect("url");
+    let url = (&source, "/v1/agent-binaries/x");
     let stop = AtomicBool::new(false);
     let size = body.len() as u64;
     let seen = std::sync::Mutex::new(Vec::new());
     let progress = |n: u64| seen.lock().expect("lock").push(n);
     for expected in [100_000, 150_000] {
-        match download(&client, &url, &access(), &part, size, &progress, &stop) {
+        match download(&client, url, &access(), &part, size, &progress, &stop) {
             Err(Failure::Again(e)) => assert!(format!("{e:#}").contains("bytes"), "{e:#}"),
             other => panic!("a cut link is tried again: {other:?}"),
         }
         assert_eq!(std::fs::metadata(&part).expect("part").len(), expected);
     }
-    download(&client, &url, &access(), &part, size, &progress, &stop).expect("the rest");
+    download(&client, url, &access(), &part, size, &progress, &stop).expect("the rest");
     assert_eq!(std::fs::read(&part).expect("part"), body);
     assert_eq!(
         server.join().expect("server"),
@@ -130,9 +131,10 @@ fn a_hub_that_sends_more_than_the_release_or_refuses_the_node_fails_for_good() {
     let dir = tempfile::tempdir().expect("dir");
     let part = dir.path().join("a.unverified");
     let client = client(&access()).expect("client");
-    let url = format!("http://{addr}/v1/agent-binaries/x");
+    let source: ApiUrl = format!("http://{addr}").parse().expect("url");
+    let url = (&source, "/v1/agent-binaries/x");
     let stop = AtomicBool::new(false);
-    match download(&client, &url, &access(), &part, 10_000, &|_| {}, &stop) {
+    match download(&client, url, &access(), &part, 10_000, &|_| {}, &stop) {
         Err(Failure::ForGood(e)) => assert!(format!("{e:#}").contains("more than"), "{e:#}"),
         other => panic!("{other:?}"),
     }
@@ -144,17 +146,19 @@ fn a_hub_that_sends_more_than_the_release_or_refuses_the_node_fails_for_good() {
         password: "guess".into(),
         ..access()
     };
-    let url = format!("http://{addr}/v1/agent-binaries/x");
-    match download(&client, &url, &wrong, &part, 10_000, &|_| {}, &stop) {
+    let source: ApiUrl = format!("http://{addr}").parse().expect("url");
+    let url = (&source, "/v1/agent-binaries/x");
+    match download(&client, url, &wrong, &part, 10_000, &|_| {}, &stop) {
         Err(Failure::ForGood(e)) => assert!(format!("{e:#}").contains("401"), "{e:#}"),
         other => panic!("{other:?}"),
     }
     second.join().expect("server");
 
     // Plain http to another machine would send the password in the clear.
+    let elsewhere: ApiUrl = "http://192.0.2.1:7440".parse().expect("url");
     match download(
         &client,
-        "http://192.0.2.1:7440/v1/agent-binaries/x",
+        (&elsewhere, "/v1/agent-binaries/x"),
         &access(),
         &part,
         10_000,
