@@ -120,9 +120,10 @@ pub async fn enroll(
         signing_keys: keys.iter().map(ToString::to_string).collect(),
         release_keys: hub
             .store
-            .release_trust()?
-            .map(|trust| trust.keys.iter().map(ToString::to_string).collect())
-            .unwrap_or_default(),
+            .release_public_keys()?
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     }))
 }
 

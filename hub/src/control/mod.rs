@@ -204,7 +204,7 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
         // Version 2 has no agent target: an agent that reads only it is sent none.
         let target = nodes
             .get(node.as_str())
-            .filter(|_| wire_version >= 3)
+            .filter(|_| wire_version >= 3 && !fleet.agent.upgrades.is_empty())
             .and_then(|n| {
                 let facts = n.effective_facts();
                 agent::target(&fleet.agent, &facts.labels, &facts.arch).ok()

@@ -200,9 +200,12 @@ impl Store {
         Ok(removed > 0)
     }
 
-    /// The release keys nodes are to trust, with their endorsements.
-    pub fn release_trust(&self) -> Result<Option<ReleaseTrust>, StoreError> {
-        read_trust(&self.conn())
+    /// The release keys nodes are to trust (what enrollment hands out).
+    pub fn release_public_keys(&self) -> Result<Vec<PublicKey>, StoreError> {
+        Ok(announced_release_keys(&self.conn())?
+            .iter()
+            .map(|k| k.public)
+            .collect())
     }
 
     /// Every agent upgrade, newest first.
@@ -260,11 +263,7 @@ pub(super) fn read_upgrades(conn: &Connection) -> Result<Vec<AgentUpgrade>, Stor
 /// key with its private half, its signature over that set
 /// ([`shoal_model::release::keys_statement`]).
 pub(super) fn read_trust(conn: &Connection) -> Result<Option<ReleaseTrust>, StoreError> {
-    let keys: Vec<StoredKey> = read_keys(conn, KeyTable::Release)?
-        .into_iter()
-        .filter(|k| k.state != KeyState::Retired)
-        .take(release::MAX_RELEASE_KEYS)
-        .collect();
+    let keys = announced_release_keys(conn)?;
     if keys.is_empty() {
         return Ok(None);
     }
@@ -278,6 +277,15 @@ pub(super) fn read_trust(conn: &Connection) -> Result<Option<ReleaseTrust>, Stor
         keys: public,
         endorsements,
     }))
+}
+
+/// The release keys that are not retired, newest first, at most as many as a target carries.
+fn announced_release_keys(conn: &Connection) -> Result<Vec<StoredKey>, StoreError> {
+    Ok(read_keys(conn, KeyTable::Release)?
+        .into_iter()
+        .filter(|k| k.state != KeyState::Retired)
+        .take(release::MAX_RELEASE_KEYS)
+        .collect())
 }
 
 /// Every release, newest version first, then by architecture.

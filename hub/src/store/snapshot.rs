@@ -71,15 +71,25 @@ impl Store {
             assigned: rollouts::read_assigned(&tx)?,
             rollouts: rollouts::read_rollouts(&tx)?,
             revisions: rollouts::read_revisions(&tx)?,
-            agent: AgentFleet {
-                upgrades: releases::read_upgrades(&tx)?,
-                releases: releases::read_releases(&tx)?,
-                trust: releases::read_trust(&tx)?,
-                source: None,
-            },
+            agent: Self::read_agent_fleet(&tx)?,
         };
         tx.commit().map_err(failed)?;
         Ok(snapshot)
+    }
+
+    /// Agent upgrades, and what a target needs (releases, signed endorsements) only when
+    /// there is an upgrade: a fleet without one costs no signing per pass.
+    fn read_agent_fleet(conn: &Connection) -> Result<AgentFleet, StoreError> {
+        let upgrades = releases::read_upgrades(conn)?;
+        if upgrades.is_empty() {
+            return Ok(AgentFleet::default());
+        }
+        Ok(AgentFleet {
+            upgrades,
+            releases: releases::read_releases(conn)?,
+            trust: releases::read_trust(conn)?,
+            source: None,
+        })
     }
 
     /// Stores one pass's decisions in one transaction: the placement's changes, the new
