@@ -20,6 +20,7 @@ mod security;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod upgrades;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,10 +36,11 @@ use crate::admission::{self, Admission, Claim, Kept};
 use crate::scheduler::{Placement, Schedulable};
 
 pub use claims::{ClaimError, StoredClaim};
-pub use releases::{ReleaseAdded, ReleaseError, StoredRelease, UpgradeError};
+pub use releases::{ReleaseAdded, ReleaseError, StoredRelease};
 pub use rollouts::{Assignments, RevisionHistory, Revisions, RolloutError};
 pub use security::{key_ring, signing_key, EnrollError, KeyState, StoredKey};
 pub use snapshot::{PlanWrite, Snapshot};
+pub use upgrades::{UpgradeError, UpgradeRequest};
 
 /// The schema, one entry per version (`PRAGMA user_version`).
 const MIGRATIONS: &[&str] = &[
