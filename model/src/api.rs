@@ -44,7 +44,7 @@ use crate::endpoint::{ApiUrl, BrokerUrl};
 use crate::manifest::names::check_dns_label;
 use crate::manifest::Workload;
 use crate::node::NodeFacts;
-use crate::wire::{ContainerStatus, Event, NodeUsage};
+use crate::wire::{AgentUpdate, ContainerStatus, Event, NodeUsage};
 
 /// Where `shoal serve` listens for the CLI unless told otherwise.
 pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7440";
@@ -144,6 +144,10 @@ pub struct NodeInfo {
     pub observed_generation: u64,
     /// Workloads placed on it.
     pub workloads: Vec<String>,
+    /// The agent upgrade it last reported on, and how far it got (`downloading`,
+    /// `switching`, `failed`); `None` when its status names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_update: Option<AgentUpdate>,
 }
 
 /// `shoal describe node NAME`.

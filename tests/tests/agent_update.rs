@@ -645,6 +645,15 @@ fn a_fleet_upgrades_its_agents_through_the_hub_and_a_bad_or_forged_release_goes_
             .then_some((out.status.code(), text))
     });
     assert_eq!(halted.0, Some(1), "a halted rollout exits 1: {}", halted.1);
+    let wide = hub.ok(&["get", "nodes", "-o", "wide"]);
+    let row = wide
+        .lines()
+        .find(|l| l.starts_with("ota-a "))
+        .unwrap_or_else(|| panic!("no ota-a in {wide}"));
+    assert!(
+        row.contains(&format!(" {good} ")) && row.contains(&format!("{bad} failed")),
+        "the agent it runs and the update it reported: {wide}"
+    );
     let status = agent_status(hub);
     assert_eq!(
         status["ota-b"],

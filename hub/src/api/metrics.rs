@@ -419,6 +419,7 @@ mod tests {
             desired_generation: 1,
             observed_generation: 1,
             workloads: vec!["web".into()],
+            agent_update: None,
         }
     }
 

@@ -94,6 +94,7 @@ fn node_info(
             .filter(|(_, nodes)| nodes.contains(&node.name))
             .map(|(w, _)| w.clone())
             .collect(),
+        agent_update: status.and_then(|s| s.agent_update.clone()),
     }
 }
 

@@ -657,6 +657,7 @@ mod tests {
             desired_generation: 4,
             observed_generation: 3,
             workloads: vec!["web".into()],
+            agent_update: None,
         }
     }
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 use shoal_model::api::{NodeDetail, NodeInfo, WorkloadDetail, WorkloadInfo};
 use shoal_model::quantity::format_bytes;
 use shoal_model::table;
+use shoal_model::wire::{AgentUpdate, AgentUpdateState};
 
 use super::client::{segment, Client, HubArgs};
 use super::output::{self, age, age_or_none, Format, NONE};
@@ -165,7 +166,8 @@ fn to_value(listing: &Listing, single: bool) -> Value {
 }
 
 /// `NAME STATUS [LABELS] AGE ARCH WORKLOADS`, and with `wide`
-/// `KERNEL CGROUP AGENT LAST-SEEN MEMORY`.
+/// `KERNEL CGROUP AGENT UPDATE LAST-SEEN MEMORY` (UPDATE: the agent upgrade the node last
+/// reported on, `shoal agent status` has the rest).
 pub fn nodes_table(nodes: &[NodeInfo], wide: bool, show_labels: bool, now_ms: u64) -> String {
     let mut headers = vec!["NAME", "STATUS"];
     if show_labels {
@@ -173,7 +175,7 @@ pub fn nodes_table(nodes: &[NodeInfo], wide: bool, show_labels: bool, now_ms: u6
     }
     headers.extend(["AGE", "ARCH", "WORKLOADS"]);
     if wide {
-        headers.extend(["KERNEL", "CGROUP", "AGENT", "LAST-SEEN", "MEMORY"]);
+        headers.extend(["KERNEL", "CGROUP", "AGENT", "UPDATE", "LAST-SEEN", "MEMORY"]);
     }
     let rows: Vec<Vec<String>> = nodes
         .iter()
@@ -199,6 +201,9 @@ pub fn nodes_table(nodes: &[NodeInfo], wide: bool, show_labels: bool, now_ms: u6
                     fact(|f| f.kernel.clone()),
                     fact(|f| format!("v{}", f.cgroup_version)),
                     fact(|f| f.agent_version.clone()),
+                    n.agent_update
+                        .as_ref()
+                        .map_or_else(|| NONE.to_string(), update_text),
                     age_or_none(n.last_seen_ms, now_ms),
                     fact(|f| format_bytes(f.capacity.memory_bytes)),
                 ]);
@@ -207,6 +212,23 @@ pub fn nodes_table(nodes: &[NodeInfo], wide: bool, show_labels: bool, now_ms: u6
         })
         .collect();
     table::render(&headers, &rows)
+}
+
+/// `0.2.0 downloading 45%`, `0.2.0 switching`, `0.2.0 failed`.
+fn update_text(update: &AgentUpdate) -> String {
+    let state = match &update.state {
+        AgentUpdateState::Downloading { received, size } => format!(
+            "downloading {}%",
+            received
+                .saturating_mul(100)
+                .checked_div(*size)
+                .unwrap_or(0)
+                .min(100)
+        ),
+        AgentUpdateState::Switching => "switching".to_string(),
+        AgentUpdateState::Failed { .. } => "failed".to_string(),
+    };
+    format!("{} {state}", update.version)
 }
 
 /// `NAME MODE READY PLACED REVISION AGE`, and with `wide` `NODES SUMMARY`.
@@ -278,6 +300,13 @@ mod tests {
             } else {
                 vec![]
             },
+            agent_update: facts.then(|| AgentUpdate {
+                version: "0.2.0".into(),
+                state: AgentUpdateState::Downloading {
+                    received: 45,
+                    size: 100,
+                },
+            }),
         }
     }
 
@@ -316,12 +345,12 @@ mod tests {
                  new-box   Unknown   role=gateway   3d    <none>   0\n",
             ),
             (
-                "wide_adds_kernel_cgroup_agent_last_seen_memory",
+                "wide_adds_kernel_cgroup_agent_update_last_seen_memory",
                 true,
                 false,
-                "NAME      STATUS    AGE   ARCH     WORKLOADS   KERNEL       CGROUP   AGENT    LAST-SEEN   MEMORY\n\
-                 gw-1      Ready     3d    arm64    2           6.1.0-rpi7   v2       0.1.0    5s          1Gi\n\
-                 new-box   Unknown   3d    <none>   0           <none>       <none>   <none>   <none>      <none>\n",
+                "NAME      STATUS    AGE   ARCH     WORKLOADS   KERNEL       CGROUP   AGENT    UPDATE                  LAST-SEEN   MEMORY\n\
+                 gw-1      Ready     3d    arm64    2           6.1.0-rpi7   v2       0.1.0    0.2.0 downloading 45%   5s          1Gi\n\
+                 new-box   Unknown   3d    <none>   0           <none>       <none>   <none>   <none>                  <none>      <none>\n",
             ),
         ];
         for (name, wide, labels, expected) in cases {

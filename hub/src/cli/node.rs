@@ -393,6 +393,7 @@ mod tests {
             desired_generation: 1,
             observed_generation: 1,
             workloads: vec!["agent-metrics".into()],
+            agent_update: None,
         };
         assert_eq!(
             scheduling_report(&node, "drain"),
