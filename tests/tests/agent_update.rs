@@ -675,13 +675,14 @@ fn a_fleet_upgrades_its_agents_through_the_hub_and_a_bad_or_forged_release_goes_
     for (node, pid) in nodes.iter().zip(&pids) {
         untouched(&fleet.ps(node), pid);
     }
-    // The revert is told by the agent that starts after it, in its first status. That status
-    // goes out before the hub's desired state says which wire version the hub reads, so in
-    // version 2, where the reason reads as `AgentStarted`; the message is the same.
+    // The revert is told by the agent that starts after it, in its first status: written in
+    // the wire version the hub reads (the agent remembers it across restarts), so with its
+    // own reason.
     let events = fleet.hub_events("ota-a");
     let reverted = format!("after the update to agent {bad} was reverted: it exited");
     assert!(
         events.iter().any(|e| e["severity"] == "Warning"
+            && e["reason"] == "AgentUpdateFailed"
             && e["message"].as_str().is_some_and(|m| m.contains(&reverted))),
         "{events:?}"
     );

@@ -58,7 +58,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let (events, receiver) = mpsc::channel(256);
         let outbox_ready = Arc::new(Notify::new());
         let mode = match &hub {
-            Some(link) => Some(hub_mode(link, Arc::clone(&outbox_ready))?),
+            Some(link) => Some(hub_mode(link, &config.data_dir, Arc::clone(&outbox_ready))?),
             None => None,
         };
         let supervisor = Supervisor::new(
@@ -105,7 +105,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// What the supervisor needs to report to the hub of `link`.
-fn hub_mode(link: &mqtt::Link, outbox_ready: Arc<Notify>) -> anyhow::Result<HubMode> {
+fn hub_mode(
+    link: &mqtt::Link,
+    data_dir: &std::path::Path,
+    outbox_ready: Arc<Notify>,
+) -> anyhow::Result<HubMode> {
     let node = NodeId::new(link.node_name.clone())?;
     Ok(HubMode {
         broker: link.hub.broker.to_string(),
@@ -118,6 +122,7 @@ fn hub_mode(link: &mqtt::Link, outbox_ready: Arc<Notify>) -> anyhow::Result<HubM
             password,
             ca_file: link.hub.ca_file.clone(),
         }),
+        data_dir: Some(data_dir.to_path_buf()),
     })
 }
 

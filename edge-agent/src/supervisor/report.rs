@@ -51,6 +51,24 @@ pub struct HubMode {
     /// How to reach the hub's API for agent updates; `None`: this node does not update
     /// itself (no password to authenticate with).
     pub update: Option<crate::update::Access>,
+    /// The folder of `hub-wire` ([`HUB_WIRE_FILE`]), where the wire version the hub writes
+    /// is remembered across agent restarts; `None`: not remembered.
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// The file in the data dir holding the wire version the hub last wrote a verified desired
+/// state in (its digits and a newline), so that a restarted agent's first statuses (which
+/// carry what happened at start: a reverted update, a rollback) are written in the version
+/// the hub reads, not the oldest. A hint only: a missing, unreadable or unsupported one
+/// means the oldest version, as before it existed, and the next desired state corrects it.
+pub const HUB_WIRE_FILE: &str = "hub-wire";
+
+/// The wire version `text` (a `hub-wire` file) names, if this build speaks it. Pure.
+pub(crate) fn remembered_wire(text: &str) -> Option<u8> {
+    text.trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|v| wire::SUPPORTED_WIRE_VERSIONS.contains(v))
 }
 
 /// The supervisor's reporting state in hub mode.
@@ -69,12 +87,17 @@ pub(super) struct Reporter {
 
 impl Reporter {
     pub(super) fn new(mode: HubMode, cursor: ReportCursor) -> Reporter {
+        let remembered = mode
+            .data_dir
+            .as_ref()
+            .and_then(|dir| std::fs::read_to_string(dir.join(HUB_WIRE_FILE)).ok())
+            .and_then(|text| remembered_wire(&text));
         Reporter {
             mode,
             cursor,
             last: None,
             last_error_ms: None,
-            hub_wire: wire::OLDEST_WIRE_VERSION,
+            hub_wire: remembered.unwrap_or(wire::OLDEST_WIRE_VERSION),
         }
     }
 }
@@ -293,6 +316,12 @@ impl Supervisor {
                 "the hub writes wire version {version}: statuses follow"
             );
             reporter.hub_wire = version;
+            if let Some(dir) = &reporter.mode.data_dir {
+                let text = format!("{version}\n");
+                if let Err(e) = crate::launch::write_atomic(dir, HUB_WIRE_FILE, text.as_bytes()) {
+                    tracing::warn!(error = %e, "cannot remember the hub's wire version: the next start writes its first statuses in the oldest");
+                }
+            }
         }
     }
 

@@ -591,6 +591,7 @@ fn rig(dir: Option<tempfile::TempDir>) -> Rig {
         outbox_ready: Arc::clone(&outbox_ready),
         signing_keys: vec![hub_key().public()],
         update: None,
+        data_dir: Some(dir.path().to_path_buf()),
     };
     let supervisor = Supervisor::new(
         "gw-1".into(),
@@ -810,6 +811,41 @@ fn after_a_restart_the_hubs_desired_state_comes_from_the_database() {
         assert_eq!(rig.supervisor.generation, 5);
         assert_eq!(rig.supervisor.desired, workloads(&[("web", "a")]));
     });
+}
+
+#[test]
+fn the_wire_version_the_hub_writes_is_remembered_so_a_restart_reports_in_it_at_once() {
+    let hub_wire = |rig: &Rig| rig.supervisor.hub.as_ref().map(|h| h.hub_wire);
+    let dir = runtime().block_on(async {
+        let mut rig = rig(None);
+        assert_eq!(hub_wire(&rig), Some(shoal_model::wire::OLDEST_WIRE_VERSION));
+        rig.supervisor
+            .handle(signed(desired("gw-1", 5, &[("web", "a")])));
+        assert_eq!(hub_wire(&rig), Some(shoal_model::wire::WIRE_VERSION));
+        rig.dir
+    });
+    let file = dir.path().join(super::report::HUB_WIRE_FILE);
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("hub-wire"),
+        format!("{}\n", shoal_model::wire::WIRE_VERSION)
+    );
+    let dir = runtime().block_on(async {
+        let rig = rig(Some(dir));
+        assert_eq!(hub_wire(&rig), Some(shoal_model::wire::WIRE_VERSION));
+        rig.dir
+    });
+    // A file this build cannot use is a missing one: the oldest version, as before.
+    std::fs::write(&file, "99\n").expect("write");
+    runtime().block_on(async {
+        let rig = rig(Some(dir));
+        assert_eq!(hub_wire(&rig), Some(shoal_model::wire::OLDEST_WIRE_VERSION));
+    });
+    use super::report::remembered_wire;
+    assert_eq!(remembered_wire("2\n"), Some(2));
+    assert_eq!(remembered_wire(" 3 "), Some(3));
+    for bad in ["", "x", "1", "4", "300", "-3"] {
+        assert_eq!(remembered_wire(bad), None, "{bad:?}");
+    }
 }
 
 #[test]
