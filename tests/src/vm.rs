@@ -14,6 +14,8 @@
 //! serial port is the kernel's console, kept in `console.log` and printed when the VM does
 //! not come up in time. A reset through QMP (`system_reset`) is the power cut: the guest loses
 //! its page cache, its tmpfs run dir and every process; the disk keeps what was flushed.
+//! More raw disks ([`Vm::attach_disk`], such as a flashed card image) come after the data
+//! disk, as `/dev/vdb`, ...
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -340,6 +342,8 @@ pub struct Vm {
     boots: usize,
     /// How long each boot took, QEMU start (or reset) to "ready".
     pub boot_times: Vec<Duration>,
+    /// Raw disk images attached after the data disk ([`Vm::attach_disk`]).
+    disks: Vec<PathBuf>,
     /// One VM at a time per test process: two TCG guests of 2 vCPUs each on a 2-core machine
     /// starve each other's kernels (RCU stalls, soft lockups, a shell that answers in minutes).
     _serial: MutexGuard<'static, ()>,
@@ -357,9 +361,18 @@ impl Vm {
     /// Makes the data disk (the device agent of `arch`, `agent.toml` for node `name`, the
     /// busybox test image at [`BUSYBOX_ARCHIVE`], and `files`) and boots the VM.
     pub fn boot_with(arch: Arch, name: &str, files: &[DiskFile]) -> Vm {
+        let mut vm = Vm::create(arch, name, files);
+        vm.start();
+        vm
+    }
+
+    /// As [`Vm::boot_with`], but not started yet: its link is up (so a hub can listen on
+    /// [`Link::host_address`]) and more disks can be attached; [`Vm::start`] boots it.
+    pub fn create(arch: Arch, name: &str, files: &[DiskFile]) -> Vm {
         // A test that panicked while holding the lock poisons it; its VM is gone anyway.
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        let image = image(arch).to_path_buf();
+        // Kernel and agent built first: their builds can take minutes.
+        image(arch);
         let agent = device_agent(arch).to_path_buf();
         let dir = std::env::temp_dir().join(format!("shoal-vm-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -405,7 +418,7 @@ impl Vm {
         let _ = std::fs::remove_dir_all(&stage);
 
         let link = Link::create();
-        let mut vm = Vm {
+        Vm {
             name: name.to_string(),
             arch,
             dir,
@@ -416,10 +429,41 @@ impl Vm {
             commands: 0,
             boots: 0,
             boot_times: Vec::new(),
+            disks: Vec::new(),
             _serial: serial,
-        };
-        vm.start_qemu(&image, &disk);
-        vm
+        }
+    }
+
+    /// Attaches the raw disk image `path` as one more virtio drive, after the data disk
+    /// (`/dev/vda`): the first is `/dev/vdb`, its partitions `/dev/vdb1`, ... The VM writes
+    /// into the file itself, as a board into its card.
+    pub fn attach_disk(&mut self, path: &Path) {
+        assert!(self.qemu.is_none(), "attach disks before Vm::start");
+        self.disks.push(path.to_path_buf());
+    }
+
+    /// Boots a VM made by [`Vm::create`], until its shell answers.
+    pub fn start(&mut self) {
+        assert!(self.qemu.is_none(), "the VM runs already");
+        let image = image(self.arch).to_path_buf();
+        let disk = self.dir.join("disk.img");
+        self.start_qemu(&image, &disk);
+    }
+
+    /// QEMU's `-drive` arguments for the disks of [`Vm::attach_disk`].
+    fn extra_drives(&self) -> Vec<String> {
+        self.disks
+            .iter()
+            .flat_map(|path| {
+                [
+                    "-drive".to_string(),
+                    format!(
+                        "file={},format=raw,if=virtio,cache=writeback",
+                        path.display()
+                    ),
+                ]
+            })
+            .collect()
     }
 
     fn start_qemu(&mut self, image: &Path, disk: &Path) {
@@ -448,6 +492,7 @@ impl Vm {
                 "file={},format=raw,if=virtio,cache=writeback",
                 disk.display()
             ))
+            .args(self.extra_drives())
             .args(["-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no"])
             // No option ROM: iPXE would only slow the boot.
             .args(["-device", "virtio-net-pci,netdev=net0,romfile="])
@@ -775,6 +820,15 @@ impl Vm {
         assert!(answer.contains("\"return\""), "system_reset: {answer}");
         self.wait_ready(start);
         self.wait_shell();
+    }
+
+    /// The power off: QEMU killed, after which nothing more reaches the disks, so the host
+    /// can read what the VM wrote into them ([`Vm::attach_disk`]).
+    pub fn power_off(&mut self) {
+        if let Some(mut child) = self.qemu.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Runs one QMP command and returns its answer line.

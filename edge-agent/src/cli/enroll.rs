@@ -467,7 +467,12 @@ fn enrollment_file(
     Ok(out)
 }
 
-/// Writes `path` through a temporary file and a rename, with `mode`.
+/// Writes `path` through a temporary file, fsync, a rename, fsync of the renamed file and of
+/// its folder, with `mode`: only then is the rename itself durable. On vfat (the bootstrap is
+/// on the card's FAT boot partition) the folder entry `path` now names is written with the
+/// renamed file's inode, so the folder's fsync alone does not keep it; without both a power
+/// cut soon after brought the old file back, the used claim token with it
+/// (tests/tests/vm_first_boot.rs).
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let temp = path.with_extension("tmp");
@@ -481,7 +486,16 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))?;
+    let folder = match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(folder)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", folder.display()))
 }
 
 #[cfg(test)]

@@ -63,15 +63,29 @@ set -eu
 boot=$(cd "$(dirname "$0")" && pwd)
 root=${SHOAL_ROOT:-}
 device_boot=${boot#"$root"}
-install -D -m 0755 "$boot/shoal-agent" "$root/usr/local/bin/shoal-agent"
+# Only tools a busybox root has too (no `install`): a copy, then a rename over the old one;
+# none when the same agent is installed already (no second copy's room needed).
+agent="$root/usr/local/bin/shoal-agent"
+if ! cmp -s "$boot/shoal-agent" "$agent"; then
+    mkdir -p "$root/usr/local/bin"
+    cp "$boot/shoal-agent" "$agent.new"
+    chmod 0755 "$agent.new"
+    mv -f "$agent.new" "$agent"
+fi
 mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
 sed "s|@BOOTSTRAP@|$device_boot/shoal-bootstrap.env|" "$boot/shoal-agent.service" \
     > "$root/etc/systemd/system/shoal-agent.service"
 ln -sf ../shoal-agent.service "$root/etc/systemd/system/multi-user.target.wants/shoal-agent.service"
-# The kernel-command-line hook has done its work: the next boot is a normal one.
-if [ -f "$boot/cmdline.txt" ]; then
+# The kernel-command-line hook has done its work: the next boot is a normal one. (Edited
+# only when it holds the hook: `sed -i` writes a new file even when nothing matches.)
+if [ -f "$boot/cmdline.txt" ] && grep -q 'systemd.run=[^ ]*/shoal-firstboot.sh' "$boot/cmdline.txt"; then
     sed -i 's| systemd.run=[^ ]*/shoal-firstboot.sh systemd.run_success_action=reboot systemd.unit=kernel-command-line.target||' "$boot/cmdline.txt"
 fi
+# On disk before anything else writes: FAT has no journal, and the enrollment's fsyncs on the
+# boot partition would otherwise write the freed clusters of the old cmdline.txt before its
+# new folder entry, which a power cut then leaves pointing at free clusters (the board's
+# firmware reads cmdline.txt).
+sync
 # Under cloud-init the system is up already: start the agent now.
 if [ -z "$root" ] && [ -d /run/systemd/system ] && ! grep -q 'systemd.run=' /proc/cmdline; then
     systemctl daemon-reload
