@@ -374,6 +374,10 @@ pub struct AgentReleaseInfo {
     /// The id of the release key that signed it.
     pub key: String,
     pub created_ms: u64,
+    /// The lowest version a node that has proven this release may be asked to run again,
+    /// signed with the release (`--minimum`); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<String>,
 }
 
 /// `POST /v1/agent-upgrades` (`shoal agent upgrade --to V [-l SELECTOR]`) and, without

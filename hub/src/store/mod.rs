@@ -49,6 +49,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_claims.sql"),
     include_str!("migrations/0006_agent_releases.sql"),
     include_str!("migrations/0007_agent_upgrades.sql"),
+    // 0008 is taken by the rollout of agent upgrades in waves (merged before this one).
+    include_str!("migrations/0009_release_minimum.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
