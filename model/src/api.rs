@@ -21,7 +21,7 @@
 //! | `POST /v1/tokens` | [`ClaimCreateRequest`] | [`ClaimCreated`] |
 //! | `DELETE /v1/tokens/{id}` | | [`Done`] (revoked: it enrolls nobody more) |
 //! | `GET /v1/agent-releases` | | `Vec<`[`AgentReleaseInfo`]`>` |
-//! | `POST /v1/agent-releases?version=V` | the binary | [`AgentReleaseAdded`] |
+//! | `POST /v1/agent-releases?version=V[&minimum=M]` | the binary | [`AgentReleaseAdded`] |
 //! | `DELETE /v1/agent-releases/{version}?arch=A` | | [`Done`] |
 //! | `GET /v1/agent-upgrades` | | [`AgentUpgradeStatus`] |
 //! | `POST /v1/agent-upgrades` | [`AgentUpgradeRequest`] | [`Done`] |

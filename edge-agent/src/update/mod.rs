@@ -13,7 +13,8 @@
 //! 3. **Download** from `{source}/v1/agent-binaries/{sha256}` over HTTPS verified with the
 //!    hub's CA (`hub.ca_file`), authenticated as the node (its MQTT name and password), into
 //!    `{data_dir}/bin/shoal-agent-VERSION.unverified`. A cut link resumes where it stopped
-//!    (an HTTP range), after a capped backoff; at most the release's size is ever written.
+//!    (an HTTP range), after a capped backoff; a read that stalls for 30 s is a cut link too;
+//!    at most the release's size is ever written.
 //! 4. **Verify** size, sha256 and architecture of the bytes, then rename the file into place
 //!    and stage it as the launcher's trial (`launch::install`), which SIGHUPs the launcher.
 //!
@@ -50,6 +51,10 @@ pub const RESERVE: u64 = 16 << 20;
 /// The longest wait between download attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// A download that reads nothing for this long is on a dead link (as long as the default MQTT
+/// keep-alive): it is dropped and resumed by a range on a new connection once the link is
+/// back, rather than waiting for TCP to give up.
+const STALLED: Duration = Duration::from_secs(30);
 
 /// How the node reaches its hub's API: its MQTT name and password, and the hub's CA.
 #[derive(Clone)]
@@ -498,7 +503,7 @@ fn client(access: &Access) -> anyhow::Result<ureq::Agent> {
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(20)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(STALLED))
         .tls_config(tls.build())
         .user_agent(concat!("shoal-agent/", env!("CARGO_PKG_VERSION")))
         .build()
