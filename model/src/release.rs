@@ -472,7 +472,9 @@ mod tests {
         // Format 1, byte for byte as releases were signed before minimums existed.
         assert_eq!(
             String::from_utf8(plain.signed_bytes()).expect("text"),
-            format!("shoal-agent-release/1\nversion=0.4.0\narch=x86_64\nsha256={digest}\nsize=64\n")
+            format!(
+                "shoal-agent-release/1\nversion=0.4.0\narch=x86_64\nsha256={digest}\nsize=64\n"
+            )
         );
         let floored = plain
             .clone()
@@ -486,11 +488,15 @@ mod tests {
         );
         let (key, _) = SigningKey::generate().expect("key");
         let old = plain.sign(&key);
-        plain.verify(&old, &[key.public()]).expect("format 1 verifies");
+        plain
+            .verify(&old, &[key.public()])
+            .expect("format 1 verifies");
         // A minimum added, removed or changed under a signature is a forgery.
         assert!(floored.verify(&old, &[key.public()]).is_err());
         let signed = floored.sign(&key);
-        floored.verify(&signed, &[key.public()]).expect("format 2 verifies");
+        floored
+            .verify(&signed, &[key.public()])
+            .expect("format 2 verifies");
         assert!(plain.verify(&signed, &[key.public()]).is_err());
         let mut lowered = floored.clone();
         lowered.minimum = Some(parse_version("0.1.0").expect("v"));

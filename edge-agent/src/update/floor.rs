@@ -149,10 +149,19 @@ mod tests {
         );
         for (spoiled, expected) in [
             ("", "empty"),
-            ("shoal-agent-floor/9\nminimum=0.1.0\nrelease=0.1.0\n", "not `shoal-agent-floor/1`"),
+            (
+                "shoal-agent-floor/9\nminimum=0.1.0\nrelease=0.1.0\n",
+                "not `shoal-agent-floor/1`",
+            ),
             ("shoal-agent-floor/1\nminimum=0.1.0\n", "needs both"),
-            ("shoal-agent-floor/1\nminimum=soon\nrelease=0.1.0\n", "minimum: `soon`"),
-            ("shoal-agent-floor/1\nminimum=0.1.0\nminimum=0.2.0\nrelease=0.2.0\n", "twice"),
+            (
+                "shoal-agent-floor/1\nminimum=soon\nrelease=0.1.0\n",
+                "minimum: `soon`",
+            ),
+            (
+                "shoal-agent-floor/1\nminimum=0.1.0\nminimum=0.2.0\nrelease=0.2.0\n",
+                "twice",
+            ),
             ("shoal-agent-floor/1\nmaximum=0.1.0\n", "unknown key"),
             ("shoal-agent-floor/1\nminimum\n", "not key=value"),
         ] {

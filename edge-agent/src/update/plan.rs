@@ -184,6 +184,9 @@ mod tests {
             decide(Some(&v("0.5.0")), &own, &none, unreadable),
             Action::Refuse(r) if r.contains("agent-floor: it is empty") && r.contains("fix or remove")
         ));
-        assert_eq!(decide(Some(&v("0.4.0")), &own, &none, unreadable), Action::Idle);
+        assert_eq!(
+            decide(Some(&v("0.4.0")), &own, &none, unreadable),
+            Action::Idle
+        );
     }
 }

@@ -133,10 +133,8 @@ impl Store {
                 return Err(ReleaseError::MinimumConflict {
                     version,
                     arch,
-                    existing: before.map_or_else(
-                        || "no minimum".to_string(),
-                        |m| format!("minimum {m}"),
-                    ),
+                    existing: before
+                        .map_or_else(|| "no minimum".to_string(), |m| format!("minimum {m}")),
                 })
             }
             Some((existing, _)) => {
@@ -548,11 +546,16 @@ mod tests {
             .add_agent_release(&plain, &plain.sign(&key), &bytes, 6)
             .expect_err("another minimum");
         assert!(
-            refused.to_string().contains("already released with minimum 0.3.0"),
+            refused
+                .to_string()
+                .contains("already released with minimum 0.3.0"),
             "{refused}"
         );
         // A release without one beside it keeps format 1.
-        assert_eq!(stored(&store, "0.2.0", &elf(62, 4)).expect("add"), ReleaseAdded::New);
+        assert_eq!(
+            stored(&store, "0.2.0", &elf(62, 4)).expect("add"),
+            ReleaseAdded::New
+        );
         drop(store);
         let store = Store::open(dir.path()).expect("reopen");
         let releases = store.agent_releases().expect("list");
@@ -566,15 +569,21 @@ mod tests {
         }
         // A minimum changed in the database no longer verifies, and garbage is refused.
         let conn = Connection::open(dir.path().join("hub.db")).expect("db");
-        conn.execute("UPDATE agent_releases SET minimum = '0.1.0' WHERE version = '0.4.0'", [])
-            .expect("lower it");
+        conn.execute(
+            "UPDATE agent_releases SET minimum = '0.1.0' WHERE version = '0.4.0'",
+            [],
+        )
+        .expect("lower it");
         let lowered = store.agent_releases().expect("list");
         assert!(lowered[0]
             .release
             .verify(&lowered[0].signature, &[key.public()])
             .is_err());
-        conn.execute("UPDATE agent_releases SET minimum = 'soon' WHERE version = '0.4.0'", [])
-            .expect("spoil it");
+        conn.execute(
+            "UPDATE agent_releases SET minimum = 'soon' WHERE version = '0.4.0'",
+            [],
+        )
+        .expect("spoil it");
         let error = store.agent_releases().expect_err("unreadable").to_string();
         assert!(error.contains("0.4.0 for x86_64: minimum"), "{error}");
     }

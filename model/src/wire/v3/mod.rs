@@ -793,7 +793,10 @@ mod tests {
             (|t| t.size = 0, "size 0"),
             (|t| t.size = u64::MAX, "outside 1 to"),
             (|t| t.source = "ftp://hub".into(), "agent target source"),
-            (|t| t.minimum = Some("x".repeat(5000)), "agent target minimum"),
+            (
+                |t| t.minimum = Some("x".repeat(5000)),
+                "agent target minimum",
+            ),
             (|t| t.minimum = Some("0.3.0".into()), "at most its version"),
         ];
         for (spoil, expected) in cases {
