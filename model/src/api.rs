@@ -25,7 +25,8 @@
 //! | `DELETE /v1/agent-releases/{version}?arch=A` | | [`Done`] |
 //! | `GET /v1/agent-upgrades` | | [`AgentUpgradeStatus`] |
 //! | `POST /v1/agent-upgrades` | [`AgentUpgradeRequest`] | [`Done`] |
-//! | `DELETE /v1/agent-upgrades` | [`AgentUpgradeRequest`] (no version) | [`Done`] |
+//! | `DELETE /v1/agent-upgrades?selector=k=v` | | [`Done`] |
+//! | `POST /v1/agent-upgrades/pause`, `/resume`, `/undo` | [`AgentUpgradeAction`] | [`Done`] |
 //!
 //! Three routes take no bearer token, for devices: `GET /v1/ca` (the hub's CA certificate,
 //! PEM; public), `POST /v1/enroll` ([`EnrollRequest`] → [`EnrollResponse`]; the enrollment
@@ -381,22 +382,70 @@ pub struct AgentReleaseInfo {
 }
 
 /// `POST /v1/agent-upgrades` (`shoal agent upgrade --to V [-l SELECTOR]`) and, without
-/// `version`, `DELETE /v1/agent-upgrades` (`--cancel`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `version`, `DELETE /v1/agent-upgrades` (`--cancel`). The rollout's settings are texts as
+/// typed (`2`, `10%`, `5m`), checked by the hub; absent: the hub's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentUpgradeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// Labels a node must all have; empty: every node.
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
+    /// Nodes updated first, alone: a count or a percentage (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    /// Nodes updating at once after the canaries (default 25%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<String>,
+    /// Failed nodes that halt the rollout (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<String>,
+    /// How long a node has to be done once given the version (default 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<String>,
+    /// Every node at once: no canary, no waves.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub immediate: bool,
 }
 
-/// One agent upgrade.
+/// `POST /v1/agent-upgrades/pause`, `/resume` and `/undo`: the upgrade of exactly this
+/// selector.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUpgradeAction {
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+}
+
+/// One agent upgrade, with how it rolls out and where its rollout stands. The fields after
+/// `created_ms` came with rollouts; a hub from before sends none of them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentUpgradeInfo {
     pub selector: BTreeMap<String, String>,
     pub version: String,
     pub created_ms: u64,
+    #[serde(default)]
+    pub canary: String,
+    #[serde(default)]
+    pub max_unavailable: String,
+    #[serde(default)]
+    pub failure_threshold: String,
+    #[serde(default)]
+    pub progress_deadline: String,
+    /// The version `undo` goes back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// `progressing`, `complete` or `halted`.
+    #[serde(default)]
+    pub state: String,
+    /// Failed nodes when it halted.
+    #[serde(default)]
+    pub failed: u32,
+    #[serde(default)]
+    pub changed_ms: u64,
+    #[serde(default)]
+    pub paused: bool,
+    #[serde(default)]
+    pub immediate: bool,
 }
 
 /// Where one node is with its agent upgrade (`shoal agent status`).
@@ -409,7 +458,11 @@ pub struct AgentNodeInfo {
     /// The version the upgrade that picks it names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// `none`, `updated`, `blocked`, `waiting`, `downloading`, `switching` or `failed`.
+    /// The selector of the upgrade that picks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<BTreeMap<String, String>>,
+    /// `none`, `updated`, `blocked`, `queued` (not given it yet), `waiting`, `downloading`,
+    /// `switching` or `failed`.
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

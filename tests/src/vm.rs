@@ -76,10 +76,23 @@ impl Arch {
     /// The machine and CPU: a PC, or the generic `virt` board with a Cortex-A53 (the core
     /// of a Raspberry Pi 3 and many gateways; `max` emulates pointer authentication and
     /// more, which costs TCG time and no board needs).
+    ///
+    /// Both vCPUs run in one host thread (`thread=single`), not one thread each: with
+    /// multi-threaded TCG (QEMU 7.2, Debian 12's) a CI run once froze the x86_64 guest with
+    /// both CPUs in soft lockups, one in a shim and one in youki's intermediate process while
+    /// containers started (the signature of a cross-CPU call, such as a TLB shootdown, that
+    /// never completes). One thread takes one host core of two, and the guest stays SMP.
     fn machine_args(self) -> &'static [&'static str] {
         match self {
-            Arch::X86_64 => &["-accel", "tcg", "-cpu", "max"],
-            Arch::Aarch64 => &["-M", "virt", "-accel", "tcg", "-cpu", "cortex-a53"],
+            Arch::X86_64 => &["-accel", "tcg,thread=single", "-cpu", "max"],
+            Arch::Aarch64 => &[
+                "-M",
+                "virt",
+                "-accel",
+                "tcg,thread=single",
+                "-cpu",
+                "cortex-a53",
+            ],
         }
     }
 

@@ -590,6 +590,34 @@ fn a_fleet_upgrades_its_agents_through_the_hub_and_a_bad_or_forged_release_goes_
             .then_some(())
     });
     eprintln!("[{good} proven on both: {} ms more]", proven.as_millis());
+    // The canary first: ota-b was given the version only once ota-a was done with it.
+    let given = |node: &str| -> (u64, String, u64) {
+        let db = rusqlite::Connection::open(hub.data_dir.join("hub.db")).expect("hub.db");
+        db.busy_timeout(Duration::from_secs(5)).expect("timeout");
+        db.query_row(
+            "SELECT since_ms, outcome, outcome_ms FROM agent_nodes WHERE node = ?1",
+            [node],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)? as u64,
+                    row.get(1)?,
+                    row.get::<_, i64>(2)? as u64,
+                ))
+            },
+        )
+        .expect("the node's row")
+    };
+    let (canary, wave) = (given("ota-a"), given("ota-b"));
+    assert_eq!((canary.1.as_str(), wave.1.as_str()), ("done", "done"));
+    assert!(
+        wave.0 >= canary.2,
+        "ota-b given at {} before the canary was done at {}",
+        wave.0,
+        canary.2
+    );
+    let rollout = hub.ok(&["rollout", "status", "--agent", "-l", "site=a"]);
+    assert!(rollout.contains("State:     complete"), "{rollout}");
+    assert!(rollout.contains("2 updated"), "{rollout}");
     let status = agent_status(hub);
     assert_eq!(status["ota-c"].1, "none", "{status:?}");
     assert_ne!(status["ota-c"].0, good, "{status:?}");
@@ -600,19 +628,41 @@ fn a_fleet_upgrades_its_agents_through_the_hub_and_a_bad_or_forged_release_goes_
     let wide = hub.ok(&["get", "nodes", "-o", "wide"]);
     assert!(wide.contains(&good), "{wide}");
 
-    // 2. A release that crashes at start: tried, reverted by each launcher, reported; the
-    //    nodes keep the good one and their containers.
+    // 2. A release that crashes at start: tried on the canary (ota-a, first by name),
+    //    reverted by its launcher, reported; the rollout halts there, so ota-b never gets
+    //    it, and every node keeps the good agent and its containers.
     hub.ok(&["agent", "upgrade", "--to", &bad, "-l", "site=a"]);
-    fleet.wait_for("the bad release reverted on site a", CONVERGE, || {
+    fleet.wait_for("the bad release reverted on the canary", CONVERGE, || {
         let status = agent_status(hub);
-        ["ota-a", "ota-b"]
-            .iter()
-            .all(|n| {
-                let (running, state, detail) = &status[*n];
-                *running == good && state == "failed" && detail.contains("exited")
-            })
-            .then_some(())
+        let (running, state, detail) = &status["ota-a"];
+        (*running == good && state == "failed" && detail.contains("exited")).then_some(())
     });
+    // The hub counts the failure on its next pass after the report.
+    let (halted, _) = fleet.wait_for("the rollout halted at the canary", CONVERGE, || {
+        let out = hub.cli(&["rollout", "status", "--agent", "-l", "site=a"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("halted after 1 failed node(s)")
+            .then_some((out.status.code(), text))
+    });
+    assert_eq!(halted.0, Some(1), "a halted rollout exits 1: {}", halted.1);
+    let status = agent_status(hub);
+    assert_eq!(
+        status["ota-b"],
+        (
+            good.clone(),
+            "queued".to_string(),
+            "the rollout halted after 1 failed node(s)".to_string()
+        ),
+        "{status:?}"
+    );
+    assert!(
+        !fleet
+            .agent("ota-b")
+            .root
+            .join(format!("data/bin/shoal-agent-{bad}"))
+            .exists(),
+        "ota-b never downloaded it"
+    );
     for (node, pid) in nodes.iter().zip(&pids) {
         untouched(&fleet.ps(node), pid);
     }
@@ -626,6 +676,17 @@ fn a_fleet_upgrades_its_agents_through_the_hub_and_a_bad_or_forged_release_goes_
             && e["message"].as_str().is_some_and(|m| m.contains(&reverted))),
         "{events:?}"
     );
+
+    // Undo: back to the version most of site a ran when the upgrade was set, at once.
+    let out = hub.ok(&["rollout", "undo", "--agent", "-l", "site=a"]);
+    assert!(out.contains(&format!("go back to agent {good}")), "{out}");
+    fleet.wait_for("site a's upgrade undone", CONVERGE, || {
+        let rollout = hub.ok(&["rollout", "status", "--agent", "-l", "site=a"]);
+        (rollout.contains("State:     complete") && rollout.contains("2 updated")).then_some(())
+    });
+    for (node, pid) in nodes.iter().zip(&pids) {
+        untouched(&fleet.ps(node), pid);
+    }
 
     // 3. A binary changed in the hub's database after it was signed: site b downloads it,
     //    finds it is not the release, and keeps its agent.

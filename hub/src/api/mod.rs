@@ -99,6 +99,9 @@ pub fn router(hub: Arc<Hub>) -> Router {
                 .post(upgrades::set)
                 .delete(upgrades::cancel),
         )
+        .route("/v1/agent-upgrades/pause", post(upgrades::pause))
+        .route("/v1/agent-upgrades/resume", post(upgrades::resume))
+        .route("/v1/agent-upgrades/undo", post(upgrades::undo))
         .route("/metrics", get(scrape))
         .layer(middleware::from_fn_with_state(Arc::clone(&hub), authorize))
         // For probes (a service manager, a load balancer), without the bearer token: they say

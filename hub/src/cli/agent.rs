@@ -3,8 +3,10 @@
 //! `shoal agent upgrade --to V [-l k=v,...]` makes the nodes the selector picks (every node
 //! without `-l`) download release V for their architecture (`shoal agent-release add`), try
 //! it on probation under their launcher, and keep it if it proves itself; a node where it
-//! fails goes back by itself and reports why. The newest upgrade that picks a node decides
-//! its version. `--cancel` removes the upgrade of exactly that selector.
+//! fails goes back by itself and reports why. The hub gives the version to a canary first,
+//! then in waves, and halts at the failure threshold (`shoal rollout status --agent`
+//! follows it; `pause`, `resume` and `undo` act on it). The newest upgrade that picks a node
+//! decides its version. `--cancel` removes the upgrade of exactly that selector.
 
 use std::process::ExitCode;
 
@@ -39,6 +41,21 @@ pub enum Command {
         /// Cancel the upgrade of exactly this selector instead (nodes keep what they run)
         #[arg(long)]
         cancel: bool,
+        /// Nodes updated first, alone, before the waves: a count or a percentage [default: 1]
+        #[arg(long, value_name = "N|P%", conflicts_with = "cancel")]
+        canary: Option<String>,
+        /// Nodes updating at once after the canaries: a count or a percentage [default: 25%]
+        #[arg(long, value_name = "N|P%", conflicts_with = "cancel")]
+        max_unavailable: Option<String>,
+        /// Failed nodes that halt the rollout: a count or a percentage [default: 1]
+        #[arg(long, value_name = "N|P%", conflicts_with = "cancel")]
+        failure_threshold: Option<String>,
+        /// How long a node has to run the version, proven, once given it [default: 10m]
+        #[arg(long, value_name = "DURATION", conflicts_with = "cancel")]
+        progress_deadline: Option<String>,
+        /// Every node at once: no canary, no waves
+        #[arg(long, conflicts_with_all = ["cancel", "canary", "max_unavailable"])]
+        all_at_once: bool,
     },
     /// The upgrades, and per node: the agent it runs, the one it should, and how far it got
     Status {
@@ -55,6 +72,11 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
             to,
             selector,
             cancel,
+            canary,
+            max_unavailable,
+            failure_threshold,
+            progress_deadline,
+            all_at_once,
         } => {
             let selector = parse_label_set(selector.as_deref().unwrap_or(""))
                 .map_err(|e| anyhow::anyhow!(e.replace("--labels", "--selector")))?;
@@ -76,6 +98,11 @@ pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
                     &AgentUpgradeRequest {
                         version: to.clone(),
                         selector,
+                        canary: canary.clone(),
+                        max_unavailable: max_unavailable.clone(),
+                        failure_threshold: failure_threshold.clone(),
+                        progress_deadline: progress_deadline.clone(),
+                        immediate: *all_at_once,
                     },
                 )?
             };
@@ -128,6 +155,7 @@ mod tests {
                 arch: "aarch64".into(),
                 running: "0.1.0".into(),
                 target: Some("0.2.0".into()),
+                selector: Some(Default::default()),
                 state: "failed".into(),
                 detail: Some("it did not come up within 120s".into()),
             }],

@@ -57,6 +57,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use shoal_model::node::NodeFacts;
 use shoal_model::wire::{self, NodeStatus};
 
 use crate::desired;
@@ -161,6 +162,34 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
             wake_ms: None,
         }
     };
+    let agent_facts: Vec<(&StoredNode, NodeFacts)> = if fleet.agent.upgrades.is_empty() {
+        Vec::new()
+    } else {
+        nodes.values().map(|n| (*n, n.effective_facts())).collect()
+    };
+    let agent_nodes: Vec<agent::AgentNode<'_>> = agent_facts
+        .iter()
+        .map(|(n, facts)| agent::AgentNode {
+            name: &n.name,
+            labels: &facts.labels,
+            arch: &facts.arch,
+            running: &facts.agent_version,
+            reads_v3: wire::version_for(n.wire_versions()).is_some_and(|v| v >= 3),
+            online: n.online,
+            last_seen_ms: n.last_seen_ms,
+            status: fleet.statuses.get(&n.name),
+        })
+        .collect();
+    // As for workloads: with no key nothing is sent, so nobody is given a version.
+    let agent = if keys.signer.is_some() && !fleet.agent.upgrades.is_empty() {
+        agent::roll(&fleet.agent, &agent_nodes, now_ms)
+    } else {
+        agent::AgentRolled {
+            assigned: fleet.agent.assigned.clone(),
+            upgrades: fleet.agent.upgrades.clone(),
+            wake_ms: None,
+        }
+    };
     let mut plan = Plan {
         placement_changed: placement.placement != fleet.placement,
         placement,
@@ -171,7 +200,11 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
         rollouts_changed: rolled.assigned != fleet.assigned || rolled.rollouts != fleet.rollouts,
         assigned: rolled.assigned,
         rollouts: rolled.rollouts,
-        wake_ms: rolled.wake_ms,
+        wake_ms: earliest(rolled.wake_ms, agent.wake_ms),
+        agent_changed: agent.assigned != fleet.agent.assigned
+            || !same_upgrades(&agent.upgrades, &fleet.agent.upgrades),
+        agent_assigned: agent.assigned,
+        agent_upgrades: agent.upgrades,
     };
     if plan.keys.signer.is_none() {
         return plan;
@@ -207,7 +240,14 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
             .filter(|_| wire_version >= 3 && !fleet.agent.upgrades.is_empty())
             .and_then(|n| {
                 let facts = n.effective_facts();
-                agent::target(&fleet.agent, &facts.labels, &facts.arch).ok()
+                agent::target_of(
+                    &fleet.agent,
+                    &plan.agent_assigned,
+                    &n.name,
+                    &facts.labels,
+                    &facts.arch,
+                )
+                .ok()
             });
         let digest = desired::digest(&list, &plan.keys.announced, target.as_ref());
         let unchanged = previous.filter(|p| p.digest == digest);
@@ -259,6 +299,24 @@ pub fn decide(fleet: &Fleet, now_ms: u64) -> Plan {
         }
     }
     plan
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Whether two lists hold the same upgrades, in any order.
+fn same_upgrades(a: &[agent::AgentUpgrade], b: &[agent::AgentUpgrade]) -> bool {
+    let sorted = |list: &[agent::AgentUpgrade]| {
+        let mut list = list.to_vec();
+        list.sort_by(|x, y| x.selector.cmp(&y.selector));
+        list
+    };
+    sorted(a) == sorted(b)
 }
 
 /// Every workload's rollout step.
@@ -319,10 +377,7 @@ fn roll(
             rolled.assigned.insert(name.clone(), step.assigned);
         }
         rolled.rollouts.insert(name.clone(), step.rollout);
-        rolled.wake_ms = match (rolled.wake_ms, step.wake_ms) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        rolled.wake_ms = earliest(rolled.wake_ms, step.wake_ms);
     }
     rolled
 }

@@ -7,6 +7,7 @@ use std::fmt;
 use shoal_model::wire::signing::PublicKey;
 use shoal_model::wire::{DesiredState, SUPPORTED_WIRE_VERSIONS};
 
+use super::agent;
 use super::rollout::Rollout;
 use crate::scheduler::Decision;
 use crate::store::{Assignments, KeyState, StoredKey};
@@ -33,6 +34,12 @@ pub struct Plan {
     pub rollouts_changed: bool,
     /// When the next pass is due with no report: a rollout gate opens, or a deadline passes.
     pub wake_ms: Option<u64>,
+    /// What every node was given of the agent, after this pass's step of the agent upgrades.
+    pub agent_assigned: BTreeMap<String, agent::AgentAssigned>,
+    /// Every agent upgrade, with its rollout's state after this pass.
+    pub agent_upgrades: Vec<agent::AgentUpgrade>,
+    /// Whether either differs from what is stored.
+    pub agent_changed: bool,
 }
 
 impl Plan {
@@ -48,6 +55,7 @@ impl Plan {
     pub fn is_settled(&self) -> bool {
         !self.placement_changed
             && !self.rollouts_changed
+            && !self.agent_changed
             && self.desired.is_empty()
             && self.republish.is_empty()
             && self.promote().is_none()

@@ -214,8 +214,6 @@ pub fn step(input: Input<'_>) -> Step {
             }
         }
         State::Progressing => {
-            let total = input.targets.len();
-            let canaries = share(spec.canary, total).min(total);
             let done = assigned
                 .values()
                 .filter(|a| on_target(a, |o| o == Outcome::Done))
@@ -224,16 +222,15 @@ pub fn step(input: Input<'_>) -> Step {
                 .values()
                 .filter(|a| on_target(a, |o| o == Outcome::Updating))
                 .count();
-            let limit = if rollout.paused {
-                0
-            } else if rollout.immediate {
-                total
-            } else if done < canaries {
-                canaries - done
-            } else {
-                at_most(spec.max_unavailable, total)
+            let waves = Waves {
+                canary: spec.canary,
+                max_unavailable: spec.max_unavailable,
+                paused: rollout.paused,
+                immediate: rollout.immediate,
             };
-            let mut slots = limit.saturating_sub(updating);
+            let mut slots = waves
+                .limit(input.targets.len(), done)
+                .saturating_sub(updating);
             for (node, a) in assigned.iter_mut() {
                 if slots == 0 {
                     break;
@@ -361,13 +358,40 @@ fn observe(
     }
 }
 
+/// The wave rule every rollout shares (a workload's revision, an agent version): how many
+/// of its nodes may be updating at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waves {
+    pub canary: Amount,
+    pub max_unavailable: Amount,
+    pub paused: bool,
+    pub immediate: bool,
+}
+
+impl Waves {
+    /// Of `total` nodes with `done` of them done: none while paused, all when immediate,
+    /// the canaries not yet done, then `max_unavailable` (at least 1).
+    pub fn limit(self, total: usize, done: usize) -> usize {
+        let canaries = share(self.canary, total).min(total);
+        if self.paused {
+            0
+        } else if self.immediate {
+            total
+        } else if done < canaries {
+            canaries - done
+        } else {
+            at_most(self.max_unavailable, total)
+        }
+    }
+}
+
 /// `amount` of `total` nodes, rounded up, at least 1.
-fn at_most(amount: Amount, total: usize) -> usize {
+pub fn at_most(amount: Amount, total: usize) -> usize {
     share(amount, total).max(1)
 }
 
 /// `amount` of `total` nodes, rounded up (`10%` of 3 nodes is 1, `0%` none).
-fn share(amount: Amount, total: usize) -> usize {
+pub fn share(amount: Amount, total: usize) -> usize {
     match amount {
         Amount::Count(n) => usize::try_from(n).unwrap_or(usize::MAX),
         Amount::Percent(p) => total.saturating_mul(usize::from(p)).div_ceil(100),

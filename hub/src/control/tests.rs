@@ -165,6 +165,8 @@ fn after(fleet: &Fleet, plan: &Plan) -> Fleet {
     next.placement = plan.placement.placement.clone();
     next.assigned = plan.assigned.clone();
     next.rollouts = plan.rollouts.clone();
+    next.agent.assigned = plan.agent_assigned.clone();
+    next.agent.upgrades = plan.agent_upgrades.clone();
     // The store keeps every revision applied; the snapshot reads those nodes were given.
     for stored in &fleet.workloads {
         next.revisions.insert(
@@ -1313,7 +1315,7 @@ fn with_no_signing_key_no_node_is_given_a_revision() {
 // ---- agent upgrades ----
 
 fn agent_fleet(nodes: Vec<StoredNode>, selector: &[(&str, &str)]) -> Fleet {
-    use crate::control::agent::{AgentFleet, AgentUpgrade, ReleaseTrust};
+    use crate::control::agent::{AgentFleet, AgentUpgrade, ReleaseTrust, Strategy, UpgradeRollout};
     use shoal_model::release::{AgentRelease, Version};
     let mut fleet = fleet(Vec::new(), nodes);
     fleet.agent = AgentFleet {
@@ -1324,6 +1326,10 @@ fn agent_fleet(nodes: Vec<StoredNode>, selector: &[(&str, &str)]) -> Fleet {
                 .collect(),
             version: Version::new(0, 2, 0),
             created_ms: NOW - 1,
+            // All at once, as before rollouts: this test is about the desired state.
+            strategy: Strategy::default(),
+            previous: None,
+            rollout: UpgradeRollout::start(NOW - 1, true),
         }],
         releases: vec![crate::store::StoredRelease {
             release: AgentRelease {
@@ -1341,6 +1347,7 @@ fn agent_fleet(nodes: Vec<StoredNode>, selector: &[(&str, &str)]) -> Fleet {
             endorsements: vec![vec![2; 72]],
         }),
         source: Some("https://hub.example:7440".parse().expect("url")),
+        assigned: BTreeMap::new(),
     };
     fleet
 }
@@ -1386,4 +1393,57 @@ fn an_agent_upgrade_names_the_release_in_the_desired_state_of_the_nodes_it_picks
     let plan = decide(&cancelled, NOW);
     assert_eq!(plan.desired.len(), 1);
     assert_eq!(plan.desired[0].state.agent, None);
+}
+
+#[test]
+fn an_agent_upgrade_reaches_a_canary_first_and_the_other_nodes_once_it_is_proven() {
+    let nodes = vec![
+        node("a").reads(&[2, 3]),
+        node("b").reads(&[2, 3]),
+        node("c").reads(&[2, 3]),
+    ];
+    let before = settled(fleet(Vec::new(), nodes.clone()));
+    let mut fleet = agent_fleet(nodes, &[]);
+    fleet.agent.upgrades[0].rollout = crate::control::agent::UpgradeRollout::start(NOW - 1, false);
+    fleet.published = before.published.clone();
+    fleet.statuses = before.statuses.clone();
+    let targets = |plan: &Plan| -> Vec<String> {
+        plan.desired
+            .iter()
+            .filter(|d| d.state.agent.is_some())
+            .map(|d| d.state.node_id.clone())
+            .collect()
+    };
+    let plan = decide(&fleet, NOW);
+    assert_eq!(targets(&plan), ["a"], "the canary alone");
+    assert!(plan.agent_changed);
+    let mut next = after(&fleet, &plan);
+    assert!(
+        decide(&next, NOW + 1).is_settled(),
+        "nothing more until it is proven"
+    );
+    // The canary runs the version, proven: the next wave (25% of 3, rounded up: one node).
+    if let Some(facts) = next.nodes[0].facts.as_mut() {
+        facts.agent_version = "0.2.0".into();
+    }
+    let plan = decide(&next, NOW + 2);
+    assert_eq!(targets(&plan), ["b"]);
+    next = after(&next, &plan);
+    if let Some(facts) = next.nodes[1].facts.as_mut() {
+        facts.agent_version = "0.2.0".into();
+    }
+    let plan = decide(&next, NOW + 3);
+    assert_eq!(targets(&plan), ["c"]);
+    next = after(&next, &plan);
+    if let Some(facts) = next.nodes[2].facts.as_mut() {
+        facts.agent_version = "0.2.0".into();
+    }
+    let plan = decide(&next, NOW + 4);
+    assert!(plan.desired.is_empty(), "the targets stay as they are");
+    assert_eq!(
+        plan.agent_upgrades[0].rollout.state,
+        crate::control::rollout::State::Complete
+    );
+    let next = after(&next, &plan);
+    assert!(decide(&next, NOW + 5).is_settled());
 }

@@ -183,6 +183,8 @@ fn prepare(
             promote: plan.promote(),
             assigned: (&fleet.assigned, &plan.assigned),
             rollouts: (&fleet.rollouts, &plan.rollouts),
+            agent_assigned: (&fleet.agent.assigned, &plan.agent_assigned),
+            agent_upgrades: (&fleet.agent.upgrades, &plan.agent_upgrades),
         },
         now_ms,
     )?;

@@ -20,6 +20,7 @@ mod security;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod upgrades;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,10 +36,11 @@ use crate::admission::{self, Admission, Claim, Kept};
 use crate::scheduler::{Placement, Schedulable};
 
 pub use claims::{ClaimError, StoredClaim};
-pub use releases::{ReleaseAdded, ReleaseError, StoredRelease, UpgradeError};
+pub use releases::{ReleaseAdded, ReleaseError, StoredRelease};
 pub use rollouts::{Assignments, RevisionHistory, Revisions, RolloutError};
 pub use security::{key_ring, signing_key, EnrollError, KeyState, StoredKey};
 pub use snapshot::{PlanWrite, Snapshot};
+pub use upgrades::{UpgradeError, UpgradeRequest};
 
 /// The schema, one entry per version (`PRAGMA user_version`).
 const MIGRATIONS: &[&str] = &[
@@ -49,7 +51,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_claims.sql"),
     include_str!("migrations/0006_agent_releases.sql"),
     include_str!("migrations/0007_agent_upgrades.sql"),
-    // 0008 is taken by the rollout of agent upgrades in waves (merged before this one).
+    // Numbered 0009 as planned beside another branch's 0008; it is schema version 8 while
+    // no 0008 exists (a migration's place in this list is its version).
     include_str!("migrations/0009_release_minimum.sql"),
 ];
 

@@ -9,8 +9,6 @@
 //!   set of bytes for ever, or agents could not tell which they run.
 //! - Release keys: one `active` key once the hub has started, like the state keys.
 
-use std::collections::BTreeMap;
-
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior, MAIN_DB};
 use shoal_model::elf::Arch;
 use shoal_model::hex;
@@ -18,10 +16,8 @@ use shoal_model::release::{self, AgentRelease};
 use shoal_model::wire::signing::{PublicKey, SigningKey};
 
 use super::security::{add_key, read_keys, signing_key, KeyTable};
-use super::{
-    labels_of, labels_text, query, to_i64, to_u64, KeyState, Store, StoreError, StoredKey,
-};
-pub use crate::control::agent::{AgentUpgrade, ReleaseTrust};
+use super::{query, to_i64, to_u64, KeyState, Store, StoreError, StoredKey};
+pub use crate::control::agent::ReleaseTrust;
 
 /// A release as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,54 +171,6 @@ impl Store {
         read_releases(&self.conn())
     }
 
-    /// Sets the agent version the nodes `selector` picks should run (replacing the upgrade
-    /// of the same selector). The version must be released, for some architecture.
-    pub fn set_agent_upgrade(
-        &self,
-        selector: &BTreeMap<String, String>,
-        version: &release::Version,
-        now_ms: u64,
-    ) -> Result<(), UpgradeError> {
-        let mut conn = self.conn();
-        let failed = query("storing an agent upgrade");
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed)?;
-        let text = version.to_string();
-        let released: i64 = tx
-            .query_row(
-                "SELECT count(*) FROM agent_releases WHERE version = ?1",
-                [&text],
-                |row| row.get(0),
-            )
-            .map_err(failed)?;
-        if released == 0 {
-            return Err(UpgradeError::NotReleased { version: text });
-        }
-        tx.execute(
-            "INSERT OR REPLACE INTO agent_upgrades (selector, version, created_at)              VALUES (?1, ?2, ?3)",
-            params![labels_text(selector)?, text, to_i64(now_ms)],
-        )
-        .map_err(failed)?;
-        tx.commit().map_err(failed)?;
-        Ok(())
-    }
-
-    /// Removes the upgrade of exactly `selector`; whether there was one.
-    pub fn cancel_agent_upgrade(
-        &self,
-        selector: &BTreeMap<String, String>,
-    ) -> Result<bool, StoreError> {
-        let removed = self
-            .conn()
-            .execute(
-                "DELETE FROM agent_upgrades WHERE selector = ?1",
-                [labels_text(selector)?],
-            )
-            .map_err(query("removing an agent upgrade"))?;
-        Ok(removed > 0)
-    }
-
     /// The release keys nodes are to trust (what enrollment hands out).
     pub fn release_public_keys(&self) -> Result<Vec<PublicKey>, StoreError> {
         Ok(announced_release_keys(&self.conn())?
@@ -230,56 +178,6 @@ impl Store {
             .map(|k| k.public)
             .collect())
     }
-
-    /// Every agent upgrade, newest first.
-    pub fn agent_upgrades(&self) -> Result<Vec<AgentUpgrade>, StoreError> {
-        read_upgrades(&self.conn())
-    }
-}
-
-/// Why an upgrade was not stored. Every case leaves the store as it was.
-#[derive(Debug, thiserror::Error)]
-pub enum UpgradeError {
-    #[error(
-        "agent {version} is not released: add it first with `shoal agent-release add FILE \
-         --version {version}` (one per architecture)"
-    )]
-    NotReleased { version: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Every upgrade, newest first (then by selector, so the order is total).
-pub(super) fn read_upgrades(conn: &Connection) -> Result<Vec<AgentUpgrade>, StoreError> {
-    let failed = query("reading agent upgrades");
-    let mut statement = conn
-        .prepare(
-            "SELECT selector, version, created_at FROM agent_upgrades \
-             ORDER BY created_at DESC, selector",
-        )
-        .map_err(failed)?;
-    let rows = statement
-        .query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-            ))
-        })
-        .map_err(failed)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (selector, version, created) = row.map_err(failed)?;
-        out.push(AgentUpgrade {
-            selector: labels_of(&selector, "agent upgrade selector")?,
-            version: release::parse_version(&version).map_err(|e| StoreError::Decode {
-                what: "agent upgrade",
-                reason: e.to_string(),
-            })?,
-            created_ms: to_u64(created),
-        });
-    }
-    Ok(out)
 }
 
 /// The release keys nodes are to trust (every key not retired, newest first) and, by each
@@ -443,10 +341,10 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn elf(machine: u16, filler: u8) -> Vec<u8> {
+    pub(in crate::store) fn elf(machine: u16, filler: u8) -> Vec<u8> {
         // A static ELF64 header with no program headers, then `filler` bytes.
         let mut bytes = vec![filler; 200_000];
         bytes[..64].fill(0);
@@ -457,7 +355,11 @@ mod tests {
         bytes
     }
 
-    fn stored(store: &Store, version: &str, bytes: &[u8]) -> Result<ReleaseAdded, ReleaseError> {
+    pub(in crate::store) fn stored(
+        store: &Store,
+        version: &str,
+        bytes: &[u8],
+    ) -> Result<ReleaseAdded, ReleaseError> {
         let key = store.release_key(1).expect("key");
         let release =
             AgentRelease::of(release::parse_version(version).expect("v"), bytes).expect("release");

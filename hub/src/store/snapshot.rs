@@ -8,13 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{params, Connection, TransactionBehavior};
 use shoal_model::wire::NodeStatus;
 
-use super::releases;
 use super::rollouts::{self, Assignments, Revisions};
 use super::{
     query, security, to_i64, to_u64, NodeDesired, Published, Store, StoreError, StoredKey,
     StoredNode, StoredWorkload,
 };
-use crate::control::agent::AgentFleet;
+use super::{releases, upgrades};
+use crate::control::agent::{AgentAssigned, AgentFleet, AgentUpgrade};
 use crate::control::rollout::Rollout;
 use crate::scheduler::Placement;
 
@@ -53,6 +53,13 @@ pub struct PlanWrite<'a> {
     pub assigned: (&'a Assignments, &'a Assignments),
     /// The rollouts as read and as decided.
     pub rollouts: (&'a BTreeMap<String, Rollout>, &'a BTreeMap<String, Rollout>),
+    /// The agent versions nodes were given, as read and as decided.
+    pub agent_assigned: (
+        &'a BTreeMap<String, AgentAssigned>,
+        &'a BTreeMap<String, AgentAssigned>,
+    ),
+    /// The agent upgrades as read and as decided: their rollouts' changes are written.
+    pub agent_upgrades: (&'a [AgentUpgrade], &'a [AgentUpgrade]),
 }
 
 impl Store {
@@ -80,7 +87,7 @@ impl Store {
     /// Agent upgrades, and what a target needs (releases, signed endorsements) only when
     /// there is an upgrade: a fleet without one costs no signing per pass.
     fn read_agent_fleet(conn: &Connection) -> Result<AgentFleet, StoreError> {
-        let upgrades = releases::read_upgrades(conn)?;
+        let upgrades = upgrades::read_upgrades(conn)?;
         if upgrades.is_empty() {
             return Ok(AgentFleet::default());
         }
@@ -89,6 +96,7 @@ impl Store {
             releases: releases::read_releases(conn)?,
             trust: releases::read_trust(conn)?,
             source: None,
+            assigned: upgrades::read_assigned(conn)?,
         })
     }
 
@@ -137,6 +145,7 @@ impl Store {
         }
         rollouts::save_assigned(&tx, write.assigned.0, write.assigned.1)?;
         rollouts::save_rollouts(&tx, write.rollouts.0, write.rollouts.1)?;
+        upgrades::save(&tx, write.agent_assigned, write.agent_upgrades)?;
         tx.commit().map_err(failed)?;
         Ok(saved)
     }

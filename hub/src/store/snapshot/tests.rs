@@ -64,6 +64,8 @@ fn a_snapshot_holds_every_table_a_decision_reads() {
                 promote: None,
                 assigned: (&NONE, &NONE),
                 rollouts: (&NO_ROLLOUTS, &NO_ROLLOUTS),
+                agent_assigned: (&BTreeMap::new(), &BTreeMap::new()),
+                agent_upgrades: (&[], &[]),
             },
             5,
         )
@@ -107,6 +109,8 @@ fn a_saved_plan_changes_only_the_placement_rows_that_differ() {
                     promote: None,
                     assigned: (&NONE, &NONE),
                     rollouts: (&NO_ROLLOUTS, &NO_ROLLOUTS),
+                    agent_assigned: (&BTreeMap::new(), &BTreeMap::new()),
+                    agent_upgrades: (&[], &[]),
                 },
                 1,
             )
@@ -138,6 +142,8 @@ fn a_node_removed_after_the_snapshot_gets_no_desired_state() {
                 promote: None,
                 assigned: (&NONE, &NONE),
                 rollouts: (&NO_ROLLOUTS, &NO_ROLLOUTS),
+                agent_assigned: (&BTreeMap::new(), &BTreeMap::new()),
+                agent_upgrades: (&[], &[]),
             },
             1,
         )
@@ -169,6 +175,8 @@ fn a_plan_promotes_the_next_key_only_while_it_is_still_next() {
                     promote: Some(id),
                     assigned: (&NONE, &NONE),
                     rollouts: (&NO_ROLLOUTS, &NO_ROLLOUTS),
+                    agent_assigned: (&BTreeMap::new(), &BTreeMap::new()),
+                    agent_upgrades: (&[], &[]),
                 },
                 3,
             )
