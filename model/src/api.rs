@@ -21,7 +21,7 @@
 //! | `POST /v1/tokens` | [`ClaimCreateRequest`] | [`ClaimCreated`] |
 //! | `DELETE /v1/tokens/{id}` | | [`Done`] (revoked: it enrolls nobody more) |
 //! | `GET /v1/agent-releases` | | `Vec<`[`AgentReleaseInfo`]`>` |
-//! | `POST /v1/agent-releases?version=V` | the binary | [`AgentReleaseAdded`] |
+//! | `POST /v1/agent-releases?version=V[&minimum=M]` | the binary | [`AgentReleaseAdded`] |
 //! | `DELETE /v1/agent-releases/{version}?arch=A` | | [`Done`] |
 //! | `GET /v1/agent-upgrades` | | [`AgentUpgradeStatus`] |
 //! | `POST /v1/agent-upgrades` | [`AgentUpgradeRequest`] | [`Done`] |
@@ -379,6 +379,10 @@ pub struct AgentReleaseInfo {
     /// The id of the release key that signed it.
     pub key: String,
     pub created_ms: u64,
+    /// The lowest version a node that has proven this release may be asked to run again,
+    /// signed with the release (`--minimum`); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<String>,
 }
 
 /// `POST /v1/agent-upgrades` (`shoal agent upgrade --to V [-l SELECTOR]`) and, without

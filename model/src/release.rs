@@ -14,6 +14,20 @@
 //! size=7612416
 //! ```
 //!
+//! A release may carry a **minimum**: the lowest version an agent that has proven this
+//! release may ever be asked to run again (`shoal agent-release add --minimum M`). Only such
+//! a release is signed in format 2, with one more line; a release without one keeps
+//! format 1, so every statement signed before minimums existed still verifies:
+//!
+//! ```text
+//! shoal-agent-release/2
+//! version=0.4.0
+//! arch=aarch64
+//! sha256=<64 hex digits>
+//! size=7612416
+//! minimum=0.3.0
+//! ```
+//!
 //! Pure: no IO, no clock.
 
 use std::fmt;
@@ -31,6 +45,8 @@ pub const MAX_AGENT_BYTES: u64 = 64 << 20;
 const MAX_VERSION_CHARS: usize = 64;
 /// The first line of the signed statement; a new layout gets a new number.
 const FORMAT: &str = "shoal-agent-release/1";
+/// The first line of the statement of a release with a minimum (one more line, `minimum=`).
+const FORMAT_MINIMUM: &str = "shoal-agent-release/2";
 
 /// An agent release as the hub signs it: which version, for which architecture, and the
 /// exact bytes (by digest and size).
@@ -40,6 +56,9 @@ pub struct AgentRelease {
     pub arch: Arch,
     pub sha256: [u8; 32],
     pub size: u64,
+    /// The lowest version an agent that has proven this release may be asked to run (its
+    /// floor); at most `version`.
+    pub minimum: Option<semver::Version>,
 }
 
 /// What precedes the version in the mark every agent binary carries
@@ -127,6 +146,11 @@ pub enum ReleaseError {
     NoMark,
     #[error("the binary says it is agent {marked}, not {given}: release it as {marked}")]
     VersionMismatch { given: String, marked: String },
+    #[error(
+        "the minimum {minimum} is above the release's own version {version}: a release's \
+         minimum is at most its version"
+    )]
+    MinimumAbove { minimum: String, version: String },
 }
 
 /// Parses an agent version (semantic versioning, as Cargo writes it).
@@ -167,19 +191,44 @@ impl AgentRelease {
             arch,
             sha256: hex::sha256(bytes),
             size: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+            minimum: None,
         })
     }
 
-    /// The statement a release key signs (the module doc shows it).
+    /// The same release with `minimum` as its floor, refused above its own version.
+    pub fn with_minimum(
+        mut self,
+        minimum: Option<semver::Version>,
+    ) -> Result<AgentRelease, ReleaseError> {
+        if let Some(m) = minimum.as_ref().filter(|m| **m > self.version) {
+            return Err(ReleaseError::MinimumAbove {
+                minimum: m.to_string(),
+                version: self.version.to_string(),
+            });
+        }
+        self.minimum = minimum;
+        Ok(self)
+    }
+
+    /// The statement a release key signs (the module doc shows it): format 1 without a
+    /// minimum, format 2 with one.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        format!(
-            "{FORMAT}\nversion={}\narch={}\nsha256={}\nsize={}\n",
+        let format = if self.minimum.is_some() {
+            FORMAT_MINIMUM
+        } else {
+            FORMAT
+        };
+        let mut text = format!(
+            "{format}\nversion={}\narch={}\nsha256={}\nsize={}\n",
             self.version,
             self.arch.as_str(),
             Hex(&self.sha256),
             self.size
-        )
-        .into_bytes()
+        );
+        if let Some(minimum) = &self.minimum {
+            text.push_str(&format!("minimum={minimum}\n"));
+        }
+        text.into_bytes()
     }
 
     /// The release key's signature (key id and ed25519 signature) over the statement.
@@ -413,6 +462,54 @@ mod tests {
         ));
         let none = target(&[], &old, &[]);
         assert!(matches!(none.accept(&[]), Err(ReleaseError::Keys(_))));
+    }
+
+    #[test]
+    fn a_minimum_is_signed_in_format_2_and_a_release_without_one_keeps_format_1() {
+        let bytes = busybox_like(62);
+        let plain = AgentRelease::of(parse_version("0.4.0").expect("v"), &bytes).expect("release");
+        let digest = hex::encode(&plain.sha256);
+        // Format 1, byte for byte as releases were signed before minimums existed.
+        assert_eq!(
+            String::from_utf8(plain.signed_bytes()).expect("text"),
+            format!(
+                "shoal-agent-release/1\nversion=0.4.0\narch=x86_64\nsha256={digest}\nsize=64\n"
+            )
+        );
+        let floored = plain
+            .clone()
+            .with_minimum(Some(parse_version("0.3.0").expect("v")))
+            .expect("a minimum below the version");
+        assert_eq!(
+            String::from_utf8(floored.signed_bytes()).expect("text"),
+            format!(
+                "shoal-agent-release/2\nversion=0.4.0\narch=x86_64\nsha256={digest}\nsize=64\nminimum=0.3.0\n"
+            )
+        );
+        let (key, _) = SigningKey::generate().expect("key");
+        let old = plain.sign(&key);
+        plain
+            .verify(&old, &[key.public()])
+            .expect("format 1 verifies");
+        // A minimum added, removed or changed under a signature is a forgery.
+        assert!(floored.verify(&old, &[key.public()]).is_err());
+        let signed = floored.sign(&key);
+        floored
+            .verify(&signed, &[key.public()])
+            .expect("format 2 verifies");
+        assert!(plain.verify(&signed, &[key.public()]).is_err());
+        let mut lowered = floored.clone();
+        lowered.minimum = Some(parse_version("0.1.0").expect("v"));
+        assert!(lowered.verify(&signed, &[key.public()]).is_err());
+        // The version itself is a valid minimum; one above it is not.
+        assert!(plain
+            .clone()
+            .with_minimum(Some(parse_version("0.4.0").expect("v")))
+            .is_ok());
+        let above = plain
+            .with_minimum(Some(parse_version("0.5.0").expect("v")))
+            .expect_err("above its version");
+        assert!(above.to_string().contains("at most its version"), "{above}");
     }
 
     #[test]

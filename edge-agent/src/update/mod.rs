@@ -13,16 +13,21 @@
 //! 3. **Download** from `{source}/v1/agent-binaries/{sha256}` over HTTPS verified with the
 //!    hub's CA (`hub.ca_file`), authenticated as the node (its MQTT name and password), into
 //!    `{data_dir}/bin/shoal-agent-VERSION.unverified`. A cut link resumes where it stopped
-//!    (an HTTP range), after a capped backoff; at most the release's size is ever written.
+//!    (an HTTP range), after a capped backoff; a read that stalls for 30 s is a cut link too;
+//!    at most the release's size is ever written.
 //! 4. **Verify** size, sha256 and architecture of the bytes, then rename the file into place
 //!    and stage it as the launcher's trial (`launch::install`), which SIGHUPs the launcher.
 //!
+//! A target below the node's floor ([`floor`]: the signed minimum of a release it has
+//! proven) is refused before anything is fetched, whoever asks for it.
+//!
 //! A failure that trying again cannot fix (a digest, a signature, the architecture, no
-//! launcher) is recorded in `launch.json` as the launcher records a failed trial, so the
+//! launcher, a version below the floor) is recorded in `launch.json` as the launcher records a failed trial, so the
 //! version is not tried again until the hub names another one ([`plan`]); the node reports it
 //! in its status and as an `agent-update-failed` event. Progress reaches the hub in
 //! `NodeStatus::agent_update`.
 
+pub mod floor;
 pub mod plan;
 
 use std::io::{Read as _, Write as _};
@@ -46,6 +51,10 @@ pub const RESERVE: u64 = 16 << 20;
 /// The longest wait between download attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// A download that reads nothing for this long is on a dead link (as long as the default MQTT
+/// keep-alive): it is dropped and resumed by a range on a new connection once the link is
+/// back, rather than waiting for TCP to give up.
+const STALLED: Duration = Duration::from_secs(30);
 
 /// How the node reaches its hub's API: its MQTT name and password, and the hub's CA.
 #[derive(Clone)]
@@ -141,7 +150,13 @@ impl Updater {
         self.recheck = None;
         let launch = launch_view(&self.data_dir);
         let version = target.map(|t| &t.release.version);
-        let action = plan::decide(version, &self.own, &launch);
+        let floor = floor::read(&self.data_dir).map_err(|e| format!("{e:#}"));
+        let floor_view = match &floor {
+            Ok(None) => plan::Floor::None,
+            Ok(Some(f)) => plan::Floor::At(f),
+            Err(why) => plan::Floor::Unreadable(why),
+        };
+        let action = plan::decide(version, &self.own, &launch, floor_view);
         if plan::probation(&self.own, &launch) {
             // This agent is the trial: it says so until the launcher has judged it.
             self.recheck = Some(std::time::Instant::now() + RECHECK);
@@ -164,7 +179,26 @@ impl Updater {
         };
         let text = version.to_string();
         match action {
-            plan::Action::Idle => self.lock().update = None,
+            plan::Action::Idle => {
+                self.lock().update = None;
+                if *version == self.own {
+                    self.take_floor(target, floor.ok().flatten().as_ref());
+                }
+            }
+            plan::Action::Refuse(reason) => {
+                tracing::warn!(version = text, reason, "agent target refused");
+                if let Err(e) = record_failure(&self.data_dir, &text, &reason) {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot record the refused update");
+                }
+                let mut shared = self.lock();
+                shared.unreported.push(format!(
+                    "the update to agent {text} was refused: {reason}; it is not tried again until the hub names another version"
+                ));
+                shared.update = Some(AgentUpdate {
+                    version: text,
+                    state: AgentUpdateState::Failed { reason },
+                });
+            }
             plan::Action::Wait => {
                 self.recheck = Some(std::time::Instant::now() + RECHECK);
                 self.lock().update = None;
@@ -182,6 +216,38 @@ impl Updater {
                 });
             }
             plan::Action::Fetch => self.fetch(target.clone()),
+        }
+    }
+
+    /// Raises the floor to the signed minimum of `target`, the release this agent runs and
+    /// has proven (not on probation: `offer` returned before), once its signature verifies.
+    fn take_floor(&self, target: &AgentTarget, current: Option<&floor::Floor>) {
+        let release = &target.release;
+        let Some(minimum) = &release.minimum else {
+            return;
+        };
+        let Some(raised) = floor::Floor::raised(current, &release.version, minimum) else {
+            return;
+        };
+        let own_arch = shoal_model::elf::Arch::parse(std::env::consts::ARCH).ok();
+        let verified = trusted_release_keys(&self.data_dir)
+            .and_then(|trusted| target.accept(&trusted).map_err(anyhow::Error::from));
+        if let Err(e) = verified {
+            tracing::warn!(error = %format!("{e:#}"), version = %release.version, "the hub's target for this agent's own version does not verify: its minimum is not taken");
+            return;
+        }
+        if own_arch != Some(release.arch) {
+            return;
+        }
+        match floor::keep(&self.data_dir, &raised) {
+            Ok(()) => tracing::info!(
+                minimum = %raised.minimum,
+                release = %raised.release,
+                "this node's minimum agent version is raised: it refuses any lower target from now on"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot keep the node's minimum agent version");
+            }
         }
     }
 
@@ -437,7 +503,7 @@ fn client(access: &Access) -> anyhow::Result<ureq::Agent> {
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(20)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(STALLED))
         .tls_config(tls.build())
         .user_agent(concat!("shoal-agent/", env!("CARGO_PKG_VERSION")))
         .build()

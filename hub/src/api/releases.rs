@@ -24,6 +24,8 @@ use crate::store::{ReleaseAdded, ReleaseError, StoredRelease};
 #[derive(Debug, Deserialize)]
 pub struct AddQuery {
     version: String,
+    /// The release's minimum (`--minimum M`), signed with it.
+    minimum: Option<String>,
 }
 
 /// `?arch=A` of `DELETE /v1/agent-releases/{version}`.
@@ -45,6 +47,7 @@ fn info(stored: &StoredRelease) -> AgentReleaseInfo {
         size: stored.release.size,
         key,
         created_ms: stored.created_ms,
+        minimum: stored.release.minimum.as_ref().map(ToString::to_string),
     }
 }
 
@@ -56,8 +59,15 @@ pub async fn add(
 ) -> Answer<AgentReleaseAdded> {
     let version =
         release::parse_version(&query.version).map_err(|e| Failure::bad_request(e.to_string()))?;
-    let release =
-        AgentRelease::of(version, &body).map_err(|e| Failure::bad_request(e.to_string()))?;
+    let minimum = query
+        .minimum
+        .as_deref()
+        .map(release::parse_version)
+        .transpose()
+        .map_err(|e| Failure::bad_request(format!("--minimum: {e}")))?;
+    let release = AgentRelease::of(version, &body)
+        .and_then(|r| r.with_minimum(minimum))
+        .map_err(|e| Failure::bad_request(e.to_string()))?;
     // The version given must be the one the binary reports itself as, or a node that took
     // it would see itself still behind and fetch it again.
     release::check_marked(&body, &release.version)
@@ -69,7 +79,9 @@ pub async fn add(
         .store
         .add_agent_release(&release, &signature, &body, now)
         .map_err(|e| match e {
-            ReleaseError::Conflict { .. } => Failure::new(StatusCode::CONFLICT, e.to_string()),
+            ReleaseError::Conflict { .. } | ReleaseError::MinimumConflict { .. } => {
+                Failure::new(StatusCode::CONFLICT, e.to_string())
+            }
             ReleaseError::Store(e) => Failure::from(e),
         })?;
     let stored = hub
@@ -88,6 +100,7 @@ pub async fn add(
         arch = release.arch.as_str(),
         sha256 = hex::encode(&release.sha256),
         size = release.size,
+        minimum = ?release.minimum.as_ref().map(ToString::to_string),
         new = added == ReleaseAdded::New,
         "agent release added"
     );

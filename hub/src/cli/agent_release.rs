@@ -31,8 +31,12 @@ pub enum Command {
         /// The version it is, as MAJOR.MINOR.PATCH (what `shoal-agent --version` prints)
         #[arg(long, value_name = "VERSION")]
         version: String,
+        /// The lowest version a node that has proven this release may ever be asked to run
+        /// again, signed with the release (at most VERSION); a node refuses any lower target
+        #[arg(long, value_name = "VERSION")]
+        minimum: Option<String>,
     },
-    /// List the releases: version, architecture, digest, size, signing key
+    /// List the releases: version, architecture, digest, size, minimum, signing key
     List {
         /// Output format (default: a table)
         #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
@@ -51,14 +55,27 @@ pub enum Command {
 pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(hub)?;
     match &args.command {
-        Command::Add { file, version } => {
+        Command::Add {
+            file,
+            version,
+            minimum,
+        } => {
             let bytes = read_bounded(file)?;
+            let mut query = vec![("version", version.as_str())];
+            if let Some(minimum) = minimum {
+                query.push(("minimum", minimum.as_str()));
+            }
             let added: AgentReleaseAdded =
-                client.post_bytes("/v1/agent-releases", &[("version", version)], &bytes)?;
+                client.post_bytes("/v1/agent-releases", &query, &bytes)?;
             let r = &added.release;
             if added.new {
+                let floor = r
+                    .minimum
+                    .as_ref()
+                    .map(|m| format!(", minimum {m}"))
+                    .unwrap_or_default();
                 println!(
-                    "agent {} for {} added: sha256 {}, {} bytes, signed by release key {}",
+                    "agent {} for {} added: sha256 {}, {} bytes{floor}, signed by release key {}",
                     r.version, r.arch, r.sha256, r.size, r.key
                 );
             } else {
@@ -116,12 +133,16 @@ pub fn table(releases: &[AgentReleaseInfo], now_ms: u64) -> String {
                 r.arch.clone(),
                 r.sha256.chars().take(12).collect(),
                 format!("{:.1}Mi", r.size as f64 / f64::from(1u32 << 20)),
+                r.minimum.clone().unwrap_or_else(|| "-".into()),
                 r.key.clone(),
                 output::age(r.created_ms, now_ms),
             ]
         })
         .collect();
-    shoal_model::table::render(&["VERSION", "ARCH", "SHA256", "SIZE", "KEY", "AGE"], &rows)
+    shoal_model::table::render(
+        &["VERSION", "ARCH", "SHA256", "SIZE", "MINIMUM", "KEY", "AGE"],
+        &rows,
+    )
 }
 
 #[cfg(test)]
@@ -137,6 +158,7 @@ mod tests {
             size: 7 << 20,
             key: "0123456789abcdef".into(),
             created_ms: 0,
+            minimum: Some("0.1.5".into()),
         };
         let text = table(&[release], 120_000);
         let lines: Vec<&str> = text.lines().collect();
@@ -146,6 +168,7 @@ mod tests {
             "aarch64",
             "abababababab",
             "7.0Mi",
+            "0.1.5",
             "0123456789abcdef",
             "2m",
         ] {

@@ -611,6 +611,7 @@ mod tests {
                 arch,
                 sha256: [7; 32],
                 size: 100,
+                minimum: None,
             },
             signature: vec![1; 72],
             created_ms: 0,

@@ -1337,6 +1337,7 @@ fn agent_fleet(nodes: Vec<StoredNode>, selector: &[(&str, &str)]) -> Fleet {
                 arch: shoal_model::elf::Arch::Aarch64,
                 sha256: [9; 32],
                 size: 100,
+                minimum: None,
             },
             signature: vec![1; 72],
             created_ms: 0,

@@ -49,6 +49,16 @@ pub enum ReleaseError {
         arch: &'static str,
         existing: String,
     },
+    #[error(
+        "agent {version} for {arch} is already released with {existing}: a release's minimum \
+         is signed with it; `shoal agent-release rm {version} --arch {arch}` first to sign it \
+         again with another"
+    )]
+    MinimumConflict {
+        version: String,
+        arch: &'static str,
+        existing: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -102,17 +112,28 @@ impl Store {
         let version = release.version.to_string();
         let arch = release.arch.as_str();
         let digest = hex::encode(&release.sha256);
-        let existing: Option<String> = tx
+        let minimum = release.minimum.as_ref().map(ToString::to_string);
+        let existing: Option<(String, Option<String>)> = tx
             .query_row(
-                "SELECT sha256 FROM agent_releases WHERE version = ?1 AND arch = ?2",
+                "SELECT sha256, minimum FROM agent_releases WHERE version = ?1 AND arch = ?2",
                 params![version, arch],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
             .map_err(failed)?;
         match existing {
-            Some(existing) if existing == digest => return Ok(ReleaseAdded::AlreadyThere),
-            Some(existing) => {
+            Some((existing, before)) if existing == digest && before == minimum => {
+                return Ok(ReleaseAdded::AlreadyThere)
+            }
+            Some((existing, before)) if existing == digest => {
+                return Err(ReleaseError::MinimumConflict {
+                    version,
+                    arch,
+                    existing: before
+                        .map_or_else(|| "no minimum".to_string(), |m| format!("minimum {m}")),
+                })
+            }
+            Some((existing, _)) => {
                 return Err(ReleaseError::Conflict {
                     version,
                     arch,
@@ -127,15 +148,17 @@ impl Store {
         )
         .map_err(failed)?;
         tx.execute(
-            "INSERT INTO agent_releases (version, arch, sha256, size, signature, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO agent_releases \
+             (version, arch, sha256, size, signature, created_at, minimum) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 version,
                 arch,
                 digest,
                 to_i64(release.size),
                 signature,
-                to_i64(now_ms)
+                to_i64(now_ms),
+                minimum
             ],
         )
         .map_err(failed)?;
@@ -190,7 +213,10 @@ fn announced_release_keys(conn: &Connection) -> Result<Vec<StoredKey>, StoreErro
 pub(super) fn read_releases(conn: &Connection) -> Result<Vec<StoredRelease>, StoreError> {
     let failed = query("reading agent releases");
     let mut statement = conn
-        .prepare("SELECT version, arch, sha256, size, signature, created_at FROM agent_releases")
+        .prepare(
+            "SELECT version, arch, sha256, size, signature, created_at, minimum \
+             FROM agent_releases",
+        )
         .map_err(failed)?;
     let rows = statement
         .query_map([], |row| {
@@ -201,12 +227,13 @@ pub(super) fn read_releases(conn: &Connection) -> Result<Vec<StoredRelease>, Sto
                 row.get::<_, i64>(3)?,
                 row.get::<_, Vec<u8>>(4)?,
                 row.get::<_, i64>(5)?,
+                row.get::<_, Option<String>>(6)?,
             ))
         })
         .map_err(failed)?;
     let mut out = Vec::new();
     for row in rows {
-        let (version, arch, digest, size, signature, created) = row.map_err(failed)?;
+        let (version, arch, digest, size, signature, created, minimum) = row.map_err(failed)?;
         let bad = |reason: String| StoreError::Decode {
             what: "agent release",
             reason: format!("{version} for {arch}: {reason}"),
@@ -214,13 +241,22 @@ pub(super) fn read_releases(conn: &Connection) -> Result<Vec<StoredRelease>, Sto
         let sha256: [u8; 32] = hex::decode(&digest)
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or_else(|| bad(format!("sha256 `{digest}`")))?;
+        let minimum = minimum
+            .as_deref()
+            .map(release::parse_version)
+            .transpose()
+            .map_err(|e| bad(format!("minimum: {e}")))?;
+        let release = AgentRelease {
+            version: release::parse_version(&version).map_err(|e| bad(e.to_string()))?,
+            arch: Arch::parse(&arch).map_err(&bad)?,
+            sha256,
+            size: to_u64(size),
+            minimum: None,
+        }
+        .with_minimum(minimum)
+        .map_err(|e| bad(e.to_string()))?;
         out.push(StoredRelease {
-            release: AgentRelease {
-                version: release::parse_version(&version).map_err(|e| bad(e.to_string()))?,
-                arch: Arch::parse(&arch).map_err(&bad)?,
-                sha256,
-                size: to_u64(size),
-            },
+            release,
             signature,
             created_ms: to_u64(created),
         });
@@ -385,6 +421,73 @@ pub(super) mod tests {
             .expect("read")
             .expect("present");
         assert!(past.is_empty());
+    }
+
+    #[test]
+    fn a_minimum_is_stored_with_its_release_and_verifies_after_a_restart_and_cannot_change() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let key = store.release_key(1).expect("key");
+        let bytes = elf(62, 3);
+        let floored = AgentRelease::of(release::parse_version("0.4.0").expect("v"), &bytes)
+            .and_then(|r| r.with_minimum(Some(release::parse_version("0.3.0").expect("v"))))
+            .expect("release");
+        let signature = floored.sign(&key);
+        assert_eq!(
+            store
+                .add_agent_release(&floored, &signature, &bytes, 5)
+                .expect("add"),
+            ReleaseAdded::New
+        );
+        // The same bytes under another minimum (or none) would be another statement.
+        let plain = AgentRelease {
+            minimum: None,
+            ..floored.clone()
+        };
+        let refused = store
+            .add_agent_release(&plain, &plain.sign(&key), &bytes, 6)
+            .expect_err("another minimum");
+        assert!(
+            refused
+                .to_string()
+                .contains("already released with minimum 0.3.0"),
+            "{refused}"
+        );
+        // A release without one beside it keeps format 1.
+        assert_eq!(
+            stored(&store, "0.2.0", &elf(62, 4)).expect("add"),
+            ReleaseAdded::New
+        );
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let releases = store.agent_releases().expect("list");
+        assert_eq!(releases.len(), 2);
+        assert_eq!(releases[0].release, floored);
+        assert_eq!(releases[1].release.minimum, None);
+        for r in &releases {
+            r.release
+                .verify(&r.signature, &[key.public()])
+                .expect("each verifies as stored");
+        }
+        // A minimum changed in the database no longer verifies, and garbage is refused.
+        let conn = Connection::open(dir.path().join("hub.db")).expect("db");
+        conn.execute(
+            "UPDATE agent_releases SET minimum = '0.1.0' WHERE version = '0.4.0'",
+            [],
+        )
+        .expect("lower it");
+        let lowered = store.agent_releases().expect("list");
+        assert!(lowered[0]
+            .release
+            .verify(&lowered[0].signature, &[key.public()])
+            .is_err());
+        conn.execute(
+            "UPDATE agent_releases SET minimum = 'soon' WHERE version = '0.4.0'",
+            [],
+        )
+        .expect("spoil it");
+        let error = store.agent_releases().expect_err("unreadable").to_string();
+        assert!(error.contains("0.4.0 for x86_64: minimum"), "{error}");
     }
 
     #[test]

@@ -300,6 +300,7 @@ mod tests {
                 arch: crate::elf::Arch::X86_64,
                 sha256: [0; 32],
                 size: 1,
+                minimum: None,
             },
             signature: vec![0; 72],
             source: "https://hub.example:7440".parse().expect("url"),

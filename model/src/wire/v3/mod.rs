@@ -15,8 +15,8 @@
 //! - a workload's status says when the node went back from a revision by itself
 //!   ([`WorkloadStatus::rolled_back`]), and events have one more reason, `RolledBack`;
 //! - a desired state may name the agent the node should run ([`AgentTarget`]: the signed
-//!   release, where to download it, the release keys and their endorsements), after its
-//!   other fields; version 2 has no such field, so an agent that reads only version 2 is
+//!   release with its signed minimum if it has one, where to download it, the release keys
+//!   and their endorsements), after its other fields; version 2 has no such field, so an agent that reads only version 2 is
 //!   never sent one;
 //! - a node's status says where the node is with such an upgrade ([`AgentUpdate`]), after
 //!   its other fields, and events have one more reason, `AgentUpdateFailed`.
@@ -214,6 +214,8 @@ pub struct AgentTarget {
     pub source: String,
     pub release_keys: Vec<v2::PublicKey>,
     pub endorsements: Vec<Vec<u8>>,
+    /// The release's signed minimum (`shoal-agent-release/2`), when it has one.
+    pub minimum: Option<String>,
 }
 
 impl From<&crate::release::AgentTarget> for AgentTarget {
@@ -227,6 +229,7 @@ impl From<&crate::release::AgentTarget> for AgentTarget {
             source: t.source.to_string(),
             release_keys: t.release_keys.iter().map(Into::into).collect(),
             endorsements: t.endorsements.clone(),
+            minimum: t.release.minimum.as_ref().map(ToString::to_string),
         }
     }
 }
@@ -252,13 +255,23 @@ impl TryFrom<AgentTarget> for crate::release::AgentTarget {
             )));
         }
         let source = t.source.parse().map_err(|e| bad("source", &e))?;
+        let minimum = t
+            .minimum
+            .as_deref()
+            .map(crate::release::parse_version)
+            .transpose()
+            .map_err(|e| bad("minimum", &e))?;
+        let release = crate::release::AgentRelease {
+            version,
+            arch,
+            sha256: t.sha256,
+            size: t.size,
+            minimum: None,
+        }
+        .with_minimum(minimum)
+        .map_err(|e| bad("minimum", &e))?;
         Ok(crate::release::AgentTarget {
-            release: crate::release::AgentRelease {
-                version,
-                arch,
-                sha256: t.sha256,
-                size: t.size,
-            },
+            release,
             signature: t.signature,
             source,
             release_keys: t.release_keys.into_iter().map(Into::into).collect(),
@@ -763,6 +776,7 @@ mod tests {
             source: "https://hub.example:7440".into(),
             release_keys: vec![v2::PublicKey([3; 32])],
             endorsements: vec![vec![4; 72]],
+            minimum: Some("0.1.0".into()),
         }
     }
 
@@ -772,13 +786,18 @@ mod tests {
         let read = read.expect("a sound target");
         assert_eq!(AgentTarget::from(&read), target(), "it reads back whole");
         type Spoil = fn(&mut AgentTarget);
-        let cases: [(Spoil, &str); 6] = [
+        let cases: [(Spoil, &str); 8] = [
             (|t| t.version = "latest".into(), "agent target version"),
             (|t| t.arch = "mips".into(), "arch `mips`"),
             (|t| t.arch = "x".repeat(5000), "is not one Shoal builds"),
             (|t| t.size = 0, "size 0"),
             (|t| t.size = u64::MAX, "outside 1 to"),
             (|t| t.source = "ftp://hub".into(), "agent target source"),
+            (
+                |t| t.minimum = Some("x".repeat(5000)),
+                "agent target minimum",
+            ),
+            (|t| t.minimum = Some("0.3.0".into()), "at most its version"),
         ];
         for (spoil, expected) in cases {
             let mut hostile = target();
