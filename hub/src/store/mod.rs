@@ -51,9 +51,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_claims.sql"),
     include_str!("migrations/0006_agent_releases.sql"),
     include_str!("migrations/0007_agent_upgrades.sql"),
-    // Numbered 0009 as planned beside another branch's 0008; it is schema version 8 while
-    // no 0008 exists (a migration's place in this list is its version).
-    include_str!("migrations/0009_release_minimum.sql"),
+    include_str!("migrations/0008_release_minimum.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
