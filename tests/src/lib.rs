@@ -2,7 +2,8 @@
 //!
 //! `agent` drives one `shoal-agent run`, `hub` one `shoal serve` and the `shoal` CLI, `fleet`
 //! a hub and several agents, each in its own network namespace, with real containers; `images`
-//! builds the OCI images they run; `rollout` reads rollouts as `shoal rollout status` does;
+//! builds the OCI images they run; `release` makes agent releases of this tree's agent;
+//! `rollout` reads rollouts as `shoal rollout status` does;
 //! `vm` boots a small cgroup v2 virtual machine that runs the static device agent.
 
 pub mod agent;
@@ -10,6 +11,7 @@ pub mod fleet;
 pub mod hub;
 pub mod image;
 pub mod images;
+pub mod release;
 pub mod rollout;
 pub mod vm;
 
