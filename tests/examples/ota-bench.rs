@@ -41,12 +41,7 @@ fn counters(fleet: &Fleet, names: &[String]) -> BTreeMap<String, u64> {
 
 /// Upgrades every node to `version` with `flags`; returns the time until each runs it,
 /// proven, and the link bytes per node meanwhile.
-fn upgrade(
-    fleet: &Fleet,
-    names: &[String],
-    version: &str,
-    flags: &[&str],
-) -> (Duration, Vec<u64>) {
+fn upgrade(fleet: &Fleet, names: &[String], version: &str, flags: &[&str]) -> (Duration, Vec<u64>) {
     let before = counters(fleet, names);
     let mut args = vec!["agent", "upgrade", "--to", version];
     args.extend_from_slice(flags);
@@ -61,7 +56,11 @@ fn upgrade(
             assert!(failed.is_empty(), "failed: {failed:?}");
             names
                 .iter()
-                .all(|n| status.get(n).is_some_and(|s| s.0 == version && s.1 == "updated"))
+                .all(|n| {
+                    status
+                        .get(n)
+                        .is_some_and(|s| s.0 == version && s.1 == "updated")
+                })
                 .then_some(())
         },
     );
@@ -137,7 +136,10 @@ fn main() {
         .zip(&pids)
         .filter(|(n, pid)| fleet.pids(n).get("steady/main") != Some(*pid))
         .count();
-    assert_eq!(restarted, 0, "every container keeps its PID through both upgrades");
+    assert_eq!(
+        restarted, 0,
+        "every container keeps its PID through both upgrades"
+    );
 
     // The floor: the same binary by a plain HTTPS GET over the first node's link, with its
     // own credentials.
@@ -152,7 +154,15 @@ fn main() {
     let digest = shoal_model::hex::sha256_hex(&release_bytes(&versions[1]));
     let before = link_bytes(&fleet.node(first).veth);
     let curl = std::process::Command::new("ip")
-        .args(["netns", "exec", &fleet.node(first).netns, "curl", "-sS", "-o", "/dev/null"])
+        .args([
+            "netns",
+            "exec",
+            &fleet.node(first).netns,
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+        ])
         .args(["-w", "%{size_download}", "--cacert"])
         .arg(fleet.hub.ca_path())
         .args(["-u", &format!("{first}:{password}")])
@@ -180,7 +190,10 @@ fn main() {
         at_once_bytes.iter().max().unwrap_or(&0),
         waves_bytes.iter().max().unwrap_or(&0)
     );
-    println!("RESULT ota_{count}_all_at_once_ms={} ms", at_once.as_millis());
+    println!(
+        "RESULT ota_{count}_all_at_once_ms={} ms",
+        at_once.as_millis()
+    );
     println!("RESULT ota_{count}_waves_ms={} ms", waves.as_millis());
     println!("RESULT ota_bytes_per_update={per_update} bytes");
     println!("RESULT ota_release_bytes={size} bytes");

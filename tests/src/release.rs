@@ -25,7 +25,11 @@ pub fn release_bytes(version: &str) -> Vec<u8> {
         .filter(|(_, w)| *w == mark.as_slice())
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(at.len(), 1, "the static agent carries its version mark once");
+    assert_eq!(
+        at.len(),
+        1,
+        "the static agent carries its version mark once"
+    );
     let start = at[0] + shoal_model::release::VERSION_MARK.len();
     bytes[start..start + own.len()].copy_from_slice(version.as_bytes());
     bytes

@@ -20,6 +20,7 @@ use serde_json::Value;
 use shoal_tests::agent::{cell, shell_workload, Row};
 use shoal_tests::fleet::{Fleet, Settings, CONVERGE};
 use shoal_tests::hub::Hub;
+use shoal_tests::release::{agent_status, next_version, release_bytes};
 
 fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
@@ -29,51 +30,6 @@ fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 fn text(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
-}
-
-/// The static agent of this tree (`cross/build x86_64`) with its version mark changed to
-/// `version` (as long as its own): another release of the same code.
-fn release_bytes(version: &str) -> Vec<u8> {
-    let built = shoal_tests::vm::device_agent(shoal_tests::vm::Arch::X86_64);
-    let mut bytes = std::fs::read(built).expect("the static agent");
-    let own = env!("CARGO_PKG_VERSION");
-    assert_eq!(version.len(), own.len(), "a mark keeps its length");
-    let mut mark = shoal_model::release::VERSION_MARK.to_vec();
-    mark.extend_from_slice(own.as_bytes());
-    mark.push(0);
-    let at: Vec<usize> = bytes
-        .windows(mark.len())
-        .enumerate()
-        .filter(|(_, w)| *w == mark.as_slice())
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(at.len(), 1, "the static agent carries its mark once");
-    let start = at[0] + shoal_model::release::VERSION_MARK.len();
-    bytes[start..start + own.len()].copy_from_slice(version.as_bytes());
-    bytes
-}
-
-/// A version of the same length as this build's, `bump` higher in its last digit.
-fn next_version(bump: u8) -> String {
-    let own = env!("CARGO_PKG_VERSION");
-    let (head, last) = own.split_at(own.len() - 1);
-    let digit = last.parse::<u8>().expect("the version ends with a digit");
-    format!("{head}{}", (digit + bump) % 10)
-}
-
-/// `shoal agent status -o json` per node: (running version, state, detail).
-fn agent_status(hub: &Hub) -> BTreeMap<String, (String, String, String)> {
-    let text = hub.ok(&["agent", "status", "-o", "json"]);
-    let value: Value = serde_json::from_str(&text).expect("agent status is JSON");
-    value["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .map(|n| {
-            let s = |k: &str| n[k].as_str().unwrap_or_default().to_string();
-            (s("node"), (s("running"), s("state"), s("detail")))
-        })
-        .collect()
 }
 
 fn launch_state(fleet: &Fleet, node: &str) -> Value {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shoal_tests::agent::{cell, parse_table, shell_workload, Agent, Row};
 use shoal_tests::hub::Hub;
+use shoal_tests::release::{agent_status, next_version, release_bytes};
 
 /// A static x86_64 executable: Debian's busybox-static (`.ci/setup` installs it).
 const BUSYBOX: &str = "/bin/busybox";
@@ -420,50 +421,11 @@ fn a_launch_state_that_cannot_be_read_still_runs_the_installed_agent() {
 /// `version` (as long as its own), standing in for another release: the hub and the agents
 /// read the version from that mark (`shoal_model::release::marked_version`).
 fn release_of_this_agent(dir: &Path, version: &str) -> PathBuf {
-    let built = shoal_tests::vm::device_agent(shoal_tests::vm::Arch::X86_64);
-    let mut bytes = std::fs::read(built).expect("the static agent");
-    let own = env!("CARGO_PKG_VERSION");
-    assert_eq!(version.len(), own.len(), "a mark keeps its length");
-    let mut mark = shoal_model::release::VERSION_MARK.to_vec();
-    mark.extend_from_slice(own.as_bytes());
-    mark.push(0);
-    let at: Vec<usize> = bytes
-        .windows(mark.len())
-        .enumerate()
-        .filter(|(_, w)| *w == mark.as_slice())
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(
-        at.len(),
-        1,
-        "the static agent carries its version mark once"
-    );
-    let start = at[0] + shoal_model::release::VERSION_MARK.len();
-    bytes[start..start + own.len()].copy_from_slice(version.as_bytes());
-    file(dir, &format!("shoal-agent-{version}"), &bytes)
-}
-
-/// A version of the same length as this build's, `bump` higher in its last digit.
-fn next_version(bump: u8) -> String {
-    let own = env!("CARGO_PKG_VERSION");
-    let (head, last) = own.split_at(own.len() - 1);
-    let digit = last.parse::<u8>().expect("the version ends with a digit");
-    format!("{head}{}", (digit + bump) % 10)
-}
-
-/// `shoal agent status -o json`'s entry per node: (running version, state, detail).
-fn agent_status(hub: &Hub) -> std::collections::BTreeMap<String, (String, String, String)> {
-    let text = hub.ok(&["agent", "status", "-o", "json"]);
-    let value: Value = serde_json::from_str(&text).expect("agent status is JSON");
-    value["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .map(|n| {
-            let s = |k: &str| n[k].as_str().unwrap_or_default().to_string();
-            (s("node"), (s("running"), s("state"), s("detail")))
-        })
-        .collect()
+    file(
+        dir,
+        &format!("shoal-agent-{version}"),
+        &release_bytes(version),
+    )
 }
 
 #[test]

@@ -476,6 +476,9 @@ fn logs_are_rotated_at_the_cap() {
     );
     let (id, _) = fx.start(&w, "main");
     fx.wait_exit(&id, Duration::from_secs(20));
+    // The shim may still be copying the last output when the exit is seen (on a loaded
+    // machine, a CI run found the tail one line short): wait for the last line.
+    fx.wait_log(&id, "line-2999\n", Duration::from_secs(20));
     let path = fx.rt().log_path(&id);
     let current = std::fs::metadata(&path).expect("log").len();
     let old = std::fs::metadata(logs::rotated(&path))
