@@ -689,4 +689,28 @@ fn a_fleet_upgrades_its_agents_through_the_hub_and_a_bad_or_forged_release_goes_
         .root
         .join(format!("data/bin/shoal-agent-{forged}"));
     assert!(!staged.exists(), "nothing unverified is staged");
+
+    // 4. The good release fleet-wide: site b's node comes along, and all three run it with
+    //    their containers untouched; the fleet-wide rollout completes.
+    hub.ok(&["agent", "upgrade", "--to", &good]);
+    fleet.wait_for("every node on the good release", CONVERGE, || {
+        let status = agent_status(hub);
+        nodes
+            .iter()
+            .all(|n| status[*n] == (good.clone(), "updated".into(), String::new()))
+            .then_some(())
+    });
+    fleet.wait_for("the fleet-wide rollout complete", CONVERGE, || {
+        // Site b's halted upgrade is still listed (exit code 1), so read stdout.
+        let out = hub.cli(&["rollout", "status", "--agent"]);
+        let rollout = String::from_utf8_lossy(&out.stdout);
+        rollout
+            .contains(&format!(
+                "Agent:     {good} for every node\nState:     complete"
+            ))
+            .then_some(())
+    });
+    for (node, pid) in nodes.iter().zip(&pids) {
+        untouched(&fleet.ps(node), pid);
+    }
 }
