@@ -26,21 +26,13 @@ use shoal_model::release;
 
 use super::{Answer, Failure};
 use crate::context::Hub;
+use crate::control::agent::selector_text;
 use crate::control::agent::{self, AgentFleet, AgentNode, AgentUpgrade, Strategy};
 use crate::control::rollout::State as RolloutState;
 use crate::store::{UpgradeError, UpgradeRequest};
 
 /// How much of a binary one read from the database takes.
 const CHUNK: usize = 256 << 10;
-
-fn selector_text(selector: &BTreeMap<String, String>) -> String {
-    if selector.is_empty() {
-        "every node".to_string()
-    } else {
-        let pairs: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("the nodes with {}", pairs.join(","))
-    }
-}
 
 /// `POST /v1/agent-upgrades`: the nodes the selector picks should run `version`, rolled out
 /// over them with the request's settings.

@@ -17,6 +17,7 @@ use shoal_model::table;
 use super::client::{segment, Client, HubArgs};
 use super::node::parse_label_set;
 use super::output::{self, age, Format, NONE};
+use crate::control::agent::selector_text;
 
 /// Follow how the hub rolls new revisions out
 #[derive(Debug, clap::Args)]
@@ -204,15 +205,6 @@ pub fn agent_rollouts(
         })
         .collect();
     Ok(AgentUpgradeStatus { upgrades, nodes })
-}
-
-fn selector_text(selector: &BTreeMap<String, String>) -> String {
-    if selector.is_empty() {
-        "every node".to_string()
-    } else {
-        let pairs: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("the nodes with {}", pairs.join(","))
-    }
 }
 
 /// The text of `shoal rollout status --agent`: each upgrade, then its nodes.

@@ -177,6 +177,16 @@ pub fn upgrade_for<'a>(
     })
 }
 
+/// How an operator reads `selector`: `every node`, or `the nodes with k=v,k2=v2`.
+pub fn selector_text(selector: &BTreeMap<String, String>) -> String {
+    if selector.is_empty() {
+        "every node".to_string()
+    } else {
+        let pairs: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("the nodes with {}", pairs.join(","))
+    }
+}
+
 fn picks(upgrade: &AgentUpgrade, labels: &BTreeMap<String, String>) -> bool {
     upgrade
         .selector
