@@ -4,8 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use serde_json::Value;
 
+use crate::agent::shell_workload;
+use crate::fleet::{Fleet, Settings, CONVERGE};
 use crate::hub::Hub;
 use crate::vm::{device_agent, Arch};
 
@@ -56,4 +60,35 @@ pub fn agent_status(hub: &Hub) -> BTreeMap<String, (String, String, String)> {
             (s("node"), (s("running"), s("state"), s("detail")))
         })
         .collect()
+}
+
+/// A fleet started by launchers (probation: ready within 20 s, then up 3 s) with one
+/// container on every node; returns it and each node's container pid.
+pub fn fleet_with_a_container(
+    tag: &str,
+    nodes: &[(&str, &str)],
+) -> (Fleet, BTreeMap<String, String>) {
+    let settings = Settings {
+        launch: Some((Duration::from_secs(20), Duration::from_secs(3))),
+        ..Settings::default()
+    };
+    let fleet = Fleet::start_with(tag, nodes, settings);
+    let manifest = shell_workload(
+        "steady",
+        "while true; do sleep 1; done",
+        "  placement: { mode: every }\n",
+        "",
+    );
+    fleet.apply("steady", &manifest);
+    fleet.wait_for("steady running everywhere", CONVERGE, || {
+        nodes
+            .iter()
+            .all(|(n, _)| fleet.pids(n).contains_key("steady/main"))
+            .then_some(())
+    });
+    let pids = nodes
+        .iter()
+        .map(|(n, _)| ((*n).to_string(), fleet.pids(n)["steady/main"].clone()))
+        .collect();
+    (fleet, pids)
 }

@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shoal_tests::agent::{cell, shell_workload, Row};
-use shoal_tests::fleet::{Fleet, Settings, CONVERGE};
+use shoal_tests::agent::{cell, Row};
+use shoal_tests::fleet::{Fleet, CONVERGE};
 use shoal_tests::hub::Hub;
-use shoal_tests::release::{agent_status, next_version, release_bytes};
+use shoal_tests::release::{agent_status, fleet_with_a_container, next_version, release_bytes};
 
 fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
@@ -54,34 +54,6 @@ fn refusal_events(fleet: &Fleet, node: &str, needle: &str) -> Vec<String> {
         .filter_map(|e| e["message"].as_str().map(str::to_string))
         .filter(|m| m.contains(needle))
         .collect()
-}
-
-/// A fleet started by launchers (probation: ready within 20 s, then up 3 s) with one
-/// container on every node; returns it and each node's container pid.
-fn fleet_with_a_container(tag: &str, nodes: &[(&str, &str)]) -> (Fleet, BTreeMap<String, String>) {
-    let settings = Settings {
-        launch: Some((Duration::from_secs(20), Duration::from_secs(3))),
-        ..Settings::default()
-    };
-    let fleet = Fleet::start_with(tag, nodes, settings);
-    let manifest = shell_workload(
-        "steady",
-        "while true; do sleep 1; done",
-        "  placement: { mode: every }\n",
-        "",
-    );
-    fleet.apply("steady", &manifest);
-    fleet.wait_for("steady running everywhere", CONVERGE, || {
-        nodes
-            .iter()
-            .all(|(n, _)| fleet.pids(n).contains_key("steady/main"))
-            .then_some(())
-    });
-    let pids = nodes
-        .iter()
-        .map(|(n, _)| ((*n).to_string(), fleet.pids(n)["steady/main"].clone()))
-        .collect();
-    (fleet, pids)
 }
 
 #[test]

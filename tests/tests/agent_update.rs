@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shoal_tests::agent::{cell, parse_table, shell_workload, Agent, Row};
 use shoal_tests::hub::Hub;
-use shoal_tests::release::{agent_status, next_version, release_bytes};
+use shoal_tests::release::{agent_status, fleet_with_a_container, next_version, release_bytes};
 
 /// A static x86_64 executable: Debian's busybox-static (`.ci/setup` installs it).
 const BUSYBOX: &str = "/bin/busybox";
@@ -430,7 +430,7 @@ fn release_of_this_agent(dir: &Path, version: &str) -> PathBuf {
 
 #[test]
 fn a_fleet_upgrades_its_agents_through_the_hub_and_a_bad_or_forged_release_goes_nowhere() {
-    use shoal_tests::fleet::{Fleet, Settings, CONVERGE};
+    use shoal_tests::fleet::CONVERGE;
     let dir = tempfile::tempdir().expect("dir");
     let good = next_version(1);
     let bad = next_version(2);
@@ -445,37 +445,16 @@ fn a_fleet_upgrades_its_agents_through_the_hub_and_a_bad_or_forged_release_goes_
         &marked(&std::fs::read(&crash).expect("crash"), &bad),
     );
 
-    let settings = Settings {
-        launch: Some((Duration::from_secs(20), Duration::from_secs(3))),
-        ..Settings::default()
-    };
-    let fleet = Fleet::start_with(
+    let (fleet, by_node) = fleet_with_a_container(
         "ota",
         &[
             ("ota-a", "site=a"),
             ("ota-b", "site=a"),
             ("ota-c", "site=b"),
         ],
-        settings,
     );
     let nodes = ["ota-a", "ota-b", "ota-c"];
-    let manifest = shell_workload(
-        "steady",
-        "while true; do sleep 1; done",
-        "  placement: { mode: every }\n",
-        "",
-    );
-    fleet.apply("steady", &manifest);
-    fleet.wait_for("steady running everywhere", CONVERGE, || {
-        nodes
-            .iter()
-            .all(|n| fleet.pids(n).contains_key("steady/main"))
-            .then_some(())
-    });
-    let pids: Vec<String> = nodes
-        .iter()
-        .map(|n| fleet.pids(n)["steady/main"].clone())
-        .collect();
+    let pids: Vec<String> = nodes.iter().map(|n| by_node[*n].clone()).collect();
     let hub = &fleet.hub;
     for (binary, version) in [
         (&good_binary, &good),
