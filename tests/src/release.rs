@@ -13,6 +13,18 @@ use crate::fleet::{Fleet, Settings, CONVERGE};
 use crate::hub::Hub;
 use crate::vm::{device_agent, Arch};
 
+/// `bytes` written to `dir/name`.
+pub fn file(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write");
+    path
+}
+
+/// `path` as the text a CLI argument takes.
+pub fn text(path: &std::path::Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
 /// The static x86_64 agent (`cross/build x86_64`) with its version mark saying `version`
 /// (which must be as long as this build's, so the binary keeps its size and layout).
 pub fn release_bytes(version: &str) -> Vec<u8> {

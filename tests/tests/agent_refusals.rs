@@ -13,24 +13,15 @@
 //! same time; moving them into `tests/src` is left for when both have settled).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_tests::agent::{cell, Row};
 use shoal_tests::fleet::{Fleet, CONVERGE};
 use shoal_tests::hub::Hub;
-use shoal_tests::release::{agent_status, fleet_with_a_container, next_version, release_bytes};
-
-fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).expect("write");
-    path
-}
-
-fn text(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
+use shoal_tests::release::{
+    agent_status, file, fleet_with_a_container, next_version, release_bytes, text,
+};
 
 fn launch_state(fleet: &Fleet, node: &str) -> Value {
     let path = fleet.agent(node).root.join("data/bin/launch.json");

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shoal_tests::agent::{cell, parse_table, shell_workload, Agent, Row};
 use shoal_tests::hub::Hub;
-use shoal_tests::release::{agent_status, fleet_with_a_container, next_version, release_bytes};
+use shoal_tests::release::{
+    agent_status, file, fleet_with_a_container, next_version, release_bytes, text,
+};
 
 /// A static x86_64 executable: Debian's busybox-static (`.ci/setup` installs it).
 const BUSYBOX: &str = "/bin/busybox";
@@ -33,17 +35,6 @@ fn refused(hub: &Hub, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `bytes` written to `dir/name`.
-fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).expect("write");
-    path
-}
-
-fn text(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
 }
 
 /// `bytes` with the version mark of agent `version` appended, as every agent binary carries
