@@ -15,7 +15,7 @@
 //! | `POST /v1/nodes/{name}/cordon`, `/uncordon`, `/drain` | | [`NodeInfo`] |
 //! | `GET /v1/logs?workload=W&node=N&container=C&tail=T&follow=true` | | the log bytes, streamed |
 //! | `GET /v1/broker-config/mosquitto?port=P` | | [`MosquittoConfig`] |
-//! | `GET /v1/keys` | | `Vec<`[`KeyInfo`]`>` |
+//! | `GET /v1/keys[?kinds=all]` | | `Vec<`[`KeyInfo`]`>` (state keys; with `all`, release keys after them) |
 //! | `POST /v1/keys/rotate` | [`RotateRequest`] | `Vec<`[`KeyInfo`]`>` |
 //! | `GET /v1/tokens` | | `Vec<`[`ClaimInfo`]`>` (claim tokens, newest first) |
 //! | `POST /v1/tokens` | [`ClaimCreateRequest`] | [`ClaimCreated`] |
@@ -356,6 +356,10 @@ pub struct EnrollResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyInfo {
     pub id: String,
+    /// `state` (signs desired states) or `release` (signs agent releases). Added after 0.1.0,
+    /// whose hubs list only state keys.
+    #[serde(default = "state_kind")]
+    pub kind: String,
     pub public: String,
     /// `active`, `next` or `retired`.
     pub state: String,
@@ -493,6 +497,13 @@ pub struct AgentReleaseAdded {
 pub struct RotateRequest {
     #[serde(default)]
     pub finish: bool,
+    /// Rotate the release key instead (one step: see `docs/security.md`). Added after 0.1.0.
+    #[serde(default)]
+    pub release: bool,
+}
+
+fn state_kind() -> String {
+    "state".to_string()
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -961,7 +961,7 @@ fn a_key_rotation_reaches_every_node_before_the_new_key_signs() {
     let old = hub.ok(&["key", "list"]);
     let old_id = old
         .lines()
-        .find(|l| l.contains("active"))
+        .find(|l| l.contains("active") && l.contains(" state "))
         .and_then(|l| l.split_whitespace().next())
         .expect("an active key")
         .to_string();
@@ -973,7 +973,7 @@ fn a_key_rotation_reaches_every_node_before_the_new_key_signs() {
         let list = hub.ok(&["key", "list"]);
         let active = list
             .lines()
-            .find(|l| l.contains("active"))
+            .find(|l| l.contains("active") && l.contains(" state "))
             .and_then(|l| l.split_whitespace().next())
             .map(str::to_string)?;
         (active != old_id).then_some(list)

@@ -182,7 +182,7 @@ impl Updater {
             plan::Action::Idle => {
                 self.lock().update = None;
                 if *version == self.own {
-                    self.take_floor(target, floor.ok().flatten().as_ref());
+                    self.take_own(target, floor.ok().flatten().as_ref());
                 }
             }
             plan::Action::Refuse(reason) => {
@@ -219,10 +219,24 @@ impl Updater {
         }
     }
 
-    /// Raises the floor to the signed minimum of `target`, the release this agent runs and
-    /// has proven (not on probation: `offer` returned before), once its signature verifies.
-    fn take_floor(&self, target: &AgentTarget, current: Option<&floor::Floor>) {
+    /// Takes what a target naming the release this agent runs and has proven (not on
+    /// probation: `offer` returned before) carries, once it verifies: the release keys it
+    /// announces (a release-key rotation reaches nodes that have nothing to download this
+    /// way) and its signed minimum, as the floor.
+    fn take_own(&self, target: &AgentTarget, current: Option<&floor::Floor>) {
         let release = &target.release;
+        let verified = trusted_release_keys(&self.data_dir).and_then(|trusted| {
+            let keys = target.accept(&trusted).map_err(anyhow::Error::from)?;
+            if keys != trusted {
+                keep_release_keys(&self.data_dir, &keys)?;
+                tracing::info!(keys = keys.len(), "the hub's release keys changed: taken");
+            }
+            Ok(())
+        });
+        if let Err(e) = verified {
+            tracing::warn!(error = %format!("{e:#}"), version = %release.version, "the hub's target for this agent's own version does not verify: its keys and minimum are not taken");
+            return;
+        }
         let Some(minimum) = &release.minimum else {
             return;
         };
@@ -230,12 +244,6 @@ impl Updater {
             return;
         };
         let own_arch = shoal_model::elf::Arch::parse(std::env::consts::ARCH).ok();
-        let verified = trusted_release_keys(&self.data_dir)
-            .and_then(|trusted| target.accept(&trusted).map_err(anyhow::Error::from));
-        if let Err(e) = verified {
-            tracing::warn!(error = %format!("{e:#}"), version = %release.version, "the hub's target for this agent's own version does not verify: its minimum is not taken");
-            return;
-        }
         if own_arch != Some(release.arch) {
             return;
         }

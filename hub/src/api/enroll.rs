@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use shoal_model::api::{
@@ -189,9 +189,34 @@ pub async fn remove_node(
     Ok(Json(Done { message }))
 }
 
+/// `GET /v1/keys?kinds=`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct KeysQuery {
+    /// `all`: release keys too (after the state keys). Absent: state keys only, as a 0.1.0
+    /// hub answers, so a script written for one reads the same list.
+    #[serde(default)]
+    kinds: Option<String>,
+}
+
 /// `GET /v1/keys`.
-pub async fn list_keys(State(hub): State<Arc<Hub>>) -> Answer<Vec<KeyInfo>> {
-    Ok(Json(key_infos(&hub)?))
+pub async fn list_keys(
+    State(hub): State<Arc<Hub>>,
+    Query(query): Query<KeysQuery>,
+) -> Answer<Vec<KeyInfo>> {
+    let all = match query.kinds.as_deref() {
+        None | Some("state") => false,
+        Some("all") => true,
+        Some(other) => {
+            return Err(Failure::bad_request(format!(
+                "kinds `{other}`: `all` or `state`"
+            )))
+        }
+    };
+    let mut keys = key_infos(&hub)?;
+    if all {
+        keys.extend(release_key_infos(&hub)?);
+    }
+    Ok(Json(keys))
 }
 
 /// `POST /v1/keys/rotate`.
@@ -199,6 +224,9 @@ pub async fn rotate(
     State(hub): State<Arc<Hub>>,
     Json(request): Json<RotateRequest>,
 ) -> Answer<Vec<KeyInfo>> {
+    if request.release {
+        return rotate_release(&hub, &request);
+    }
     let keys = hub.store.signing_keys()?;
     let pending = keys.iter().find(|k| k.state == KeyState::Next);
     let now = wall_ms();
@@ -234,6 +262,47 @@ pub async fn rotate(
     Ok(Json(key_infos(&hub)?))
 }
 
+/// A release-key rotation, in one step ([`store::Store::rotate_release_key`]): nothing
+/// waits for the fleet, since the old key's bridge lets every node that trusts it take the
+/// new one with its next target.
+fn rotate_release(hub: &Hub, request: &RotateRequest) -> Answer<Vec<KeyInfo>> {
+    if request.finish {
+        return Err(Failure::bad_request(
+            "a release-key rotation happens in one step: `shoal key rotate --release` alone",
+        ));
+    }
+    let rotated = hub.store.rotate_release_key(wall_ms())?;
+    tracing::warn!(
+        retired = rotated.retired,
+        active = rotated.active,
+        releases = rotated.signed_again,
+        "release key rotated: every release is signed again with the new key"
+    );
+    hub.wake.changed();
+    let mut keys = key_infos(hub)?;
+    keys.extend(release_key_infos(hub)?);
+    Ok(Json(keys))
+}
+
+/// The release keys, newest first.
+fn release_key_infos(hub: &Hub) -> Result<Vec<KeyInfo>, Failure> {
+    Ok(hub
+        .store
+        .release_keys()?
+        .into_iter()
+        .map(|key| KeyInfo {
+            id: key.id,
+            kind: "release".to_string(),
+            public: key.public.to_string(),
+            state: key.state.as_str().to_string(),
+            created_ms: key.created_ms,
+            changed_ms: key.changed_ms,
+            confirmed: Vec::new(),
+            waiting: Vec::new(),
+        })
+        .collect())
+}
+
 /// Every key, newest first; the next key with the nodes that have it and those the rotation
 /// waits for, by the rule the controller promotes it by.
 fn key_infos(hub: &Hub) -> Result<Vec<KeyInfo>, Failure> {
@@ -256,6 +325,7 @@ fn key_infos(hub: &Hub) -> Result<Vec<KeyInfo>, Failure> {
             };
             KeyInfo {
                 id: key.id,
+                kind: "state".to_string(),
                 public: key.public.to_string(),
                 state: key.state.as_str().to_string(),
                 created_ms: key.created_ms,

@@ -73,11 +73,9 @@ pub async fn add(
     release::check_marked(&body, &release.version)
         .map_err(|e| Failure::bad_request(e.to_string()))?;
     let now = wall_ms();
-    let key = hub.store.release_key(now)?;
-    let signature = release.sign(&key);
     let added = hub
         .store
-        .add_agent_release(&release, &signature, &body, now)
+        .add_agent_release(&release, &body, now)
         .map_err(|e| match e {
             ReleaseError::Conflict { .. } | ReleaseError::MinimumConflict { .. } => {
                 Failure::new(StatusCode::CONFLICT, e.to_string())

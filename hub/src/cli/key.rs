@@ -9,6 +9,10 @@
 //!
 //! `shoal key rotate --finish` promotes at once; nodes that had not taken the next key then
 //! refuse the hub's states (and say so in their events) until they enroll again.
+//!
+//! `shoal key rotate --release` rotates the key agent releases are signed with, in one step:
+//! the old key signs the new one (a bridge every node that trusts it accepts with its next
+//! agent target), is retired, and every stored release is signed again with the new key.
 
 use std::process::ExitCode;
 
@@ -16,7 +20,7 @@ use shoal_model::api::{KeyInfo, RotateRequest};
 
 use super::client::{Client, HubArgs};
 
-/// List or rotate the keys the hub signs desired states with
+/// List or rotate the keys the hub signs desired states and agent releases with
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -25,21 +29,33 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// List the keys: active, next (with the nodes that have it) and retired
+    /// List the keys (state keys, then release keys): active, next (with the nodes that have
+    /// it) and retired
     List,
-    /// Start a rotation to a new key; it finishes by itself once every node has the key
+    /// Start a rotation to a new state key; it finishes by itself once every node has the key
     Rotate {
         /// Finish the rotation under way now, without waiting for every node
-        #[arg(long)]
+        #[arg(long, conflicts_with = "release")]
         finish: bool,
+        /// Rotate the release key instead, in one step (every release is signed again)
+        #[arg(long)]
+        release: bool,
     },
 }
 
 pub fn run(args: &Args, hub: &HubArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(hub)?;
     let keys: Vec<KeyInfo> = match args.command {
-        Command::List => client.get("/v1/keys", &[])?,
-        Command::Rotate { finish } => client.post("/v1/keys/rotate", &RotateRequest { finish })?,
+        Command::List => client.get("/v1/keys", &[("kinds", "all")])?,
+        Command::Rotate { finish, release } => {
+            let mut keys: Vec<KeyInfo> =
+                client.post("/v1/keys/rotate", &RotateRequest { finish, release })?;
+            if !keys.iter().any(|k| k.kind == "release") {
+                // A state-key rotation answers with the state keys; list them all.
+                keys = client.get("/v1/keys", &[("kinds", "all")])?;
+            }
+            keys
+        }
     };
     print!("{}", table(&keys));
     Ok(ExitCode::SUCCESS)
@@ -60,10 +76,10 @@ pub fn table(keys: &[KeyInfo]) -> String {
             } else {
                 "-".to_string()
             };
-            vec![key.id.clone(), key.state.clone(), nodes]
+            vec![key.id.clone(), key.state.clone(), key.kind.clone(), nodes]
         })
         .collect();
-    shoal_model::table::render(&["ID", "STATE", "NODES"], &rows)
+    shoal_model::table::render(&["ID", "STATE", "KIND", "NODES"], &rows)
 }
 
 #[cfg(test)]
@@ -73,6 +89,7 @@ mod tests {
     fn key(id: &str, state: &str, confirmed: &[&str], waiting: &[&str]) -> KeyInfo {
         KeyInfo {
             id: id.into(),
+            kind: "state".into(),
             public: String::new(),
             state: state.into(),
             created_ms: 0,
@@ -87,12 +104,17 @@ mod tests {
         let keys = [
             key("00112233aabbccdd", "next", &["a"], &["b", "c"]),
             key("ffeeddccbbaa9988", "active", &[], &[]),
+            KeyInfo {
+                kind: "release".into(),
+                ..key("0123456789abcdef", "retired", &[], &[])
+            },
         ];
         assert_eq!(
             table(&keys),
-            "ID                 STATE    NODES\n\
-             00112233aabbccdd   next     1/3 have it (waiting for b, c)\n\
-             ffeeddccbbaa9988   active   -\n"
+            "ID                 STATE     KIND      NODES\n\
+             00112233aabbccdd   next      state     1/3 have it (waiting for b, c)\n\
+             ffeeddccbbaa9988   active    state     -\n\
+             0123456789abcdef   retired   release   -\n"
         );
     }
 }

@@ -36,7 +36,7 @@ use crate::admission::{self, Admission, Claim, Kept};
 use crate::scheduler::{Placement, Schedulable};
 
 pub use claims::{ClaimError, StoredClaim};
-pub use releases::{ReleaseAdded, ReleaseError, StoredRelease};
+pub use releases::{ReleaseAdded, ReleaseError, ReleaseRotation, StoredRelease};
 pub use rollouts::{Assignments, RevisionHistory, Revisions, RolloutError};
 pub use security::{key_ring, signing_key, EnrollError, KeyState, StoredKey};
 pub use snapshot::{PlanWrite, Snapshot};
@@ -52,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_agent_releases.sql"),
     include_str!("migrations/0007_agent_upgrades.sql"),
     include_str!("migrations/0008_release_minimum.sql"),
+    include_str!("migrations/0009_release_key_bridge.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

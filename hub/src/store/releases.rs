@@ -28,6 +28,17 @@ pub struct StoredRelease {
     pub created_ms: u64,
 }
 
+/// What [`Store::rotate_release_key`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseRotation {
+    /// The key that was active, now retired.
+    pub retired: String,
+    /// The new active key.
+    pub active: String,
+    /// How many stored releases were signed again with it.
+    pub signed_again: usize,
+}
+
 /// What adding a release did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReleaseAdded {
@@ -72,35 +83,70 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(failed)?;
-        let keys = read_keys(&tx, KeyTable::Release)?;
-        let key = match keys.iter().find(|k| k.state == KeyState::Active) {
-            Some(active) => signing_key(active)?,
-            None => {
-                let (key, pkcs8) = SigningKey::generate().map_err(|e| StoreError::Decode {
-                    what: "release key",
-                    reason: e.to_string(),
-                })?;
-                add_key(
-                    &tx,
-                    KeyTable::Release,
-                    key.public(),
-                    &pkcs8,
-                    KeyState::Active,
-                    now_ms,
-                )?;
-                key
-            }
-        };
+        let key = active_release_key(&tx, now_ms)?;
         tx.commit().map_err(failed)?;
         Ok(key)
     }
 
-    /// Stores `release`, signed by `signature`, with its binary `bytes` (which the caller
-    /// checked against it) in one transaction.
+    /// Rotates the release key in one transaction: a new key becomes active; the active one
+    /// signs the new key set ([`release::keys_statement`]), keeps only that signature (its
+    /// bridge) and is retired with its private half erased; every stored release is signed
+    /// again with the new key (its statement unchanged). A node that trusts only the old key
+    /// takes the new one through the bridge the next time it gets a target, so nothing waits
+    /// for the fleet. Returns the old and new keys' ids and how many releases were signed
+    /// again.
+    pub fn rotate_release_key(&self, now_ms: u64) -> Result<ReleaseRotation, StoreError> {
+        let (new, pkcs8) = SigningKey::generate().map_err(|e| StoreError::Decode {
+            what: "release key",
+            reason: e.to_string(),
+        })?;
+        let mut conn = self.conn();
+        let failed = query("rotating the release key");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        let old = active_release_key(&tx, now_ms)?;
+        let bridge = old.sign_bytes(&release::keys_statement(&[new.public()]));
+        tx.execute(
+            "UPDATE release_keys SET state = 'retired', pkcs8 = NULL, endorsement = ?2, \
+             changed_at = ?3 WHERE id = ?1",
+            params![old.public().id().to_string(), bridge, to_i64(now_ms)],
+        )
+        .map_err(failed)?;
+        add_key(
+            &tx,
+            KeyTable::Release,
+            new.public(),
+            &pkcs8,
+            KeyState::Active,
+            now_ms,
+        )?;
+        let releases = read_releases(&tx)?;
+        for stored in &releases {
+            tx.execute(
+                "UPDATE agent_releases SET signature = ?3 WHERE version = ?1 AND arch = ?2",
+                params![
+                    stored.release.version.to_string(),
+                    stored.release.arch.as_str(),
+                    stored.release.sign(&new)
+                ],
+            )
+            .map_err(failed)?;
+        }
+        tx.commit().map_err(failed)?;
+        Ok(ReleaseRotation {
+            retired: old.public().id().to_string(),
+            active: new.public().id().to_string(),
+            signed_again: releases.len(),
+        })
+    }
+
+    /// Stores `release`, signed by the active release key in the same transaction (so a
+    /// rotation cannot slip between the signature and the row), with its binary `bytes`
+    /// (which the caller checked against it).
     pub fn add_agent_release(
         &self,
         release: &AgentRelease,
-        signature: &[u8],
         bytes: &[u8],
         now_ms: u64,
     ) -> Result<ReleaseAdded, ReleaseError> {
@@ -142,6 +188,7 @@ impl Store {
             }
             None => {}
         }
+        let signature = release.sign(&active_release_key(&tx, now_ms)?);
         tx.execute(
             "INSERT OR IGNORE INTO agent_binaries (sha256, bytes) VALUES (?1, ?2)",
             params![digest, bytes],
@@ -171,6 +218,11 @@ impl Store {
         read_releases(&self.conn())
     }
 
+    /// Every release key, newest first (`shoal key list`).
+    pub fn release_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        read_keys(&self.conn(), KeyTable::Release)
+    }
+
     /// The release keys nodes are to trust (what enrollment hands out).
     pub fn release_public_keys(&self) -> Result<Vec<PublicKey>, StoreError> {
         Ok(announced_release_keys(&self.conn())?
@@ -194,10 +246,74 @@ pub(super) fn read_trust(conn: &Connection) -> Result<Option<ReleaseTrust>, Stor
     for key in keys.iter().filter(|k| k.pkcs8.is_some()) {
         endorsements.push(signing_key(key)?.sign_bytes(&statement));
     }
+    // The bridges of retired keys that endorse exactly this set: the last rotation's, until
+    // the next one (older bridges name another set and verify no more).
+    for (key, bridge) in bridges(conn)? {
+        if endorsements.len() >= release::MAX_RELEASE_KEYS {
+            break;
+        }
+        if shoal_model::wire::signing::verify_bytes(&statement, &bridge, &[key]).is_ok() {
+            endorsements.push(bridge);
+        }
+    }
     Ok(Some(ReleaseTrust {
         keys: public,
         endorsements,
     }))
+}
+
+/// The active release key's private half, made when there is none (the hub's first start
+/// after migration 0006).
+fn active_release_key(conn: &Connection, now_ms: u64) -> Result<SigningKey, StoreError> {
+    let keys = read_keys(conn, KeyTable::Release)?;
+    if let Some(active) = keys.iter().find(|k| k.state == KeyState::Active) {
+        return signing_key(active);
+    }
+    let (key, pkcs8) = SigningKey::generate().map_err(|e| StoreError::Decode {
+        what: "release key",
+        reason: e.to_string(),
+    })?;
+    add_key(
+        conn,
+        KeyTable::Release,
+        key.public(),
+        &pkcs8,
+        KeyState::Active,
+        now_ms,
+    )?;
+    Ok(key)
+}
+
+/// Each retired release key with the signature it left over the set that replaced it,
+/// newest first.
+fn bridges(conn: &Connection) -> Result<Vec<(PublicKey, Vec<u8>)>, StoreError> {
+    let failed = query("reading release-key bridges");
+    let mut statement = conn
+        .prepare(
+            "SELECT public, endorsement FROM release_keys \
+             WHERE state = 'retired' AND endorsement IS NOT NULL \
+             ORDER BY changed_at DESC, id",
+        )
+        .map_err(failed)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+        })
+        .map_err(failed)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (public, bridge) = row.map_err(failed)?;
+        let public = public
+            .parse()
+            .map_err(
+                |e: shoal_model::wire::signing::SignatureError| StoreError::Decode {
+                    what: "release key",
+                    reason: e.to_string(),
+                },
+            )?;
+        out.push((public, bridge));
+    }
+    Ok(out)
 }
 
 /// The release keys that are not retired, newest first, at most as many as a target carries.
@@ -360,11 +476,9 @@ pub(super) mod tests {
         version: &str,
         bytes: &[u8],
     ) -> Result<ReleaseAdded, ReleaseError> {
-        let key = store.release_key(1).expect("key");
         let release =
             AgentRelease::of(release::parse_version(version).expect("v"), bytes).expect("release");
-        let signature = release.sign(&key);
-        store.add_agent_release(&release, &signature, bytes, 5)
+        store.add_agent_release(&release, bytes, 5)
     }
 
     #[test]
@@ -432,11 +546,8 @@ pub(super) mod tests {
         let floored = AgentRelease::of(release::parse_version("0.4.0").expect("v"), &bytes)
             .and_then(|r| r.with_minimum(Some(release::parse_version("0.3.0").expect("v"))))
             .expect("release");
-        let signature = floored.sign(&key);
         assert_eq!(
-            store
-                .add_agent_release(&floored, &signature, &bytes, 5)
-                .expect("add"),
+            store.add_agent_release(&floored, &bytes, 5).expect("add"),
             ReleaseAdded::New
         );
         // The same bytes under another minimum (or none) would be another statement.
@@ -445,7 +556,7 @@ pub(super) mod tests {
             ..floored.clone()
         };
         let refused = store
-            .add_agent_release(&plain, &plain.sign(&key), &bytes, 6)
+            .add_agent_release(&plain, &bytes, 6)
             .expect_err("another minimum");
         assert!(
             refused
@@ -488,6 +599,81 @@ pub(super) mod tests {
         .expect("spoil it");
         let error = store.agent_releases().expect_err("unreadable").to_string();
         assert!(error.contains("0.4.0 for x86_64: minimum"), "{error}");
+    }
+
+    #[test]
+    fn rotating_the_release_key_signs_every_release_again_and_bridges_the_old_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let old = store.release_key(1).expect("key").public();
+        stored(&store, "0.2.0", &elf(183, 1)).expect("add");
+        stored(&store, "0.3.0", &elf(62, 2)).expect("add");
+        let before = read_trust(&store.conn()).expect("trust").expect("some");
+        assert_eq!(before.keys, vec![old]);
+
+        let rotated = store.rotate_release_key(10).expect("rotate");
+        assert_eq!(rotated.retired, old.id().to_string());
+        assert_eq!(rotated.signed_again, 2);
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let new = store.release_key(11).expect("key").public();
+        assert_ne!(new, old);
+        assert_eq!(rotated.active, new.id().to_string());
+        let keys = read_keys(&store.conn(), KeyTable::Release).expect("keys");
+        let retired = keys.iter().find(|k| k.public == old).expect("old kept");
+        assert_eq!(
+            (retired.state, retired.pkcs8.is_none()),
+            (KeyState::Retired, true)
+        );
+        // Every release verifies with the new key alone, no more with the old one.
+        let releases = store.agent_releases().expect("list");
+        assert_eq!(releases.len(), 2);
+        for r in &releases {
+            r.release.verify(&r.signature, &[new]).expect("new key");
+            assert!(r.release.verify(&r.signature, &[old]).is_err());
+        }
+        // Nodes are told the new key alone, endorsed by it and by the old key's bridge: a
+        // node that trusts only the old key takes it, one that trusts neither does not.
+        let trust = read_trust(&store.conn()).expect("trust").expect("some");
+        assert_eq!(trust.keys, vec![new]);
+        assert_eq!(trust.endorsements.len(), 2);
+        let statement = release::keys_statement(&trust.keys);
+        let by = |key: PublicKey| {
+            trust
+                .endorsements
+                .iter()
+                .any(|e| shoal_model::wire::signing::verify_bytes(&statement, e, &[key]).is_ok())
+        };
+        assert!(by(new) && by(old));
+        let (stranger, _) = SigningKey::generate().expect("key");
+        assert!(!by(stranger.public()));
+        // A release added afterwards is signed by the new key.
+        stored(&store, "0.4.0", &elf(62, 3)).expect("add");
+        let added = store.agent_releases().expect("list");
+        added[0]
+            .release
+            .verify(&added[0].signature, &[new])
+            .expect("new key");
+
+        // A second rotation: the first bridge names a set no longer announced, so only the
+        // second one goes out (a node two rotations behind must enroll again).
+        let second = store.rotate_release_key(20).expect("rotate again");
+        assert_eq!(second.signed_again, 3);
+        let trust = read_trust(&store.conn()).expect("trust").expect("some");
+        assert_eq!(
+            trust.endorsements.len(),
+            2,
+            "the newest key's and one bridge"
+        );
+        let statement = release::keys_statement(&trust.keys);
+        assert!(trust
+            .endorsements
+            .iter()
+            .all(|e| { shoal_model::wire::signing::verify_bytes(&statement, e, &[old]).is_err() }));
+        assert!(trust
+            .endorsements
+            .iter()
+            .any(|e| { shoal_model::wire::signing::verify_bytes(&statement, e, &[new]).is_ok() }));
     }
 
     #[test]
