@@ -548,8 +548,11 @@ fn a_fleet_upgrades_its_agents_through_the_hub_and_a_bad_or_forged_release_goes_
         )
         .expect("the node's row")
     };
-    let (canary, wave) = (given("ota-a"), given("ota-b"));
-    assert_eq!((canary.1.as_str(), wave.1.as_str()), ("done", "done"));
+    // The hub marks a node done on its next pass after the node's report, so wait for it.
+    let ((canary, wave), _) = fleet.wait_for("the hub marks both nodes done", CONVERGE, || {
+        let (canary, wave) = (given("ota-a"), given("ota-b"));
+        (canary.1 == "done" && wave.1 == "done").then_some((canary, wave))
+    });
     assert!(
         wave.0 >= canary.2,
         "ota-b given at {} before the canary was done at {}",
