@@ -46,7 +46,16 @@ pub fn binary(name: &str) -> PathBuf {
     let dir = BUILT.get_or_init(|| {
         let status = cargo()
             .current_dir(workspace())
-            .args(["build", "--quiet", "--bin", "shoal", "--bin", "shoal-agent"])
+            .args([
+                "build",
+                "--quiet",
+                "--bin",
+                "shoal",
+                "--bin",
+                "shoal-agent",
+                "--bin",
+                "shoal-sim",
+            ])
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building the binaries failed");

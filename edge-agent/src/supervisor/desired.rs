@@ -7,60 +7,12 @@
 //! (key rotation). No clock is involved: signatures and generations decide.
 
 use shoal_model::clock::wall_ms;
-use shoal_model::wire::signing::{self, PublicKey};
+pub(crate) use shoal_model::wire::desired_verdict::{judge, Verdict};
 use shoal_model::wire::{DesiredState, DesiredWorkload, Envelope, EventReason, Severity};
 
 use super::{trial, Supervisor};
 use crate::reconcile;
 use crate::state::Source;
-
-/// What to do with a desired state from the hub.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Accept,
-    /// The generation this node already runs: the broker's redelivery of its retained state
-    /// at every reconnect. Logged at debug only.
-    Ignore(String),
-    /// Unsigned, forged, for another node, or older than what the node runs (a replay):
-    /// recorded as a warning event.
-    Reject(String),
-}
-
-/// Judges `state`, which came in `envelope`, against the hub keys this node trusts, its name
-/// and the generation it accepted last. Pure.
-pub(crate) fn judge(
-    node: &str,
-    accepted: u64,
-    trusted: &[PublicKey],
-    envelope: &Envelope,
-    state: &DesiredState,
-) -> Verdict {
-    if let Err(e) = signing::verify(envelope, trusted) {
-        return Verdict::Reject(format!(
-            "refused desired generation {} for node `{}`: {e}",
-            state.generation, state.node_id
-        ));
-    }
-    if state.node_id != node {
-        return Verdict::Reject(format!(
-            "refused a desired state for node `{}` (this is `{node}`): the hub published it on the wrong topic",
-            state.node_id
-        ));
-    }
-    if state.generation < accepted {
-        return Verdict::Reject(format!(
-            "refused desired generation {}: generation {accepted} is already accepted, so this is an old state replayed",
-            state.generation
-        ));
-    }
-    if state.generation == accepted {
-        return Verdict::Ignore(format!(
-            "ignored desired generation {}: it is the one already accepted",
-            state.generation
-        ));
-    }
-    Verdict::Accept
-}
 
 /// One line per workload that `next` adds, changes or removes compared with `current`.
 pub(crate) fn changes(current: &[DesiredWorkload], next: &[DesiredWorkload]) -> Vec<String> {

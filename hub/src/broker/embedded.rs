@@ -57,6 +57,20 @@ use super::{BrokerError, Identity};
 /// agents subscribe again at every connect and desired state is retained.
 pub const SESSION_EXPIRY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
+/// Messages the broker queues per session while the client has not taken them. The hub's own
+/// session takes every node's presence and statuses: after a hub restart, or when a fleet
+/// comes online at once, that is a few messages per node in one burst, which rmqtt's default
+/// (1,000) drops beyond, after it acknowledged them to the nodes (found with `shoal-sim`: 500
+/// nodes starting together lost a quarter of their presences). Nodes' sessions only ever hold
+/// their desired state and RPC requests, so the bound is for the hub's: room for a burst of
+/// [`QUEUED_PER_NODE`] messages from 20,000 nodes.
+pub const MAX_QUEUED: usize = 20_000 * QUEUED_PER_NODE;
+/// A presence, a status and its successor per node.
+const QUEUED_PER_NODE: usize = 4;
+/// Messages the broker has in flight to one client before it waits for acknowledgements
+/// (rmqtt's default is 16): the hub's client acknowledges up to 100 (`server::mqtt`).
+const MAX_INFLIGHT: u16 = 100;
+
 /// The rmqtt plugin that keeps retained messages.
 const RETAINER: &str = "rmqtt-retainer";
 
@@ -217,6 +231,10 @@ impl EmbeddedBroker {
             .allow_anonymous(false)
             .max_packet_size(max_packet_bytes)
             .max_qos_allowed(QoS::AtLeastOnce)
+            .max_mqueue_len(MAX_QUEUED)
+            .max_inflight(
+                std::num::NonZeroU16::new(MAX_INFLIGHT).unwrap_or(std::num::NonZeroU16::MIN),
+            )
             .session_expiry_interval(SESSION_EXPIRY)
             .max_session_expiry_interval(SESSION_EXPIRY)
             .message_expiry_interval(Duration::ZERO)

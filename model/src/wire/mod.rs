@@ -91,6 +91,7 @@
 //! or internally tagged enums: their bytes would depend on the values.
 
 mod desired;
+pub mod desired_verdict;
 mod envelope;
 pub mod identity;
 mod presence;
