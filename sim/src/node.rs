@@ -226,7 +226,10 @@ struct Node {
     hub_version: u8,
     sequence: u64,
     connected: bool,
+    /// Whether the broker acknowledged the subscription (as the agent: only a SUBACK counts).
     subscribed: bool,
+    /// A SUBSCRIBE went out on this connection and its SUBACK has not come yet.
+    subscribing: bool,
     presence_due: bool,
     last_report: Option<(Vec<wire::WorkloadStatus>, Instant)>,
     started_at_ms: u64,
@@ -314,6 +317,7 @@ impl Node {
             sequence: 0,
             connected: false,
             subscribed: false,
+            subscribing: false,
             presence_due: true,
             last_report: None,
             started_at_ms: wall_ms(),
@@ -356,10 +360,16 @@ impl Node {
                 progress.connects.fetch_add(1, Ordering::Relaxed);
                 self.record.connects.push(wall_ms());
                 self.presence_due = true;
+                // A SUBSCRIBE lost with the link before its SUBACK is not resent by rumqttc.
+                self.subscribing = false;
                 if !ack.session_present {
                     self.subscribed = false;
                 }
                 self.flush(client);
+            }
+            MqttEvent::Incoming(Packet::SubAck(_)) => {
+                self.subscribing = false;
+                self.subscribed = true;
             }
             MqttEvent::Incoming(Packet::Publish(publish))
                 if publish.topic == self.topics.desired(&self.id) =>
@@ -449,14 +459,14 @@ impl Node {
             }
             self.presence_due = false;
         }
-        if !self.subscribed {
+        if !self.subscribed && !self.subscribing {
             if client
                 .try_subscribe(self.topics.desired(&self.id), QoS::AtLeastOnce)
                 .is_err()
             {
                 return;
             }
-            self.subscribed = true;
+            self.subscribing = true;
         }
         let now = Instant::now();
         let since: BTreeMap<String, Duration> = self

@@ -565,16 +565,24 @@ impl SmallDisk {
         fields.next().unwrap_or(0) * fields.next().unwrap_or(0)
     }
 
-    /// Writes to a file until the disk is full, to the last byte.
+    /// Writes to a file until the disk is full, to the last byte. A running agent may free a
+    /// little meanwhile (a log rotated, a WAL checkpointed), so it fills again until nothing is
+    /// left, a bounded number of times.
     pub fn fill(&self) {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.filler)
             .expect("filler");
-        for chunk in [1 << 20, 4096, 1] {
-            let bytes = vec![0x5a_u8; chunk];
-            while std::io::Write::write_all(&mut file, &bytes).is_ok() {}
+        for _ in 0..20 {
+            for chunk in [1 << 20, 4096, 1] {
+                let bytes = vec![0x5a_u8; chunk];
+                while std::io::Write::write_all(&mut file, &bytes).is_ok() {}
+            }
+            if self.free_bytes() == 0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         assert_eq!(self.free_bytes(), 0, "the disk is full");
     }
