@@ -2,7 +2,10 @@
 //!
 //! A status is emitted when the node's state changed (containers, health, restarts, messages:
 //! everything but times and usage figures) or new events were recorded, at most once per
-//! [`COALESCE`], and otherwise every heartbeat. Each emitted status carries the events
+//! [`COALESCE`], and otherwise every heartbeat. One exception keeps apply-to-running short:
+//! a container that became ready (running, and healthy when it has a check) is reported at
+//! once even within a window, unless the status before was itself sent early that way, so
+//! a burst still costs at most two outbox writes per window. Each emitted status carries the events
 //! recorded since the previous one, in order, by event sequence; when they do not fit the
 //! status size limit they are spread over several consecutive statuses. Emitted statuses go
 //! into the SQLite outbox together with the reporter's cursor; the MQTT transport publishes
@@ -19,9 +22,8 @@ use tokio::sync::Notify;
 use super::Supervisor;
 use crate::state::{OutboxMessage, ReportCursor, StateError};
 
-/// The shortest time between two status emissions: changes in between are coalesced. Short
-/// enough that the hub sees a container running a moment after it starts (a rollout waits
-/// on it), long enough that a burst of transitions (pulling, creating, running) costs one
+/// The shortest time between two status emissions: changes in between are coalesced (but
+/// for a container that became ready, see [`next_report`]). Long enough that a burst of transitions (pulling, creating, running) costs one
 /// outbox write rather than one each.
 pub const COALESCE: Duration = Duration::from_millis(250);
 
@@ -76,7 +78,7 @@ pub(crate) fn remembered_wire(text: &str) -> Option<u8> {
 pub(super) struct Reporter {
     pub(super) mode: HubMode,
     cursor: ReportCursor,
-    last: Option<Reported>,
+    pub(super) last: Option<Reported>,
     /// Monotonic ms of the last failure to write the outbox that was logged.
     last_error_ms: Option<u64>,
     /// The wire version statuses are written in: the hub's, as its newest desired state that
@@ -109,9 +111,13 @@ pub(crate) struct Reported {
     pub(crate) status: Option<NodeStatus>,
     /// Monotonic ms.
     pub(crate) at_ms: u64,
+    /// It was sent within the window of the one before, because a container became ready.
+    pub(crate) early: bool,
 }
 
-/// When the next status is due, in monotonic ms (at or before `now_ms`: now). Pure.
+/// When the next status is due, in monotonic ms (at or before `now_ms`: now): a change at
+/// the end of the last status's coalescing window, or at once when a container became ready
+/// and the last status was not already sent early; no change at the heartbeat. Pure.
 pub(crate) fn next_report(
     last: Option<&Reported>,
     current: &NodeStatus,
@@ -128,10 +134,41 @@ pub(crate) fn next_report(
             .as_ref()
             .is_none_or(|status| !same_report(status, current));
     if changed {
-        now_ms.max(last.at_ms.saturating_add(millis(COALESCE)))
+        let window_end = last.at_ms.saturating_add(millis(COALESCE));
+        let ready_now = !last.early
+            && last
+                .status
+                .as_ref()
+                .is_some_and(|status| newly_ready(status, current));
+        if ready_now {
+            now_ms
+        } else {
+            now_ms.max(window_end)
+        }
     } else {
         last.at_ms.saturating_add(millis(heartbeat))
     }
+}
+
+/// Whether `current` has a container ready (running, and healthy when it has a health
+/// check) that was not ready, or not there, in `last`. Pure.
+pub(crate) fn newly_ready(last: &NodeStatus, current: &NodeStatus) -> bool {
+    let ready = |c: &wire::ContainerStatus| {
+        c.state == wire::ContainerState::Running
+            && matches!(c.health, wire::Health::Unknown | wire::Health::Healthy)
+    };
+    current.workloads.iter().any(|w| {
+        w.containers.iter().filter(|c| ready(c)).any(|c| {
+            !last.workloads.iter().any(|before| {
+                before.name == w.name
+                    && before.revision == w.revision
+                    && before
+                        .containers
+                        .iter()
+                        .any(|b| b.name == c.name && ready(b) && b.started_at_ms == c.started_at_ms)
+            })
+        })
+    })
 }
 
 /// Whether two statuses tell the hub the same thing: equal but for their sequence, send
@@ -344,12 +381,16 @@ impl Supervisor {
         if due > now {
             return Duration::from_millis(due - now);
         }
-        self.emit(now);
+        let early = reporter
+            .last
+            .as_ref()
+            .is_some_and(|last| now < last.at_ms.saturating_add(millis(COALESCE)));
+        self.emit(now, early);
         COALESCE
     }
 
     /// Puts the current status and the events since the previous one into the outbox.
-    fn emit(&mut self, now: u64) {
+    fn emit(&mut self, now: u64, early: bool) {
         let Some(reporter) = &self.hub else {
             return;
         };
@@ -409,6 +450,7 @@ impl Supervisor {
                 reporter.last = Some(Reported {
                     status: Some(comparable(&status)),
                     at_ms: now,
+                    early,
                 });
                 reporter.mode.outbox_ready.notify_one();
             }
@@ -431,6 +473,7 @@ impl Supervisor {
         reporter.last = Some(Reported {
             status: None,
             at_ms: now,
+            early: false,
         });
     }
 }

@@ -14,7 +14,7 @@ use shoal_model::wire::{
 };
 
 use super::desired::{changes, judge, Verdict};
-use super::report::{next_report, pack, same_report, window, Reported};
+use super::report::{next_report, pack, same_report, window, Reported, COALESCE};
 use super::*;
 use crate::api::Incoming;
 use shoal_model::wire::signing::SigningKey;
@@ -86,7 +86,23 @@ fn sent(status: NodeStatus, at_ms: u64) -> Option<Reported> {
     Some(Reported {
         status: Some(status),
         at_ms,
+        early: false,
     })
+}
+
+/// A status sent early, within the window of the one before, because a container became ready.
+fn sent_early(status: NodeStatus, at_ms: u64) -> Option<Reported> {
+    Some(Reported {
+        status: Some(status),
+        at_ms,
+        early: true,
+    })
+}
+
+fn with_health(health: Health) -> NodeStatus {
+    let mut status = running();
+    status.workloads[0].containers[0].health = health;
+    status
 }
 
 #[test]
@@ -149,10 +165,115 @@ fn statuses_are_due_on_change_at_most_once_a_coalescing_window_and_else_every_he
                 last: Some(Reported {
                     status: None,
                     at_ms: 10_000,
+                    early: false,
                 }),
                 current: running(),
                 events_waiting: false,
                 now_ms: 10_100,
+                expected_ms: 10_250,
+            },
+        ),
+    ];
+    for (name, case) in rows {
+        check(name, case);
+    }
+}
+
+#[test]
+fn a_container_that_became_ready_is_reported_at_once_but_only_once_per_window() {
+    let creating = node_status(vec![container(ContainerState::Creating, 0, None)]);
+    let mut restarted_later = running();
+    restarted_later.workloads[0].containers[0].started_at_ms = Some(2_000);
+    let mut next_revision = running();
+    next_revision.workloads[0].revision = 2;
+    let rows = [
+        (
+            "creating → running within the window is due at once",
+            Due {
+                last: sent(creating.clone(), 10_000),
+                current: running(),
+                events_waiting: false,
+                now_ms: 10_010,
+                expected_ms: 10_010,
+            },
+        ),
+        (
+            "a container of a workload not in the last status that runs is due at once",
+            Due {
+                last: sent(node_status(Vec::new()), 10_000),
+                current: running(),
+                events_waiting: false,
+                now_ms: 10_010,
+                expected_ms: 10_010,
+            },
+        ),
+        (
+            "a new revision running is due at once",
+            Due {
+                last: sent(running(), 10_000),
+                current: next_revision,
+                events_waiting: false,
+                now_ms: 10_010,
+                expected_ms: 10_010,
+            },
+        ),
+        (
+            "a container started again is due at once",
+            Due {
+                last: sent(creating.clone(), 10_000),
+                current: restarted_later,
+                events_waiting: false,
+                now_ms: 10_010,
+                expected_ms: 10_010,
+            },
+        ),
+        (
+            "after a status sent early the next waits for the window's end",
+            Due {
+                last: sent_early(creating.clone(), 10_000),
+                current: running(),
+                events_waiting: false,
+                now_ms: 10_010,
+                expected_ms: 10_250,
+            },
+        ),
+        (
+            "starting → healthy is due at once",
+            Due {
+                last: sent(with_health(Health::Starting), 10_000),
+                current: with_health(Health::Healthy),
+                events_waiting: false,
+                now_ms: 10_010,
+                expected_ms: 10_010,
+            },
+        ),
+        (
+            "running but its health check not passed yet waits for the window's end",
+            Due {
+                last: sent(creating.clone(), 10_000),
+                current: with_health(Health::Starting),
+                events_waiting: false,
+                now_ms: 10_010,
+                expected_ms: 10_250,
+            },
+        ),
+        (
+            "running → unhealthy waits for the window's end",
+            Due {
+                last: sent(running(), 10_000),
+                current: with_health(Health::Unhealthy),
+                events_waiting: false,
+                now_ms: 10_010,
+                expected_ms: 10_250,
+            },
+        ),
+        (
+            "a container that stopped waits for the window's end",
+            Due {
+                last: sent(running(), 10_000),
+                current: node_status(vec![container(ContainerState::Exited, 0, None)]),
+                events_waiting: false,
+                now_ms: 10_010,
                 expected_ms: 10_250,
             },
         ),
@@ -965,6 +1086,55 @@ fn statuses_carry_every_event_once_in_order_and_their_sequence_survives_a_restar
             statuses[2].events.last().map(|e| e.reason),
             Some(EventReason::AgentStarted)
         );
+    });
+}
+
+#[test]
+fn a_container_that_became_ready_is_in_the_outbox_at_once_and_a_burst_after_it_costs_one_write() {
+    runtime().block_on(async {
+        let mut rig = rig(None);
+        rig.supervisor.report();
+        rig.supervisor.handle(signed(web_at(1, 1, "sleep")));
+        settle(&mut rig).await;
+        assert_eq!(rig.supervisor.store.outbox_len().expect("len"), 1);
+        // As if the status before had just been sent (settling took longer than a window):
+        // the one that says `web` runs is not held back for the window.
+        let now = rig.supervisor.now();
+        if let Some(last) = rig.supervisor.hub.as_mut().and_then(|h| h.last.as_mut()) {
+            last.at_ms = now;
+        }
+        let wait = rig.supervisor.report();
+        let statuses = outbox_statuses(&rig.supervisor.store);
+        assert_eq!(statuses.len(), 2, "written at once, not after {wait:?}");
+        let web = &statuses[1].workloads[0];
+        assert_eq!(
+            (web.name.as_str(), web.containers[0].state),
+            ("web", ContainerState::Running)
+        );
+
+        // A burst of changes right after it is held for the window, then written once.
+        for i in 0..5 {
+            rig.supervisor.note(
+                Severity::Warning,
+                Some("web"),
+                Some("main"),
+                EventReason::Unhealthy,
+                format!("burst {i}"),
+            );
+            let wait = rig.supervisor.report();
+            assert!(wait > Duration::ZERO && wait <= COALESCE, "held: {wait:?}");
+        }
+        assert_eq!(rig.supervisor.store.outbox_len().expect("len"), 2);
+        tokio::time::sleep(COALESCE + Duration::from_millis(20)).await;
+        rig.supervisor.report();
+        let statuses = outbox_statuses(&rig.supervisor.store);
+        assert_eq!(statuses.len(), 3, "the burst cost one write");
+        let burst = statuses[2]
+            .events
+            .iter()
+            .filter(|e| e.message.starts_with("burst"))
+            .count();
+        assert_eq!(burst, 5);
     });
 }
 
