@@ -1,6 +1,7 @@
 //! The real effects behind the supervisor's traits: the image store and the libcontainer
 //! runtime. Only `cli::run` builds these; tests of the supervisor's logic may build others.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -339,5 +340,16 @@ impl Containers for RuntimeContainers {
 
     fn netns(&self, workload: &str) -> Option<PathBuf> {
         self.runtime.netns(workload)
+    }
+
+    fn exit_fd(&self, workload: &str, container: &str) -> Option<OwnedFd> {
+        let id = id(workload, container).ok()?;
+        match self.runtime.exit_fd(&id) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(workload, container, error = %e, "no exit fd: the next look notices the exit");
+                None
+            }
+        }
     }
 }

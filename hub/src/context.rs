@@ -61,14 +61,16 @@ pub struct Wake {
 }
 
 impl Wake {
-    /// The store changed in a way a decision depends on (apply, delete, labels, cordon,
-    /// enrollment, keys, a node's facts or online state): the next pass runs at once.
+    /// An operator changed the store in a way a decision depends on (apply, delete, labels,
+    /// cordon, a node added or removed, keys, upgrades): the next pass runs at once.
     pub fn changed(&self) {
         self.changed.notify_one();
     }
 
-    /// A node reported (a status, a presence): the next pass runs soon, paced by
-    /// `controller::pace`, so a herd of statuses costs a few passes.
+    /// A node reported (a status, a presence, its online state or facts changing, its
+    /// enrollment): the next pass runs soon, paced by `controller::pace`, so a herd of nodes
+    /// (a fleet coming online at once, thousands of statuses) costs a few passes, not one
+    /// pass over the whole fleet per node.
     pub fn reported(&self) {
         self.reported.notify_one();
     }

@@ -18,7 +18,7 @@ use rumqttc::{
     Outgoing, Packet, Publish, QoS, SubscribeReasonCode, Transport,
 };
 use shoal_hub::broker::{
-    mosquitto_files, password, Authenticator, EmbeddedBroker, EmbeddedConfig, Identity,
+    embedded, mosquitto_files, password, Authenticator, EmbeddedBroker, EmbeddedConfig, Identity,
     MosquittoFiles, HUB_USERNAME,
 };
 use shoal_model::topic::{NodeId, Topics};
@@ -656,6 +656,30 @@ async fn fix5_a_second_broker_binds_the_same_port_right_after_the_first_shuts_do
     let second = TestBroker::start_with(addr, EmbeddedConfig::DEFAULT_MAX_PACKET_BYTES).await;
     assert_eq!(second.addr(), addr);
     second.connect(A).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fix8_the_listen_backlog_holds_a_fleet_connecting_at_once() {
+    let broker = TestBroker::start().await;
+    let somaxconn: i32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("somaxconn")
+        .trim()
+        .parse()
+        .expect("a number");
+    // For a listening socket, ss shows the backlog in the Send-Q column.
+    let port = broker.addr().port();
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlog: i32 = text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no listening socket on {port}: {text:?}"));
+    assert_eq!(backlog, embedded::BACKLOG.min(somaxconn), "{text}");
+    assert!(backlog > 512, "rmqtt's default backlog: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,6 +7,7 @@
 //! in [`api`]), whether a revision proved itself or failed on a node ([`rollout`]), the wall clock ([`clock`]), and how both CLIs print a table ([`table`]).
 
 pub mod api;
+pub mod backoff;
 pub mod bootstrap;
 pub mod clock;
 pub mod elf;

@@ -13,6 +13,7 @@ use rumqttc::{
     TlsConfiguration, Transport,
 };
 use shoal_model::api::EnrollResponse;
+use shoal_model::backoff;
 use shoal_model::clock::wall_ms;
 use shoal_model::node::{Capacity, NodeFacts};
 use shoal_model::topic::{NodeId, Topics};
@@ -29,10 +30,6 @@ use crate::behaviour::{self, Behaviour, Timing};
 const TICK: Duration = Duration::from_secs(1);
 /// A status at least this often while nothing changes, as the agent's heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(60);
-/// The first wait before reconnecting after a failed connection.
-const MIN_BACKOFF: Duration = Duration::from_millis(200);
-/// The longest wait before reconnecting after a failed connection.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// What is the same for every node of a run.
 #[derive(Clone, Debug)]
@@ -182,18 +179,19 @@ impl Drop for Link {
 
 /// Drives one event loop in a task of its own: `EventLoop::poll` must not be cancelled, or a
 /// connection whose TLS handshake takes longer than the node's tick (a loaded hub) never
-/// completes. Reconnects after an error with a backoff spread by `jitter`, so a fleet that
-/// lost its hub does not come back in one burst.
+/// completes. Reconnects after an error as the agent does ([`backoff::delay`]: capped
+/// exponential backoff with full jitter), drawing from the node's own generator seeded with
+/// `seed`, so a fleet that lost its hub does not come back in one burst.
 async fn poll(
     mut eventloop: EventLoop,
     events: mpsc::Sender<Result<MqttEvent, String>>,
-    jitter: f64,
+    mut seed: u64,
 ) {
-    let mut backoff = MIN_BACKOFF;
+    let mut failures: u32 = 0;
     loop {
         match eventloop.poll().await {
             Ok(event) => {
-                backoff = MIN_BACKOFF;
+                failures = 0;
                 if events.send(Ok(event)).await.is_err() {
                     return;
                 }
@@ -202,11 +200,20 @@ async fn poll(
                 if events.send(Err(e.to_string())).await.is_err() {
                     return;
                 }
-                tokio::time::sleep(backoff + backoff.mul_f64(jitter / 2.0)).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(backoff::delay(failures, splitmix(&mut seed))).await;
+                failures = failures.saturating_add(1);
             }
         }
     }
+}
+
+/// The next number of a SplitMix64 sequence whose state is `state`.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 struct Node {
@@ -233,8 +240,8 @@ struct Node {
     presence_due: bool,
     last_report: Option<(Vec<wire::WorkloadStatus>, Instant)>,
     started_at_ms: u64,
-    /// 0 to 1, from the node's name: where in a backoff's spread it reconnects.
-    jitter: f64,
+    /// From the node's name: seeds its reconnect backoff's draws.
+    seed: u64,
     record: Record,
 }
 
@@ -321,7 +328,7 @@ impl Node {
             presence_due: true,
             last_report: None,
             started_at_ms: wall_ms(),
-            jitter: jitter_of(&credentials.node_name),
+            seed: seed_of(&credentials.node_name),
             record: Record {
                 name: credentials.node_name.clone(),
                 behaviour: behaviour.to_string(),
@@ -334,7 +341,7 @@ impl Node {
         // Room for the few requests one event can queue (presence, subscribe, a status).
         let (client, eventloop) = AsyncClient::new(self.options.clone(), 8);
         let (sender, events) = mpsc::channel(16);
-        let task = tokio::spawn(poll(eventloop, sender, self.jitter));
+        let task = tokio::spawn(poll(eventloop, sender, self.seed));
         Link {
             client,
             events,
@@ -536,12 +543,11 @@ impl Node {
     }
 }
 
-/// A fraction in [0, 1) that is the same for a name in every run (FNV-1a of it).
-fn jitter_of(name: &str) -> f64 {
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+/// A number that is the same for a name in every run (FNV-1a of it).
+fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash % 10_000) as f64 / 10_000.0
+    })
 }
 
 /// Whether two reports say the same, leaving out what changes on its own (CPU time).

@@ -885,10 +885,8 @@ impl Runtime {
 
     /// A pidfd of the container's shim: readable once the container has exited and its exit
     /// is recorded (then [`Runtime::inspect`] tells how). Wrap it in `tokio::io::unix::AsyncFd`
-    /// to await exits without polling. `None` when the shim is already gone. (The supervisor
-    /// polls [`Runtime::list`] each second instead: `AsyncFd::register` is `unsafe` and would
-    /// belong in [`sys`]; the tests use this to wait for exits.)
-    #[cfg(test)]
+    /// to await exits without polling (the supervisor does). `None` when the shim is already
+    /// gone.
     pub fn exit_fd(&self, id: &str) -> Result<Option<OwnedFd>, RuntimeError> {
         let (dir, _) = self.record_of(id)?;
         let record = state::read::<ShimRecord>(&dir, SHIM_FILE)

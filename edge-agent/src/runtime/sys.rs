@@ -1,7 +1,8 @@
 //! The OS calls that neither the standard library nor rustix wraps safely: `fork` for the shim's
 //! detach, signal dispositions, the interface-flags ioctl that brings loopback up, the
 //! `prctl` that installs a container's seccomp filter, and the `bpf` calls that load and
-//! attach its device program on cgroup v2. Every `unsafe` block of the runtime lives
+//! attach its device program on cgroup v2, and registering a descriptor with tokio's reactor
+//! (to await a shim's exit without a thread or a poll). Every `unsafe` block of the runtime lives
 //! in this file. (`ioctl` takes the request as `c_ulong` on glibc and `c_int` on musl, hence the
 //! `as _`.)
 
@@ -13,6 +14,19 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 pub enum Forked {
     Parent,
     Child,
+}
+
+/// Waits until `fd` is readable (a pidfd: its process exited; a pipe: its writer closed)
+/// through tokio's reactor, with no thread of its own. Must be awaited inside a tokio runtime.
+pub async fn readable(fd: OwnedFd) -> io::Result<()> {
+    // SAFETY: an `OwnedFd` is a valid open descriptor; the `AsyncFd` takes it by value, so it
+    // stays open and is the same descriptor until the `AsyncFd` drops it, and
+    // `OwnedFd::as_raw_fd` always returns it.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| e.into_parts().1)?;
+    fd.readable().await.map(|_| ())
 }
 
 /// Number of threads of this process, from `/proc/self/status`.

@@ -16,6 +16,10 @@
 //! ([`HubMode`]) it is the hub's newest accepted generation ([`Event::Desired`]), local
 //! `apply`/`delete` are refused, and the loop puts a status into the outbox on change and
 //! every heartbeat (`report.rs`).
+//!
+//! Exits are noticed at once: each running container's exit fd (a pidfd of its shim, readable
+//! once the exit is recorded) is awaited by a small task that sends [`Event::Exited`], so an
+//! exit wakes the loop instead of waiting for the next [`TICK`]'s look.
 
 mod desired;
 mod disk;
@@ -30,6 +34,7 @@ mod tests;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,6 +119,10 @@ pub trait Containers: Send + Sync + 'static {
     fn log_path(&self, workload: &str, container: &str) -> Option<PathBuf>;
     /// The workload's network namespace file when it has its own (`network: isolated`).
     fn netns(&self, workload: &str) -> Option<PathBuf>;
+    /// A file descriptor that becomes readable once the container has exited and its exit is
+    /// what [`Containers::list`] shows (a pidfd of its shim); `None` when there is none (the
+    /// shim is already gone), and the next look notices the exit.
+    fn exit_fd(&self, workload: &str, container: &str) -> Option<OwnedFd>;
 }
 
 /// The image store, as the supervisor needs it. Every method blocks.
@@ -149,6 +158,11 @@ pub enum Event {
     /// it came in; the supervisor judges it (signed by a trusted key? this node? newer?),
     /// stores it, then converges to it.
     Desired(Box<Envelope>, DesiredState),
+    /// A container's exit fd became readable: it exited, and the next look sees how.
+    Exited {
+        workload: String,
+        container: String,
+    },
     /// Something from the hub that could not be used (a payload that does not decode):
     /// recorded as a warning event for the hub to see.
     Refused {
@@ -196,6 +210,8 @@ struct Tracked {
     /// Its last start failed (it never ran), as opposed to a run that ended.
     start_failed: bool,
     health_task: Option<tokio::task::JoinHandle<()>>,
+    /// Awaits the container's exit fd ([`Event::Exited`]).
+    exit_task: Option<tokio::task::JoinHandle<()>>,
     /// Stops or removals in a row that failed; the next is tried at `retry_at_ms`.
     failures: u32,
     retry_at_ms: Option<u64>,
@@ -393,6 +409,7 @@ impl Supervisor {
                 message: None,
                 start_failed: false,
                 health_task: None,
+                exit_task: None,
                 failures: 0,
                 retry_at_ms: None,
             };
@@ -408,6 +425,7 @@ impl Supervisor {
                 self.exited(&key, exit);
             } else {
                 self.start_health(&key);
+                self.watch_exit(&key);
             }
         }
         Ok(())
@@ -439,6 +457,10 @@ impl Supervisor {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Tick => {}
+            Event::Exited {
+                workload,
+                container,
+            } => tracing::debug!(workload, container, "exit fd readable"),
             Event::Api(incoming) => self.request(incoming),
             Event::Done(outcome) => self.done(outcome),
             Event::Health {
@@ -558,6 +580,9 @@ impl Supervisor {
             Run::Exited { .. } => return,
         };
         if let Some(task) = t.health_task.take() {
+            task.abort();
+        }
+        if let Some(task) = t.exit_task.take() {
             task.abort();
         }
         t.record.crash_streak = reconcile::next_crash_streak(t.record.crash_streak, started, now);
@@ -878,6 +903,7 @@ impl Supervisor {
                 message: None,
                 start_failed: false,
                 health_task: None,
+                exit_task: None,
                 failures: 0,
                 retry_at_ms: None,
             },
@@ -1074,6 +1100,7 @@ impl Supervisor {
             format!("started (pid {pid}, restarts {restarts})"),
         );
         self.start_health(key);
+        self.watch_exit(key);
         if let Some(exit) = live.exit {
             self.exited(key, exit);
         }
@@ -1132,6 +1159,35 @@ impl Supervisor {
             if let Some(old) = t.health_task.replace(task) {
                 old.abort();
             }
+        }
+    }
+
+    /// Awaits the container's exit fd in a task of its own, which sends [`Event::Exited`].
+    fn watch_exit(&mut self, key: &Key) {
+        let Some(fd) = self.containers.exit_fd(&key.0, &key.1) else {
+            return;
+        };
+        let events = self.events.clone();
+        let (workload, container) = key.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = crate::runtime::sys::readable(fd).await {
+                // The look each tick still notices the exit.
+                tracing::warn!(workload, container, error = %e, "cannot await the exit fd");
+                return;
+            }
+            let _ = events
+                .send(Event::Exited {
+                    workload,
+                    container,
+                })
+                .await;
+        });
+        if let Some(t) = self.tracked.get_mut(key) {
+            if let Some(old) = t.exit_task.replace(task) {
+                old.abort();
+            }
+        } else {
+            task.abort();
         }
     }
 

@@ -592,6 +592,29 @@ struct FakeContainers {
     data_dir: PathBuf,
     live: Mutex<Vec<LiveContainer>>,
     stored_when_first_pod_made: Mutex<Vec<Option<u64>>>,
+    /// The write ends of the pipes handed out as exit fds, by workload and container: closing
+    /// one makes its read end readable, as a shim's pidfd is once it exits.
+    exit_pipes: Mutex<BTreeMap<(String, String), std::io::PipeWriter>>,
+}
+
+impl FakeContainers {
+    /// The container exits with `code` on its own, as its shim would record it.
+    fn exit_on_its_own(&self, workload: &str, container: &str, code: i32) {
+        for live in self.live.lock().expect("lock").iter_mut() {
+            if live.workload == workload && live.name == container && live.exit.is_none() {
+                live.exit = Some(ExitInfo {
+                    code: Some(code),
+                    signal: None,
+                    oom_killed: false,
+                    at_ms: wall_ms(),
+                });
+            }
+        }
+        self.exit_pipes
+            .lock()
+            .expect("lock")
+            .remove(&(workload.to_owned(), container.to_owned()));
+    }
 }
 
 impl Containers for FakeContainers {
@@ -659,6 +682,14 @@ impl Containers for FakeContainers {
     fn netns(&self, _: &str) -> Option<PathBuf> {
         None
     }
+    fn exit_fd(&self, workload: &str, container: &str) -> Option<OwnedFd> {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        self.exit_pipes
+            .lock()
+            .expect("lock")
+            .insert((workload.to_owned(), container.to_owned()), writer);
+        Some(reader.into())
+    }
 }
 
 struct FakeImages;
@@ -702,6 +733,7 @@ fn rig(dir: Option<tempfile::TempDir>) -> Rig {
         data_dir: dir.path().to_path_buf(),
         live: Mutex::new(Vec::new()),
         stored_when_first_pod_made: Mutex::new(Vec::new()),
+        exit_pipes: Mutex::new(BTreeMap::new()),
     });
     let (tx, events) = mpsc::channel(64);
     let outbox_ready = Arc::new(tokio::sync::Notify::new());
@@ -1157,6 +1189,51 @@ async fn settle(rig: &mut Rig) {
             _ => return,
         }
     }
+}
+
+#[test]
+fn an_exit_wakes_the_loop_through_its_exit_fd_not_at_the_next_look() {
+    runtime().block_on(async {
+        let mut rig = rig(None);
+        rig.supervisor.handle(signed(web_at(1, 1, "sleep")));
+        settle(&mut rig).await;
+        let key = ("web".to_owned(), "main".to_owned());
+        assert!(
+            rig.containers
+                .exit_pipes
+                .lock()
+                .expect("lock")
+                .contains_key(&key),
+            "the running container's exit fd is watched"
+        );
+        assert!(matches!(
+            rig.supervisor.tracked[&key].run,
+            Run::Running { .. }
+        ));
+
+        rig.containers.exit_on_its_own("web", "main", 3);
+        // The loop is woken by the watcher, not by a tick: no step runs until the event comes.
+        let event = tokio::time::timeout(Duration::from_secs(5), rig.events.recv())
+            .await
+            .expect("an event when the exit fd becomes readable")
+            .expect("the channel is open");
+        let Event::Exited {
+            workload,
+            container,
+        } = &event
+        else {
+            panic!("not an exit: {event:?}");
+        };
+        assert_eq!((workload.as_str(), container.as_str()), ("web", "main"));
+        rig.supervisor.handle(event);
+        rig.supervisor.step();
+        let t = &rig.supervisor.tracked[&key];
+        assert_eq!(
+            t.record.last_exit.map(|e| e.code),
+            Some(Some(3)),
+            "the exit is recorded with its code"
+        );
+    });
 }
 
 #[test]

@@ -110,7 +110,8 @@ pub async fn enroll(
         .map(|(_, announced)| announced)
         .unwrap_or_default();
     tracing::info!(node, "node enrolled");
-    hub.wake.changed();
+    // Paced like a report: a batch of devices enrolling with one claim token is a herd.
+    hub.wake.reported();
     Ok(Json(EnrollResponse {
         node_name: node,
         password,

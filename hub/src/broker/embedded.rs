@@ -24,7 +24,9 @@
 //!
 //! And a seventh found while reading rmqtt: messages queued for an offline persistent session
 //! expire after 5 minutes (`message_expiry_interval`); here they are kept for as long as the
-//! session, bounded by rmqtt's per-client queue of 1000 messages.
+//! session, bounded by rmqtt's per-client queue of 1000 messages. And an eighth found with
+//! `shoal-sim`: the listen backlog is 512, so when thousands of nodes connect at once (a hub
+//! restart) the kernel drops their SYNs and they retry 1, 3 and 7 s later; it is [`BACKLOG`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -70,6 +72,11 @@ const QUEUED_PER_NODE: usize = 4;
 /// Messages the broker has in flight to one client before it waits for acknowledgements
 /// (rmqtt's default is 16): the hub's client acknowledges up to 100 (`server::mqtt`).
 const MAX_INFLIGHT: u16 = 100;
+
+/// The listen backlog: connections the kernel accepts before the broker takes them, so a
+/// fleet reconnecting at once waits in the queue instead of retrying its SYNs a second or more
+/// later (the kernel caps it at `net.core.somaxconn`, 4096 on Debian 12).
+pub const BACKLOG: i32 = 4096;
 
 /// The rmqtt plugin that keeps retained messages.
 const RETAINER: &str = "rmqtt-retainer";
@@ -228,6 +235,7 @@ impl EmbeddedBroker {
             .tls_key(key)
             .laddr(config.listen)
             .reuseaddr(Some(true))
+            .backlog(BACKLOG)
             .allow_anonymous(false)
             .max_packet_size(max_packet_bytes)
             .max_qos_allowed(QoS::AtLeastOnce)

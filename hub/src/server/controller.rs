@@ -6,11 +6,12 @@
 //! newer than what the hub remembers. The first pass after the hub starts also compares the
 //! stored generations with what the broker retains, and republishes only what it lost.
 //!
-//! Wake-ups: a store change (apply, delete, labels, cordon, enrollment, keys, a node's facts
-//! or online state) runs a pass at once; a report (status, presence) runs one no sooner than
-//! [`REPORTED_SPACING`] after the previous pass started, and no sooner than
-//! [`REPORTED_SHARE`] times that pass's duration, so a herd of statuses costs a few passes and
-//! the steady stream of a large fleet's heartbeats at most a tenth of a core; and every
+//! Wake-ups: an operator's change to the store (apply, delete, labels, cordon, keys) runs a
+//! pass at once; what nodes do (a status, a presence, going online or offline, enrolling) runs
+//! one no sooner than [`REPORTED_SPACING`] after the previous pass started, and no sooner
+//! than [`REPORTED_SHARE`] times that pass's duration, so a herd of statuses or of nodes
+//! coming online costs a few passes and the steady stream of a large fleet's heartbeats at
+//! most a tenth of a core; and every
 //! [`PERIOD`] one runs anyway (offline nodes age past `rescheduleAfter` with no message).
 
 use std::collections::{BTreeMap, BTreeSet};

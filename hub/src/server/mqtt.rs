@@ -193,12 +193,11 @@ fn presence(hub: &Hub, node: &NodeId, payload: &[u8]) -> Result<(), String> {
         .store
         .record_presence(node.as_str(), presence.online, &presence.facts, wall_ms())
         .map_err(|e| e.to_string())?;
-    tracing::info!(node = %node, online = presence.online, "presence");
     if changed {
-        hub.wake.changed();
-    } else {
-        hub.wake.reported();
+        tracing::info!(node = %node, online = presence.online, "presence");
     }
+    // Paced even when it changed: a fleet coming online at once is thousands of changes.
+    hub.wake.reported();
     Ok(())
 }
 
