@@ -178,6 +178,22 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// One workload by name (`?1`), through the primary key: `?1 IS NULL OR name = ?1` in one
+/// statement would scan the table, and a node's every status looks its node up.
+const WORKLOAD_NAMED: &str = "SELECT name, revision, spec_format, spec, created_at, updated_at \
+     FROM workloads WHERE name = ?1";
+/// Every workload, by name (`?1` is NULL).
+const WORKLOADS_ALL: &str = "SELECT name, revision, spec_format, spec, created_at, updated_at \
+     FROM workloads WHERE ?1 IS NULL ORDER BY name";
+/// One node by name (`?1`), through the primary key (see [`WORKLOAD_NAMED`]): found with
+/// `shoal-sim`, the scan made each status cost a pass over every node, 10,000 nodes' statuses
+/// 10^8 rows.
+const NODE_NAMED: &str = "SELECT name, labels, schedulable, created_at, facts, online, last_seen, \
+     offline_since, password_hash != '', facts_format FROM nodes WHERE name = ?1";
+/// Every node, by name (`?1` is NULL).
+const NODES_ALL: &str = "SELECT name, labels, schedulable, created_at, facts, online, last_seen, \
+     offline_since, password_hash != '', facts_format FROM nodes WHERE ?1 IS NULL ORDER BY name";
+
 impl Store {
     /// Opens (creating and migrating) `hub.db` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
@@ -260,12 +276,12 @@ impl Store {
         conn: &Connection,
         name: Option<&str>,
     ) -> Result<Vec<StoredWorkload>, StoreError> {
-        let mut statement = conn
-            .prepare(
-                "SELECT name, revision, spec_format, spec, created_at, updated_at FROM workloads \
-                 WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
-            )
-            .map_err(query("listing workloads"))?;
+        let sql = if name.is_some() {
+            WORKLOAD_NAMED
+        } else {
+            WORKLOADS_ALL
+        };
+        let mut statement = conn.prepare(sql).map_err(query("listing workloads"))?;
         let rows = statement
             .query_map([name], |row| {
                 Ok((
@@ -448,12 +464,12 @@ impl Store {
     }
 
     fn read_nodes(conn: &Connection, name: Option<&str>) -> Result<Vec<StoredNode>, StoreError> {
-        let mut statement = conn
-            .prepare(
-                "SELECT name, labels, schedulable, created_at, facts, online, last_seen, offline_since, \
-                 password_hash != '', facts_format FROM nodes WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
-            )
-            .map_err(query("listing nodes"))?;
+        let sql = if name.is_some() {
+            NODE_NAMED
+        } else {
+            NODES_ALL
+        };
+        let mut statement = conn.prepare(sql).map_err(query("listing nodes"))?;
         let rows = statement
             .query_map([name], |row| {
                 Ok((
