@@ -721,7 +721,16 @@ fn shoal_up_demo_brings_hello_to_running_and_get_workloads_shows_it() {
         "{no_flags:?}\nconfig:\n{}",
         std::fs::read_to_string(root.join("cli-config.toml")).unwrap_or_default()
     );
-    let logs = shoal(&["logs", "hello", "--tail", "2"]);
+    // Ready as soon as it runs: its first line may come a moment later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let logs = shoal(&["logs", "hello", "--tail", "2"]);
+        if String::from_utf8_lossy(&logs.stdout).contains("hello from") || Instant::now() > deadline
+        {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         String::from_utf8_lossy(&logs.stdout).contains("hello from"),
         "{logs:?}"
