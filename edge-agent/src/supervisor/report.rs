@@ -5,8 +5,8 @@
 //! [`COALESCE`], and otherwise every heartbeat. One exception keeps apply-to-running short:
 //! a container that became ready (running, and healthy when it has a check) is reported at
 //! once even within a window, unless the status before was itself sent early that way, so
-//! a burst still costs at most two outbox writes per window. Each emitted status carries the events
-//! recorded since the previous one, in order, by event sequence; when they do not fit the
+//! a burst still costs at most two outbox writes per window. Each emitted status carries the
+//! events recorded since the previous one, in order, by event sequence; when they do not fit the
 //! status size limit they are spread over several consecutive statuses. Emitted statuses go
 //! into the SQLite outbox together with the reporter's cursor; the MQTT transport publishes
 //! them. Nothing is written between emissions.
@@ -23,8 +23,8 @@ use super::Supervisor;
 use crate::state::{OutboxMessage, ReportCursor, StateError};
 
 /// The shortest time between two status emissions: changes in between are coalesced (but
-/// for a container that became ready, see [`next_report`]). Long enough that a burst of transitions (pulling, creating, running) costs one
-/// outbox write rather than one each.
+/// for a container that became ready, see [`next_report`]). Long enough that a burst of
+/// transitions (pulling, creating, running) costs one outbox write rather than one each.
 pub const COALESCE: Duration = Duration::from_millis(250);
 
 /// The most events read from the log for one emission; more wait for the next ([`COALESCE`] later).

@@ -605,33 +605,34 @@ fn a_damaged_row_is_refused_not_dropped() {
     assert!(error.contains("damaged"), "{error}");
 }
 
+/// What SQLite's planner does for `sql` with `"gw-1"` bound: one line per step.
+fn query_plan(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut statement = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("explain");
+    statement
+        .query_map(["gw-1"], |row| row.get::<_, String>(3))
+        .expect("plan")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
 #[test]
 fn looking_one_node_or_workload_up_searches_its_key_and_scans_no_table() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
     let conn = store.conn();
     for sql in [NODE_NAMED, WORKLOAD_NAMED] {
-        let mut statement = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .expect("explain");
-        let plan: Vec<String> = statement
-            .query_map(["gw-1"], |row| row.get::<_, String>(3))
-            .expect("plan")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        let plan = query_plan(&conn, sql);
         assert!(
             !plan.is_empty() && plan.iter().all(|step| step.starts_with("SEARCH")),
             "{sql}: {plan:?}"
         );
     }
     // The other form, as a regression guard: the planner scans for it.
-    let mut statement = conn
-        .prepare("EXPLAIN QUERY PLAN SELECT name FROM nodes WHERE ?1 IS NULL OR name = ?1")
-        .expect("explain");
-    let plan: Vec<String> = statement
-        .query_map(["gw-1"], |row| row.get::<_, String>(3))
-        .expect("plan")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let plan = query_plan(
+        &conn,
+        "SELECT name FROM nodes WHERE ?1 IS NULL OR name = ?1",
+    );
     assert!(plan.iter().any(|step| step.starts_with("SCAN")), "{plan:?}");
 }
